@@ -1,0 +1,29 @@
+# Everything bootstraps a virtualenv in .venv on first use: a fresh machine needs only
+# Python 3.11 with pip (and make).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test lint pytest bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+serve: $(BIN)/.installed
+	$(BIN)/keyfob serve
+
+test: lint pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

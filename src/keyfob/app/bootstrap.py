@@ -1,0 +1,77 @@
+"""Local start-up: initialise a data directory and run the server (used by the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyfob.errors import Conflict
+from keyfob.secret import Secret
+from keyfob.settings import Settings
+from keyfob.store import redact
+from keyfob.vault import Vault
+
+
+@dataclass(frozen=True)
+class InitResult:
+    operator_token: Secret[str] | None
+    data_dir: Path
+    database_url: str
+    master_key_file: Path | None
+    created: bool
+
+
+def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
+    return InitResult(
+        operator_token=token,
+        data_dir=settings.data_dir.resolve(),
+        database_url=redact(settings.resolved_database_url),
+        master_key_file=None if settings.master_key else settings.resolved_master_key_file.resolve(),
+        created=token is not None,
+    )
+
+
+async def _initialise(settings: Settings) -> InitResult:
+    vault, done = await Vault.initialise(settings)
+    await vault.close()
+    return _result(settings, done.operator_token)
+
+
+async def _ensure(settings: Settings) -> InitResult:
+    try:
+        return await _initialise(settings)
+    except Conflict:
+        vault = await Vault.open(settings)  # proves the master key opens the keyring
+        await vault.close()
+        return _result(settings, None)
+
+
+def init_vault(settings: Settings) -> InitResult:
+    """Create the data dir, master key and first operator token; Conflict if already done."""
+    return asyncio.run(_initialise(settings))
+
+
+def ensure_initialised(settings: Settings) -> InitResult:
+    """Initialise if needed; otherwise check the vault opens and return ``created=False``."""
+    return asyncio.run(_ensure(settings))
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    """Serve API (and later proxy and dashboard) with uvicorn, uvloop and httptools."""
+    import uvicorn
+
+    from keyfob.app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        server_header=False,
+        proxy_headers=False,
+    )

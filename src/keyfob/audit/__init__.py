@@ -1,0 +1,14 @@
+"""The audit hash chain and its signed checkpoints (pure: no SQL, no keys of its own)."""
+
+from keyfob.audit.chain import GENESIS, ChainVerifier, Event, canonical, compute_hash
+from keyfob.audit.checkpoint import Checkpoint, CheckpointFile
+
+__all__ = [
+    "GENESIS",
+    "ChainVerifier",
+    "Checkpoint",
+    "CheckpointFile",
+    "Event",
+    "canonical",
+    "compute_hash",
+]

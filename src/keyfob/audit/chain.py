@@ -1,0 +1,132 @@
+"""Hash chain over audit events.
+
+    hash(n) = SHA-256( prev_hash(n) as 32 bytes || canonical JSON of event n )
+
+where the canonical JSON holds seq, ts, actor, action, target, outcome, request_id and
+details, keys sorted, no spaces, UTF-8. ``prev_hash(1)`` is 64 zeros. Editing,
+deleting, reordering or inserting a row breaks the chain at that row; truncating the
+tail is caught by a signed checkpoint (``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit record as stored; ``details`` never holds a secret value."""
+
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "request_id": self.request_id,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def compute_hash(
+    prev_hash: str,
+    *,
+    seq: int,
+    ts: str,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+    request_id: str,
+    details: dict[str, Any],
+) -> str:
+    body = {
+        "seq": seq,
+        "ts": ts,
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "outcome": outcome,
+        "request_id": request_id,
+        "details": details,
+    }
+    try:
+        prev = bytes.fromhex(prev_hash)
+    except ValueError:
+        prev = prev_hash.encode()
+    return hashlib.sha256(prev + canonical(body).encode()).hexdigest()
+
+
+def event_hash(event: Event) -> str:
+    return compute_hash(
+        event.prev_hash,
+        seq=event.seq,
+        ts=event.ts,
+        actor=event.actor,
+        action=event.action,
+        target=event.target,
+        outcome=event.outcome,
+        request_id=event.request_id,
+        details=event.details,
+    )
+
+
+@dataclass
+class ChainVerifier:
+    """Feed events in seq order; ``first_bad`` names the first record that breaks."""
+
+    count: int = 0
+    head: str = GENESIS
+    first_bad: dict[str, Any] | None = None
+    hashes_at: dict[int, str] = field(default_factory=dict)
+    watch: set[int] = field(default_factory=set)
+
+    def feed(self, event: Event) -> None:
+        if self.first_bad is not None:
+            return
+        expected_seq = self.count + 1
+        if event.seq != expected_seq:
+            reason = (
+                f"record {expected_seq} is missing" if event.seq > expected_seq
+                else f"record {event.seq} is out of order"
+            )
+            self.first_bad = {"seq": expected_seq, "reason": reason}
+            return
+        if event.prev_hash != self.head:
+            self.first_bad = {
+                "seq": event.seq,
+                "reason": "prev_hash does not match the previous record (deleted, inserted "
+                "or reordered rows)",
+            }
+            return
+        if event_hash(event) != event.hash:
+            self.first_bad = {"seq": event.seq, "reason": "hash does not match contents (edited)"}
+            return
+        self.count = event.seq
+        self.head = event.hash
+        if event.seq in self.watch:
+            self.hashes_at[event.seq] = event.hash

@@ -1,0 +1,5 @@
+"""``python -m keyfob.cli``: the same as the ``keyfob`` script."""
+
+from keyfob.cli.main import main
+
+main()

@@ -1,0 +1,196 @@
+"""A thin ``httpx.Client`` over the keyfob HTTP API that turns every failure into a ``CliError``.
+
+Problem+json answers become ``detail (HTTP status type)``; transport failures name the
+address that did not answer. Nothing here prints: the CLI's root group does that.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from keyfob import __version__
+from keyfob.cli.errors import CliError
+from keyfob.errors import PROBLEM_PREFIX
+from keyfob.secret import Secret
+
+Params = Mapping[str, str | int | Sequence[str]]
+
+TIMEOUT_SECONDS = 30.0
+
+
+class KeyfobClient:
+    """Operator calls to one keyfob server; every method returns parsed JSON or raises."""
+
+    def __init__(
+        self,
+        addr: str,
+        token: Secret[str] | None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.addr = check_addr(addr)
+        headers = {"User-Agent": f"keyfob-cli/{__version__}", "Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.reveal()}"
+        # trust_env=False: an HTTP(S)_PROXY in the environment must not see operator tokens.
+        self._http = httpx.Client(
+            base_url=self.addr,
+            headers=headers,
+            transport=transport,
+            timeout=TIMEOUT_SECONDS,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get(self, path: str, params: Params | None = None) -> dict[str, Any]:
+        return self._call("GET", path, params=params)
+
+    def post(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self._call("POST", path, body=body)
+
+    def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", path, body=body)
+
+    def delete(self, path: str) -> dict[str, Any]:
+        return self._call("DELETE", path)
+
+    @contextmanager
+    def stream(self, path: str) -> Iterator[Iterator[bytes]]:
+        """Yield the body of a successful GET chunk by chunk (for exports)."""
+        with self._transport_errors():
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    raise CliError(describe_error(response, self.addr))
+                yield response.iter_bytes()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        with self._transport_errors():
+            response = self._http.request(method, path, params=params, json=body)
+        if response.is_error or response.is_redirect:
+            raise CliError(describe_error(response, self.addr))
+        try:
+            data = response.json()
+        except ValueError:
+            raise CliError(
+                f"keyfob at {self.addr} answered {method} {path} with something that is not JSON"
+            ) from None
+        if not isinstance(data, dict):
+            raise CliError(f"keyfob at {self.addr} answered {method} {path} with unexpected JSON")
+        return data
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """Translate httpx's transport exceptions into one line naming the address."""
+        try:
+            yield
+        except httpx.ConnectError as exc:
+            raise CliError(
+                f"cannot connect to keyfob at {self.addr} ({_reason(exc)}); "
+                "is `keyfob serve` running there? Set KEYFOB_ADDR or --addr"
+            ) from None
+        except httpx.TimeoutException:
+            raise CliError(
+                f"keyfob at {self.addr} did not answer within {TIMEOUT_SECONDS:g} seconds"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"talking to keyfob at {self.addr} failed ({type(exc).__name__})"
+            ) from None
+
+
+def check_addr(addr: str) -> str:
+    """The server address, refused early unless it is an http(s) URL with a host."""
+    parts = urlsplit(addr.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(
+            f"the keyfob address must be an http:// or https:// URL, got {addr!r} "
+            "(KEYFOB_ADDR or --addr)"
+        )
+    return addr.strip().rstrip("/")
+
+
+def sends_token_in_clear(addr: str) -> bool:
+    """Whether a token would cross a network unencrypted (plain http to a non-loopback host)."""
+    parts = urlsplit(addr)
+    if parts.scheme != "http" or parts.hostname is None:
+        return False
+    if parts.hostname == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return True
+
+
+def describe_error(response: httpx.Response, addr: str) -> str:
+    """One line for a failed answer: the problem's detail and type, or the bare status."""
+    status = response.status_code
+    if response.is_redirect:
+        return f"keyfob at {addr} answered with a redirect (HTTP {status}); check KEYFOB_ADDR"
+    problem = _problem(response)
+    if problem is None:
+        return f"keyfob at {addr} answered HTTP {status} {response.reason_phrase}".rstrip()
+    slug = str(problem.get("type", "")).removeprefix(PROBLEM_PREFIX) or "error"
+    detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+    parts = [detail]
+    invalid = _field_errors(problem.get("errors"))
+    if invalid:
+        parts.append(f": {invalid}")
+    if status == 401:
+        parts.append("; check KEYFOB_TOKEN or --token-file")
+    if status >= 500 and problem.get("request_id"):
+        parts.append(f"; request id {problem['request_id']}")
+    parts.append(f" (HTTP {status} {slug})")
+    return "".join(parts)
+
+
+def _problem(response: httpx.Response) -> dict[str, Any] | None:
+    content_type = response.headers.get("content-type", "")
+    if "json" not in content_type:
+        return None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _field_errors(errors: object) -> str:
+    """``loc: msg`` for each invalid field; the server never echoes submitted values."""
+    if not isinstance(errors, list):
+        return ""
+    described = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        loc = error.get("loc") or []
+        names = [str(part) for part in loc if part != "body"] if isinstance(loc, list) else []
+        where = ".".join(names) or "request"
+        described.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(described)
+
+
+def _reason(exc: httpx.ConnectError) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return str(exc) or "connection failed"

@@ -1,0 +1,111 @@
+"""The ``keyfob`` Typer app: global options, command wiring, and one place that reports errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+
+from keyfob import __version__
+from keyfob.cli import audit, keys, server, sets, tokens
+from keyfob.cli.context import CliState, Wiring
+from keyfob.cli.errors import CliError
+from keyfob.cli.output import JsonFlag, print_json, print_line
+from keyfob.errors import KeyfobError
+from keyfob.settings import Settings
+
+
+class KeyfobGroup(TyperGroup):
+    """Root group: a ``CliError`` or ``KeyfobError`` becomes one line on stderr and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (CliError, KeyfobError) as exc:
+            message = exc.message if isinstance(exc, CliError) else " ".join(exc.detail.split())
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(1) from None
+
+
+def load_settings() -> Settings:
+    """``KEYFOB_*`` settings, with a bad variable reported by name (never by value)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"KEYFOB_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise CliError(f"invalid setting: {problems}") from None
+
+
+def version(json_out: JsonFlag = False) -> None:
+    """Print the keyfob version."""
+    if json_out:
+        print_json({"version": __version__})
+    else:
+        print_line(f"keyfob {__version__}")
+
+
+def create_app(wiring: Wiring | None = None) -> typer.Typer:
+    """A fresh ``keyfob`` app; tests pass a ``Wiring`` with a mock transport and fakes."""
+    seams = wiring or Wiring()
+    app = typer.Typer(
+        name="keyfob",
+        cls=KeyfobGroup,
+        help="keyfob: a credential vault for AI agents.",
+        no_args_is_help=True,
+        add_completion=False,
+        # Pretty tracebacks can render local variables, and locals here hold tokens.
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        addr: Annotated[
+            str | None,
+            typer.Option(
+                metavar="URL", help="keyfob server URL (default KEYFOB_ADDR, http://127.0.0.1:8200)."
+            ),
+        ] = None,
+        token_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--token-file",
+                metavar="PATH",
+                help="Read the operator token from PATH instead of KEYFOB_TOKEN.",
+            ),
+        ] = None,
+    ) -> None:
+        settings = load_settings()
+        cli = CliState(
+            settings=settings,
+            wiring=seams,
+            addr=addr or settings.addr,
+            token_file=token_file,
+        )
+        ctx.obj = cli
+        ctx.call_on_close(cli.close)
+
+    app.command("init")(server.init)
+    app.command("serve")(server.serve)
+    app.add_typer(sets.app)
+    app.add_typer(audit.app)
+    app.add_typer(keys.app)
+    app.add_typer(tokens.app)
+    app.command("version")(version)
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    create_app()()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""``keyfob init`` and ``keyfob serve``: the local commands that create and run a vault."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+import typer
+
+from keyfob.cli.context import InitOutcome, state
+from keyfob.cli.errors import CliError
+from keyfob.cli.output import (
+    JsonFlag,
+    print_fields,
+    print_json,
+    print_json_line,
+    print_line,
+    show_new_token,
+)
+
+
+def _describe(result: InitOutcome) -> dict[str, Any]:
+    token = result.operator_token
+    return {
+        "operator_token": token.reveal() if token is not None else None,
+        "data_dir": str(result.data_dir),
+        "database_url": result.database_url,
+        "master_key_file": str(result.master_key_file) if result.master_key_file else None,
+    }
+
+
+def _show_created(result: InitOutcome) -> None:
+    print_fields(
+        [
+            ("data dir", str(result.data_dir)),
+            ("database", result.database_url),
+            ("master key", str(result.master_key_file or "from KEYFOB_MASTER_KEY")),
+        ]
+    )
+    if result.operator_token is not None:
+        show_new_token(result.operator_token.reveal(), "operator token")
+        print_line("Use it as KEYFOB_TOKEN, or save it to a file for --token-file.")
+
+
+def init(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """Create the data dir, master key and first operator token (printed once)."""
+    cli = state(ctx)
+    result = cli.wiring.bootstrap().init_vault(cli.settings)
+    if json_out:
+        print_json(_describe(result))
+        return
+    print_line(f"initialised keyfob in {result.data_dir}")
+    _show_created(result)
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default KEYFOB_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port to bind (default KEYFOB_PORT, 8200)."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Serve the API, proxy and dashboard; initialises the data dir first if needed."""
+    cli = state(ctx)
+    bind_host = host or cli.settings.host
+    bind_port = cli.settings.port if port is None else port
+    core = cli.wiring.bootstrap()
+    result = core.ensure_initialised(cli.settings)
+    url = base_url(bind_host, bind_port)
+    if json_out:
+        print_json_line({**_describe(result), "created": result.created, "url": url})
+    else:
+        if result.created:
+            print_line(f"initialised keyfob in {result.data_dir}")
+            _show_created(result)
+        else:
+            print_line(f"data dir {result.data_dir}, database {result.database_url}")
+        print_line(f"keyfob serving on {url} (dashboard {url}/ui)")
+        if not _is_loopback(bind_host):
+            typer.echo(
+                f"warning: {bind_host} is reachable from other machines; put TLS in front "
+                "of keyfob before sending tokens to it over a network",
+                err=True,
+            )
+    try:
+        core.run_server(cli.settings, bind_host, bind_port)
+    except OSError as exc:
+        raise CliError(f"cannot serve on {url}: {exc.strerror or exc}") from None
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port``, with IPv6 literals bracketed."""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"http://[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"http://{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,22 @@
+"""Crypto recipes: envelope ``seal``/``open``/``rewrap``, the keyring and the master key.
+
+Knows nothing of the domain; only ``_aead`` imports ``cryptography.hazmat``.
+"""
+
+from keyfob.crypto._aead import verify_signature
+from keyfob.crypto.envelope import Sealed, open, rewrap, seal, term_of
+from keyfob.crypto.keyring import Keyring, SystemKeys, WrappedKek
+from keyfob.crypto.master import MasterKey
+
+__all__ = [
+    "Keyring",
+    "MasterKey",
+    "Sealed",
+    "SystemKeys",
+    "WrappedKek",
+    "open",
+    "rewrap",
+    "seal",
+    "term_of",
+    "verify_signature",
+]

@@ -1,0 +1,82 @@
+"""Envelope encryption of secret versions: ``seal``, ``open``, ``rewrap``.
+
+Formats (all integers big-endian):
+
+    wrapped DEK  = 0x01 | term:u32 | nonce:12 | AES-GCM(KEK[term], DEK) with
+                   AAD = "keyfob/dek/v1" + set id + version + term
+    ciphertext   = 0x01 | nonce:12 | AES-GCM(DEK, plaintext) with
+                   AAD = "keyfob/data/v1" + set id + version
+
+A fresh 256-bit DEK per version. ``rewrap`` re-encrypts only the DEK under the newest
+term; the ciphertext is never touched. Rows cannot be swapped: both AADs name the set
+and version they belong to.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from keyfob.crypto import _aead
+from keyfob.crypto.keyring import Keyring
+from keyfob.errors import DecryptionFailed
+
+_V1 = 1
+_DEK_LABEL = b"keyfob/dek/v1"
+_DATA_LABEL = b"keyfob/data/v1"
+_HEADER = struct.Struct(">BI")
+
+
+@dataclass(frozen=True)
+class Sealed:
+    term: int
+    wrapped_dek: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return f"Sealed(term={self.term}, {len(self.ciphertext)} bytes)"
+
+
+def _wrap_dek(ring: Keyring, dek: bytes, set_id: str, version: int, term: int) -> bytes:
+    associated = _aead.aad(_DEK_LABEL, set_id, version, term)
+    return _HEADER.pack(_V1, term) + ring.kek(term).seal(dek, associated)
+
+
+def _unwrap_dek(ring: Keyring, wrapped: bytes, set_id: str, version: int) -> bytes:
+    if len(wrapped) < _HEADER.size:
+        raise DecryptionFailed()
+    fmt, term = _HEADER.unpack_from(wrapped)
+    if fmt != _V1:
+        raise DecryptionFailed()
+    associated = _aead.aad(_DEK_LABEL, set_id, version, term)
+    return ring.kek(term).open(wrapped[_HEADER.size :], associated)
+
+
+def term_of(wrapped_dek: bytes) -> int:
+    """The KEK term a wrapped DEK needs (readable without any key)."""
+    if len(wrapped_dek) < _HEADER.size:
+        raise DecryptionFailed()
+    return int(_HEADER.unpack_from(wrapped_dek)[1])
+
+
+def seal(ring: Keyring, plaintext: bytes, *, set_id: str, version: int) -> Sealed:
+    """Encrypt one secret version under a fresh DEK wrapped by the active term."""
+    dek = _aead.random_key()
+    term = ring.active_term
+    body = _aead.Aead(dek).seal(plaintext, _aead.aad(_DATA_LABEL, set_id, version))
+    return Sealed(term, _wrap_dek(ring, dek, set_id, version, term), bytes([_V1]) + body)
+
+
+def open(ring: Keyring, sealed: Sealed, *, set_id: str, version: int) -> bytes:
+    """Decrypt one secret version; any mismatch is the same ``DecryptionFailed``."""
+    if not sealed.ciphertext or sealed.ciphertext[0] != _V1:
+        raise DecryptionFailed()
+    dek = _unwrap_dek(ring, sealed.wrapped_dek, set_id, version)
+    return _aead.Aead(dek).open(sealed.ciphertext[1:], _aead.aad(_DATA_LABEL, set_id, version))
+
+
+def rewrap(ring: Keyring, wrapped_dek: bytes, *, set_id: str, version: int) -> tuple[int, bytes]:
+    """The same DEK wrapped under the active term: ``(term, wrapped)``."""
+    dek = _unwrap_dek(ring, wrapped_dek, set_id, version)
+    term = ring.active_term
+    return term, _wrap_dek(ring, dek, set_id, version, term)

@@ -1,0 +1,131 @@
+"""Every error keyfob raises on purpose, each with a stable problem type.
+
+    KeyfobError                      base; ``type`` and ``status`` are stable
+    ├── InvalidRequest        400    malformed JSON, header or parameter
+    ├── Unauthorized          401    missing, unknown or revoked token
+    ├── Forbidden             403    authenticated but not allowed
+    ├── NotFound              404    no such resource
+    ├── MethodNotAllowed      405
+    ├── Conflict              409    name taken, lost update, wrong state
+    ├── PayloadTooLarge       413
+    ├── UnsupportedMediaType  415
+    ├── ValidationFailed      422    a field is invalid; ``errors`` lists which
+    ├── Unavailable           503    database or audit log not writable
+    ├── DecryptionFailed      500    one opaque error for every failure to open
+    └── ConfigurationError    ---    bad settings or key material at start-up
+
+The HTTP status is mapped here and only here; the API renders ``problem()``.
+No message may contain a secret value: callers pass names, never values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_PREFIX = "urn:keyfob:problem:"
+
+
+class KeyfobError(Exception):
+    """Base class: a stable problem ``slug``, an HTTP ``status`` and a safe detail."""
+
+    slug: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(self.detail)
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_PREFIX + self.slug
+
+    def problem(self, request_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        body.update(self.extra)
+        if request_id is not None:
+            body["request_id"] = request_id
+        return body
+
+
+class InvalidRequest(KeyfobError):
+    slug, status, title = "invalid-request", 400, "Invalid request"
+
+
+class Unauthorized(KeyfobError):
+    slug, status, title = "unauthorized", 401, "Unauthorized"
+
+
+class Forbidden(KeyfobError):
+    slug, status, title = "forbidden", 403, "Forbidden"
+
+
+class NotFound(KeyfobError):
+    slug, status, title = "not-found", 404, "Not found"
+
+
+class MethodNotAllowed(KeyfobError):
+    slug, status, title = "method-not-allowed", 405, "Method not allowed"
+
+
+class Conflict(KeyfobError):
+    slug, status, title = "conflict", 409, "Conflict"
+
+
+class PayloadTooLarge(KeyfobError):
+    slug, status, title = "payload-too-large", 413, "Payload too large"
+
+
+class UnsupportedMediaType(KeyfobError):
+    slug, status, title = "unsupported-media-type", 415, "Unsupported media type"
+
+
+class ValidationFailed(KeyfobError):
+    slug, status, title = "validation-failed", 422, "Validation failed"
+
+
+class Unavailable(KeyfobError):
+    slug, status, title = "unavailable", 503, "Service unavailable"
+
+
+class DecryptionFailed(KeyfobError):
+    """Stored ciphertext did not open; deliberately says nothing about why."""
+
+    slug, status, title = "decryption-failed", 500, "Decryption failed"
+
+
+class ConfigurationError(KeyfobError):
+    """Settings or key material keep keyfob from starting; the message says how to fix it."""
+
+    slug, status, title = "configuration", 500, "Configuration error"
+
+
+ALL_ERRORS: tuple[type[KeyfobError], ...] = (
+    KeyfobError,
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    Unavailable,
+    DecryptionFailed,
+    ConfigurationError,
+)
+
+
+def for_status(status: int) -> type[KeyfobError]:
+    """The error class for an HTTP status (used to translate framework errors)."""
+    for cls in ALL_ERRORS:
+        if cls.status == status and cls is not KeyfobError and cls is not ConfigurationError:
+            return cls
+    return InvalidRequest if 400 <= status < 500 else KeyfobError

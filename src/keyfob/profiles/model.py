@@ -1,0 +1,193 @@
+"""The injection profile model: upstream base URL, allowed hosts and the injection kind.
+
+Profiles are chosen by operators only. Templates name keys (``{OPENAI_API_KEY}``); they
+never hold values. ``http://`` upstreams and private/loopback hosts are accepted only
+with ``allow_private_upstream`` (tests and on-prem), which is off by default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+KEY_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+_HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+        "content-length", "proxy-authorization", "proxy-authenticate", "cookie",
+    }
+)
+
+
+def check_slug(value: str, what: str = "segment") -> str:
+    if not SLUG_RE.match(value):
+        raise ValueError(
+            f"{what} must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter "
+            "or digit"
+        )
+    return value
+
+
+def check_key_name(value: str) -> str:
+    if not KEY_NAME_RE.match(value):
+        raise ValueError(
+            "key names are ENV-style: A-Z, 0-9 and '_', not starting with a digit, "
+            "at most 128 characters"
+        )
+    return value
+
+
+def template_keys(template: str) -> list[str]:
+    """The key names a template refers to; raises on anything but ``{KEY}`` placeholders."""
+    names = _PLACEHOLDER_RE.findall(template)
+    leftover = _PLACEHOLDER_RE.sub("", template)
+    if "{" in leftover or "}" in leftover:
+        raise ValueError("unbalanced braces in template")
+    if any(c in template for c in "\r\n\x00"):
+        raise ValueError("templates may not contain CR, LF or NUL")
+    for name in names:
+        check_key_name(name)
+    if not names:
+        raise ValueError("a template must name at least one key, like {API_KEY}")
+    return names
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bearer(_Strict):
+    kind: Literal["bearer"]
+    key: str
+
+    _key = field_validator("key")(check_key_name)
+
+    def keys(self) -> list[str]:
+        return [self.key]
+
+
+class Header(_Strict):
+    kind: Literal["header"]
+    name: str
+    template: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _HEADER_NAME_RE.match(value) or value.lower() in _FORBIDDEN_HEADERS:
+            raise ValueError("not a header name keyfob may inject")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        template_keys(value)
+        return value
+
+    def keys(self) -> list[str]:
+        return template_keys(self.template)
+
+
+class Basic(_Strict):
+    kind: Literal["basic"]
+    username: str
+    password: str
+
+    @field_validator("username", "password")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        template_keys(value)
+        return value
+
+    def keys(self) -> list[str]:
+        return template_keys(self.username) + template_keys(self.password)
+
+
+class Query(_Strict):
+    kind: Literal["query"]
+    param: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key: str
+
+    _key = field_validator("key")(check_key_name)
+
+    def keys(self) -> list[str]:
+        return [self.key]
+
+
+class AwsSigV4(_Strict):
+    kind: Literal["aws_sigv4"]
+    access_key_id: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key: str = "AWS_SECRET_ACCESS_KEY"
+    session_token: str | None = None
+    region: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
+    service: str = Field(pattern=r"^[a-z0-9-]{1,64}$")
+
+    _keys = field_validator("access_key_id", "secret_access_key")(check_key_name)
+
+    def keys(self) -> list[str]:
+        names = [self.access_key_id, self.secret_access_key]
+        return [*names, self.session_token] if self.session_token else names
+
+
+Inject = Annotated[Bearer | Header | Basic | Query | AwsSigV4, Field(discriminator="kind")]
+
+
+def _is_private_literal(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+    return not address.is_global
+
+
+class Profile(_Strict):
+    """A resolved profile as stored with a set and shown wherever the set is shown."""
+
+    preset: str | None = None
+    base_url: str
+    hosts: list[str] = Field(min_length=1, max_length=16)
+    inject: Inject
+    allow_private_upstream: bool = False
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        out = []
+        for host in hosts:
+            lowered = host.lower()
+            try:
+                ipaddress.ip_address(lowered.strip("[]"))
+            except ValueError:
+                if not _HOST_RE.match(lowered):
+                    raise ValueError(f"{host!r} is not a host name") from None
+            out.append(lowered)
+        return out
+
+    @model_validator(mode="after")
+    def _base_url(self) -> Profile:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("base_url must be an absolute https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("base_url may not carry user info")
+        if parts.query or parts.fragment:
+            raise ValueError("base_url may not have a query or fragment")
+        if parts.scheme == "http" and not self.allow_private_upstream:
+            raise ValueError("http:// upstreams need allow_private_upstream (tests, on-prem)")
+        if parts.hostname.lower() not in self.hosts:
+            raise ValueError("the base_url host must be one of hosts")
+        for host in self.hosts:
+            if _is_private_literal(host) and not self.allow_private_upstream:
+                raise ValueError(f"{host} is private or loopback; set allow_private_upstream")
+        return self
+
+    def referenced_keys(self) -> list[str]:
+        return self.inject.keys()

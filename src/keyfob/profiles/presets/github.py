@@ -1,0 +1,15 @@
+"""GitHub: token as bearer to api.github.com."""
+
+from keyfob.profiles.registry import Field, Preset
+
+PRESET = Preset(
+    name="github",
+    title="GitHub",
+    fields=(Field("GITHUB_TOKEN", "Personal access or app token"),),
+    defaults=lambda _: {
+        "base_url": "https://api.github.com",
+        "hosts": ["api.github.com"],
+        "inject": {"kind": "bearer", "key": "GITHUB_TOKEN"},
+    },
+    docs_url="https://docs.github.com/en/rest/authentication",
+)

@@ -1,0 +1,77 @@
+"""Settings: one table, one prefix (``KEYFOB_``), passed explicitly to ``create_app``.
+
+Every field's description is its documentation; ``docs/configuration.md`` lists them
+all and a contract test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYFOB_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        Path(".keyfob"),
+        description="Directory for the SQLite database, master key file and audit checkpoint.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="Database URL: `sqlite:///path` or `postgresql://user@host/db`. "
+        "Default: SQLite at `<data_dir>/keyfob.db`.",
+    )
+    master_key_file: Path | None = Field(
+        None,
+        description="File holding the master key (mode 0600). Default: `<data_dir>/master.key`.",
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="The master key itself (base64 of 32 bytes), instead of a file.",
+    )
+    addr: str = Field(
+        "http://127.0.0.1:8200",
+        description="Where CLI clients find the server.",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description="Token CLI clients authenticate with (`kfo_…` operator, `kfa_…` agent).",
+    )
+    host: str = Field("127.0.0.1", description="Address `keyfob serve` binds.")
+    port: int = Field(8200, ge=0, le=65535, description="Port `keyfob serve` binds.")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="SQLite `synchronous` pragma: NORMAL survives a killed process, "
+        "FULL also survives power loss.",
+    )
+    max_body_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the API accepts (413 above it).",
+    )
+    audit_checkpoint_file: Path | None = Field(
+        None,
+        description="Where signed audit checkpoints are written (outside the database). "
+        "Default: `<data_dir>/audit-checkpoint.json`.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Server log level."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'keyfob.db').resolve()}"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def resolved_checkpoint_file(self) -> Path:
+        return self.audit_checkpoint_file or self.data_dir / "audit-checkpoint.json"

@@ -1,0 +1,116 @@
+"""Table definitions (SQLAlchemy Core). Schema changes go through an Alembic migration.
+
+Timestamps are RFC 3339 text with a ``Z`` (sortable, identical on every backend);
+JSON is canonical text. No column ever holds a secret value: values exist here only
+as AES-GCM ciphertext, tokens only as HMAC digests.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+secret_sets = Table(
+    "secret_sets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("provider", String(64), nullable=False),
+    Column("environment", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("labels", Text, nullable=False),
+    Column("profile", Text, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("deleted_at", String(32), nullable=True),
+    Column("exported_at", String(32), nullable=True),
+    UniqueConstraint("provider", "environment", "name", name="uq_secret_sets_path"),
+)
+
+secret_versions = Table(
+    "secret_versions",
+    metadata,
+    Column(
+        "set_id",
+        String(32),
+        ForeignKey("secret_sets.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, primary_key=True),
+    Column("created_at", String(32), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("rollback_of", Integer, nullable=True),
+    Column("keys", Text, nullable=False),
+    Column("kek_term", Integer, nullable=False),
+    Column("wrapped_dek", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Index("ix_secret_versions_kek_term", "kek_term"),
+)
+
+kek_terms = Table(
+    "kek_terms",
+    metadata,
+    Column("term", Integer, primary_key=True, autoincrement=False),
+    Column("wrapped", LargeBinary, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("retired_at", String(32), nullable=True),
+)
+
+keyring_meta = Table(
+    "keyring_meta",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+operator_tokens = Table(
+    "operator_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", String(32), nullable=True),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
+    Column("ts", String(32), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(300), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_events_ts", "ts"),
+    Index("ix_audit_events_action", "action"),
+    Index("ix_audit_events_target", "target"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("head", String(64), nullable=False),
+)

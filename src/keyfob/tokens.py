@@ -1,0 +1,58 @@
+"""Bearer tokens: random, prefixed so scanners find leaked ones, stored as HMAC digests.
+
+``kfo_`` operator, ``kfa_`` agent, ``kfl_`` lease. A token is the prefix plus 43
+base62 characters (256 bits from ``secrets``); the server keeps only
+HMAC-SHA-256(server key, token), so a database dump yields no usable token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from typing import Final
+
+OPERATOR: Final = "kfo_"
+AGENT: Final = "kfa_"
+LEASE: Final = "kfl_"
+PREFIXES: Final = (OPERATOR, AGENT, LEASE)
+
+_ALPHABET: Final = string.digits + string.ascii_letters
+_BODY_LEN: Final = 43  # ceil(256 / log2(62))
+
+
+def _base62(data: bytes, length: int) -> str:
+    number = int.from_bytes(data, "big")
+    chars = []
+    for _ in range(length):
+        number, rem = divmod(number, 62)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def new_token(prefix: str) -> str:
+    """A fresh token with ``prefix``; shown once, never stored."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown token prefix {prefix!r}")
+    return prefix + _base62(secrets.token_bytes(32), _BODY_LEN)
+
+
+def looks_like(token: str, prefix: str) -> bool:
+    """Cheap shape check before any lookup (length, prefix, alphabet)."""
+    body = token[len(prefix) :]
+    return (
+        token.startswith(prefix)
+        and len(body) == _BODY_LEN
+        and all(c in _ALPHABET for c in body)
+    )
+
+
+def digest(key: bytes, token: str) -> str:
+    """The stored form of a token: hex HMAC-SHA-256 under the server's token key."""
+    return hmac.new(key, token.encode("ascii", "replace"), hashlib.sha256).hexdigest()
+
+
+def new_id(prefix: str = "") -> str:
+    """A public identifier (not a secret): 16 random bytes, hex."""
+    return prefix + secrets.token_hex(8)

@@ -1,0 +1,79 @@
+"""Reading the audit log: query, export, and verify the chain against the checkpoint."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+from keyfob import crypto
+from keyfob.audit import ChainVerifier, Event
+from keyfob.store import audit_log
+from keyfob.vault.core import Core
+
+
+class Auditing:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    async def query(self, **filters: Any) -> list[Event]:
+        async with self._core.db.read() as conn:
+            return await audit_log.query(conn, **filters)
+
+    async def export(self) -> AsyncIterator[Event]:
+        async with self._core.db.read() as conn:
+            async for event in audit_log.stream(conn):
+                yield event
+
+    async def verify(self) -> dict[str, Any]:
+        """Walk the chain; then check it against the signed checkpoint outside the database."""
+        checkpoint = self._core.checkpoints.read()
+        verifier = ChainVerifier()
+        if checkpoint is not None and checkpoint.count > 0:
+            verifier.watch.add(checkpoint.count)
+        async with self._core.db.read() as conn:
+            async for event in audit_log.stream(conn):
+                verifier.feed(event)
+                if verifier.first_bad is not None:
+                    break
+            head_seq, head_hash = await audit_log.head(conn)
+        first_bad = verifier.first_bad
+        if first_bad is None and (head_seq, head_hash) != (verifier.count, verifier.head):
+            first_bad = {
+                "seq": verifier.count + 1,
+                "reason": f"the log ends at record {verifier.count} but its head says "
+                f"{head_seq} (rows removed from the end)",
+            }
+        if first_bad is None and checkpoint is not None:
+            first_bad = self._against_checkpoint(verifier, checkpoint)
+        return {
+            "ok": first_bad is None,
+            "count": verifier.count,
+            "head": verifier.head,
+            "first_bad": first_bad,
+            "checkpoint": checkpoint.as_dict() if checkpoint else None,
+            "public_key": self._core.public_key,
+        }
+
+    def _against_checkpoint(self, verifier: ChainVerifier, checkpoint: Any) -> dict[str, Any] | None:
+        public = base64.b64decode(self._core.public_key)
+        if not checkpoint.signature_ok(crypto.verify_signature, public):
+            return {"seq": None, "reason": "the checkpoint file's signature is not valid"}
+        if checkpoint.count > verifier.count:
+            return {
+                "seq": verifier.count + 1,
+                "reason": f"the signed checkpoint vouches for {checkpoint.count} records but the "
+                f"log has {verifier.count} (truncated)",
+            }
+        if checkpoint.count and verifier.hashes_at.get(checkpoint.count) != checkpoint.head:
+            return {
+                "seq": checkpoint.count,
+                "reason": "record does not match the signed checkpoint (log rewritten)",
+            }
+        return None
+
+    async def signed_checkpoint(self) -> dict[str, Any]:
+        """Sign the current head now (for ``verify`` output and off-site copies)."""
+        async with self._core.db.read() as conn:
+            seq, head = await audit_log.head(conn)
+        return self._core.checkpoint(seq, head).as_dict()

@@ -1,0 +1,22 @@
+"""Who is acting and under which request id: passed into every state change."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The actor (``operator:<token id>``, ``user:<name>``, ``system``) and the request id."""
+
+    actor: str
+    request_id: str = field(default_factory=new_request_id)
+    client: str | None = None
+
+
+SYSTEM = Context(actor="system")

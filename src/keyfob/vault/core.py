@@ -1,0 +1,68 @@
+"""What every vault service shares: the database, the keyring, the clock, checkpoints."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from keyfob import crypto
+from keyfob.audit import Checkpoint, CheckpointFile
+from keyfob.clock import Clock, isoformat
+from keyfob.crypto import Keyring, WrappedKek
+from keyfob.errors import DecryptionFailed
+from keyfob.store import Database, Tx
+from keyfob.store import keyring as keyring_sql
+
+
+class Core:
+    def __init__(
+        self, db: Database, ring: Keyring, clock: Clock, checkpoints: CheckpointFile
+    ) -> None:
+        self.db = db
+        self.ring = ring
+        self.clock = clock
+        self.checkpoints = checkpoints
+
+    def now(self) -> str:
+        return isoformat(self.clock.now())
+
+    @property
+    def public_key(self) -> str:
+        return base64.b64encode(self.ring.system.signer.public_bytes()).decode()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Tx]:
+        """An audited write transaction; a signed checkpoint follows every commit."""
+        async with self.db.write() as tx:
+            yield tx
+        if tx.events:
+            self.checkpoint(tx.seq, tx.head)
+
+    def checkpoint(self, count: int, head: str) -> Checkpoint:
+        signer = self.ring.system.signer
+        point = Checkpoint.make(count, head, self.now(), signer.sign, signer.public_bytes())
+        self.checkpoints.write(point)
+        return point
+
+    async def sync_terms(self, tx: Tx) -> None:
+        """Pick up KEK terms another node added or retired since this keyring was loaded."""
+        rows = await keyring_sql.list_terms(tx.conn)
+        live = {r.term for r in rows if r.wrapped is not None}
+        for row in rows:
+            if row.wrapped is not None and not self.ring.has(row.term):
+                self.ring.add_wrapped(WrappedKek(row.term, row.wrapped))
+        for term in self.ring.terms:
+            if term not in live:
+                self.ring.forget(term)
+
+    async def ensure_term(self, wrapped_dek: bytes) -> None:
+        """Load the KEK term a wrapped DEK needs if this process has not seen it yet."""
+        if self.ring.has(crypto.term_of(wrapped_dek)):
+            return
+        async with self.db.read() as conn:
+            for row in await keyring_sql.list_terms(conn):
+                if row.wrapped is not None and not self.ring.has(row.term):
+                    self.ring.add_wrapped(WrappedKek(row.term, row.wrapped))
+        if not self.ring.has(crypto.term_of(wrapped_dek)):
+            raise DecryptionFailed()

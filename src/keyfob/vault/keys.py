@@ -1,0 +1,125 @@
+"""Key management: status, rotate (new KEK term), rewrap (move DEKs to it), retire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyfob import crypto
+from keyfob.errors import Conflict, NotFound
+from keyfob.store import keyring as keyring_sql
+from keyfob.store import secrets as sql
+from keyfob.vault.context import Context
+from keyfob.vault.core import Core
+
+_BATCH = 200
+
+
+class Keys:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    async def status(self) -> dict[str, Any]:
+        async with self._core.db.read() as conn:
+            rows = await keyring_sql.list_terms(conn)
+            counts = await sql.records_per_term(conn)
+        live = [r.term for r in rows if r.wrapped is not None]
+        active = max(live) if live else 0
+        terms = []
+        for row in rows:
+            if row.wrapped is None:
+                status = "retired"
+            elif row.term == active:
+                status = "active"
+            else:
+                status = "previous"
+            terms.append(
+                {
+                    "term": row.term,
+                    "status": status,
+                    "created_at": row.created_at,
+                    "retired_at": row.retired_at,
+                    "records": counts.get(row.term, 0),
+                }
+            )
+        return {"active_term": active, "terms": terms, "audit_public_key": self._core.public_key}
+
+    async def rotate(self, ctx: Context) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            await self._core.sync_terms(tx)
+            rows = await keyring_sql.list_terms(tx.conn)
+            # Terms are never reused, even retired ones: a term names one key forever.
+            kek = self._core.ring.new_term(max((r.term for r in rows), default=0) + 1)
+            await keyring_sql.add_term(tx.conn, kek.term, kek.wrapped, self._core.now())
+            await tx.audit(
+                ts=self._core.now(),
+                actor=ctx.actor,
+                action="keys.rotate",
+                target=f"kek:{kek.term}",
+                outcome="ok",
+                request_id=ctx.request_id,
+                details={"term": kek.term},
+            )
+        return {"term": kek.term}
+
+    async def rewrap(self, ctx: Context) -> dict[str, Any]:
+        """Move every wrapped DEK to the active term, a batch per transaction."""
+        moved = 0
+        while True:
+            async with self._core.write() as tx:
+                await self._core.sync_terms(tx)
+                term = self._core.ring.active_term
+                batch = await sql.versions_on_old_terms(tx.conn, term, _BATCH)
+                if not batch:
+                    break
+                done = 0
+                for set_id, version, wrapped in batch:
+                    await self._core.ensure_term(wrapped)
+                    new_term, rewrapped = crypto.rewrap(
+                        self._core.ring, wrapped, set_id=set_id, version=version
+                    )
+                    old_term = crypto.term_of(wrapped)
+                    if await sql.set_wrapped_dek(
+                        tx.conn, set_id, version, old_term, new_term, rewrapped
+                    ):
+                        done += 1
+                await tx.audit(
+                    ts=self._core.now(),
+                    actor=ctx.actor,
+                    action="keys.rewrap",
+                    target=f"kek:{term}",
+                    outcome="ok",
+                    request_id=ctx.request_id,
+                    details={"term": term, "rewrapped": done},
+                )
+                moved += done
+        return {"rewrapped": moved, "term": self._core.ring.active_term}
+
+    async def retire(self, ctx: Context, term: int) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            await self._core.sync_terms(tx)
+            rows = {r.term: r for r in await keyring_sql.list_terms(tx.conn)}
+            row = rows.get(term)
+            if row is None:
+                raise NotFound(f"key term {term} does not exist")
+            if row.wrapped is None:
+                raise Conflict(f"key term {term} is already retired")
+            if term == self._core.ring.active_term:
+                raise Conflict(f"key term {term} is the active term; rotate first")
+            still = (await sql.records_per_term(tx.conn)).get(term, 0)
+            if still:
+                raise Conflict(
+                    f"key term {term} still wraps {still} records; run keys rewrap first",
+                    records=still,
+                )
+            await keyring_sql.retire_term(tx.conn, term, self._core.now())
+            await tx.audit(
+                ts=self._core.now(),
+                actor=ctx.actor,
+                action="keys.retire",
+                target=f"kek:{term}",
+                outcome="ok",
+                request_id=ctx.request_id,
+                details={"term": term},
+            )
+        self._core.ring.forget(term)
+        return {"term": term, "status": "retired"}

@@ -1,0 +1,338 @@
+"""Secret sets: create, update, version, roll back, delete, restore, purge.
+
+The only place secret values are in memory in plaintext (besides the proxy, later):
+they arrive here, are sealed, and leave only as ciphertext or, via ``reveal``, to an
+explicitly allowed caller.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from keyfob import crypto
+from keyfob.errors import Conflict, DecryptionFailed, InvalidRequest, NotFound
+from keyfob.profiles import Profile
+from keyfob.secret import Secret
+from keyfob.store import KeyMeta, SetRow, Tx, VersionRow
+from keyfob.store import secrets as sql
+from keyfob.tokens import new_id
+from keyfob.vault import validation
+from keyfob.vault.context import Context
+from keyfob.vault.core import Core
+from keyfob.vault.views import set_view, version_view
+
+SETS = "secret_set"
+
+
+def _target(path: str) -> str:
+    return f"{SETS}:{path}"
+
+
+def encode_cursor(row: SetRow) -> str:
+    return base64.urlsafe_b64encode(row.path.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        provider, environment, name = raw.split("/")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not one this server handed out") from None
+    return provider, environment, name
+
+
+class SecretSets:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, path: str) -> dict[str, Any]:
+        async with self._core.db.read() as conn:
+            row = await self._find(conn, path)
+            current = await sql.get_version(conn, row.id, row.version)
+        return set_view(row, current)
+
+    async def list(
+        self,
+        *,
+        provider: str | None = None,
+        environment: str | None = None,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        include_deleted: bool = False,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        after = decode_cursor(cursor) if cursor else None
+        async with self._core.db.read() as conn:
+            rows = await sql.list_sets(
+                conn,
+                provider=provider,
+                environment=environment,
+                name=name,
+                labels=labels,
+                include_deleted=include_deleted,
+                after=after,
+                limit=limit + 1,
+            )
+            items = [
+                set_view(r, await sql.get_version(conn, r.id, r.version)) for r in rows[:limit]
+            ]
+        next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return items, next_cursor
+
+    async def versions(self, path: str) -> list[dict[str, Any]]:
+        async with self._core.db.read() as conn:
+            row = await self._find(conn, path)
+            return [version_view(v) for v in await sql.list_versions(conn, row.id)]
+
+    async def reveal(self, path: str, version: int | None = None) -> dict[str, Secret[str]]:
+        """Decrypted entries, each wrapped in ``Secret``; for the proxy and granted export."""
+        async with self._core.db.read() as conn:
+            row = await self._find(conn, path, include_deleted=False)
+            stored = await sql.get_version(conn, row.id, version or row.version)
+        if stored is None:
+            raise NotFound(f"secret set {path} has no version {version}")
+        return {k: Secret(v) for k, v in (await self._open(stored)).items()}
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def create(
+        self,
+        ctx: Context,
+        *,
+        provider: str,
+        environment: str,
+        name: str,
+        entries: Mapping[str, object],
+        labels: Mapping[str, object] | None = None,
+        profile: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        validation.path_parts(provider, environment, name)
+        values = validation.check_entries(entries, allow_null=False)
+        validation.check_key_count(len(values))
+        clean_labels = validation.check_labels(labels or {})
+        clean_profile = validation.check_profile(profile, set(values)) if profile else None
+        path = f"{provider}/{environment}/{name}"
+        async with self._core.write() as tx:
+            existing = await sql.get_set(tx.conn, provider, environment, name)
+            if existing is not None:
+                state = "deleted; restore or purge it first" if existing.deleted_at else "exists"
+                raise Conflict(f"secret set {path} already {state}")
+            now = self._core.now()
+            row = SetRow(
+                id=new_id(),
+                provider=provider,
+                environment=environment,
+                name=name,
+                labels=clean_labels,
+                profile=clean_profile,
+                version=1,
+                created_at=now,
+                updated_at=now,
+                deleted_at=None,
+                exported_at=None,
+            )
+            await sql.insert_set(tx.conn, row)
+            plain = {k: v for k, v in values.items() if v is not None}
+            current = await self._store_version(tx, ctx, row, 1, plain, {}, "create", None)
+            await self._audit(tx, ctx, "create", path, version=1, keys_set=sorted(plain))
+        return set_view(row, current)
+
+    async def update(
+        self,
+        ctx: Context,
+        path: str,
+        *,
+        entries: Mapping[str, object] | None = None,
+        labels: Mapping[str, object] | None = None,
+        profile: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        changes = validation.check_entries(entries or {}, allow_null=True)
+        clean_labels = validation.check_labels(labels) if labels is not None else None
+        async with self._core.write() as tx:
+            row = await self._find(tx.conn, path, include_deleted=False)
+            self._expect(row, expected_version)
+            current = await self._current(tx, row)
+            old = await self._open(current)
+            new = dict(old)
+            for key, value in changes.items():
+                if value is None:
+                    new.pop(key, None)
+                else:
+                    new[key] = value
+            validation.check_key_count(len(new))
+            spec = profile if profile is not None else row.profile
+            clean_profile = validation.check_profile(spec, set(new)) if spec else None
+            meta_changed = (clean_labels is not None and clean_labels != row.labels) or (
+                clean_profile != row.profile
+            )
+            if new == old and not meta_changed:
+                return set_view(row, current)
+            version = row.version + 1 if new != old else row.version
+            if new != old:
+                prior = {k.name: k for k in current.keys}
+                current = await self._store_version(
+                    tx, ctx, row, version, new, prior, "update", None
+                )
+            now = self._core.now()
+            values: dict[str, Any] = {"version": version, "updated_at": now}
+            if clean_labels is not None:
+                values["labels"] = clean_labels
+            values["profile"] = clean_profile
+            await sql.update_set(tx.conn, row.id, **values)
+            await self._audit(
+                tx,
+                ctx,
+                "update",
+                path,
+                version=version,
+                keys_set=sorted(k for k, v in changes.items() if v is not None),
+                keys_removed=sorted(k for k, v in changes.items() if v is None and k in old),
+                labels_changed=clean_labels is not None and clean_labels != row.labels,
+                profile_changed=clean_profile != row.profile,
+            )
+            row = await self._find(tx.conn, path)
+        return set_view(row, current)
+
+    async def rollback(
+        self, ctx: Context, path: str, version: int, *, expected_version: int | None = None
+    ) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            row = await self._find(tx.conn, path, include_deleted=False)
+            self._expect(row, expected_version)
+            source = await sql.get_version(tx.conn, row.id, version)
+            if source is None:
+                raise NotFound(f"secret set {path} has no version {version}")
+            plain = await self._open(source)
+            if row.profile:
+                validation.profile_keys_ok(Profile.model_validate(row.profile), set(plain))
+            current = await self._current(tx, row)
+            prior = {k.name: k for k in current.keys}
+            new_version = row.version + 1
+            stored = await self._store_version(
+                tx, ctx, row, new_version, plain, prior, "rollback", version
+            )
+            await sql.update_set(tx.conn, row.id, version=new_version, updated_at=self._core.now())
+            await self._audit(tx, ctx, "rollback", path, version=new_version, rollback_of=version)
+            row = await self._find(tx.conn, path)
+        return set_view(row, stored)
+
+    async def delete(self, ctx: Context, path: str) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            row = await self._find(tx.conn, path, include_deleted=False)
+            now = self._core.now()
+            await sql.update_set(tx.conn, row.id, deleted_at=now, updated_at=now)
+            await self._audit(tx, ctx, "delete", path, version=row.version)
+            row = await self._find(tx.conn, path)
+            current = await sql.get_version(tx.conn, row.id, row.version)
+        return set_view(row, current)
+
+    async def restore(self, ctx: Context, path: str) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            row = await self._find(tx.conn, path)
+            if row.deleted_at is None:
+                raise Conflict(f"secret set {path} is not deleted")
+            await sql.update_set(tx.conn, row.id, deleted_at=None, updated_at=self._core.now())
+            await self._audit(tx, ctx, "restore", path, version=row.version)
+            row = await self._find(tx.conn, path)
+            current = await sql.get_version(tx.conn, row.id, row.version)
+        return set_view(row, current)
+
+    async def purge(self, ctx: Context, path: str) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            row = await self._find(tx.conn, path)
+            if row.deleted_at is None:
+                raise Conflict(f"secret set {path} must be deleted before it can be purged")
+            removed = await sql.purge_set(tx.conn, row.id)
+            await self._audit(tx, ctx, "purge", path, versions=removed)
+        return {"purged": path, "versions": removed}
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _find(self, conn: Any, path: str, *, include_deleted: bool = True) -> SetRow:
+        provider, environment, name = validation.split_path(path)
+        row = await sql.get_set(conn, provider, environment, name)
+        if row is None or (row.deleted_at is not None and not include_deleted):
+            raise NotFound(f"secret set {path} does not exist")
+        return row
+
+    @staticmethod
+    def _expect(row: SetRow, expected: int | None) -> None:
+        if expected is not None and expected != row.version:
+            raise Conflict(
+                f"secret set {row.path} is at version {row.version}, not {expected}: "
+                "someone else changed it; reload and retry",
+                current_version=row.version,
+            )
+
+    async def _current(self, tx: Tx, row: SetRow) -> VersionRow:
+        current = await sql.get_version(tx.conn, row.id, row.version)
+        if current is None:
+            raise DecryptionFailed()
+        return current
+
+    async def _open(self, stored: VersionRow) -> dict[str, str]:
+        await self._core.ensure_term(stored.wrapped_dek)
+        sealed = crypto.Sealed(stored.kek_term, stored.wrapped_dek, stored.ciphertext)
+        plain = crypto.open(self._core.ring, sealed, set_id=stored.set_id, version=stored.version)
+        try:
+            entries = json.loads(plain)
+        except ValueError:
+            raise DecryptionFailed() from None
+        if not isinstance(entries, dict):
+            raise DecryptionFailed()
+        return entries
+
+    async def _store_version(
+        self,
+        tx: Tx,
+        ctx: Context,
+        row: SetRow,
+        version: int,
+        entries: dict[str, str],
+        prior: dict[str, KeyMeta],
+        reason: str,
+        rollback_of: int | None,
+    ) -> VersionRow:
+        await self._core.sync_terms(tx)
+        fingerprint = self._core.ring.system.fingerprint
+        keys = []
+        for name in sorted(entries):
+            mark = fingerprint(entries[name])
+            old = prior.get(name)
+            keys.append(KeyMeta(name, mark, old.version if old and old.fingerprint == mark else version))
+        plain = json.dumps(entries, sort_keys=True, separators=(",", ":")).encode()
+        sealed = crypto.seal(self._core.ring, plain, set_id=row.id, version=version)
+        stored = VersionRow(
+            set_id=row.id,
+            version=version,
+            created_at=self._core.now(),
+            actor=ctx.actor,
+            reason=reason,
+            rollback_of=rollback_of,
+            keys=tuple(keys),
+            kek_term=sealed.term,
+            wrapped_dek=sealed.wrapped_dek,
+            ciphertext=sealed.ciphertext,
+        )
+        await sql.insert_version(tx.conn, stored)
+        return stored
+
+    async def _audit(self, tx: Tx, ctx: Context, verb: str, path: str, **details: Any) -> None:
+        await tx.audit(
+            ts=self._core.now(),
+            actor=ctx.actor,
+            action=f"{SETS}.{verb}",
+            target=_target(path),
+            outcome="ok",
+            request_id=ctx.request_id,
+            details=details,
+        )
+

@@ -1,0 +1,156 @@
+"""The vault: opens the store and keyring, and holds the services the edges use.
+
+``Vault.open`` never creates anything; ``Vault.initialise`` creates the keyring and the
+first operator token once, and refuses to touch a database that already has a keyring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyfob.audit import CheckpointFile
+from keyfob.clock import Clock, SystemClock
+from keyfob.crypto import Keyring, MasterKey, WrappedKek, master
+from keyfob.errors import ConfigurationError, Conflict, Unavailable
+from keyfob.secret import Secret
+from keyfob.settings import Settings
+from keyfob.store import Database
+from keyfob.store import keyring as keyring_sql
+from keyfob.vault.auditing import Auditing
+from keyfob.vault.context import SYSTEM, Context
+from keyfob.vault.core import Core
+from keyfob.vault.keys import Keys
+from keyfob.vault.operators import Operators
+from keyfob.vault.secret_sets import SecretSets
+
+
+@dataclass(frozen=True)
+class Initialised:
+    operator_token: Secret[str]
+    token_id: str
+
+
+def _master_from_settings(settings: Settings, *, create: bool) -> MasterKey | None:
+    if settings.master_key is not None:
+        return MasterKey(master.decode(settings.master_key.get_secret_value()))
+    path = settings.resolved_master_key_file
+    if path.exists():
+        return MasterKey(master.read_file(path))
+    if not create:
+        return None
+    key = master.generate()
+    master.write_file(path, key)
+    return MasterKey(key)
+
+
+class Vault:
+    def __init__(self, core: Core, settings: Settings) -> None:
+        self.core = core
+        self.settings = settings
+        self.sets = SecretSets(core)
+        self.keys = Keys(core)
+        self.operators = Operators(core)
+        self.audit = Auditing(core)
+
+    @property
+    def db(self) -> Database:
+        return self.core.db
+
+    @staticmethod
+    async def _load(settings: Settings, clock: Clock | None) -> tuple[Database, bytes | None]:
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = Database(
+            settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
+        try:
+            await db.migrate()
+            async with db.read() as conn:
+                system = await keyring_sql.get_system(conn)
+        except BaseException:
+            await db.close()
+            raise
+        return db, system
+
+    @classmethod
+    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Vault:
+        """Open an initialised vault; a missing or wrong master key fails clearly."""
+        db, system = await cls._load(settings, clock)
+        try:
+            if system is None:
+                raise ConfigurationError(
+                    f"the database {db.display_url} has no keyring yet: run `keyfob init`"
+                )
+            key = _master_from_settings(settings, create=False)
+            if key is None:
+                raise ConfigurationError(
+                    "this database holds a keyring but no master key was found: set "
+                    f"KEYFOB_MASTER_KEY or put the key file at {settings.resolved_master_key_file}"
+                )
+            async with db.read() as conn:
+                terms = await keyring_sql.list_terms(conn)
+            ring = Keyring.load(
+                key, [WrappedKek(t.term, t.wrapped) for t in terms if t.wrapped], system
+            )
+        except BaseException:
+            await db.close()
+            raise
+        return cls._assemble(db, ring, settings, clock)
+
+    @classmethod
+    def _assemble(
+        cls, db: Database, ring: Keyring, settings: Settings, clock: Clock | None
+    ) -> Vault:
+        checkpoints = CheckpointFile(settings.resolved_checkpoint_file)
+        return cls(Core(db, ring, clock or SystemClock(), checkpoints), settings)
+
+    @classmethod
+    async def initialise(
+        cls, settings: Settings, *, clock: Clock | None = None, token_name: str = "initial"
+    ) -> tuple[Vault, Initialised]:
+        """Create the keyring and first operator token; Conflict if already initialised."""
+        db, system = await cls._load(settings, clock)
+        try:
+            if system is not None:
+                raise Conflict(f"the vault at {db.display_url} is already initialised")
+            key = _master_from_settings(settings, create=True)
+            assert key is not None
+            ring, kek, wrapped_system = Keyring.create(key)
+            vault = cls._assemble(db, ring, settings, clock)
+            ctx = Context(actor=SYSTEM.actor)
+            async with vault.core.write() as tx:
+                if await keyring_sql.get_system(tx.conn) is not None:
+                    raise Conflict(f"the vault at {db.display_url} is already initialised")
+                await keyring_sql.put_system(tx.conn, wrapped_system)
+                await keyring_sql.add_term(tx.conn, kek.term, kek.wrapped, vault.core.now())
+                await tx.audit(
+                    ts=vault.core.now(),
+                    actor=ctx.actor,
+                    action="vault.init",
+                    target="vault",
+                    outcome="ok",
+                    request_id=ctx.request_id,
+                    details={"kek_term": kek.term, "database": db.display_url.split("://")[0]},
+                )
+                row, token = await vault.operators.insert_token(tx, ctx, token_name)
+        except BaseException:
+            await db.close()
+            raise
+        return vault, Initialised(token, row.id)
+
+    async def ready(self) -> None:
+        """Raise ``Unavailable`` unless the database takes a write lock and the checkpoint dir is writable."""
+        async with self.db.write():
+            pass
+        directory: Path = self.core.checkpoints.path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".ready-{id(self)}"
+        try:
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise Unavailable("the audit checkpoint directory is not writable") from exc
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,108 @@
+"""Shared fixtures: settings per backend, an open vault, the app in-process, a live server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyfob.app import create_app
+from keyfob.app.bootstrap import init_vault
+from keyfob.clock import FrozenClock
+from keyfob.settings import Settings
+from keyfob.vault import Context, Vault
+from tests.support.backends import BACKENDS, reset_postgres
+from tests.support.server import LiveServer, start_server
+
+CANARY = "sk-canary-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path) -> Settings:
+    """Settings for a fresh vault on ``backend`` (the data dir is always a temp dir)."""
+    url = reset_postgres() if backend == "postgresql" else None
+    return Settings(data_dir=tmp_path / "data", database_url=url)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+async def initialised(settings: Settings) -> AsyncIterator[tuple[Vault, str]]:
+    vault, done = await Vault.initialise(settings)
+    try:
+        yield vault, done.operator_token.reveal()
+    finally:
+        await vault.close()
+
+
+@pytest.fixture
+def vault(initialised: tuple[Vault, str]) -> Vault:
+    return initialised[0]
+
+
+@pytest.fixture
+def operator_token(initialised: tuple[Vault, str]) -> str:
+    return initialised[1]
+
+
+@pytest.fixture
+def ctx() -> Context:
+    return Context(actor="operator:test")
+
+
+@pytest.fixture
+async def client(vault: Vault, operator_token: str, settings: Settings) -> AsyncIterator[
+    httpx.AsyncClient
+]:
+    """The app in-process, authenticated as the first operator."""
+    app = create_app(settings, vault=vault)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://keyfob.test",
+        headers={"Authorization": f"Bearer {operator_token}"},
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+def live_server(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    """A real server process on a loopback port, initialised, with its log captured."""
+    result = init_vault(settings)
+    assert result.operator_token is not None
+    server = start_server(settings, result.operator_token.reveal(), tmp_path / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_set(
+    provider: str = "openai",
+    environment: str = "prod",
+    name: str = "default",
+    entries: dict[str, str] | None = None,
+    **extra: object,
+) -> dict[str, object]:
+    """A request body for POST /v1/secret-sets."""
+    return {
+        "provider": provider,
+        "environment": environment,
+        "name": name,
+        "entries": entries if entries is not None else {"OPENAI_API_KEY": CANARY},
+        **extra,
+    }
