@@ -9,6 +9,7 @@
     ├── Conflict              409    name taken, lost update, wrong state
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
+    ├── TooManyRequests       429    rate limit; ``retry_after`` seconds
     ├── ValidationFailed      422    a field is invalid; ``errors`` lists which
     ├── Unavailable           503    database or audit log not writable
     ├── DecryptionFailed      500    one opaque error for every failure to open
@@ -86,6 +87,10 @@ class UnsupportedMediaType(KeyfobError):
     slug, status, title = "unsupported-media-type", 415, "Unsupported media type"
 
 
+class TooManyRequests(KeyfobError):
+    slug, status, title = "rate-limited", 429, "Too many requests"
+
+
 class ValidationFailed(KeyfobError):
     slug, status, title = "validation-failed", 422, "Validation failed"
 
@@ -116,6 +121,7 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
+    TooManyRequests,
     ValidationFailed,
     Unavailable,
     DecryptionFailed,

@@ -41,11 +41,7 @@ def new_token(prefix: str) -> str:
 def looks_like(token: str, prefix: str) -> bool:
     """Cheap shape check before any lookup (length, prefix, alphabet)."""
     body = token[len(prefix) :]
-    return (
-        token.startswith(prefix)
-        and len(body) == _BODY_LEN
-        and all(c in _ALPHABET for c in body)
-    )
+    return token.startswith(prefix) and len(body) == _BODY_LEN and all(c in _ALPHABET for c in body)
 
 
 def digest(key: bytes, token: str) -> str:

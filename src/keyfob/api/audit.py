@@ -22,7 +22,9 @@ def _moment(value: str | None, name: str) -> str | None:
     try:
         return isoformat(parse_iso(value))
     except ValueError:
-        raise InvalidRequest(f"{name} must be an RFC 3339 time, like 2026-11-24T10:00:00Z") from None
+        raise InvalidRequest(
+            f"{name} must be an RFC 3339 time, like 2026-11-24T10:00:00Z"
+        ) from None
 
 
 @router.get("", summary="Query audit events (oldest first; newest first with order=desc)")

@@ -23,7 +23,9 @@ def request_id(request: Request) -> str | None:
 
 
 def render(error: errors.KeyfobError, rid: str | None) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="keyfob"'} if error.status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="keyfob"'} if error.status == 401 else {}
+    if error.extra.get("retry_after") is not None:
+        headers["Retry-After"] = str(error.extra["retry_after"])
     return JSONResponse(
         error.problem(rid), status_code=error.status, media_type=PROBLEM_JSON, headers=headers
     )

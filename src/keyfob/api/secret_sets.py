@@ -58,7 +58,7 @@ async def list_sets(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    items, next_cursor = await vault.sets.list(
+    items, next_cursor = await vault.sets.search(
         provider=provider,
         environment=environment,
         name=name,
@@ -72,7 +72,11 @@ async def list_sets(
 
 @router.get(ONE, summary="Show a secret set")
 async def show(
-    provider: str, environment: str, name: str, ctx: OperatorDep, vault: VaultDep,
+    provider: str,
+    environment: str,
+    name: str,
+    ctx: OperatorDep,
+    vault: VaultDep,
     response: Response,
 ) -> dict[str, Any]:
     return _etag(response, await vault.sets.get(f"{provider}/{environment}/{name}"))

@@ -10,8 +10,7 @@ from pathlib import Path
 from keyfob.errors import Conflict
 from keyfob.secret import Secret
 from keyfob.settings import Settings
-from keyfob.store import redact
-from keyfob.vault import Vault
+from keyfob.vault import Vault, redact_url
 
 
 @dataclass(frozen=True)
@@ -27,8 +26,10 @@ def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
     return InitResult(
         operator_token=token,
         data_dir=settings.data_dir.resolve(),
-        database_url=redact(settings.resolved_database_url),
-        master_key_file=None if settings.master_key else settings.resolved_master_key_file.resolve(),
+        database_url=redact_url(settings.resolved_database_url),
+        master_key_file=None
+        if settings.master_key
+        else settings.resolved_master_key_file.resolve(),
         created=token is not None,
     )
 
@@ -64,7 +65,9 @@ def run_server(settings: Settings, host: str, port: int) -> None:
 
     from keyfob.app import create_app
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=host,

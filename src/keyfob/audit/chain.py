@@ -111,7 +111,8 @@ class ChainVerifier:
         expected_seq = self.count + 1
         if event.seq != expected_seq:
             reason = (
-                f"record {expected_seq} is missing" if event.seq > expected_seq
+                f"record {expected_seq} is missing"
+                if event.seq > expected_seq
                 else f"record {event.seq} is out of order"
             )
             self.first_bad = {"seq": expected_seq, "reason": reason}

@@ -32,9 +32,9 @@ class Checkpoint:
         return b"|".join([_DOMAIN, str(count).encode(), head.encode(), ts.encode()])
 
     @staticmethod
-    def make(count: int, head: str, ts: str, sign: Callable[[bytes], bytes], public: bytes) -> (
-        Checkpoint
-    ):
+    def make(
+        count: int, head: str, ts: str, sign: Callable[[bytes], bytes], public: bytes
+    ) -> Checkpoint:
         signature = sign(Checkpoint.message(count, head, ts))
         return Checkpoint(
             count,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,25 +42,27 @@ def _show(events: list[dict[str, Any]], json_out: bool, header: bool) -> None:
         print_table(COLUMNS, (_row(e) for e in events), header=header)
 
 
-def _pages(
-    client: KeyfobClient, filters: dict[str, str], after: int | None
-) -> Iterable[list[dict[str, Any]]]:
-    """Pages of events after ``after``, oldest first, until the log is exhausted."""
+def _newer(
+    client: KeyfobClient, filters: dict[str, str], after: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of events after seq ``after``, oldest first, until the server has no more."""
     while True:
-        params: dict[str, str | int] = {**filters, "limit": PAGE_SIZE}
-        if after is not None:
-            params["after"] = after
-        items = [e for e in client.get("/v1/audit", params=params).get("items") or []]
-        if not items:
+        params: dict[str, str | int] = {**filters, "after": after, "limit": PAGE_SIZE}
+        page = client.get("/v1/audit", params=params)
+        items: list[dict[str, Any]] = page.get("items") or []
+        if items:
+            yield items
+            after = int(items[-1]["seq"])
+        if not items or not page.get("next_cursor"):
             return
-        yield items
-        after = int(items[-1]["seq"])
 
 
 @app.command("tail")
 def tail(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option(min=1, help="How many of the latest events.")] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="How many of the latest events.")
+    ] = 20,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep polling for new events (Ctrl-C stops).")
     ] = False,
@@ -69,8 +70,12 @@ def tail(
         float, typer.Option(min=0.1, help="Seconds between polls with --follow.")
     ] = 2.0,
     actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
-    action: Annotated[str | None, typer.Option(help="Only this action, e.g. set.create.")] = None,
-    target: Annotated[str | None, typer.Option(help="Only this target, e.g. a set path.")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action, e.g. secret_set.create.")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Only this target, e.g. secret_set:openai/prod/default.")
+    ] = None,
     outcome: Annotated[str | None, typer.Option(help="Only this outcome (ok, denied, …).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -87,22 +92,23 @@ def tail(
         )
         if value
     }
-    latest: deque[dict[str, Any]] = deque(maxlen=limit)
-    after: int | None = None
-    for page in _pages(client, filters, None):
-        latest.extend(page)
-        after = int(page[-1]["seq"])
-    _show(list(latest), json_out, header=True)
+    # Newest first from the server, so a long log costs one request, not a scan.
+    newest = client.get("/v1/audit", params={**filters, "order": "desc", "limit": limit})
+    latest: list[dict[str, Any]] = list(reversed(newest.get("items") or []))
+    _show(latest, json_out, header=True)
     if not follow:
         if not latest and not json_out:
             print_line("no audit events")
         return
+    after = int(latest[-1]["seq"]) if latest else 0
+    shown_header = bool(latest)
     try:
         while True:
             sys.stdout.flush()
             cli.wiring.sleep(interval)
-            for page in _pages(client, filters, after):
-                _show(page, json_out, header=after is None)
+            for page in _newer(client, filters, after):
+                _show(page, json_out, header=not shown_header)
+                shown_header = True
                 after = int(page[-1]["seq"])
     except KeyboardInterrupt:
         return
@@ -144,7 +150,7 @@ def export(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Export the whole log as JSONL, oldest first (stdout output is JSONL with or without --json)."""
+    """Export the whole log as JSONL, oldest first (to stdout: JSONL with or without --json)."""
     client = state(ctx).client()
     if output is None:
         out = sys.stdout.buffer

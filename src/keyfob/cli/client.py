@@ -150,9 +150,10 @@ def describe_error(response: httpx.Response, addr: str) -> str:
     slug = str(problem.get("type", "")).removeprefix(PROBLEM_PREFIX) or "error"
     detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
     parts = [detail]
-    invalid = _field_errors(problem.get("errors"))
-    if invalid:
-        parts.append(f": {invalid}")
+    # The server's detail often summarises the field errors already; add only what it lacks.
+    missing = [item for item in _field_errors(problem.get("errors")) if item not in detail]
+    if missing:
+        parts.append(": " + "; ".join(missing))
     if status == 401:
         parts.append("; check KEYFOB_TOKEN or --token-file")
     if status >= 500 and problem.get("request_id"):
@@ -172,10 +173,10 @@ def _problem(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _field_errors(errors: object) -> str:
+def _field_errors(errors: object) -> list[str]:
     """``loc: msg`` for each invalid field; the server never echoes submitted values."""
     if not isinstance(errors, list):
-        return ""
+        return []
     described = []
     for error in errors:
         if not isinstance(error, dict):
@@ -184,7 +185,7 @@ def _field_errors(errors: object) -> str:
         names = [str(part) for part in loc if part != "body"] if isinstance(loc, list) else []
         where = ".".join(names) or "request"
         described.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(described)
+    return described
 
 
 def _reason(exc: httpx.ConnectError) -> str:

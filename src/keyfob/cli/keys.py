@@ -48,7 +48,8 @@ def rotate(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if json_out:
         print_json(answer)
         return
-    print_line(f"new active key term: {answer.get('term')} (`keyfob keys rewrap` moves old data keys)")
+    term = answer.get("term")
+    print_line(f"new active key term: {term} (`keyfob keys rewrap` moves old data keys to it)")
 
 
 @app.command("rewrap")

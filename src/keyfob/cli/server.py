@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -49,7 +50,7 @@ def init(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if json_out:
         print_json(_describe(result))
         return
-    print_line(f"initialised keyfob in {result.data_dir}")
+    print_line("initialised a new keyfob vault")
     _show_created(result)
 
 
@@ -75,17 +76,19 @@ def serve(
         print_json_line({**_describe(result), "created": result.created, "url": url})
     else:
         if result.created:
-            print_line(f"initialised keyfob in {result.data_dir}")
+            print_line("initialised a new keyfob vault")
             _show_created(result)
         else:
             print_line(f"data dir {result.data_dir}, database {result.database_url}")
         print_line(f"keyfob serving on {url} (dashboard {url}/ui)")
-        if not _is_loopback(bind_host):
-            typer.echo(
-                f"warning: {bind_host} is reachable from other machines; put TLS in front "
-                "of keyfob before sending tokens to it over a network",
-                err=True,
-            )
+    if not _is_loopback(bind_host):
+        typer.echo(
+            f"warning: {bind_host} is reachable from other machines; put TLS in front "
+            "of keyfob before sending tokens to it over a network",
+            err=True,
+        )
+    # Piped stdout is block-buffered: without this the token would wait for the server to exit.
+    sys.stdout.flush()
     try:
         core.run_server(cli.settings, bind_host, bind_port)
     except OSError as exc:

@@ -46,8 +46,18 @@ EnvFile = Annotated[
 ExpectVersion = Annotated[
     int | None,
     typer.Option(
-        "--expect-version", metavar="N", help="Fail unless the set is at version N (no lost update)."
+        "--expect-version",
+        metavar="N",
+        help="Fail unless the set is at version N (no lost update).",
     ),
+]
+Preset = Annotated[
+    str | None,
+    typer.Option(help="Injection profile preset (openai, anthropic, stripe, github, aws, …)."),
+]
+ProfileFile = Annotated[
+    str | None,
+    typer.Option("--profile-file", metavar="FILE", help="Injection profile as a JSON file."),
 ]
 
 
@@ -118,13 +128,8 @@ def _report(view: dict[str, Any], verb: str, json_out: bool) -> None:
 def create(
     ctx: typer.Context,
     path: SetPath,
-    preset: Annotated[
-        str | None, typer.Option(help="Injection profile preset (openai, stripe, aws, …).")
-    ] = None,
-    profile_file: Annotated[
-        str | None,
-        typer.Option("--profile-file", metavar="FILE", help="Injection profile as JSON."),
-    ] = None,
+    preset: Preset = None,
+    profile_file: ProfileFile = None,
     label: Annotated[
         list[str] | None, typer.Option("--label", metavar="K=V", help="A label (repeatable).")
     ] = None,
@@ -166,33 +171,45 @@ def put(
         list[str] | None, typer.Option("--remove", metavar="NAME", help="A key to remove.")
     ] = None,
     env_file: EnvFile = None,
+    preset: Preset = None,
+    profile_file: ProfileFile = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="K=V", help="Replace the set's labels with these."),
+    ] = None,
     expect_version: ExpectVersion = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Set or remove keys, making a new version."""
+    """Set or remove keys (a new version), or change the profile or labels."""
     cli = state(ctx)
     url = set_url(path)
     removed = remove or []
     check_key_names(removed, "--remove")
+    profile = _profile(preset, profile_file)
+    other_changes = bool(removed) or profile is not None or label is not None
     entries = read_entries(
         Sources(
             keys=key or [],
             env_file=env_file,
             stdin_is_tty=cli.wiring.stdin_is_tty(),
-            # With --remove alone, piped stdin is not consulted (it may never close in CI).
-            bulk_stdin=not removed,
+            # When other changes are asked for, piped stdin is not read: in CI it may never close.
+            bulk_stdin=not other_changes,
         )
     )
     both = sorted(set(entries) & set(removed))
     if both:
         raise CliError(f"{', '.join(both)} is both set and removed")
-    if not entries and not removed:
+    if not entries and not other_changes:
         raise CliError(
-            "nothing to change: give --key NAME, --remove NAME, --env-file PATH, "
-            "or pipe KEY=value lines on stdin"
+            "nothing to change: give --key NAME, --remove NAME, --env-file PATH, --preset, "
+            "--profile-file, --label, or pipe KEY=value lines on stdin"
         )
     changes: dict[str, str | None] = {**_reveal(entries), **dict.fromkeys(removed)}
     body: dict[str, Any] = {"entries": changes}
+    if profile is not None:
+        body["profile"] = profile
+    if label is not None:
+        body["labels"] = parse_labels(label)
     if expect_version is not None:
         body["expected_version"] = expect_version
     _report(cli.client().patch(url, body), "updated", json_out)

@@ -11,9 +11,7 @@ from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line, print_table, show_new_token, when
 from keyfob.tokens import PREFIXES
 
-app = typer.Typer(
-    name="token", help="Operator tokens: create, list, revoke.", no_args_is_help=True
-)
+app = typer.Typer(name="token", help="Operator tokens: create, list, revoke.", no_args_is_help=True)
 
 
 @app.command("create")

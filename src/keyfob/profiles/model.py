@@ -16,13 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 KEY_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
-_HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 _FORBIDDEN_HEADERS = frozenset(
     {
-        "host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-        "content-length", "proxy-authorization", "proxy-authenticate", "cookie",
+        "host",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "cookie",
     }
 )
 
@@ -125,7 +136,7 @@ class Query(_Strict):
 class AwsSigV4(_Strict):
     kind: Literal["aws_sigv4"]
     access_key_id: str = "AWS_ACCESS_KEY_ID"
-    secret_access_key: str = "AWS_SECRET_ACCESS_KEY"
+    secret_access_key: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a key name
     session_token: str | None = None
     region: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
     service: str = Field(pattern=r"^[a-z0-9-]{1,64}$")

@@ -37,9 +37,7 @@ def async_url(url: str) -> str:
             return "postgresql+asyncpg://" + url.removeprefix(prefix)
     if url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         return url
-    raise ConfigurationError(
-        "KEYFOB_DATABASE_URL must start with sqlite:/// or postgresql://"
-    )
+    raise ConfigurationError("KEYFOB_DATABASE_URL must start with sqlite:/// or postgresql://")
 
 
 def redact(url: str) -> str:

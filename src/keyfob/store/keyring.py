@@ -25,8 +25,9 @@ async def put_system(conn: AsyncConnection, wrapped: bytes) -> None:
 async def list_terms(conn: AsyncConnection) -> list[KekRow]:
     rows = await conn.execute(select(kek_terms).order_by(kek_terms.c.term))
     return [
-        KekRow(r.term, bytes(r.wrapped) if r.wrapped is not None else None, r.created_at,
-               r.retired_at)
+        KekRow(
+            r.term, bytes(r.wrapped) if r.wrapped is not None else None, r.created_at, r.retired_at
+        )
         for r in rows.all()
     ]
 
@@ -38,5 +39,7 @@ async def add_term(conn: AsyncConnection, term: int, wrapped: bytes, created_at:
 async def retire_term(conn: AsyncConnection, term: int, retired_at: str) -> None:
     """Destroy the wrapped KEK: data it alone protected can never be opened again."""
     await conn.execute(
-        update(kek_terms).where(kek_terms.c.term == term).values(wrapped=None, retired_at=retired_at)
+        update(kek_terms)
+        .where(kek_terms.c.term == term)
+        .values(wrapped=None, retired_at=retired_at)
     )

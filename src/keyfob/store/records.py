@@ -110,3 +110,150 @@ class KekRow:
     wrapped: bytes | None
     created_at: str
     retired_at: str | None
+
+
+def _list(text: str | None) -> list[str] | None:
+    return json.loads(text) if text is not None else None
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    id: str
+    name: str
+    disabled_at: str | None
+    created_at: str
+    created_by: str
+    updated_at: str
+
+    @staticmethod
+    def from_row(row: Any) -> AgentRow:
+        return AgentRow(
+            row.id, row.name, row.disabled_at, row.created_at, row.created_by, row.updated_at
+        )
+
+
+@dataclass(frozen=True)
+class GrantRow:
+    id: str
+    agent_id: str
+    set_id: str
+    set_path: str
+    keys: list[str] | None
+    actions: list[str]
+    not_before: str | None
+    expires_at: str | None
+    scopes: list[str]
+    max_lease_ttl: int
+    max_lease_uses: int | None
+    rate_limit: int | None
+    max_uses: int | None
+    uses: int
+    rate_window: int
+    rate_count: int
+    methods: list[str] | None
+    paths: list[str] | None
+    approval: str
+    created_at: str
+    created_by: str
+    updated_at: str
+    revoked_at: str | None
+
+    @staticmethod
+    def from_row(row: Any) -> GrantRow:
+        return GrantRow(
+            id=row.id,
+            agent_id=row.agent_id,
+            set_id=row.set_id,
+            set_path=row.set_path,
+            keys=_list(row.keys),
+            actions=json.loads(row.actions),
+            not_before=row.not_before,
+            expires_at=row.expires_at,
+            scopes=json.loads(row.scopes),
+            max_lease_ttl=row.max_lease_ttl,
+            max_lease_uses=row.max_lease_uses,
+            rate_limit=row.rate_limit,
+            max_uses=row.max_uses,
+            uses=row.uses,
+            rate_window=row.rate_window,
+            rate_count=row.rate_count,
+            methods=_list(row.methods),
+            paths=_list(row.paths),
+            approval=row.approval,
+            created_at=row.created_at,
+            created_by=row.created_by,
+            updated_at=row.updated_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    id: str
+    agent_id: str
+    grant_id: str
+    set_id: str
+    set_path: str
+    actions: list[str]
+    keys: list[str] | None
+    scope: str
+    max_uses: int | None
+    uses: int
+    created_at: str
+    expires_at: str
+    revoked_at: str | None
+    revoke_reason: str | None
+
+    @staticmethod
+    def from_row(row: Any) -> LeaseRow:
+        return LeaseRow(
+            id=row.id,
+            agent_id=row.agent_id,
+            grant_id=row.grant_id,
+            set_id=row.set_id,
+            set_path=row.set_path,
+            actions=json.loads(row.actions),
+            keys=_list(row.keys),
+            scope=row.scope,
+            max_uses=row.max_uses,
+            uses=row.uses,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            revoke_reason=row.revoke_reason,
+        )
+
+
+@dataclass(frozen=True)
+class LeaseRequestRow:
+    id: str
+    agent_id: str
+    grant_id: str
+    set_path: str
+    scope: str
+    ttl: int
+    max_uses: int | None
+    status: str
+    created_at: str
+    expires_at: str
+    decided_at: str | None
+    decided_by: str | None
+    lease_id: str | None
+
+    @staticmethod
+    def from_row(row: Any) -> LeaseRequestRow:
+        return LeaseRequestRow(
+            id=row.id,
+            agent_id=row.agent_id,
+            grant_id=row.grant_id,
+            set_path=row.set_path,
+            scope=row.scope,
+            ttl=row.ttl,
+            max_uses=row.max_uses,
+            status=row.status,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            decided_at=row.decided_at,
+            decided_by=row.decided_by,
+            lease_id=row.lease_id,
+        )

@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.audit import canonical
-from keyfob.store.records import KeyMeta, SetRow, VersionRow
+from keyfob.store.records import SetRow, VersionRow
 from keyfob.store.tables import secret_sets, secret_versions
 
 
@@ -171,3 +171,16 @@ async def records_per_term(conn: AsyncConnection) -> dict[int, int]:
     )
     return {int(term): int(n) for term, n in rows.all()}
 
+
+async def get_set_by_id(conn: AsyncConnection, set_id: str) -> SetRow | None:
+    row = (await conn.execute(select(secret_sets).where(secret_sets.c.id == set_id))).first()
+    return SetRow.from_row(row) if row else None
+
+
+async def current_key_names(conn: AsyncConnection, set_id: str) -> set[str]:
+    """Key names of the set's current version (names only; nothing is decrypted)."""
+    row = await get_set_by_id(conn, set_id)
+    if row is None:
+        return set()
+    current = await get_version(conn, set_id, row.version)
+    return {k.name for k in current.keys} if current else set()

@@ -91,8 +91,9 @@ operator_tokens = Table(
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=False),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
     Column("ts", String(32), nullable=False),
     Column("actor", String(200), nullable=False),
     Column("action", String(64), nullable=False),
@@ -113,4 +114,92 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("head", String(64), nullable=False),
+)
+
+# -- agents, grants, leases (migration 0002) ------------------------------------------
+# No foreign keys to agents or grants: their ids stay meaningful in lease and audit
+# history after an agent is deleted or a grant revoked.
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("disabled_at", String(32), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("agent_id", String(32), nullable=False),
+    Column("set_id", String(32), nullable=False),
+    Column("set_path", String(200), nullable=False),
+    Column("keys", Text, nullable=True),
+    Column("actions", Text, nullable=False),
+    Column("not_before", String(32), nullable=True),
+    Column("expires_at", String(32), nullable=True),
+    Column("scopes", Text, nullable=False),
+    Column("max_lease_ttl", Integer, nullable=False),
+    Column("max_lease_uses", Integer, nullable=True),
+    Column("rate_limit", Integer, nullable=True),
+    Column("max_uses", Integer, nullable=True),
+    Column("uses", Integer, nullable=False),
+    Column("rate_window", BigInteger, nullable=False),
+    Column("rate_count", Integer, nullable=False),
+    Column("methods", Text, nullable=True),
+    Column("paths", Text, nullable=True),
+    Column("approval", String(16), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("revoked_at", String(32), nullable=True),
+    Index("ix_grants_agent", "agent_id"),
+    Index("ix_grants_set", "set_id"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("agent_id", String(32), nullable=False),
+    Column("grant_id", String(32), nullable=False),
+    Column("set_id", String(32), nullable=False),
+    Column("set_path", String(200), nullable=False),
+    Column("actions", Text, nullable=False),
+    Column("keys", Text, nullable=True),
+    Column("scope", String(16), nullable=False),
+    Column("max_uses", Integer, nullable=True),
+    Column("uses", Integer, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Column("revoked_at", String(32), nullable=True),
+    Column("revoke_reason", String(64), nullable=True),
+    Index("ix_leases_agent", "agent_id"),
+    Index("ix_leases_grant", "grant_id"),
+    Index("ix_leases_set", "set_id"),
+)
+
+lease_requests = Table(
+    "lease_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("agent_id", String(32), nullable=False),
+    Column("grant_id", String(32), nullable=False),
+    Column("set_path", String(200), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("ttl", Integer, nullable=False),
+    Column("max_uses", Integer, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Column("decided_at", String(32), nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("lease_id", String(32), nullable=True),
+    Index("ix_lease_requests_status", "status"),
 )

@@ -34,7 +34,9 @@ async def by_digest(conn: AsyncConnection, digest: str) -> TokenRow | None:
 
 
 async def by_id(conn: AsyncConnection, token_id: str) -> TokenRow | None:
-    row = (await conn.execute(select(operator_tokens).where(operator_tokens.c.id == token_id))).first()
+    row = (
+        await conn.execute(select(operator_tokens).where(operator_tokens.c.id == token_id))
+    ).first()
     return _row(row) if row else None
 
 

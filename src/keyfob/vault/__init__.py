@@ -1,7 +1,8 @@
 """Use cases: the only layer where plaintext secret values exist in memory."""
 
+from keyfob.store import redact as redact_url
 from keyfob.vault.context import SYSTEM, Context, new_request_id
 from keyfob.vault.operators import Principal
 from keyfob.vault.vault import Initialised, Vault
 
-__all__ = ["SYSTEM", "Context", "Initialised", "Principal", "Vault", "new_request_id"]
+__all__ = ["SYSTEM", "Context", "Initialised", "Principal", "Vault", "new_request_id", "redact_url"]

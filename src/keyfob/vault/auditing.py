@@ -55,7 +55,9 @@ class Auditing:
             "public_key": self._core.public_key,
         }
 
-    def _against_checkpoint(self, verifier: ChainVerifier, checkpoint: Any) -> dict[str, Any] | None:
+    def _against_checkpoint(
+        self, verifier: ChainVerifier, checkpoint: Any
+    ) -> dict[str, Any] | None:
         public = base64.b64decode(self._core.public_key)
         if not checkpoint.signature_ok(crypto.verify_signature, public):
             return {"seq": None, "reason": "the checkpoint file's signature is not valid"}

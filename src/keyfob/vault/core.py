@@ -6,13 +6,14 @@ import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from keyfob import crypto
+from keyfob import crypto, tokens
 from keyfob.audit import Checkpoint, CheckpointFile
 from keyfob.clock import Clock, isoformat
 from keyfob.crypto import Keyring, WrappedKek
 from keyfob.errors import DecryptionFailed
 from keyfob.store import Database, Tx
 from keyfob.store import keyring as keyring_sql
+from keyfob.vault.context import Context
 
 
 class Core:
@@ -66,3 +67,32 @@ class Core:
                     self.ring.add_wrapped(WrappedKek(row.term, row.wrapped))
         if not self.ring.has(crypto.term_of(wrapped_dek)):
             raise DecryptionFailed()
+
+    async def audit_auth_failure(
+        self, ctx: Context, route: str, reason: str, token: str | None
+    ) -> None:
+        """Record a failed authentication: the token's kind, never the token."""
+        kind = next((p for p in tokens.PREFIXES if token and token.startswith(p)), None)
+        async with self.write() as tx:
+            await tx.audit(
+                ts=self.now(),
+                actor=ctx.actor,
+                action="auth.failed",
+                target=f"route:{route}"[:300],
+                outcome="denied",
+                request_id=ctx.request_id,
+                details={"reason": reason, "token_kind": kind, "client": ctx.client},
+            )
+
+    async def audit_access_denied(self, ctx: Context, route: str, needed: str) -> None:
+        """Record a valid token used where it has no business (an agent on an operator route)."""
+        async with self.write() as tx:
+            await tx.audit(
+                ts=self.now(),
+                actor=ctx.actor,
+                action="access.denied",
+                target=f"route:{route}"[:300],
+                outcome="denied",
+                request_id=ctx.request_id,
+                details={"needs": needed, "client": ctx.client},
+            )

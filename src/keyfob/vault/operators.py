@@ -100,18 +100,5 @@ class Operators:
                 if row is not None and row.revoked_at is None:
                     return Principal("operator", row.id, row.name)
                 reason = "revoked" if row is not None else "unknown"
-        await self.audit_failure(ctx, route, reason, token)
+        await self._core.audit_auth_failure(ctx, route, reason, token)
         raise Unauthorized("a valid operator token is required (Authorization: Bearer kfo_…)")
-
-    async def audit_failure(self, ctx: Context, route: str, reason: str, token: str | None) -> None:
-        prefix = next((p for p in tokens.PREFIXES if token and token.startswith(p)), None)
-        async with self._core.write() as tx:
-            await tx.audit(
-                ts=self._core.now(),
-                actor=ctx.actor,
-                action="auth.failed",
-                target=f"route:{route}"[:300],
-                outcome="denied",
-                request_id=ctx.request_id,
-                details={"reason": reason, "token_kind": prefix, "client": ctx.client},
-            )

@@ -18,6 +18,7 @@ from keyfob.errors import Conflict, DecryptionFailed, InvalidRequest, NotFound
 from keyfob.profiles import Profile
 from keyfob.secret import Secret
 from keyfob.store import KeyMeta, SetRow, Tx, VersionRow
+from keyfob.store import access as access_sql
 from keyfob.store import secrets as sql
 from keyfob.tokens import new_id
 from keyfob.vault import validation
@@ -57,7 +58,7 @@ class SecretSets:
             current = await sql.get_version(conn, row.id, row.version)
         return set_view(row, current)
 
-    async def list(
+    async def search(
         self,
         *,
         provider: str | None = None,
@@ -229,7 +230,10 @@ class SecretSets:
             row = await self._find(tx.conn, path, include_deleted=False)
             now = self._core.now()
             await sql.update_set(tx.conn, row.id, deleted_at=now, updated_at=now)
-            await self._audit(tx, ctx, "delete", path, version=row.version)
+            revoked = await access_sql.revoke_leases(tx.conn, now, "set_deleted", set_id=row.id)
+            await self._audit(
+                tx, ctx, "delete", path, version=row.version, leases_revoked=len(revoked)
+            )
             row = await self._find(tx.conn, path)
             current = await sql.get_version(tx.conn, row.id, row.version)
         return set_view(row, current)
@@ -250,8 +254,19 @@ class SecretSets:
             row = await self._find(tx.conn, path)
             if row.deleted_at is None:
                 raise Conflict(f"secret set {path} must be deleted before it can be purged")
+            now = self._core.now()
+            revoked = await access_sql.revoke_leases(tx.conn, now, "set_purged", set_id=row.id)
+            grants = await access_sql.revoke_grants(tx.conn, now, set_id=row.id)
             removed = await sql.purge_set(tx.conn, row.id)
-            await self._audit(tx, ctx, "purge", path, versions=removed)
+            await self._audit(
+                tx,
+                ctx,
+                "purge",
+                path,
+                versions=removed,
+                leases_revoked=len(revoked),
+                grants_revoked=len(grants),
+            )
         return {"purged": path, "versions": removed}
 
     # -- helpers ----------------------------------------------------------------------
@@ -307,7 +322,9 @@ class SecretSets:
         for name in sorted(entries):
             mark = fingerprint(entries[name])
             old = prior.get(name)
-            keys.append(KeyMeta(name, mark, old.version if old and old.fingerprint == mark else version))
+            keys.append(
+                KeyMeta(name, mark, old.version if old and old.fingerprint == mark else version)
+            )
         plain = json.dumps(entries, sort_keys=True, separators=(",", ":")).encode()
         sealed = crypto.seal(self._core.ring, plain, set_id=row.id, version=version)
         stored = VersionRow(
@@ -335,4 +352,3 @@ class SecretSets:
             request_id=ctx.request_id,
             details=details,
         )
-

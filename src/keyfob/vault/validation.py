@@ -94,9 +94,7 @@ def check_profile(spec: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
     try:
         profile = resolve(spec)
     except ValidationError as exc:
-        errors = [
-            {"loc": ["profile", *exc_loc(e["loc"])], "msg": e["msg"]} for e in exc.errors()
-        ]
+        errors = [{"loc": ["profile", *exc_loc(e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise ValidationFailed(
             "profile: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
             errors=errors,
@@ -109,7 +107,9 @@ def check_profile(spec: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
 def profile_keys_ok(profile: Profile, keys: set[str]) -> dict[str, Any]:
     missing = [k for k in profile.referenced_keys() if k not in keys]
     if missing:
-        raise _fail(["profile", "inject"], f"names keys the set does not have: {', '.join(missing)}")
+        raise _fail(
+            ["profile", "inject"], f"names keys the set does not have: {', '.join(missing)}"
+        )
     return profile.model_dump(mode="json")
 
 

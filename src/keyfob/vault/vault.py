@@ -17,10 +17,13 @@ from keyfob.secret import Secret
 from keyfob.settings import Settings
 from keyfob.store import Database
 from keyfob.store import keyring as keyring_sql
+from keyfob.vault.agents import Agents
 from keyfob.vault.auditing import Auditing
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
+from keyfob.vault.grants import Grants
 from keyfob.vault.keys import Keys
+from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
 from keyfob.vault.secret_sets import SecretSets
 
@@ -52,6 +55,9 @@ class Vault:
         self.keys = Keys(core)
         self.operators = Operators(core)
         self.audit = Auditing(core)
+        self.agents = Agents(core)
+        self.grants = Grants(core, self.agents)
+        self.leases = Leases(core)
 
     @property
     def db(self) -> Database:
@@ -107,7 +113,11 @@ class Vault:
 
     @classmethod
     async def initialise(
-        cls, settings: Settings, *, clock: Clock | None = None, token_name: str = "initial"
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        token_name: str = "initial",  # noqa: S107
     ) -> tuple[Vault, Initialised]:
         """Create the keyring and first operator token; Conflict if already initialised."""
         db, system = await cls._load(settings, clock)
@@ -140,7 +150,7 @@ class Vault:
         return vault, Initialised(token, row.id)
 
     async def ready(self) -> None:
-        """Raise ``Unavailable`` unless the database takes a write lock and the checkpoint dir is writable."""
+        """Raise ``Unavailable`` unless the database and the checkpoint dir take writes."""
         async with self.db.write():
             pass
         directory: Path = self.core.checkpoints.path.parent

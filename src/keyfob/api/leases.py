@@ -1,0 +1,153 @@
+"""Lease routes: agents mint and poll, operators list, revoke and approve, leases are
+checked (dry run) and used for export."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from keyfob.api.deps import (
+    AgentDep,
+    AnonymousDep,
+    LeaseTokenDep,
+    OperatorDep,
+    VaultDep,
+)
+from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRevoke
+
+router = APIRouter(tags=["leases"])
+
+
+def _reveal_token(view: dict[str, Any]) -> dict[str, Any]:
+    if "token" in view:
+        return {**view, "token": view["token"].reveal()}
+    if "lease" in view:
+        return {**view, "lease": _reveal_token(view["lease"])}
+    return view
+
+
+@router.post(
+    "/v1/leases",
+    summary="Mint a lease (agent token); 202 with a pending request under approval",
+    status_code=201,
+    responses={202: {"description": "approval required: poll the request"}},
+)
+async def mint(body: LeaseMint, who: AgentDep, vault: VaultDep) -> JSONResponse:
+    principal, ctx = who
+    status, view = await vault.leases.mint(
+        principal,
+        ctx,
+        secret_set=body.secret_set,
+        scope=body.scope,
+        ttl=body.ttl,
+        max_uses=body.max_uses,
+    )
+    if status == 202:
+        view = {**view, "poll": f"/v1/me/lease-requests/{view['id']}"}
+    return JSONResponse(_reveal_token(view), status_code=status)
+
+
+@router.get("/v1/me/grants", summary="The calling agent's grants (never values)")
+async def my_grants(who: AgentDep, vault: VaultDep) -> dict[str, Any]:
+    principal, _ = who
+    return {"agent": principal.name, "items": await vault.grants.for_agent(principal.id)}
+
+
+@router.get("/v1/me/lease-requests/{request_id}", summary="Poll a pending lease request")
+async def poll_request(
+    request_id: str,
+    who: AgentDep,
+    vault: VaultDep,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> dict[str, Any]:
+    principal, ctx = who
+    return _reveal_token(await vault.leases.poll(principal, ctx, request_id, wait))
+
+
+@router.get("/v1/lease-requests", summary="Lease requests waiting for (or given) a decision")
+async def list_requests(
+    ctx: OperatorDep, vault: VaultDep, status: str | None = "pending"
+) -> dict[str, Any]:
+    return {"items": await vault.leases.requests(status or None)}
+
+
+@router.post("/v1/lease-requests/{request_id}/approve", summary="Approve a lease request")
+async def approve(request_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    return await vault.leases.decide(ctx, request_id, approve=True)
+
+
+@router.post("/v1/lease-requests/{request_id}/deny", summary="Deny a lease request")
+async def deny(request_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    return await vault.leases.decide(ctx, request_id, approve=False)
+
+
+@router.get("/v1/leases", summary="List leases (active only unless all=true)")
+async def list_leases(
+    ctx: OperatorDep,
+    vault: VaultDep,
+    agent: str | None = None,
+    grant: str | None = None,
+    secret_set: str | None = None,
+    all: bool = False,
+) -> dict[str, Any]:
+    agent_id = (await vault.agents.get(agent))["id"] if agent else None
+    items = await vault.leases.search(
+        agent_id=agent_id, grant_id=grant, set_path=secret_set, active=not all
+    )
+    return {"items": items}
+
+
+@router.post("/v1/leases/revoke", summary="Revoke every lease of an agent, grant or set")
+async def revoke_many(body: LeaseRevoke, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    agent_id = (await vault.agents.get(body.agent))["id"] if body.agent else None
+    return await vault.leases.revoke_all(
+        ctx, agent_id=agent_id, grant_id=body.grant, set_path=body.secret_set
+    )
+
+
+@router.delete("/v1/leases/{lease_id}", summary="Revoke one lease")
+async def revoke_one(lease_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    return await vault.leases.revoke(ctx, lease_id)
+
+
+@router.post("/v1/leases/check", summary="Dry run: would this lease allow this request?")
+async def check(
+    body: LeaseCheck, request: Request, token: LeaseTokenDep, ctx: AnonymousDep, vault: VaultDep
+) -> dict[str, Any]:
+    return await vault.leases.check(
+        token,
+        ctx,
+        action=body.action,
+        secret_set=body.secret_set,
+        method=body.method,
+        path=body.path,
+        route=request.url.path,
+    )
+
+
+@router.post(
+    "/v1/secret-sets/{provider}/{environment}/{name}/export",
+    tags=["secret sets"],
+    summary="Plaintext values, for a lease whose grant allows export (audited)",
+)
+async def export(
+    provider: str,
+    environment: str,
+    name: str,
+    request: Request,
+    token: LeaseTokenDep,
+    ctx: AnonymousDep,
+    vault: VaultDep,
+    body: Export | None = None,
+) -> dict[str, Any]:
+    result = await vault.leases.export(
+        token,
+        ctx,
+        f"{provider}/{environment}/{name}",
+        body.keys if body else None,
+        request.url.path,
+        vault.sets.reveal,
+    )
+    return {**result, "entries": {k: v.reveal() for k, v in result["entries"].items()}}

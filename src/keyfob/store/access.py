@@ -1,0 +1,361 @@
+"""SQL for agents, grants, leases and lease requests, including the atomic use counters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyfob.store.records import AgentRow, GrantRow, LeaseRequestRow, LeaseRow
+from keyfob.store.tables import agents, grants, lease_requests, leases
+
+
+def _json(value: list[str] | None) -> str | None:
+    return json.dumps(value) if value is not None else None
+
+
+# -- agents ---------------------------------------------------------------------------
+
+
+async def insert_agent(conn: AsyncConnection, row: AgentRow, digest: str) -> None:
+    await conn.execute(
+        agents.insert().values(
+            id=row.id,
+            name=row.name,
+            digest=digest,
+            disabled_at=row.disabled_at,
+            created_at=row.created_at,
+            created_by=row.created_by,
+            updated_at=row.updated_at,
+        )
+    )
+
+
+async def agent_by(
+    conn: AsyncConnection,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    digest: str | None = None,
+) -> AgentRow | None:
+    query = select(agents)
+    if id is not None:
+        query = query.where(agents.c.id == id)
+    elif name is not None:
+        query = query.where(agents.c.name == name)
+    else:
+        query = query.where(agents.c.digest == digest)
+    row = (await conn.execute(query)).first()
+    return AgentRow.from_row(row) if row else None
+
+
+async def list_agents(conn: AsyncConnection) -> list[AgentRow]:
+    rows = await conn.execute(select(agents).order_by(agents.c.name))
+    return [AgentRow.from_row(r) for r in rows.all()]
+
+
+async def update_agent(conn: AsyncConnection, agent_id: str, **values: Any) -> None:
+    await conn.execute(update(agents).where(agents.c.id == agent_id).values(**values))
+
+
+async def delete_agent(conn: AsyncConnection, agent_id: str) -> None:
+    await conn.execute(delete(agents).where(agents.c.id == agent_id))
+
+
+# -- grants ---------------------------------------------------------------------------
+
+
+async def insert_grant(conn: AsyncConnection, row: GrantRow) -> None:
+    await conn.execute(
+        grants.insert().values(
+            id=row.id,
+            agent_id=row.agent_id,
+            set_id=row.set_id,
+            set_path=row.set_path,
+            keys=_json(row.keys),
+            actions=json.dumps(row.actions),
+            not_before=row.not_before,
+            expires_at=row.expires_at,
+            scopes=json.dumps(row.scopes),
+            max_lease_ttl=row.max_lease_ttl,
+            max_lease_uses=row.max_lease_uses,
+            rate_limit=row.rate_limit,
+            max_uses=row.max_uses,
+            uses=0,
+            rate_window=0,
+            rate_count=0,
+            methods=_json(row.methods),
+            paths=_json(row.paths),
+            approval=row.approval,
+            created_at=row.created_at,
+            created_by=row.created_by,
+            updated_at=row.updated_at,
+            revoked_at=None,
+        )
+    )
+
+
+async def update_grant(conn: AsyncConnection, grant_id: str, **values: Any) -> None:
+    for field in ("keys", "methods", "paths"):
+        if field in values:
+            values[field] = _json(values[field])
+    for field in ("actions", "scopes"):
+        if field in values:
+            values[field] = json.dumps(values[field])
+    await conn.execute(update(grants).where(grants.c.id == grant_id).values(**values))
+
+
+async def grant_by_id(conn: AsyncConnection, grant_id: str) -> GrantRow | None:
+    row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
+    return GrantRow.from_row(row) if row else None
+
+
+async def active_grant(conn: AsyncConnection, agent_id: str, set_id: str) -> GrantRow | None:
+    row = (
+        await conn.execute(
+            select(grants).where(
+                grants.c.agent_id == agent_id,
+                grants.c.set_id == set_id,
+                grants.c.revoked_at.is_(None),
+            )
+        )
+    ).first()
+    return GrantRow.from_row(row) if row else None
+
+
+async def list_grants(
+    conn: AsyncConnection,
+    *,
+    agent_id: str | None = None,
+    set_id: str | None = None,
+    include_revoked: bool = False,
+) -> list[GrantRow]:
+    query = select(grants)
+    if agent_id is not None:
+        query = query.where(grants.c.agent_id == agent_id)
+    if set_id is not None:
+        query = query.where(grants.c.set_id == set_id)
+    if not include_revoked:
+        query = query.where(grants.c.revoked_at.is_(None))
+    rows = await conn.execute(query.order_by(grants.c.created_at, grants.c.id))
+    return [GrantRow.from_row(r) for r in rows.all()]
+
+
+async def revoke_grants(
+    conn: AsyncConnection, when: str, *, agent_id: str | None = None, set_id: str | None = None
+) -> list[str]:
+    live = await list_grants(conn, agent_id=agent_id, set_id=set_id)
+    if live:
+        await conn.execute(
+            update(grants)
+            .where(grants.c.id.in_([g.id for g in live]))
+            .values(revoked_at=when, updated_at=when)
+        )
+    return [g.id for g in live]
+
+
+async def take_grant_use(conn: AsyncConnection, grant_id: str, window: int) -> bool:
+    """Count one use against the grant's total cap and its per-minute window, atomically.
+
+    One conditional UPDATE: under any concurrency, on SQLite or PostgreSQL, at most
+    ``max_uses`` uses and at most ``rate_limit`` per window ever succeed.
+    """
+    result = await conn.execute(
+        update(grants)
+        .where(
+            grants.c.id == grant_id,
+            grants.c.revoked_at.is_(None),
+            or_(grants.c.max_uses.is_(None), grants.c.uses < grants.c.max_uses),
+            or_(
+                grants.c.rate_limit.is_(None),
+                grants.c.rate_window != window,
+                grants.c.rate_count < grants.c.rate_limit,
+            ),
+        )
+        .values(
+            uses=grants.c.uses + 1,
+            rate_count=case((grants.c.rate_window == window, grants.c.rate_count + 1), else_=1),
+            rate_window=window,
+        )
+    )
+    return bool(result.rowcount)
+
+
+# -- leases ---------------------------------------------------------------------------
+
+
+async def insert_lease(conn: AsyncConnection, row: LeaseRow, digest: str) -> None:
+    await conn.execute(
+        leases.insert().values(
+            id=row.id,
+            digest=digest,
+            agent_id=row.agent_id,
+            grant_id=row.grant_id,
+            set_id=row.set_id,
+            set_path=row.set_path,
+            actions=json.dumps(row.actions),
+            keys=_json(row.keys),
+            scope=row.scope,
+            max_uses=row.max_uses,
+            uses=0,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=None,
+            revoke_reason=None,
+        )
+    )
+
+
+async def lease_by(
+    conn: AsyncConnection, *, id: str | None = None, digest: str | None = None
+) -> LeaseRow | None:
+    column = leases.c.id if id is not None else leases.c.digest
+    row = (await conn.execute(select(leases).where(column == (id or digest)))).first()
+    return LeaseRow.from_row(row) if row else None
+
+
+async def list_leases(
+    conn: AsyncConnection,
+    *,
+    agent_id: str | None = None,
+    grant_id: str | None = None,
+    set_id: str | None = None,
+    active_at: str | None = None,
+    limit: int = 500,
+) -> list[LeaseRow]:
+    query = select(leases)
+    if agent_id is not None:
+        query = query.where(leases.c.agent_id == agent_id)
+    if grant_id is not None:
+        query = query.where(leases.c.grant_id == grant_id)
+    if set_id is not None:
+        query = query.where(leases.c.set_id == set_id)
+    if active_at is not None:
+        query = query.where(
+            leases.c.revoked_at.is_(None),
+            leases.c.expires_at > active_at,
+            or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
+        )
+    rows = await conn.execute(query.order_by(leases.c.created_at.desc()).limit(limit))
+    return [LeaseRow.from_row(r) for r in rows.all()]
+
+
+async def take_lease_use(conn: AsyncConnection, lease_id: str, now: str) -> bool:
+    """Consume one use: exactly one winner for a single-use lease, exactly N for N uses."""
+    result = await conn.execute(
+        update(leases)
+        .where(
+            leases.c.id == lease_id,
+            leases.c.revoked_at.is_(None),
+            leases.c.expires_at > now,
+            or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
+        )
+        .values(uses=leases.c.uses + 1)
+    )
+    return bool(result.rowcount)
+
+
+async def return_lease_use(conn: AsyncConnection, lease_id: str) -> None:
+    """Give back a use taken earlier in the same transaction (the grant refused it)."""
+    await conn.execute(update(leases).where(leases.c.id == lease_id).values(uses=leases.c.uses - 1))
+
+
+async def revoke_leases(
+    conn: AsyncConnection,
+    when: str,
+    reason: str,
+    *,
+    lease_id: str | None = None,
+    agent_id: str | None = None,
+    grant_id: str | None = None,
+    set_id: str | None = None,
+) -> list[str]:
+    """Revoke every live lease matching the filters; returns their ids."""
+    clauses = [leases.c.revoked_at.is_(None), leases.c.expires_at > when]
+    for column, value in (
+        (leases.c.id, lease_id),
+        (leases.c.agent_id, agent_id),
+        (leases.c.grant_id, grant_id),
+        (leases.c.set_id, set_id),
+    ):
+        if value is not None:
+            clauses.append(column == value)
+    ids = [r.id for r in (await conn.execute(select(leases.c.id).where(and_(*clauses)))).all()]
+    if ids:
+        await conn.execute(
+            update(leases).where(leases.c.id.in_(ids)).values(revoked_at=when, revoke_reason=reason)
+        )
+    return ids
+
+
+# -- lease requests -------------------------------------------------------------------
+
+
+async def insert_request(conn: AsyncConnection, row: LeaseRequestRow) -> None:
+    await conn.execute(
+        lease_requests.insert().values(
+            id=row.id,
+            agent_id=row.agent_id,
+            grant_id=row.grant_id,
+            set_path=row.set_path,
+            scope=row.scope,
+            ttl=row.ttl,
+            max_uses=row.max_uses,
+            status=row.status,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            decided_at=None,
+            decided_by=None,
+            lease_id=None,
+        )
+    )
+
+
+async def request_by_id(conn: AsyncConnection, request_id: str) -> LeaseRequestRow | None:
+    row = (
+        await conn.execute(select(lease_requests).where(lease_requests.c.id == request_id))
+    ).first()
+    return LeaseRequestRow.from_row(row) if row else None
+
+
+async def list_requests(
+    conn: AsyncConnection, *, status: str | None = None, agent_id: str | None = None
+) -> list[LeaseRequestRow]:
+    query = select(lease_requests)
+    if status is not None:
+        query = query.where(lease_requests.c.status == status)
+    if agent_id is not None:
+        query = query.where(lease_requests.c.agent_id == agent_id)
+    rows = await conn.execute(query.order_by(lease_requests.c.created_at.desc()).limit(500))
+    return [LeaseRequestRow.from_row(r) for r in rows.all()]
+
+
+async def decide_request(
+    conn: AsyncConnection, request_id: str, *, from_status: str, to_status: str, **values: Any
+) -> bool:
+    """Move a request between states only if it is still in ``from_status``."""
+    result = await conn.execute(
+        update(lease_requests)
+        .where(lease_requests.c.id == request_id, lease_requests.c.status == from_status)
+        .values(status=to_status, **values)
+    )
+    return bool(result.rowcount)
+
+
+async def deny_pending(
+    conn: AsyncConnection,
+    when: str,
+    by: str,
+    *,
+    agent_id: str | None = None,
+    grant_id: str | None = None,
+) -> int:
+    query = update(lease_requests).where(lease_requests.c.status == "pending")
+    if agent_id is not None:
+        query = query.where(lease_requests.c.agent_id == agent_id)
+    if grant_id is not None:
+        query = query.where(lease_requests.c.grant_id == grant_id)
+    result = await conn.execute(query.values(status="denied", decided_at=when, decided_by=by))
+    return int(result.rowcount or 0)

@@ -1,0 +1,147 @@
+"""Agents: identities that may only mint leases. Create, list, disable/enable, rotate, delete.
+
+Disabling or deleting an agent revokes its outstanding leases (and, on delete, its
+grants) in the same transaction as the change and its audit record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyfob import tokens
+from keyfob.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from keyfob.profiles import SLUG_RE
+from keyfob.secret import Secret
+from keyfob.store import Tx
+from keyfob.store import access as sql
+from keyfob.store.records import AgentRow
+from keyfob.vault.context import Context
+from keyfob.vault.core import Core
+from keyfob.vault.operators import Principal
+
+
+def agent_view(row: AgentRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "status": "disabled" if row.disabled_at else "active",
+        "disabled_at": row.disabled_at,
+        "created_at": row.created_at,
+        "created_by": row.created_by,
+        "updated_at": row.updated_at,
+    }
+
+
+class Agents:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    async def create(self, ctx: Context, name: str) -> tuple[dict[str, Any], Secret[str]]:
+        if not SLUG_RE.match(name):
+            msg = "agent names are 1-64 characters of a-z, 0-9, '-' or '_'"
+            raise ValidationFailed(f"name: {msg}", errors=[{"loc": ["name"], "msg": msg}])
+        token = tokens.new_token(tokens.AGENT)
+        async with self._core.write() as tx:
+            if await sql.agent_by(tx.conn, name=name) is not None:
+                raise Conflict(f"agent {name} already exists")
+            now = self._core.now()
+            row = AgentRow(tokens.new_id(), name, None, now, ctx.actor, now)
+            await sql.insert_agent(tx.conn, row, self._digest(token))
+            await self._audit(tx, ctx, "create", row, {"name": name})
+        return agent_view(row), Secret(token)
+
+    async def find(self, conn: Any, ref: str) -> AgentRow:
+        """An agent by id or by name."""
+        row = await sql.agent_by(conn, id=ref) or await sql.agent_by(conn, name=ref)
+        if row is None:
+            raise NotFound(f"agent {ref} does not exist")
+        return row
+
+    async def get(self, ref: str) -> dict[str, Any]:
+        async with self._core.db.read() as conn:
+            return agent_view(await self.find(conn, ref))
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        async with self._core.db.read() as conn:
+            return [agent_view(r) for r in await sql.list_agents(conn)]
+
+    async def set_disabled(self, ctx: Context, ref: str, disabled: bool) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            row = await self.find(tx.conn, ref)
+            now = self._core.now()
+            if bool(row.disabled_at) == disabled:
+                return agent_view(row)
+            await sql.update_agent(
+                tx.conn, row.id, disabled_at=now if disabled else None, updated_at=now
+            )
+            details: dict[str, Any] = {"name": row.name}
+            if disabled:
+                details["leases_revoked"] = len(
+                    await sql.revoke_leases(tx.conn, now, "agent_disabled", agent_id=row.id)
+                )
+                details["requests_denied"] = await sql.deny_pending(
+                    tx.conn, now, ctx.actor, agent_id=row.id
+                )
+            await self._audit(tx, ctx, "disable" if disabled else "enable", row, details)
+            row = await self.find(tx.conn, row.id)
+        return agent_view(row)
+
+    async def rotate_token(self, ctx: Context, ref: str) -> tuple[dict[str, Any], Secret[str]]:
+        token = tokens.new_token(tokens.AGENT)
+        async with self._core.write() as tx:
+            row = await self.find(tx.conn, ref)
+            now = self._core.now()
+            await sql.update_agent(tx.conn, row.id, digest=self._digest(token), updated_at=now)
+            await self._audit(tx, ctx, "rotate_token", row, {"name": row.name})
+            row = await self.find(tx.conn, row.id)
+        return agent_view(row), Secret(token)
+
+    async def delete(self, ctx: Context, ref: str) -> dict[str, Any]:
+        async with self._core.write() as tx:
+            row = await self.find(tx.conn, ref)
+            now = self._core.now()
+            leases = await sql.revoke_leases(tx.conn, now, "agent_deleted", agent_id=row.id)
+            grants = await sql.revoke_grants(tx.conn, now, agent_id=row.id)
+            denied = await sql.deny_pending(tx.conn, now, ctx.actor, agent_id=row.id)
+            await sql.delete_agent(tx.conn, row.id)
+            await self._audit(
+                tx,
+                ctx,
+                "delete",
+                row,
+                {
+                    "name": row.name,
+                    "leases_revoked": len(leases),
+                    "grants_revoked": len(grants),
+                    "requests_denied": denied,
+                },
+            )
+        return {**agent_view(row), "deleted": True}
+
+    async def authenticate(self, token: str | None, ctx: Context, route: str) -> Principal:
+        """The agent behind a ``kfa_`` token, or an audited ``Unauthorized``."""
+        reason = "missing" if not token else "malformed"
+        if token and tokens.looks_like(token, tokens.AGENT):
+            async with self._core.db.read() as conn:
+                row = await sql.agent_by(conn, digest=self._digest(token))
+            if row is not None and row.disabled_at is None:
+                return Principal("agent", row.id, row.name)
+            reason = "agent_disabled" if row is not None else "unknown"
+        await self._core.audit_auth_failure(ctx, route, reason, token)
+        raise Unauthorized("a valid agent token is required (Authorization: Bearer kfa_…)")
+
+    def _digest(self, token: str) -> str:
+        return tokens.digest(self._core.ring.system.token_key, token)
+
+    async def _audit(
+        self, tx: Tx, ctx: Context, verb: str, row: AgentRow, details: dict[str, Any]
+    ) -> None:
+        await tx.audit(
+            ts=self._core.now(),
+            actor=ctx.actor,
+            action=f"agent.{verb}",
+            target=f"agent:{row.id}",
+            outcome="ok",
+            request_id=ctx.request_id,
+            details=details,
+        )
