@@ -8,7 +8,6 @@
     ├── MethodNotAllowed      405
     ├── Conflict              409    name taken, lost update, wrong state
     ├── PayloadTooLarge       413
-    ├── UnsupportedMediaType  415
     ├── TooManyRequests       429    rate limit; ``retry_after`` seconds
     ├── ValidationFailed      422    a field is invalid; ``errors`` lists which
     ├── Unavailable           503    database or audit log not writable
@@ -83,10 +82,6 @@ class PayloadTooLarge(KeyfobError):
     slug, status, title = "payload-too-large", 413, "Payload too large"
 
 
-class UnsupportedMediaType(KeyfobError):
-    slug, status, title = "unsupported-media-type", 415, "Unsupported media type"
-
-
 class TooManyRequests(KeyfobError):
     slug, status, title = "rate-limited", 429, "Too many requests"
 
@@ -120,7 +115,6 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
-    UnsupportedMediaType,
     TooManyRequests,
     ValidationFailed,
     Unavailable,

@@ -50,5 +50,5 @@ def digest(key: bytes, token: str) -> str:
 
 
 def new_id(prefix: str = "") -> str:
-    """A public identifier (not a secret): 16 random bytes, hex."""
+    """A public identifier (not a secret): 8 random bytes as 16 hex characters."""
     return prefix + secrets.token_hex(8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,8 +183,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli(api: FakeKeyfob) -> Iterator[Cli]:
-    yield Cli(api)
+def cli(api: FakeKeyfob) -> Cli:
+    return Cli(api)
 
 
 @pytest.fixture

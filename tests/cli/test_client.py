@@ -97,10 +97,16 @@ def test_unauthorized_hints_at_the_token(cli: Cli, api: FakeKeyfob):
 
 
 def test_validation_errors_list_fields(cli: Cli, api: FakeKeyfob):
-    api.on("POST", TOKENS, lambda _r: problem(
-        422, "validation-failed", "Validation failed",
-        errors=[{"loc": ["body", "name"], "msg": "too long"}],
-    ))
+    api.on(
+        "POST",
+        TOKENS,
+        lambda _r: problem(
+            422,
+            "validation-failed",
+            "Validation failed",
+            errors=[{"loc": ["body", "name"], "msg": "too long"}],
+        ),
+    )
 
     result = cli("token", "create", "x" * 300)
 
@@ -119,9 +125,13 @@ def test_server_error_shows_request_id(cli: Cli, api: FakeKeyfob):
 
 
 def test_non_problem_error_page_is_summarised(cli: Cli, api: FakeKeyfob):
-    api.on("GET", TOKENS, lambda _r: httpx.Response(
-        502, text="<html>" + "x" * 5000, headers={"content-type": "text/html"}
-    ))
+    api.on(
+        "GET",
+        TOKENS,
+        lambda _r: httpx.Response(
+            502, text="<html>" + "x" * 5000, headers={"content-type": "text/html"}
+        ),
+    )
 
     result = cli("token", "list")
 
@@ -155,7 +165,9 @@ def test_timeout_is_one_line(cli: Cli, api: FakeKeyfob):
     result = cli("token", "list")
 
     assert result.exit_code == 1
-    assert result.stderr == "error: keyfob at http://127.0.0.1:8200 did not answer within 30 seconds\n"
+    assert (
+        result.stderr == "error: keyfob at http://127.0.0.1:8200 did not answer within 30 seconds\n"
+    )
 
 
 def test_invalid_setting_is_named_without_its_value(cli: Cli, api: FakeKeyfob):
@@ -171,3 +183,24 @@ def test_version(cli: Cli, api: FakeKeyfob):
 
     assert cli("version").stdout == f"keyfob {__version__}\n"
     assert json.loads(cli("version", "--json").stdout) == {"version": __version__}
+
+
+def test_field_errors_already_in_the_detail_are_not_repeated(cli: Cli, api: FakeKeyfob):
+    detail = "profile.inject: names keys the set does not have: K"
+    api.on(
+        "POST",
+        TOKENS,
+        lambda _r: problem(
+            422,
+            "validation-failed",
+            detail,
+            errors=[
+                {"loc": ["profile", "inject"], "msg": "names keys the set does not have: K"},
+                {"loc": ["labels"], "msg": "too many"},
+            ],
+        ),
+    )
+
+    result = cli("token", "create", "ci")
+
+    assert result.stderr == f"error: {detail}: labels: too many (HTTP 422 validation-failed)\n"

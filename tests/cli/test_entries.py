@@ -95,10 +95,8 @@ def test_the_same_key_from_two_sources_is_refused(tmp_path):
 
 
 def test_missing_env_file_is_a_clear_error(tmp_path):
-    with pytest.raises(CliError, match="cannot read .*missing.env"):
-        read_entries(
-            Sources(keys=[], env_file=str(tmp_path / "missing.env"), stdin_is_tty=True)
-        )
+    with pytest.raises(CliError, match=r"cannot read .*missing\.env"):
+        read_entries(Sources(keys=[], env_file=str(tmp_path / "missing.env"), stdin_is_tty=True))
 
 
 def test_entries_print_masked():

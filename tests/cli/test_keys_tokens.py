@@ -58,8 +58,12 @@ def test_keys_retire_of_a_used_term_is_a_conflict(cli: Cli, api: FakeKeyfob):
 
 
 def test_token_create_prints_the_token_once(cli: Cli, api: FakeKeyfob):
-    api.on("POST", "/v1/tokens", {"id": "tok1", "name": "ci", "token": NEW_TOKEN,
-                                  "created_at": "2026-11-24T05:00:00Z"}, status=201)
+    api.on(
+        "POST",
+        "/v1/tokens",
+        {"id": "tok1", "name": "ci", "token": NEW_TOKEN, "created_at": "2026-11-24T05:00:00Z"},
+        status=201,
+    )
 
     result = cli("token", "create", "ci")
 
@@ -70,19 +74,41 @@ def test_token_create_prints_the_token_once(cli: Cli, api: FakeKeyfob):
 
 
 def test_token_create_json(cli: Cli, api: FakeKeyfob):
-    api.on("POST", "/v1/tokens", {"id": "tok1", "name": "ci", "token": NEW_TOKEN,
-                                  "created_at": "2026-11-24T05:00:00Z"}, status=201)
+    api.on(
+        "POST",
+        "/v1/tokens",
+        {"id": "tok1", "name": "ci", "token": NEW_TOKEN, "created_at": "2026-11-24T05:00:00Z"},
+        status=201,
+    )
 
     assert json.loads(cli("token", "create", "ci", "--json").stdout)["token"] == NEW_TOKEN
 
 
 def test_token_list_and_revoke(cli: Cli, api: FakeKeyfob):
-    api.on("GET", "/v1/tokens", {"items": [
-        {"id": "tok1", "name": "ci", "created_at": "2026-11-24T05:00:00Z", "revoked_at": None},
-    ]})
-    api.on("DELETE", "/v1/tokens/tok1", {"id": "tok1", "name": "ci",
-                                         "created_at": "2026-11-24T05:00:00Z",
-                                         "revoked_at": "2026-11-24T06:00:00Z"})
+    api.on(
+        "GET",
+        "/v1/tokens",
+        {
+            "items": [
+                {
+                    "id": "tok1",
+                    "name": "ci",
+                    "created_at": "2026-11-24T05:00:00Z",
+                    "revoked_at": None,
+                },
+            ]
+        },
+    )
+    api.on(
+        "DELETE",
+        "/v1/tokens/tok1",
+        {
+            "id": "tok1",
+            "name": "ci",
+            "created_at": "2026-11-24T05:00:00Z",
+            "revoked_at": "2026-11-24T06:00:00Z",
+        },
+    )
 
     listed = cli("token", "list")
     revoked = cli("token", "revoke", "tok1", "--json")

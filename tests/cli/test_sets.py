@@ -24,8 +24,18 @@ def created(api: FakeKeyfob) -> FakeKeyfob:
 
 
 def test_create_reads_single_key_value_from_piped_stdin(cli: Cli, created: FakeKeyfob, canary: str):
-    result = cli("set", "create", "openai/prod/default", "--key", "OPENAI_API_KEY",
-                 "--preset", "openai", "--label", "team=ml", input=canary + "\n")
+    result = cli(
+        "set",
+        "create",
+        "openai/prod/default",
+        "--key",
+        "OPENAI_API_KEY",
+        "--preset",
+        "openai",
+        "--label",
+        "team=ml",
+        input=canary + "\n",
+    )
 
     assert result.exit_code == 0, result.output
     (body,) = created.bodies("POST", SETS)
@@ -48,8 +58,17 @@ def test_create_strips_exactly_one_trailing_newline(cli: Cli, created: FakeKeyfo
 
 
 def test_create_prompts_with_hidden_input_on_a_terminal(cli: Cli, created: FakeKeyfob, canary: str):
-    result = cli("set", "create", "stripe/prod/billing", "--key", "A", "--key", "B",
-                 input=f"{canary}-a\n{canary}-b\n", tty=True)
+    result = cli(
+        "set",
+        "create",
+        "stripe/prod/billing",
+        "--key",
+        "A",
+        "--key",
+        "B",
+        input=f"{canary}-a\n{canary}-b\n",
+        tty=True,
+    )
 
     assert result.exit_code == 0, result.output
     assert created.bodies("POST", SETS)[0]["entries"] == {"A": f"{canary}-a", "B": f"{canary}-b"}
@@ -90,7 +109,9 @@ def test_create_reads_env_file(cli: Cli, created: FakeKeyfob, tmp_path: Path, ca
     assert canary not in result.output
 
 
-def test_create_refuses_name_equals_value_without_echoing_it(cli: Cli, api: FakeKeyfob, canary: str):
+def test_create_refuses_name_equals_value_without_echoing_it(
+    cli: Cli, api: FakeKeyfob, canary: str
+):
     result = cli("set", "create", "openai/prod/default", "--key", f"OPENAI_API_KEY={canary}")
 
     assert result.exit_code == 1
@@ -145,19 +166,29 @@ def test_malformed_dotenv_line_names_the_line_not_the_content(cli: Cli, api: Fak
 
 
 def test_profile_file_is_sent_as_the_profile(cli: Cli, created: FakeKeyfob, tmp_path: Path):
-    profile = {"base_url": "https://api.example.com", "hosts": ["api.example.com"],
-               "inject": {"kind": "header", "header": "X-Api-Key", "key": "K"}}
+    profile = {
+        "base_url": "https://api.example.com",
+        "hosts": ["api.example.com"],
+        "inject": {"kind": "header", "header": "X-Api-Key", "key": "K"},
+    }
     (tmp_path / "p.json").write_text(json.dumps(profile))
 
-    cli("set", "create", "example/dev/main", "--profile-file", str(tmp_path / "p.json"),
-        input="K=v\n")
+    cli(
+        "set",
+        "create",
+        "example/dev/main",
+        "--profile-file",
+        str(tmp_path / "p.json"),
+        input="K=v\n",
+    )
 
     assert created.bodies("POST", SETS)[0]["profile"] == profile
 
 
 def test_preset_and_profile_file_together_are_refused(cli: Cli, api: FakeKeyfob):
-    result = cli("set", "create", "a/b/c", "--preset", "openai", "--profile-file", "p.json",
-                 input="K=v\n")
+    result = cli(
+        "set", "create", "a/b/c", "--preset", "openai", "--profile-file", "p.json", input="K=v\n"
+    )
 
     assert result.exit_code == 1
     assert "not both" in result.stderr
@@ -178,8 +209,18 @@ def test_bad_set_paths_are_refused(cli: Cli, api: FakeKeyfob, path: str):
 def test_put_sends_new_values_removals_and_expected_version(cli: Cli, api: FakeKeyfob):
     api.on("PATCH", ONE, set_view(version=4, keys=("NEW",)))
 
-    result = cli("set", "put", "openai/prod/default", "--key", "NEW", "--remove", "OLD",
-                 "--expect-version", "3", input="v\n")
+    result = cli(
+        "set",
+        "put",
+        "openai/prod/default",
+        "--key",
+        "NEW",
+        "--remove",
+        "OLD",
+        "--expect-version",
+        "3",
+        input="v\n",
+    )
 
     assert result.exit_code == 0, result.output
     assert api.bodies("PATCH", ONE) == [
@@ -200,8 +241,9 @@ def test_put_with_only_remove_does_not_wait_for_stdin(cli: Cli, api: FakeKeyfob)
 def test_put_lost_update_is_reported_as_conflict(cli: Cli, api: FakeKeyfob):
     api.on("PATCH", ONE, lambda _r: problem(409, "conflict", "set is at version 5, not 3"))
 
-    result = cli("set", "put", "openai/prod/default", "--key", "A", "--expect-version", "3",
-                 input="v")
+    result = cli(
+        "set", "put", "openai/prod/default", "--key", "A", "--expect-version", "3", input="v"
+    )
 
     assert result.exit_code == 1
     assert result.stderr == "error: set is at version 5, not 3 (HTTP 409 conflict)\n"
@@ -222,13 +264,18 @@ def test_put_with_nothing_to_change_is_refused(cli: Cli, api: FakeKeyfob):
 def test_list_follows_cursors_and_shows_a_table(cli: Cli, api: FakeKeyfob):
     pages = {
         None: {"items": [set_view("openai/prod/default", 3)], "next_cursor": "c2"},
-        "c2": {"items": [set_view("stripe/prod/billing", 1, ("STRIPE_KEY",),
-                                  deleted_at="2026-11-25T00:00:00Z")], "next_cursor": None},
+        "c2": {
+            "items": [
+                set_view(
+                    "stripe/prod/billing", 1, ("STRIPE_KEY",), deleted_at="2026-11-25T00:00:00Z"
+                )
+            ],
+            "next_cursor": None,
+        },
     }
     api.on("GET", SETS, lambda r: httpx.Response(200, json=pages[r.url.params.get("cursor")]))
 
-    result = cli("set", "list", "--provider", "openai", "--label", "team=ml",
-                 "--include-deleted")
+    result = cli("set", "list", "--provider", "openai", "--label", "team=ml", "--include-deleted")
 
     assert result.exit_code == 0, result.output
     first = api.calls("GET", SETS)[0].url.params
@@ -262,8 +309,13 @@ def test_show_prints_fingerprints_and_profile(cli: Cli, api: FakeKeyfob):
 
 
 def test_missing_set_is_one_line_on_stderr(cli: Cli, api: FakeKeyfob):
-    api.on("GET", ONE, lambda _r: problem(404, "not-found", "secret set openai/prod/default "
-                                          "does not exist", request_id="r1"))
+    api.on(
+        "GET",
+        ONE,
+        lambda _r: problem(
+            404, "not-found", "secret set openai/prod/default does not exist", request_id="r1"
+        ),
+    )
 
     result = cli("set", "show", "openai/prod/default")
 
@@ -275,12 +327,32 @@ def test_missing_set_is_one_line_on_stderr(cli: Cli, api: FakeKeyfob):
 
 
 def test_versions_table(cli: Cli, api: FakeKeyfob):
-    api.on("GET", ONE + "/versions", {"items": [
-        {"version": 3, "created_at": "2026-11-24T05:00:00Z", "actor": "operator:ci",
-         "reason": "rollback", "rollback_of": 1, "keys": ["A"], "kek_term": 2},
-        {"version": 1, "created_at": "2026-11-24T04:00:00Z", "actor": "operator:ci",
-         "reason": "create", "rollback_of": None, "keys": ["A"], "kek_term": 1},
-    ]})
+    api.on(
+        "GET",
+        ONE + "/versions",
+        {
+            "items": [
+                {
+                    "version": 3,
+                    "created_at": "2026-11-24T05:00:00Z",
+                    "actor": "operator:ci",
+                    "reason": "rollback",
+                    "rollback_of": 1,
+                    "keys": ["A"],
+                    "kek_term": 2,
+                },
+                {
+                    "version": 1,
+                    "created_at": "2026-11-24T04:00:00Z",
+                    "actor": "operator:ci",
+                    "reason": "create",
+                    "rollback_of": None,
+                    "keys": ["A"],
+                    "kek_term": 1,
+                },
+            ]
+        },
+    )
 
     result = cli("set", "versions", "openai/prod/default")
 
@@ -344,3 +416,23 @@ def test_purge_with_yes_does_not_ask(cli: Cli, api: FakeKeyfob):
     result = cli("set", "purge", "openai/prod/default", "--yes", "--json")
 
     assert json.loads(result.stdout) == {"purged": "openai/prod/default", "versions": 3}
+
+
+def test_put_can_change_profile_and_labels_without_reading_stdin(cli: Cli, api: FakeKeyfob):
+    api.on("PATCH", ONE, set_view(version=1))
+
+    result = cli(
+        "set",
+        "put",
+        "openai/prod/default",
+        "--preset",
+        "openai",
+        "--label",
+        "team=ml",
+        input="IGNORED=1\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert api.bodies("PATCH", ONE) == [
+        {"entries": {}, "profile": {"preset": "openai"}, "labels": {"team": "ml"}}
+    ]

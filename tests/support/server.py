@@ -58,13 +58,13 @@ class LiveServer:
 
 def start_server(settings: Settings, operator_token: str, log_path: Path) -> LiveServer:
     port = free_port()
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SERVE, str(port)],
-        env=env_for(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with log_path.open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(port)],
+            env=env_for(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = LiveServer(f"http://127.0.0.1:{port}", operator_token, settings, process, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

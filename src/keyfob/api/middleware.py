@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyfob.api.problems import render
-from keyfob.errors import KeyfobError
+from keyfob.errors import KeyfobError, PayloadTooLarge
 from keyfob.vault import new_request_id
 
 log = logging.getLogger("keyfob.api")
@@ -52,8 +52,6 @@ class ApiMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal received
-            if too_large:
-                raise HTTPException(413)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -76,6 +74,11 @@ class ApiMiddleware:
             started = started or message["type"] == "http.response.start"
             await send_with_headers(message)
 
+        if too_large:
+            # Refuse before the app runs: a route that never reads its body must not act on it.
+            response = render(PayloadTooLarge("the request body is too large"), rid)
+            await response(scope, receive, tracking_send)
+            return
         try:
             await self.app(scope, limited_receive, tracking_send)
         except Exception as exc:

@@ -46,6 +46,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     raw = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in raw):
         return render(errors.InvalidRequest("the body is not valid JSON"), request_id(request))
+    if any(isinstance(e.get("input"), bytes) for e in raw):
+        # FastAPI hands on the raw bytes when the content type does not say JSON.
+        return render(
+            errors.InvalidRequest("the body must be JSON (Content-Type: application/json)"),
+            request_id(request),
+        )
     details = _safe_errors(raw)
     summary = "; ".join(
         f"{'.'.join(str(p) for p in d['loc'] if p != 'body')}: {d['msg']}" for d in details[:5]
@@ -63,7 +69,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     }.get(exc.status_code, str(exc.detail) if isinstance(exc.detail, str) else cls.title)
     if exc.status_code == 400:
         detail = "the request body could not be read"
-    return render(cls(detail), request_id(request))
+    response = render(cls(detail), request_id(request))
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 def install(app: FastAPI) -> None:

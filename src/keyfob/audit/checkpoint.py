@@ -90,6 +90,9 @@ class CheckpointFile:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(checkpoint.as_dict(), indent=2) + "\n")
+        with tmp.open("w") as handle:
+            handle.write(json.dumps(checkpoint.as_dict(), indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self.path)
         return True

@@ -40,7 +40,7 @@ class Sources:
 def check_key_names(names: Sequence[str], option: str = "--key") -> None:
     """Refuse ``NAME=value`` and malformed names without echoing what was typed."""
     for position, name in enumerate(names, start=1):
-        if False:
+        if "=" in name:
             raise CliError(
                 f"{option} takes a key NAME, not NAME=value: secret values come from a "
                 "prompt, stdin or --env-file, never the command line"

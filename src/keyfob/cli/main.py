@@ -35,7 +35,7 @@ def load_settings() -> Settings:
     """``KEYFOB_*`` settings, with a bad variable reported by name (never by value)."""
     try:
         # Fields have defaults; mypy without the pydantic plugin thinks they are required.
-        return Settings()  # type: ignore[call-arg]
+        return Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"KEYFOB_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"

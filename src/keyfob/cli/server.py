@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -65,7 +64,7 @@ def serve(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Serve the API, proxy and dashboard; initialises the data dir first if needed."""
+    """Serve the API; initialises the data dir first if needed."""
     cli = state(ctx)
     bind_host = host or cli.settings.host
     bind_port = cli.settings.port if port is None else port
@@ -80,15 +79,13 @@ def serve(
             _show_created(result)
         else:
             print_line(f"data dir {result.data_dir}, database {result.database_url}")
-        print_line(f"keyfob serving on {url} (dashboard {url}/ui)")
+        print_line(f"keyfob serving on {url} (API reference {url}/docs)")
     if not _is_loopback(bind_host):
         typer.echo(
             f"warning: {bind_host} is reachable from other machines; put TLS in front "
             "of keyfob before sending tokens to it over a network",
             err=True,
         )
-    # Piped stdout is block-buffered: without this the token would wait for the server to exit.
-    sys.stdout.flush()
     try:
         core.run_server(cli.settings, bind_host, bind_port)
     except OSError as exc:

@@ -97,14 +97,20 @@ class Keyring:
         """Unwrap what the store holds; a wrong master key is a clear start-up error."""
         try:
             system = SystemKeys._from_raw(master.unwrap(wrapped_system, _SYSTEM_LABEL))
-            ring = Keyring(master, {}, system)
-            for kek in keks:
-                ring.add_wrapped(kek)
         except DecryptionFailed:
             raise ConfigurationError(
                 "the master key does not open this vault's keyring: wrong KEYFOB_MASTER_KEY "
                 "or master key file for this database"
             ) from None
+        ring = Keyring(master, {}, system)
+        for kek in keks:
+            try:
+                ring.add_wrapped(kek)
+            except DecryptionFailed:
+                raise ConfigurationError(
+                    f"KEK term {kek.term} does not open with this master key although the "
+                    "keyring does: the kek_terms row is damaged"
+                ) from None
         return ring
 
     def add_wrapped(self, kek: WrappedKek) -> None:

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline ("bot\n").
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 KEY_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 _HOST_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
@@ -186,7 +187,9 @@ class Profile(_Strict):
     def _base_url(self) -> Profile:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("base_url must be an absolute https:// URL")
+            raise ValueError(
+                "base_url must be an absolute https:// (or, for private upstreams, http://) URL"
+            )
         if parts.username or parts.password:
             raise ValueError("base_url may not carry user info")
         if parts.query or parts.fragment:

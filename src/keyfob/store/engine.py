@@ -161,10 +161,15 @@ class Database:
                     await conn.commit()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read transaction; ``snapshot`` gives one consistent view on PostgreSQL too."""
         try:
-            async with self.engine.connect() as conn, conn.begin():
-                yield conn
+            async with self.engine.connect() as raw:
+                conn = raw
+                if snapshot and not self.is_sqlite:
+                    conn = await raw.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    yield conn
         except (OperationalError, DBAPIError, OSError) as exc:
             raise Unavailable("the database cannot be read") from exc
 

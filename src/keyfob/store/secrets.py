@@ -137,14 +137,20 @@ async def purge_set(conn: AsyncConnection, set_id: str) -> int:
 
 async def versions_on_old_terms(
     conn: AsyncConnection, term: int, limit: int
-) -> Sequence[tuple[str, int, bytes]]:
+) -> Sequence[tuple[str, int, int, bytes]]:
+    """(set id, version, stored term, wrapped DEK) of versions wrapped under older terms."""
     rows = await conn.execute(
-        select(secret_versions.c.set_id, secret_versions.c.version, secret_versions.c.wrapped_dek)
+        select(
+            secret_versions.c.set_id,
+            secret_versions.c.version,
+            secret_versions.c.kek_term,
+            secret_versions.c.wrapped_dek,
+        )
         .where(secret_versions.c.kek_term < term)
         .order_by(secret_versions.c.set_id, secret_versions.c.version)
         .limit(limit)
     )
-    return [(r.set_id, r.version, bytes(r.wrapped_dek)) for r in rows.all()]
+    return [(r.set_id, r.version, r.kek_term, bytes(r.wrapped_dek)) for r in rows.all()]
 
 
 async def set_wrapped_dek(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -9,8 +11,8 @@ from keyfob.store.records import TokenRow
 from keyfob.store.tables import operator_tokens
 
 
-def _row(r: object) -> TokenRow:
-    return TokenRow(r.id, r.name, r.created_at, r.created_by, r.revoked_at)  # type: ignore[attr-defined]
+def _row(r: Any) -> TokenRow:
+    return TokenRow(r.id, r.name, r.created_at, r.created_by, r.revoked_at)
 
 
 async def insert(conn: AsyncConnection, row: TokenRow, digest: str) -> None:

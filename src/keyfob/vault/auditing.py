@@ -31,7 +31,7 @@ class Auditing:
         verifier = ChainVerifier()
         if checkpoint is not None and checkpoint.count > 0:
             verifier.watch.add(checkpoint.count)
-        async with self._core.db.read() as conn:
+        async with self._core.db.read(snapshot=True) as conn:
             async for event in audit_log.stream(conn):
                 verifier.feed(event)
                 if verifier.first_bad is not None:
@@ -73,9 +73,3 @@ class Auditing:
                 "reason": "record does not match the signed checkpoint (log rewritten)",
             }
         return None
-
-    async def signed_checkpoint(self) -> dict[str, Any]:
-        """Sign the current head now (for ``verify`` output and off-site copies)."""
-        async with self._core.db.read() as conn:
-            seq, head = await audit_log.head(conn)
-        return self._core.checkpoint(seq, head).as_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,8 @@ from keyfob.errors import DecryptionFailed
 from keyfob.store import Database, Tx
 from keyfob.store import keyring as keyring_sql
 from keyfob.vault.context import Context
+
+log = logging.getLogger("keyfob.audit")
 
 
 class Core:
@@ -41,9 +44,14 @@ class Core:
             self.checkpoint(tx.seq, tx.head)
 
     def checkpoint(self, count: int, head: str) -> Checkpoint:
+        """Sign and write a checkpoint. The change is already committed and audited, so a
+        failing write is logged (and ``/readyz`` turns unready), not raised."""
         signer = self.ring.system.signer
         point = Checkpoint.make(count, head, self.now(), signer.sign, signer.public_bytes())
-        self.checkpoints.write(point)
+        try:
+            self.checkpoints.write(point)
+        except OSError as exc:
+            log.warning("could not write the audit checkpoint: %s", type(exc).__name__)
         return point
 
     async def sync_terms(self, tx: Tx) -> None:

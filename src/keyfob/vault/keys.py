@@ -72,14 +72,15 @@ class Keys:
                 if not batch:
                     break
                 done = 0
-                for set_id, version, wrapped in batch:
+                for set_id, version, stored_term, wrapped in batch:
                     await self._core.ensure_term(wrapped)
                     new_term, rewrapped = crypto.rewrap(
                         self._core.ring, wrapped, set_id=set_id, version=version
                     )
-                    old_term = crypto.term_of(wrapped)
+                    # Match on the stored term column: the same one the batch query used,
+                    # so a row that moves is never selected again.
                     if await sql.set_wrapped_dek(
-                        tx.conn, set_id, version, old_term, new_term, rewrapped
+                        tx.conn, set_id, version, stored_term, new_term, rewrapped
                     ):
                         done += 1
                 await tx.audit(

@@ -14,6 +14,7 @@ from keyfob.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from keyfob.secret import Secret
 from keyfob.store import TokenRow
 from keyfob.store import tokens as sql
+from keyfob.vault import validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
 
@@ -39,7 +40,12 @@ class Operators:
 
     async def create_token(self, ctx: Context, name: str) -> tuple[dict[str, Any], Secret[str]]:
         name = name.strip()
-        if not name or len(name) > MAX_NAME or any(c in name for c in "\r\n\x00"):
+        if (
+            not name
+            or len(name) > MAX_NAME
+            or any(c in name for c in "\r\n\x00")
+            or not validation.is_text(name)
+        ):
             raise ValidationFailed(
                 f"name: 1-{MAX_NAME} characters, one line",
                 errors=[{"loc": ["name"], "msg": f"1-{MAX_NAME} characters, one line"}],

@@ -19,6 +19,15 @@ MAX_LABELS = 32
 MAX_LABEL_VALUE = 256
 
 
+def is_text(value: str) -> bool:
+    """False for strings that cannot be stored as UTF-8 (lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _fail(loc: list[str | int], msg: str) -> ValidationFailed:
     return ValidationFailed(f"{'.'.join(map(str, loc))}: {msg}", errors=[{"loc": loc, "msg": msg}])
 
@@ -44,7 +53,9 @@ def check_value(loc: list[str | int], value: object) -> str:
         raise _fail(loc, "values must be strings")
     if not value:
         raise _fail(loc, "values must not be empty (send null to remove a key)")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+    if not is_text(value):
+        raise _fail(loc, "values must be valid Unicode text")
+    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
         raise _fail(loc, f"values are at most {MAX_VALUE_BYTES} bytes")
     if "\x00" in value:
         raise _fail(loc, "values may not contain NUL")
@@ -83,7 +94,7 @@ def check_labels(labels: Mapping[str, object]) -> dict[str, str]:
             raise _fail(["labels", key[:64]], str(exc)) from None
         if key in ("provider", "environment", "name"):
             raise _fail(["labels", key], "provider, environment and name come from the set's path")
-        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or not is_text(value):
             raise _fail(["labels", key], f"label values are strings of at most {MAX_LABEL_VALUE}")
         out[key] = value
     return out

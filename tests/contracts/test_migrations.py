@@ -1,0 +1,40 @@
+"""The Alembic migrations build exactly the schema ``store/tables.py`` describes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from keyfob.settings import Settings
+from keyfob.store import Database
+from keyfob.store.tables import metadata
+
+
+async def test_migrations_match_table_definitions(settings: Settings) -> None:
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.migrate()
+
+        def diff(sync_conn: Any) -> list[Any]:
+            return list(compare_metadata(MigrationContext.configure(sync_conn), metadata))
+
+        async with db.engine.connect() as conn:
+            changes = await conn.run_sync(diff)
+    finally:
+        await db.close()
+    assert changes == []
+
+
+async def test_migrating_twice_changes_nothing(settings: Settings) -> None:
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.migrate()
+        await db.migrate()
+        async with db.read() as conn:
+            from keyfob.store import audit_log
+
+            assert await audit_log.head(conn) == (0, "0" * 64)
+    finally:
+        await db.close()
