@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.access.factories import (
     SET,
@@ -25,15 +24,14 @@ from tests.support.http import assert_problem
 UNKNOWN_AGENT_TOKEN = "kfa_" + "Q" * 43
 
 
-async def test_create_shows_the_token_once(
-    client: httpx.AsyncClient, operator_actor: str
-) -> None:
+async def test_create_shows_the_token_once(client: httpx.AsyncClient, operator_actor: str) -> None:
     created = await client.post("/v1/agents", json={"name": "billing-bot"})
 
     assert created.status_code == 201, created.text
     view = created.json()
     token = view.pop("token")
-    assert token.startswith("kfa_") and len(token) == 47
+    assert token.startswith("kfa_")
+    assert len(token) == 47
     assert view["name"] == "billing-bot"
     assert view["status"] == "active"
     assert view["disabled_at"] is None
@@ -85,16 +83,17 @@ async def test_duplicate_name_is_a_conflict(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/me/grants", headers=bearer(first["token"]))).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "name", ["Billing-Bot", "billing bot", "-bot", "bot/x", "b" * 65, "", "bot\n"]
-)
-async def test_bad_name_is_refused(client: httpx.AsyncClient, name: str) -> None:
+BAD_NAMES = ["Billing-Bot", "billing bot", "-bot", "bot/x", "b" * 65, "", "bot\n", "bøt"]
+
+
+async def test_bad_names_are_refused(client: httpx.AsyncClient) -> None:
     before = await audit_count(client)
 
-    answer = await client.post("/v1/agents", json={"name": name})
+    for name in BAD_NAMES:
+        answer = await client.post("/v1/agents", json={"name": name})
+        body = assert_problem(answer, 422, "validation-failed")
+        assert body["errors"][0]["loc"][-1] == "name", (name, body)
 
-    body = assert_problem(answer, 422, "validation-failed")
-    assert body["errors"][0]["loc"][-1] == "name"
     assert (await client.get("/v1/agents")).json()["items"] == []
     assert await audit_count(client) == before
 
@@ -166,7 +165,8 @@ async def test_rotate_token_replaces_the_old_one_at_once(
 
     assert rotated.status_code == 200, rotated.text
     new = rotated.json()["token"]
-    assert new.startswith("kfa_") and new != agent["token"]
+    assert new.startswith("kfa_")
+    assert new != agent["token"]
     assert rotated.json()["id"] == agent["id"]
     old_answer = await client.get("/v1/me/grants", headers=bearer(agent["token"]))
     assert_problem(old_answer, 401, "unauthorized")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -15,7 +16,15 @@ from tests.support.http import assert_problem
 
 URL = f"/v1/secret-sets/{SEEDED}"
 EVENT_KEYS = {
-    "seq", "ts", "actor", "action", "target", "outcome", "request_id", "details", "prev_hash",
+    "seq",
+    "ts",
+    "actor",
+    "action",
+    "target",
+    "outcome",
+    "request_id",
+    "details",
+    "prev_hash",
     "hash",
 }
 
@@ -37,7 +46,9 @@ async def test_each_write_is_one_event_carrying_the_request_id(
 
     assert all(set(e) == EVENT_KEYS for e in family)
     assert [e["action"] for e in family] == [
-        "secret_set.create", "secret_set.update", "secret_set.delete"
+        "secret_set.create",
+        "secret_set.update",
+        "secret_set.delete",
     ]
     assert {(e["actor"], e["outcome"]) for e in family} == {(operator_actor, "ok")}
     assert family[1]["request_id"] == patched.headers["x-request-id"]
@@ -55,7 +66,9 @@ async def test_action_filter_is_exact_unless_it_ends_in_a_dot(
 
     family = await events(client, action="secret_set.")
     assert {e["action"] for e in family} == {
-        "secret_set.create", "secret_set.update", "secret_set.delete"
+        "secret_set.create",
+        "secret_set.update",
+        "secret_set.delete",
     }
     assert len(family) == 4  # two creates, the seeded delete, one update
     assert [e["action"] for e in await events(client, action="secret_set.update")] == [
@@ -98,7 +111,8 @@ async def test_since_and_until_bound_by_timestamp(
 
     assert since == [e for e in everything if e["ts"] >= middle]
     assert until == [e for e in everything if e["ts"] < middle]
-    assert since and until
+    assert since
+    assert until
     assert window == [e for e in everything if everything[1]["ts"] <= e["ts"] < last]
     assert await events(client, since="2000-01-01T00:00:00Z", until="2000-01-02T00:00:00Z") == []
 
@@ -135,9 +149,12 @@ async def test_after_skips_what_was_already_seen(
 
 
 async def test_bad_query_parameters_are_refused(client: httpx.AsyncClient) -> None:
-    assert "since" in assert_problem(
-        await client.get("/v1/audit", params={"since": "yesterday"}), 400, "invalid-request"
-    )["detail"]
+    assert (
+        "since"
+        in assert_problem(
+            await client.get("/v1/audit", params={"since": "yesterday"}), 400, "invalid-request"
+        )["detail"]
+    )
     assert_problem(await client.get("/v1/audit", params={"until": "soon"}), 400, "invalid-request")
     for params in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": "x"}):
         assert_problem(await client.get("/v1/audit", params=params), 422, "validation-failed")
@@ -174,7 +191,7 @@ async def test_verify_vouches_for_the_whole_chain(
     assert report["checkpoint"]["count"] == len(everything)
     assert report["checkpoint"]["head"] == everything[-1]["hash"]
     assert report["public_key"] == (await client.get("/v1/keys")).json()["audit_public_key"]
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(everything, everything[1:], strict=False))
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(everything))
 
 
 async def test_verify_reports_an_edited_record(

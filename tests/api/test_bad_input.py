@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api.conftest import DELETED, SEEDED, SMALL_BODY_LIMIT
+from tests.api.conftest import DELETED, SEEDED
 from tests.conftest import CANARY, make_set
 from tests.support.http import assert_problem, state_of
 
@@ -16,14 +15,13 @@ URL = f"/v1/secret-sets/{SEEDED}"
 JSON = {"content-type": "application/json"}
 
 
-def case(
-    case_id: str, status: int, slug: str, method: str, url: str, **request: Any
-) -> Any:
+def case(case_id: str, status: int, slug: str, method: str, url: str, **request: Any) -> Any:
     return pytest.param(status, slug, method, url, request, id=case_id)
 
 
 # Every write route, given input it must refuse. The canary stands in wherever a
 # secret value could be, so the answer can be searched for it.
+# fmt: off
 BAD_WRITES = [
     case("create-malformed-json", 400, "invalid-request", "POST", "/v1/secret-sets",
          content=b'{"entries": {"K": "' + CANARY.encode(), headers=JSON),
@@ -68,8 +66,7 @@ BAD_WRITES = [
          json={"provider": "openai", "environment": "prod", "name": "other"}),
     case("create-unknown-preset", 422, "validation-failed", "POST", "/v1/secret-sets",
          json=make_set("openai", "prod", "other", profile={"preset": "nope"})),
-    case("create-profile-names-missing-key", 422, "validation-failed", "POST",
-         "/v1/secret-sets",
+    case("create-profile-names-missing-key", 422, "validation-failed", "POST", "/v1/secret-sets",
          json=make_set("openai", "prod", "other", {"OTHER": CANARY}, profile={"preset": "openai"})),
     case("create-taken-name", 409, "conflict", "POST", "/v1/secret-sets",
          json=make_set(entries={"OPENAI_API_KEY": CANARY + "-again"})),
@@ -128,6 +125,7 @@ BAD_WRITES = [
     case("unknown-route", 404, "not-found", "POST", "/v1/secrets",
          json={"entries": {"OPENAI_API_KEY": CANARY}}),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(("status", "slug", "method", "url", "request_kw"), BAD_WRITES)
@@ -187,66 +185,3 @@ async def test_an_unknown_route_is_a_problem_not_a_page(client: httpx.AsyncClien
     for path in ("/nope", "/v1", "/v1/secret-sets/a/b/c/d/e"):
         body = assert_problem(await client.get(path), 404, "not-found")
         assert body["detail"] == "no such route"
-
-
-def oversized() -> bytes:
-    """A valid create body just over the limit, holding the canary."""
-    body = make_set("openai", "prod", "big", {"OPENAI_API_KEY": CANARY, "PAD": "x" * 1000})
-    return httpx.Request("POST", "/", json=body).content
-
-
-async def chunks(data: bytes, size: int = 256) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
-
-
-async def test_a_body_over_the_limit_is_413(
-    client: httpx.AsyncClient, small_client: httpx.AsyncClient, seeded: dict[str, Any]
-) -> None:
-    body = oversized()
-    assert len(body) > SMALL_BODY_LIMIT
-    before = await state_of(client)
-
-    response = await small_client.post("/v1/secret-sets", content=body, headers=JSON)
-
-    assert_problem(response, 413, "payload-too-large")
-    assert CANARY not in response.text
-    assert await state_of(client) == before
-    fits = make_set("openai", "prod", "small", {"OPENAI_API_KEY": CANARY})
-    assert (await small_client.post("/v1/secret-sets", json=fits)).status_code == 201
-
-
-async def test_a_chunked_body_over_the_limit_is_413(
-    client: httpx.AsyncClient, small_client: httpx.AsyncClient, seeded: dict[str, Any]
-) -> None:
-    before = await state_of(client)
-    request = small_client.build_request(
-        "POST", "/v1/secret-sets", content=chunks(oversized()), headers=JSON
-    )
-    assert "content-length" not in request.headers
-    assert request.headers["transfer-encoding"] == "chunked"
-
-    response = await small_client.send(request)
-
-    assert_problem(response, 413, "payload-too-large")
-    assert CANARY not in response.text
-    assert await state_of(client) == before
-
-
-async def test_a_chunked_body_under_the_limit_is_read(
-    small_client: httpx.AsyncClient,
-) -> None:
-    body = httpx.Request("POST", "/", json=make_set()).content
-    response = await small_client.post("/v1/secret-sets", content=chunks(body, 16), headers=JSON)
-    assert response.status_code == 201, response.text
-
-
-async def test_a_route_that_reads_no_body_still_refuses_an_oversized_one(
-    client: httpx.AsyncClient, small_client: httpx.AsyncClient, seeded: dict[str, Any]
-) -> None:
-    before = await state_of(client)
-
-    response = await small_client.post("/v1/keys/rotate", content=oversized(), headers=JSON)
-
-    assert_problem(response, 413, "payload-too-large")
-    assert await state_of(client) == before

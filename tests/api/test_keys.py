@@ -92,16 +92,18 @@ async def test_retire_destroys_an_unused_term_and_secrets_still_open(
 async def test_retire_refuses_the_active_a_retired_and_a_missing_term(
     client: httpx.AsyncClient, seeded: dict[str, Any]
 ) -> None:
-    assert "active" in assert_problem(
-        await client.post("/v1/keys/1/retire"), 409, "conflict"
-    )["detail"]
+    assert (
+        "active"
+        in assert_problem(await client.post("/v1/keys/1/retire"), 409, "conflict")["detail"]
+    )
     assert_problem(await client.post("/v1/keys/99/retire"), 404, "not-found")
     await client.post("/v1/keys/rotate")
     await client.post("/v1/keys/rewrap")
     await client.post("/v1/keys/1/retire")
-    assert "already retired" in assert_problem(
-        await client.post("/v1/keys/1/retire"), 409, "conflict"
-    )["detail"]
+    assert (
+        "already retired"
+        in assert_problem(await client.post("/v1/keys/1/retire"), 409, "conflict")["detail"]
+    )
     assert (await client.post("/v1/keys/rotate")).json() == {"term": 3}
 
 

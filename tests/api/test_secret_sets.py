@@ -14,8 +14,19 @@ from tests.support.http import assert_problem
 
 URL = f"/v1/secret-sets/{SEEDED}"
 SET_VIEW_KEYS = {
-    "id", "path", "provider", "environment", "name", "labels", "version", "keys", "profile",
-    "created_at", "updated_at", "deleted_at", "exported_at",
+    "id",
+    "path",
+    "provider",
+    "environment",
+    "name",
+    "labels",
+    "version",
+    "keys",
+    "profile",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "exported_at",
 }
 VERSION_VIEW_KEYS = {"version", "created_at", "actor", "reason", "rollback_of", "keys", "kek_term"}
 
@@ -24,9 +35,7 @@ async def values_of(vault: Vault, path: str, version: int | None = None) -> dict
     return {k: v.reveal() for k, v in (await vault.sets.reveal(path, version)).items()}
 
 
-async def patch(
-    client: httpx.AsyncClient, body: dict[str, Any], **headers: str
-) -> httpx.Response:
+async def patch(client: httpx.AsyncClient, body: dict[str, Any], **headers: str) -> httpx.Response:
     return await client.patch(URL, json=body, headers=headers)
 
 
@@ -96,7 +105,8 @@ async def test_patch_makes_a_new_version_and_tracks_which_keys_changed(
     assert keys["OPENAI_ORG"]["version"] == 2
     assert CANARY not in changed.text
     assert await values_of(vault, SEEDED) == {
-        "OPENAI_API_KEY": CANARY + "-new", "OPENAI_ORG": "org-1"
+        "OPENAI_API_KEY": CANARY + "-new",
+        "OPENAI_ORG": "org-1",
     }
     assert await values_of(vault, SEEDED, 1) == {"OPENAI_API_KEY": CANARY}
 
@@ -229,7 +239,9 @@ async def test_versions_are_listed_newest_first(
         (1, "create", None),
     ]
     assert [v["keys"] for v in items] == [
-        ["OPENAI_API_KEY"], ["OPENAI_API_KEY", "OPENAI_ORG"], ["OPENAI_API_KEY"]
+        ["OPENAI_API_KEY"],
+        ["OPENAI_API_KEY", "OPENAI_ORG"],
+        ["OPENAI_API_KEY"],
     ]
     assert {v["actor"] for v in items} == {operator_actor}
     assert {v["kek_term"] for v in items} == {1}
@@ -258,9 +270,7 @@ async def test_rollback_checks_the_version_and_the_expected_version(
     stale = await client.post(f"{URL}/rollback", json={"version": 1}, headers={"If-Match": '"5"'})
     assert assert_problem(stale, 409, "conflict")["current_version"] == 1
 
-    stale_body = await client.post(
-        f"{URL}/rollback", json={"version": 1, "expected_version": 5}
-    )
+    stale_body = await client.post(f"{URL}/rollback", json={"version": 1, "expected_version": 5})
     assert_problem(stale_body, 409, "conflict")
 
 
@@ -272,8 +282,13 @@ async def create_many(client: httpx.AsyncClient, paths: list[str]) -> None:
 
 
 PATHS = [
-    "openai/prod/a", "openai/prod/b", "openai/dev/a", "anthropic/prod/a",
-    "stripe/prod/a", "stripe/dev/b", "github/prod/ci",
+    "openai/prod/a",
+    "openai/prod/b",
+    "openai/dev/a",
+    "anthropic/prod/a",
+    "stripe/prod/a",
+    "stripe/dev/b",
+    "github/prod/ci",
 ]
 
 
@@ -288,7 +303,9 @@ async def test_list_filters_by_name_parts_and_labels(client: httpx.AsyncClient) 
     assert await paths(provider="openai") == ["openai/dev/a", "openai/prod/a", "openai/prod/b"]
     assert await paths(environment="dev") == ["openai/dev/a", "stripe/dev/b"]
     assert await paths(name="a", environment="prod") == [
-        "anthropic/prod/a", "openai/prod/a", "stripe/prod/a"
+        "anthropic/prod/a",
+        "openai/prod/a",
+        "stripe/prod/a",
     ]
     assert await paths(label="env:dev") == ["openai/dev/a", "stripe/dev/b"]
     assert await paths(label="env:nowhere") == []

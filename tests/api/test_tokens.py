@@ -75,9 +75,12 @@ async def test_revoking_twice_or_an_unknown_token(client: httpx.AsyncClient) -> 
     created = await create_token(client)
     await client.delete(f"/v1/tokens/{created['id']}")
 
-    assert "already revoked" in assert_problem(
-        await client.delete(f"/v1/tokens/{created['id']}"), 409, "conflict"
-    )["detail"]
+    assert (
+        "already revoked"
+        in assert_problem(await client.delete(f"/v1/tokens/{created['id']}"), 409, "conflict")[
+            "detail"
+        ]
+    )
     assert_problem(await client.delete("/v1/tokens/0123456789abcdef"), 404, "not-found")
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,8 +15,12 @@ from typer.testing import CliRunner, Result
 
 from keyfob.cli.context import Bootstrap, Wiring
 from keyfob.cli.main import create_app
+from tests.support.server import LiveServer
 
 OPERATOR_TOKEN = "kfo_" + "T" * 43
+AGENT_TOKEN = "kfa_" + "A" * 43
+LEASE_TOKEN = "kfl_" + "L" * 43
+NOW = datetime(2026, 11, 24, 6, 0, 0, tzinfo=UTC)
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -84,6 +89,93 @@ def audit_event(seq: int, action: str = "set.create", **overrides: Any) -> dict[
     }
     event.update(overrides)
     return event
+
+
+def agent_view(name: str = "billing-bot", **overrides: Any) -> dict[str, Any]:
+    """An agent view as the API documents it (never its token)."""
+    view = {
+        "id": "a1b2c3d4e5f60708",
+        "name": name,
+        "status": "active",
+        "disabled_at": None,
+        "created_at": "2026-11-24T04:48:00Z",
+        "created_by": "operator:admin",
+        "updated_at": "2026-11-24T04:48:00Z",
+    }
+    view.update(overrides)
+    return view
+
+
+def grant_view(**overrides: Any) -> dict[str, Any]:
+    """A grant view with the documented defaults."""
+    view = {
+        "id": "g1a2b3c4d5e6f708",
+        "agent_id": "a1b2c3d4e5f60708",
+        "agent": "billing-bot",
+        "secret_set": "openai/prod/default",
+        "keys": None,
+        "actions": ["proxy"],
+        "not_before": None,
+        "expires_at": None,
+        "scopes": ["request"],
+        "max_lease_ttl": 900,
+        "max_lease_uses": None,
+        "rate_limit": None,
+        "max_uses": None,
+        "uses": 0,
+        "methods": None,
+        "paths": None,
+        "approval": "none",
+        "created_at": "2026-11-24T04:48:00Z",
+        "created_by": "operator:admin",
+        "updated_at": "2026-11-24T04:48:00Z",
+        "revoked_at": None,
+    }
+    view.update(overrides)
+    return view
+
+
+def lease_view(**overrides: Any) -> dict[str, Any]:
+    """A lease view (no token: add ``token=`` for a freshly minted one)."""
+    view = {
+        "id": "l1a2b3c4d5e6f708",
+        "agent_id": "a1b2c3d4e5f60708",
+        "grant_id": "g1a2b3c4d5e6f708",
+        "secret_set": "openai/prod/default",
+        "scope": "request",
+        "actions": ["proxy"],
+        "keys": None,
+        "max_uses": 1,
+        "uses": 0,
+        "status": "active",
+        "created_at": "2026-11-24T06:00:00Z",
+        "expires_at": "2026-11-24T06:01:00Z",
+        "revoked_at": None,
+        "revoke_reason": None,
+    }
+    view.update(overrides)
+    return view
+
+
+def request_view(status: str = "pending", **overrides: Any) -> dict[str, Any]:
+    """A lease request view."""
+    view = {
+        "id": "r1a2b3c4d5e6f708",
+        "agent_id": "a1b2c3d4e5f60708",
+        "grant_id": "g1a2b3c4d5e6f708",
+        "secret_set": "openai/prod/default",
+        "scope": "request",
+        "ttl": 60,
+        "max_uses": 1,
+        "status": status,
+        "created_at": "2026-11-24T06:00:00Z",
+        "expires_at": "2026-11-24T06:10:00Z",
+        "decided_at": None,
+        "decided_by": None,
+        "lease_id": None,
+    }
+    view.update(overrides)
+    return view
 
 
 @dataclass
@@ -155,19 +247,23 @@ class Cli:
     sleeps: list[float] = field(default_factory=list)
     max_sleeps: int = 1_000  # the sleep that reaches this count is a Ctrl-C
     between_polls: Callable[[], None] | None = None
+    now: datetime = NOW
 
     def __call__(
         self,
         *args: str,
         input: str | None = None,
         tty: bool = False,
+        stdout_tty: bool = False,
         env: dict[str, str] | None = None,
     ) -> Result:
         bootstrap = self.bootstrap
         wiring = Wiring(
             transport=self.api.transport,
             stdin_is_tty=lambda: tty,
+            stdout_is_tty=lambda: stdout_tty,
             sleep=self._sleep,
+            now=lambda: self.now,
             bootstrap=(lambda: bootstrap) if bootstrap is not None else Wiring().bootstrap,
         )
         return CliRunner().invoke(
@@ -191,3 +287,63 @@ def cli(api: FakeKeyfob) -> Cli:
 def canary() -> str:
     """A value that must never appear in any output."""
     return "sk-canary-" + secrets.token_hex(12)
+
+
+# --- the real CLI against a real server (end-to-end tests) ---------------------------------
+
+
+@dataclass
+class Operator:
+    """Runs the real CLI (real HTTP, no injected transport) against a live server.
+
+    Every output lands in ``transcript`` unless the command is one that reveals values
+    (``set export``), so a test can assert that nothing else ever printed a secret.
+    """
+
+    server: LiveServer
+    token: str
+    transcript: list[str] = field(default_factory=list)
+    revealed: list[str] = field(default_factory=list)
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        token: str | None = None,
+        env: dict[str, str] | None = None,
+        reveals: bool = False,
+    ) -> Result:
+        full_env = {
+            "KEYFOB_ADDR": self.server.url,
+            "KEYFOB_TOKEN": token or self.token,
+            "KEYFOB_LEASE": "",
+            **(env or {}),
+        }
+        result = CliRunner().invoke(
+            create_app(), list(args), input=input, env=full_env, catch_exceptions=False
+        )
+        (self.revealed if reveals else self.transcript).append(result.output)
+        return result
+
+    def ok(self, *args: str, **kwargs: Any) -> Result:
+        result = self(*args, **kwargs)
+        assert result.exit_code == 0, f"keyfob {' '.join(args)}: {result.output}"
+        return result
+
+    def json(self, *args: str, **kwargs: Any) -> dict[str, Any]:
+        data = json.loads(self.ok(*args, "--json", **kwargs).stdout)
+        assert isinstance(data, dict)
+        return data
+
+    def mentions(self, text: str) -> int:
+        """How many times ``text`` appears across every non-revealing output."""
+        return sum(output.count(text) for output in self.transcript)
+
+
+@pytest.fixture
+def operator(live_server: LiveServer, canary: str) -> Iterator[Operator]:
+    op = Operator(live_server, live_server.operator_token)
+    yield op
+    # Whatever a test did, the canary is in no CLI output and no server log line.
+    assert not [text for text in op.transcript if canary in text]
+    assert canary not in live_server.log_text()

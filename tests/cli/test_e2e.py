@@ -9,55 +9,18 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from keyfob.cli.main import create_app
 from keyfob.tokens import OPERATOR, looks_like
-from tests.support.server import LiveServer, free_port
+from tests.support.server import free_port
+
+from .conftest import Operator
 
 SET = "openai/prod/default"
-
-
-@dataclass
-class Operator:
-    """Runs the real CLI (real HTTP, no injected transport) as one operator of a live server."""
-
-    server: LiveServer
-    token: str
-    transcript: list[str] = field(default_factory=list)
-
-    def __call__(self, *args: str, input: str | None = None, token: str | None = None) -> Result:
-        env = {"KEYFOB_ADDR": self.server.url, "KEYFOB_TOKEN": token or self.token}
-        result = CliRunner().invoke(
-            create_app(), list(args), input=input, env=env, catch_exceptions=False
-        )
-        self.transcript.append(result.output)
-        return result
-
-    def ok(self, *args: str, input: str | None = None) -> Result:
-        result = self(*args, input=input)
-        assert result.exit_code == 0, f"keyfob {' '.join(args)}: {result.output}"
-        return result
-
-    def json(self, *args: str, input: str | None = None) -> dict[str, object]:
-        data = json.loads(self.ok(*args, "--json", input=input).stdout)
-        assert isinstance(data, dict)
-        return data
-
-
-@pytest.fixture
-def operator(live_server: LiveServer, canary: str) -> Iterator[Operator]:
-    op = Operator(live_server, live_server.operator_token)
-    yield op
-    # Whatever a test did, the canary is in no CLI output and no server log line.
-    assert not [text for text in op.transcript if canary in text]
-    assert canary not in live_server.log_text()
 
 
 def test_set_lifecycle(operator: Operator, canary: str, tmp_path: Path):
@@ -257,7 +220,7 @@ def test_init_human_output_shows_the_token_once(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     tokens = [word for word in result.stdout.split() if word.startswith(OPERATOR)]
     assert len(tokens) == 1
-    assert "it will not be shown again" in result.stdout
+    assert "you will not see it again" in result.stdout
 
 
 def read_until(process: subprocess.Popen[bytes], marker: str, timeout: float = 30) -> str:
@@ -303,7 +266,7 @@ def test_serve_initialises_then_serves(tmp_path: Path):
     ) as process:
         try:
             banner = read_until(process, "serving on")
-            assert f"{url} (dashboard {url}/ui)" in banner
+            assert f"{url} (API reference {url}/docs)" in banner
             (token,) = [word for word in banner.split() if word.startswith(OPERATOR)]
             wait_healthy(url)
             listed = CliRunner().invoke(

@@ -69,7 +69,7 @@ def test_token_create_prints_the_token_once(cli: Cli, api: FakeKeyfob):
 
     assert api.bodies("POST", "/v1/tokens") == [{"name": "ci"}]
     assert result.stdout.count(NEW_TOKEN) == 1
-    assert "it will not be shown again" in result.stdout
+    assert "you will not see it again" in result.stdout
     assert result.stdout.splitlines()[-1] == NEW_TOKEN  # alone on its line, easy to copy
 
 

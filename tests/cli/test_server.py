@@ -75,7 +75,7 @@ def test_init_prints_the_token_once_with_a_warning(cli: Cli, core: FakeBootstrap
     assert result.exit_code == 0, result.output
     assert core.settings[0].data_dir == Path("/data/keyfob")
     assert result.stdout.count(TOKEN) == 1
-    assert "store it now, it will not be shown again" in result.stdout
+    assert "store it now, you will not see it again" in result.stdout
     assert "/data/keyfob/master.key" in result.stdout
     assert "sqlite:////data/keyfob/keyfob.db" in result.stdout
 
@@ -114,7 +114,7 @@ def test_serve_initialises_prints_the_token_and_url_then_serves(cli: Cli, core: 
 
     assert result.exit_code == 0, result.output
     assert result.stdout.count(TOKEN) == 1
-    assert "http://127.0.0.1:9000 (dashboard http://127.0.0.1:9000/ui)" in result.stdout
+    assert "http://127.0.0.1:9000 (API reference http://127.0.0.1:9000/docs)" in result.stdout
     assert core.served == [("127.0.0.1", 9000)]
 
 

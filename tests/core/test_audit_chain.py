@@ -75,7 +75,7 @@ def first_bad(events: list[Event]) -> int | None:
 
 chains = st.lists(bodies, min_size=1, max_size=10).map(build_chain)
 long_chains = st.lists(bodies, min_size=2, max_size=10).map(build_chain)
-quick = settings(max_examples=40)
+quick = settings(max_examples=40, deadline=None)
 
 
 @quick
@@ -233,6 +233,16 @@ async def test_a_real_log_verifies_and_holds_no_secret(busy_vault: Vault):
 
 async def test_editing_a_rows_details_names_that_seq(busy_vault: Vault):
     await run_sql(busy_vault, update(audit_events).where(at(4)).values(details='{"version":9}'))
+
+    report = await busy_vault.audit.verify()
+
+    assert report["ok"] is False
+    assert report["first_bad"]["seq"] == 4
+
+
+@pytest.mark.parametrize("details", ["{not json", "[]", "", '"text"'])
+async def test_details_that_are_not_an_object_name_that_seq(busy_vault: Vault, details: str):
+    await run_sql(busy_vault, update(audit_events).where(at(4)).values(details=details))
 
     report = await busy_vault.audit.verify()
 
@@ -414,6 +424,11 @@ async def test_an_unreadable_checkpoint_is_not_accepted(busy_vault: Vault, text:
 # -- one record per change, in the same transaction ---------------------------------------
 
 
+async def revoke_newest_token(vault: Vault, ctx: Context) -> dict[str, Any]:
+    newest = (await vault.operators.list_tokens())[-1]
+    return await vault.operators.revoke_token(ctx, newest["id"])
+
+
 async def test_every_state_change_writes_exactly_one_record(vault: Vault, ctx: Context):
     path = "openai/prod/default"
     changes = [
@@ -427,6 +442,7 @@ async def test_every_state_change_writes_exactly_one_record(vault: Vault, ctx: C
         ("keys.rewrap", lambda: vault.keys.rewrap(ctx)),
         ("keys.retire", lambda: vault.keys.retire(ctx, 1)),
         ("token.create", lambda: vault.operators.create_token(ctx, "second")),
+        ("token.revoke", lambda: revoke_newest_token(vault, ctx)),
         ("secret_set.delete", lambda: vault.sets.delete(ctx, path)),
         ("secret_set.purge", lambda: vault.sets.purge(ctx, path)),
     ]

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from keyfob.errors import DecryptionFailed
 from keyfob.store.tables import secret_versions
 from keyfob.vault import Context, Vault
-from tests.conftest import CANARY
+from tests.conftest import CANARY, make_set
 
 from .conftest import audit_count, create_set, fetch, run_sql, snapshot
 
@@ -140,10 +140,7 @@ async def test_update_of_a_tampered_set_fails_and_changes_nothing(
 async def test_patch_over_http_of_a_tampered_set_is_a_decryption_problem(
     vault: Vault, client: httpx.AsyncClient, ctx: Context
 ):
-    first = (await client.post("/v1/secret-sets", json={
-        "provider": "openai", "environment": "prod", "name": "default",
-        "entries": {"OPENAI_API_KEY": CANARY},
-    })).json()
+    first = (await client.post("/v1/secret-sets", json=make_set())).json()
     second = await create_set(vault, ctx, "openai/prod/other", entries={"OPENAI_API_KEY": OTHER})
     await swap(vault, (first["id"], 1), (second["id"], 1), ("ciphertext", "wrapped_dek"))
     before = await snapshot(vault)

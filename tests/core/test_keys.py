@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import update
 
 from keyfob.crypto import master
 from keyfob.errors import ConfigurationError, Conflict, NotFound
 from keyfob.settings import Settings
+from keyfob.store.tables import secret_versions
 from keyfob.vault import Context, Vault
 from tests.conftest import CANARY
 
-from .conftest import create_set, snapshot
+from .conftest import create_set, run_sql, snapshot
 
 Written = dict[tuple[str, int], str]
 
@@ -105,6 +108,30 @@ async def test_rewrap_with_nothing_to_move_moves_nothing(vault: Vault, ctx: Cont
     await create_set(vault, ctx)
 
     assert await vault.keys.rewrap(ctx) == {"rewrapped": 0, "term": 1}
+
+
+async def test_rewrap_finishes_when_the_term_column_disagrees_with_the_blob(
+    vault: Vault, ctx: Context
+):
+    """A row whose kek_term column lags its wrapped DEK is moved once, not retried forever."""
+    written: Written = {}
+    created = await write(vault, ctx, written, "openai/prod/default", CANARY)
+    await vault.keys.rotate(ctx)
+    await write(vault, ctx, written, "openai/prod/default", "on-term-2")
+    set_id = (await vault.sets.get("openai/prod/default"))["id"]
+    await run_sql(
+        vault,
+        update(secret_versions)
+        .where(secret_versions.c.set_id == set_id, secret_versions.c.version == created + 1)
+        .values(kek_term=1),
+    )
+
+    result = await asyncio.wait_for(vault.keys.rewrap(ctx), timeout=20)
+
+    assert result == {"rewrapped": 2, "term": 2}
+    assert terms(await vault.keys.status()) == {1: ("previous", 0), 2: ("active", 2)}
+    await vault.keys.retire(ctx, 1)
+    await assert_all_readable(vault, written)
 
 
 async def test_retiring_a_term_that_still_wraps_records_is_a_conflict(vault: Vault, ctx: Context):
@@ -204,15 +231,21 @@ def key_file(settings: Settings) -> Path:
     return settings.resolved_master_key_file
 
 
-async def test_a_different_master_key_setting_is_refused(
-    vault: Vault, ctx: Context, settings: Settings
+@pytest.mark.parametrize("source", ["setting", "environment"])
+async def test_a_different_master_key_is_refused(
+    vault: Vault, ctx: Context, settings: Settings, monkeypatch: pytest.MonkeyPatch, source: str
 ):
     await create_set(vault, ctx)
     before = await snapshot(vault)
     other = master.encode(master.generate().reveal())
+    if source == "environment":
+        monkeypatch.setenv("KEYFOB_MASTER_KEY", other)
+        wrong = Settings(data_dir=settings.data_dir, database_url=settings.database_url)
+    else:
+        wrong = with_master_key(settings, other)
 
     with pytest.raises(ConfigurationError, match="master key") as caught:
-        await Vault.open(with_master_key(settings, other))
+        await Vault.open(wrong)
 
     assert other not in str(caught.value)
     assert await snapshot(vault) == before
@@ -228,6 +261,18 @@ async def test_the_right_master_key_setting_opens(vault: Vault, ctx: Context, ke
         assert (await node.sets.reveal("openai/prod/default"))["OPENAI_API_KEY"].reveal() == CANARY
     finally:
         await node.close()
+
+
+@pytest.mark.parametrize("text", ["not base64!", "c2hvcnQ="], ids=["garbage", "short"])
+async def test_a_malformed_master_key_setting_is_refused(
+    vault: Vault, settings: Settings, text: str
+):
+    before = await snapshot(vault)
+
+    with pytest.raises(ConfigurationError, match="master key"):
+        await Vault.open(with_master_key(settings, text))
+
+    assert await snapshot(vault) == before
 
 
 async def test_a_replaced_master_key_file_is_refused(
@@ -289,6 +334,14 @@ async def test_initialising_twice_is_a_conflict_and_overwrites_nothing(
         await Vault.initialise(with_master_key(settings, other))
 
     assert key_file.read_bytes() == key_before
+    assert await snapshot(vault) == before
+    elsewhere = Settings(
+        data_dir=settings.data_dir.parent / "elsewhere",
+        database_url=settings.database_url or settings.resolved_database_url,
+    )
+    with pytest.raises(Conflict, match="already initialised"):
+        await Vault.initialise(elsewhere)
+    assert not elsewhere.resolved_master_key_file.exists()
     assert await snapshot(vault) == before
     node = await Vault.open(settings)
     try:

@@ -136,6 +136,19 @@ async def test_rollback_makes_a_new_version_with_the_old_values(vault: Vault, ct
     assert await values(vault, version=2) == {"A_KEY": "a2"}
 
 
+async def test_rollback_to_values_the_profile_cannot_use_changes_nothing(
+    vault: Vault, ctx: Context
+):
+    await create_set(vault, ctx, entries={"OTHER_KEY": "x"})
+    await vault.sets.update(ctx, PATH, entries={"OPENAI_API_KEY": CANARY}, profile=OPENAI)
+    before = await snapshot(vault)
+
+    with pytest.raises(ValidationFailed, match="OPENAI_API_KEY"):
+        await vault.sets.rollback(ctx, PATH, 1)
+
+    assert await snapshot(vault) == before
+
+
 async def test_rollback_to_a_missing_version_changes_nothing(vault: Vault, ctx: Context):
     await create_set(vault, ctx)
     before = await snapshot(vault)
@@ -260,6 +273,7 @@ BAD_CREATES = [
     case("key-dash", "entries", {"entries": {"API-KEY": CANARY}}),
     case("value-too-long", "entries", {"entries": {"OPENAI_API_KEY": TOO_LONG}}),
     case("value-empty", "entries", {"entries": {"OPENAI_API_KEY": ""}}),
+    case("value-lone-surrogate", "entries", {"entries": {"OPENAI_API_KEY": CANARY + "\ud800"}}),
     case("value-nul", "entries", {"entries": {"OPENAI_API_KEY": CANARY + "\x00"}}),
     case("value-int", "entries", {"entries": {"OPENAI_API_KEY": 12345}}),
     case("value-null", "entries", {"entries": {"OPENAI_API_KEY": None}}),
@@ -273,6 +287,7 @@ BAD_CREATES = [
     case("label-reserved", "labels", {"labels": {"provider": "x"}}),
     case("label-not-string", "labels", {"labels": {"team": 5}}),
     case("label-too-long", "labels", {"labels": {"team": "x" * 257}}),
+    case("label-lone-surrogate", "labels", {"labels": {"team": "\udfff"}}),
     case("profile-names-a-missing-key", "profile",
          {"entries": {"OTHER_KEY": CANARY}, "profile": OPENAI}),
     case("profile-http", "profile", {"profile": HTTP_PROFILE}),

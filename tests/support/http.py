@@ -21,9 +21,7 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
 
 async def state_of(client: httpx.AsyncClient) -> dict[str, Any]:
     """Everything a rejected request must leave alone: sets, their versions, the audit count."""
-    listing = await client.get(
-        "/v1/secret-sets", params={"include_deleted": "true", "limit": 500}
-    )
+    listing = await client.get("/v1/secret-sets", params={"include_deleted": "true", "limit": 500})
     assert listing.status_code == 200, listing.text
     sets = listing.json()["items"]
     versions = {}

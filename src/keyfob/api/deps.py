@@ -39,27 +39,41 @@ def acting(principal: Principal, ctx: Context) -> Context:
     return Context(actor=principal.actor, request_id=ctx.request_id, client=ctx.client)
 
 
-async def _wrong_kind(vault: Vault, request: Request, token: str, needed: str) -> None:
-    """A valid token of the wrong kind: 403 (audited), the same body on every route."""
+_NEEDS = {tokens.OPERATOR: "an operator", tokens.AGENT: "an agent", tokens.LEASE: "a lease"}
+
+
+def _kind(token: str | None) -> str | None:
+    return next((p for p in tokens.PREFIXES if token and token.startswith(p)), None)
+
+
+async def _authenticate(
+    vault: Vault, kind: str, token: str | None, ctx: Context, route: str
+) -> Principal:
+    if kind == tokens.OPERATOR:
+        return await vault.operators.authenticate(token, ctx, route)
+    if kind == tokens.AGENT:
+        return await vault.agents.authenticate(token, ctx, route)
+    return await vault.lease_use.authenticate(token, ctx, route)
+
+
+async def _refuse_other_kind(
+    vault: Vault, request: Request, token: str | None, needed: str
+) -> None:
+    """A token of another kind: 401 if it is not valid either, else 403 (audited), with
+    the same body on every route."""
+    kind = _kind(token)
+    if kind is None or kind == needed:
+        return
     ctx = anonymous(request)
-    if token.startswith(tokens.AGENT):
-        principal = await vault.agents.authenticate(token, ctx, request.url.path)
-    else:
-        principal = await vault.operators.authenticate(token, ctx, request.url.path)
-    await vault.core.audit_access_denied(acting(principal, ctx), request.url.path, needed)
-    raise Forbidden(f"this route needs {needed} token")
+    principal = await _authenticate(vault, kind, token, ctx, request.url.path)
+    await vault.core.audit_access_denied(acting(principal, ctx), request.url.path, _NEEDS[needed])
+    raise Forbidden(f"this route needs {_NEEDS[needed]} token")
 
 
 async def operator(request: Request, vault: Annotated[Vault, Depends(get_vault)]) -> Context:
     """The audit context of an authenticated operator; 401 (audited) otherwise."""
     token = bearer(request)
-    if token and token.startswith((tokens.AGENT, tokens.LEASE)):
-        if token.startswith(tokens.LEASE):
-            await vault.core.audit_access_denied(
-                anonymous(request), request.url.path, "an operator"
-            )
-            raise Forbidden("this route needs an operator token")
-        await _wrong_kind(vault, request, token, "an operator")
+    await _refuse_other_kind(vault, request, token, tokens.OPERATOR)
     ctx = anonymous(request)
     principal = await vault.operators.authenticate(token, ctx, request.url.path)
     return acting(principal, ctx)
@@ -70,18 +84,20 @@ async def agent(
 ) -> tuple[Principal, Context]:
     """An authenticated agent (``kfa_``) and its audit context; 401 (audited) otherwise."""
     token = bearer(request)
-    if token and token.startswith(tokens.OPERATOR):
-        await _wrong_kind(vault, request, token, "an agent")
+    await _refuse_other_kind(vault, request, token, tokens.AGENT)
     ctx = anonymous(request)
     principal = await vault.agents.authenticate(token, ctx, request.url.path)
     return principal, acting(principal, ctx)
 
 
-def lease_token(request: Request) -> str | None:
-    """The lease from ``Authorization: Bearer``, ``x-api-key`` or ``X-Keyfob-Lease``."""
-    return (
+async def lease_token(request: Request, vault: Annotated[Vault, Depends(get_vault)]) -> str | None:
+    """The lease from ``Authorization: Bearer``, ``X-Keyfob-Lease`` or ``x-api-key``; the
+    lease itself is checked (and a failure audited) where it is used."""
+    token = (
         bearer(request) or request.headers.get("x-keyfob-lease") or request.headers.get("x-api-key")
     )
+    await _refuse_other_kind(vault, request, token, tokens.LEASE)
+    return token
 
 
 def if_match(request: Request) -> int | None:

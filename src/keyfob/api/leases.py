@@ -63,24 +63,24 @@ async def poll_request(
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> dict[str, Any]:
     principal, ctx = who
-    return _reveal_token(await vault.leases.poll(principal, ctx, request_id, wait))
+    return _reveal_token(await vault.approvals.poll(principal, ctx, request_id, wait))
 
 
 @router.get("/v1/lease-requests", summary="Lease requests waiting for (or given) a decision")
 async def list_requests(
     ctx: OperatorDep, vault: VaultDep, status: str | None = "pending"
 ) -> dict[str, Any]:
-    return {"items": await vault.leases.requests(status or None)}
+    return {"items": await vault.approvals.requests(status or None)}
 
 
 @router.post("/v1/lease-requests/{request_id}/approve", summary="Approve a lease request")
 async def approve(request_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
-    return await vault.leases.decide(ctx, request_id, approve=True)
+    return await vault.approvals.decide(ctx, request_id, approve=True)
 
 
 @router.post("/v1/lease-requests/{request_id}/deny", summary="Deny a lease request")
 async def deny(request_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
-    return await vault.leases.decide(ctx, request_id, approve=False)
+    return await vault.approvals.decide(ctx, request_id, approve=False)
 
 
 @router.get("/v1/leases", summary="List leases (active only unless all=true)")
@@ -116,7 +116,7 @@ async def revoke_one(lease_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[s
 async def check(
     body: LeaseCheck, request: Request, token: LeaseTokenDep, ctx: AnonymousDep, vault: VaultDep
 ) -> dict[str, Any]:
-    return await vault.leases.check(
+    return await vault.lease_use.check(
         token,
         ctx,
         action=body.action,
@@ -142,12 +142,11 @@ async def export(
     vault: VaultDep,
     body: Export | None = None,
 ) -> dict[str, Any]:
-    result = await vault.leases.export(
+    result = await vault.lease_use.export(
         token,
         ctx,
         f"{provider}/{environment}/{name}",
         body.keys if body else None,
         request.url.path,
-        vault.sets.reveal,
     )
     return {**result, "entries": {k: v.reveal() for k, v in result["entries"].items()}}

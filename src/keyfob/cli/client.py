@@ -1,7 +1,8 @@
 """A thin ``httpx.Client`` over the keyfob HTTP API that turns every failure into a ``CliError``.
 
-Problem+json answers become ``detail (HTTP status type)``; transport failures name the
-address that did not answer. Nothing here prints: the CLI's root group does that.
+Problem+json answers become ``detail (HTTP status type)``, or ``detail (reason: …)`` for a
+lease denial; transport failures name the address that did not answer. Nothing here
+prints: the CLI's root group does that.
 """
 
 from __future__ import annotations
@@ -23,18 +24,21 @@ from keyfob.secret import Secret
 Params = Mapping[str, str | int | Sequence[str]]
 
 TIMEOUT_SECONDS = 30.0
+AUTH_HINT = "check KEYFOB_TOKEN or --token-file"
 
 
 class KeyfobClient:
-    """Operator calls to one keyfob server; every method returns parsed JSON or raises."""
+    """Calls to one keyfob server with one token; every method returns parsed JSON or raises."""
 
     def __init__(
         self,
         addr: str,
         token: Secret[str] | None,
         transport: httpx.BaseTransport | None = None,
+        auth_hint: str = AUTH_HINT,
     ) -> None:
         self.addr = check_addr(addr)
+        self._auth_hint = auth_hint  # what a 401 tells the user to check
         headers = {"User-Agent": f"keyfob-cli/{__version__}", "Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token.reveal()}"
@@ -57,6 +61,12 @@ class KeyfobClient:
     def post(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return self._call("POST", path, body=body)
 
+    def post_status(
+        self, path: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """POST where the success status matters (201 issued vs 202 pending)."""
+        return self._call_status("POST", path, body=body)
+
     def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._call("PATCH", path, body=body)
 
@@ -70,7 +80,7 @@ class KeyfobClient:
             with self._http.stream("GET", path) as response:
                 if response.is_error:
                     response.read()
-                    raise CliError(describe_error(response, self.addr))
+                    raise CliError(describe_error(response, self.addr, self._auth_hint))
                 yield response.iter_bytes()
 
     def _call(
@@ -81,10 +91,20 @@ class KeyfobClient:
         params: Params | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        return self._call_status(method, path, params=params, body=body)[1]
+
+    def _call_status(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         with self._transport_errors():
             response = self._http.request(method, path, params=params, json=body)
         if response.is_error or response.is_redirect:
-            raise CliError(describe_error(response, self.addr))
+            raise CliError(describe_error(response, self.addr, self._auth_hint))
         try:
             data = response.json()
         except ValueError:
@@ -93,7 +113,7 @@ class KeyfobClient:
             ) from None
         if not isinstance(data, dict):
             raise CliError(f"keyfob at {self.addr} answered {method} {path} with unexpected JSON")
-        return data
+        return response.status_code, data
 
     @contextmanager
     def _transport_errors(self) -> Iterator[None]:
@@ -139,8 +159,8 @@ def sends_token_in_clear(addr: str) -> bool:
         return True
 
 
-def describe_error(response: httpx.Response, addr: str) -> str:
-    """One line for a failed answer: the problem's detail and type, or the bare status."""
+def describe_error(response: httpx.Response, addr: str, auth_hint: str = AUTH_HINT) -> str:
+    """One line for a failed answer: the problem's detail and type (or denial reason)."""
     status = response.status_code
     if response.is_redirect:
         return f"keyfob at {addr} answered with a redirect (HTTP {status}); check KEYFOB_ADDR"
@@ -155,10 +175,18 @@ def describe_error(response: httpx.Response, addr: str) -> str:
     if missing:
         parts.append(": " + "; ".join(missing))
     if status == 401:
-        parts.append("; check KEYFOB_TOKEN or --token-file")
+        parts.append(f"; {auth_hint}")
     if status >= 500 and problem.get("request_id"):
         parts.append(f"; request id {problem['request_id']}")
-    parts.append(f" (HTTP {status} {slug})")
+    reason = problem.get("reason")
+    if isinstance(reason, str) and reason:
+        # A lease denial: the reason is the stable part scripts match on.
+        retry = response.headers.get("retry-after")
+        if retry and retry.isdigit():
+            parts.append(f"; retry in {retry} s")
+        parts.append(f" (reason: {reason})")
+    else:
+        parts.append(f" (HTTP {status} {slug})")
     return "".join(parts)
 
 

@@ -1,25 +1,33 @@
-"""What every command reaches through ``ctx.obj``: settings, server address, token and the seams.
+"""What every command reaches through ``ctx.obj``: settings, server address, tokens and the seams.
 
-``Wiring`` holds what tests replace (HTTP transport, TTY detection, sleeping, the
-server core); ``CliState`` is built once per invocation by the root callback.
+``Wiring`` holds what tests replace (HTTP transport, TTY detection, sleeping, the clock,
+the server core); ``CliState`` is built once per invocation by the root callback. It
+opens one client per kind of credential: the operator or agent token from
+``KEYFOB_TOKEN``/``--token-file``, or a lease from ``KEYFOB_LEASE`` or stdin (never argv).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 import typer
 
-from keyfob.cli.client import KeyfobClient, check_addr, sends_token_in_clear
+from keyfob.cli.client import AUTH_HINT, KeyfobClient, check_addr, sends_token_in_clear
 from keyfob.cli.errors import CliError
 from keyfob.secret import Secret
 from keyfob.settings import Settings
+from keyfob.tokens import AGENT, LEASE, OPERATOR, looks_like
+
+LEASE_ENV = "KEYFOB_LEASE"
+LEASE_HINT = f"check {LEASE_ENV} or the lease on stdin"
 
 
 class InitOutcome(Protocol):
@@ -51,6 +59,14 @@ def _stdin_is_tty() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
+def _stdout_is_tty() -> bool:
+    return sys.stdout is not None and sys.stdout.isatty()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _core_bootstrap() -> Bootstrap:
     # Imported on use: client commands should not pay for loading the server.
     from keyfob.app import bootstrap
@@ -64,7 +80,9 @@ class Wiring:
 
     transport: httpx.BaseTransport | None = None
     stdin_is_tty: Callable[[], bool] = _stdin_is_tty
+    stdout_is_tty: Callable[[], bool] = _stdout_is_tty
     sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], datetime] = _utc_now
     bootstrap: Callable[[], Bootstrap] = _core_bootstrap
 
 
@@ -76,10 +94,10 @@ class CliState:
     wiring: Wiring
     addr: str
     token_file: Path | None = None
-    _client: KeyfobClient | None = field(default=None, repr=False)
+    _clients: dict[str, KeyfobClient] = field(default_factory=dict, repr=False)
 
     def token(self) -> Secret[str] | None:
-        """The operator token: ``--token-file`` wins over ``KEYFOB_TOKEN``."""
+        """The operator or agent token: ``--token-file`` wins over ``KEYFOB_TOKEN``."""
         if self.token_file is not None:
             try:
                 text = self.token_file.read_text(encoding="utf-8").strip()
@@ -90,33 +108,81 @@ class CliState:
             if not text:
                 raise CliError(f"token file {self.token_file} is empty")
             return Secret(text)
-        if self.settings.token is not None:
-            return Secret(self.settings.token.get_secret_value())
+        if self.settings.token is not None and self.settings.token.get_secret_value().strip():
+            return Secret(self.settings.token.get_secret_value().strip())
         return None
 
     def client(self) -> KeyfobClient:
-        """The client for this invocation, created on first use; needs a token."""
-        if self._client is None:
+        """The operator client for this invocation, created on first use; needs a token."""
+        if "operator" not in self._clients:
             token = self.token()
             if token is None:
                 raise CliError(
                     "no operator token: set KEYFOB_TOKEN or pass --token-file PATH "
                     "(`keyfob init` prints the first one)"
                 )
-            addr = check_addr(self.addr)
-            if sends_token_in_clear(addr):
-                typer.echo(
-                    f"warning: sending the token to {addr} over plain http; use https "
-                    "for a keyfob that is not on this machine",
-                    err=True,
+            self._clients["operator"] = self._open(token, AUTH_HINT)
+        return self._clients["operator"]
+
+    def agent_client(self, command: str) -> KeyfobClient:
+        """A client holding an agent token (``kfa_``), refused before sending anything else."""
+        if "agent" not in self._clients:
+            token = self.token()
+            source = "--token-file" if self.token_file is not None else "KEYFOB_TOKEN"
+            if token is None:
+                raise CliError(
+                    f"`keyfob {command}` needs an agent token (kfa_…): set KEYFOB_TOKEN or "
+                    "pass --token-file PATH (`keyfob agent create` prints one)"
                 )
-            self._client = KeyfobClient(addr, token, transport=self.wiring.transport)
-        return self._client
+            if token.reveal().startswith(OPERATOR):
+                raise CliError(
+                    f"`keyfob {command}` needs an agent token (kfa_…), but {source} holds an "
+                    "operator token (kfo_…); use the token `keyfob agent create` printed"
+                )
+            if not token.reveal().startswith(AGENT):
+                raise CliError(f"{source} does not hold an agent token (kfa_…)")
+            self._clients["agent"] = self._open(token, AUTH_HINT)
+        return self._clients["agent"]
+
+    def lease_client(self) -> KeyfobClient:
+        """A client holding the lease from ``KEYFOB_LEASE`` or stdin."""
+        if "lease" not in self._clients:
+            self._clients["lease"] = self._open(self._lease(), LEASE_HINT)
+        return self._clients["lease"]
+
+    def _lease(self) -> Secret[str]:
+        if os.environ.get(LEASE_ENV):
+            text, source = os.environ[LEASE_ENV].strip(), LEASE_ENV
+        elif self.wiring.stdin_is_tty():
+            # The prompt goes to stderr: stdout may be a file (set export > .env).
+            text, source = typer.prompt("Lease (hidden)", hide_input=True, err=True), "the prompt"
+            text = text.strip()
+        else:
+            text, source = sys.stdin.readline().strip(), "stdin"
+        if not text:
+            raise CliError(f"no lease: set {LEASE_ENV} or pipe the kfl_… lease on stdin")
+        if not looks_like(text, LEASE):
+            what = {OPERATOR: "an operator token", AGENT: "an agent token"}.get(
+                text[: len(OPERATOR)], "something else"
+            )
+            # Named, never echoed: whatever was pasted may be a credential.
+            raise CliError(f"{source} holds {what}, not a lease (kfl_…, from `keyfob lease mint`)")
+        return Secret(text)
+
+    def _open(self, token: Secret[str], auth_hint: str) -> KeyfobClient:
+        addr = check_addr(self.addr)
+        if sends_token_in_clear(addr):
+            typer.echo(
+                f"warning: sending the token to {addr} over plain http; use https "
+                "for a keyfob that is not on this machine",
+                err=True,
+            )
+        return KeyfobClient(addr, token, transport=self.wiring.transport, auth_hint=auth_hint)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
 
 
 def state(ctx: typer.Context) -> CliState:

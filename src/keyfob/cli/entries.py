@@ -18,9 +18,10 @@ from typing import TextIO
 import typer
 
 from keyfob.cli.errors import CliError
+from keyfob.profiles import KEY_NAME_RE
 from keyfob.secret import Secret
 
-KEY_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+KEY_NAME = KEY_NAME_RE
 NAME_RULE = "key names use A-Z, 0-9 and _ and do not start with a digit"
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 

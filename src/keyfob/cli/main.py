@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from keyfob import __version__
-from keyfob.cli import audit, keys, server, sets, tokens
+from keyfob.cli import agents, audit, grants, keys, leases, me, server, sets, tokens
 from keyfob.cli.context import CliState, Wiring
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line
@@ -80,7 +80,8 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
             typer.Option(
                 "--token-file",
                 metavar="PATH",
-                help="Read the operator token from PATH instead of KEYFOB_TOKEN.",
+                help="Read the token (operator, or agent for lease mint) from PATH, "
+                "not KEYFOB_TOKEN.",
             ),
         ] = None,
     ) -> None:
@@ -97,6 +98,10 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
     app.command("init")(server.init)
     app.command("serve")(server.serve)
     app.add_typer(sets.app)
+    app.add_typer(agents.app)
+    app.add_typer(grants.app)
+    app.add_typer(leases.app)
+    app.add_typer(me.app)
     app.add_typer(audit.app)
     app.add_typer(keys.app)
     app.add_typer(tokens.app)

@@ -1,7 +1,8 @@
 """Printing: ``--json`` writes machine JSON to stdout; otherwise short Rich tables and lines.
 
-Everything shown here comes from server views, which never carry secret values; the
-one exception, a freshly created token, goes through ``show_new_token`` alone.
+Everything shown here comes from server views, which never carry secret values; a
+freshly created token goes through ``show_new_token`` alone, and the one command that
+prints secret values (``set export``) writes them itself.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def print_fields(pairs: Sequence[tuple[str, str]]) -> None:
 
 def show_new_token(token: str, what: str) -> None:
     """Print a newly created token once, with the warning that it will not be shown again."""
-    typer.echo(f"{what} (store it now, it will not be shown again):")
+    typer.echo(f"{what} (store it now, you will not see it again):")
     typer.echo(token)
 
 

@@ -1,9 +1,8 @@
-"""``keyfob set …``: create, update, list, inspect, roll back, delete, restore and purge sets."""
+"""``keyfob set …``: create, update, list, show, roll back, delete, restore, purge, export."""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +10,7 @@ import typer
 from keyfob.cli.context import state
 from keyfob.cli.entries import Entries, Sources, check_key_names, read_entries
 from keyfob.cli.errors import CliError
+from keyfob.cli.exports import export
 from keyfob.cli.output import (
     JsonFlag,
     joined,
@@ -21,14 +21,13 @@ from keyfob.cli.output import (
     print_table,
     when,
 )
+from keyfob.cli.paths import set_url, split_path
 
 app = typer.Typer(
     name="set",
     help="Secret sets: named key/value bundles, addressed as provider/environment/name.",
     no_args_is_help=True,
 )
-
-SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 SetPath = Annotated[str, typer.Argument(metavar="P/E/N", help="provider/environment/name")]
 KeyNames = Annotated[
@@ -59,22 +58,6 @@ ProfileFile = Annotated[
     str | None,
     typer.Option("--profile-file", metavar="FILE", help="Injection profile as a JSON file."),
 ]
-
-
-def split_path(path: str) -> tuple[str, str, str]:
-    """``provider/environment/name`` as three slugs, or a CliError saying what is wrong."""
-    parts = path.strip("/").split("/")
-    if len(parts) != 3 or not all(SLUG.match(part) for part in parts):
-        raise CliError(
-            f"{path!r} is not a set path: expected provider/environment/name, each "
-            "lowercase a-z, 0-9, _ or -"
-        )
-    return parts[0], parts[1], parts[2]
-
-
-def set_url(path: str, suffix: str = "") -> str:
-    """The API path of a set (slugs need no escaping)."""
-    return "/v1/secret-sets/" + "/".join(split_path(path)) + suffix
 
 
 def parse_labels(pairs: list[str] | None) -> dict[str, str]:
@@ -382,3 +365,7 @@ def purge(
         print_json(answer)
         return
     print_line(f"purged {answer.get('purged', path)} ({answer.get('versions', '?')} versions)")
+
+
+# Its own module: the one command that prints secret values deserves to be read alone.
+app.command("export")(export)

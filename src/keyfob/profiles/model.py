@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # \Z, not $: "$" also matches before a trailing newline ("bot\n").
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
-KEY_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+KEY_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _HOST_RE = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+    r"^(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z"
 )
-_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}\Z")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 _FORBIDDEN_HEADERS = frozenset(
     {

@@ -170,14 +170,16 @@ async def take_grant_use(conn: AsyncConnection, grant_id: str, window: int) -> b
             or_(grants.c.max_uses.is_(None), grants.c.uses < grants.c.max_uses),
             or_(
                 grants.c.rate_limit.is_(None),
-                grants.c.rate_window != window,
+                grants.c.rate_window < window,
                 grants.c.rate_count < grants.c.rate_limit,
             ),
         )
         .values(
             uses=grants.c.uses + 1,
-            rate_count=case((grants.c.rate_window == window, grants.c.rate_count + 1), else_=1),
-            rate_window=window,
+            # Windows only move forward: a node whose clock lags counts into the newer
+            # window instead of resetting it.
+            rate_count=case((grants.c.rate_window < window, 1), else_=grants.c.rate_count + 1),
+            rate_window=case((grants.c.rate_window < window, window), else_=grants.c.rate_window),
         )
     )
     return bool(result.rowcount)
@@ -273,7 +275,12 @@ async def revoke_leases(
     set_id: str | None = None,
 ) -> list[str]:
     """Revoke every live lease matching the filters; returns their ids."""
-    clauses = [leases.c.revoked_at.is_(None), leases.c.expires_at > when]
+    # Live = the same test as list_leases(active_at=...): spent leases are left as they are.
+    clauses = [
+        leases.c.revoked_at.is_(None),
+        leases.c.expires_at > when,
+        or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
+    ]
     for column, value in (
         (leases.c.id, lease_id),
         (leases.c.agent_id, agent_id),
@@ -352,7 +359,8 @@ async def deny_pending(
     agent_id: str | None = None,
     grant_id: str | None = None,
 ) -> int:
-    query = update(lease_requests).where(lease_requests.c.status == "pending")
+    """Deny requests not yet turned into a lease (pending, or approved but not collected)."""
+    query = update(lease_requests).where(lease_requests.c.status.in_(("pending", "approved")))
     if agent_id is not None:
         query = query.where(lease_requests.c.agent_id == agent_id)
     if grant_id is not None:

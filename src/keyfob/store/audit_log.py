@@ -13,6 +13,15 @@ from keyfob.audit import Event
 from keyfob.store.tables import audit_events, audit_head
 
 
+def _details(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        # Edited outside keyfob: pass the text on so verify names this record (its hash
+        # cannot match) instead of failing outright.
+        return raw
+
+
 def _event(row: Any) -> Event:
     return Event(
         seq=int(row.seq),
@@ -22,7 +31,7 @@ def _event(row: Any) -> Event:
         target=row.target,
         outcome=row.outcome,
         request_id=row.request_id,
-        details=json.loads(row.details),
+        details=_details(row.details),
         prev_hash=row.prev_hash,
         hash=row.hash,
     )
@@ -86,9 +95,10 @@ async def stream(conn: AsyncConnection, batch: int = 1000) -> AsyncIterator[Even
         after = int(rows[-1].seq)
 
 
-async def head(conn: AsyncConnection) -> tuple[int, str]:
-    row = (await conn.execute(select(audit_head.c.seq, audit_head.c.head))).one()
-    return int(row.seq), str(row.head)
+async def head(conn: AsyncConnection) -> tuple[int, str] | None:
+    """The chain head as recorded, or None if its row is gone (tampering)."""
+    row = (await conn.execute(select(audit_head.c.seq, audit_head.c.head))).first()
+    return (int(row.seq), str(row.head)) if row else None
 
 
 async def count(conn: AsyncConnection) -> int:

@@ -189,7 +189,10 @@ class Database:
                                 .where(tables.audit_head.c.id == 1)
                                 .with_for_update()
                             )
-                        ).one()
+                        ).first()
+                        if row is None:
+                            # Fail closed: without the chain head no change can be audited.
+                            raise Unavailable("the audit chain head is missing; nothing is written")
                         tx = Tx(conn, int(row.seq), str(row.head))
                         yield tx
                         if tx.events:

@@ -16,7 +16,7 @@ from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store.records import AgentRow
 from keyfob.vault.context import Context
-from keyfob.vault.core import Core
+from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.operators import Principal
 
 
@@ -128,7 +128,7 @@ class Agents:
                 return Principal("agent", row.id, row.name)
             reason = "agent_disabled" if row is not None else "unknown"
         await self._core.audit_auth_failure(ctx, route, reason, token)
-        raise Unauthorized("a valid agent token is required (Authorization: Bearer kfa_…)")
+        raise Unauthorized(UNAUTHORIZED)
 
     def _digest(self, token: str) -> str:
         return tokens.digest(self._core.ring.system.token_key, token)

@@ -36,18 +36,27 @@ class Auditing:
                 verifier.feed(event)
                 if verifier.first_bad is not None:
                     break
-            head_seq, head_hash = await audit_log.head(conn)
+            recorded = await audit_log.head(conn)
         first_bad = verifier.first_bad
-        if first_bad is None and (head_seq, head_hash) != (verifier.count, verifier.head):
+        if first_bad is None and recorded is None:
+            first_bad = {"seq": None, "reason": "the audit_head row is missing"}
+        elif first_bad is None and recorded != (verifier.count, verifier.head):
             first_bad = {
                 "seq": verifier.count + 1,
                 "reason": f"the log ends at record {verifier.count} but its head says "
-                f"{head_seq} (rows removed from the end)",
+                f"{recorded[0] if recorded else '?'} (rows removed from the end)",
             }
         if first_bad is None and checkpoint is not None:
             first_bad = self._against_checkpoint(verifier, checkpoint)
+        warnings = []
+        if checkpoint is None and verifier.count:
+            warnings.append(
+                f"no checkpoint file at {self._core.checkpoints.path}: truncation of the log "
+                "cannot be detected on this node"
+            )
         return {
             "ok": first_bad is None,
+            "warnings": warnings,
             "count": verifier.count,
             "head": verifier.head,
             "first_bad": first_bad,

@@ -12,7 +12,7 @@ def new_request_id() -> str:
 
 @dataclass(frozen=True)
 class Context:
-    """The actor (``operator:<token id>``, ``user:<name>``, ``system``) and the request id."""
+    """The actor (``operator:<id>``, ``agent:<id>``, ``system``, ``anonymous``) and request id."""
 
     actor: str
     request_id: str = field(default_factory=new_request_id)

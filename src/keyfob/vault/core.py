@@ -18,6 +18,9 @@ from keyfob.vault.context import Context
 
 log = logging.getLogger("keyfob.audit")
 
+# One answer for every failed authentication, whatever the route, token kind or reason.
+UNAUTHORIZED = "a valid token is required (Authorization: Bearer kfo_…, kfa_… or kfl_…)"
+
 
 class Core:
     def __init__(

@@ -242,7 +242,7 @@ class Grants:
             row = await self._live(tx, grant_id)
             clean = clean_constraints(spec, await sets_sql.current_key_names(tx.conn, row.set_id))
             merged = {**grant_view(row), **clean}
-            self._check_window(merged)
+            self._check_window(merged, new_end="expires_at" in clean)
             if clean:
                 await sql.update_grant(tx.conn, row.id, updated_at=self._core.now(), **clean)
                 await self._audit(tx, ctx, "update", row, {"changed": sorted(clean), **clean})
@@ -323,11 +323,12 @@ class Grants:
             raise Conflict(f"grant {grant_id} is revoked")
         return row
 
-    def _check_window(self, clean: Mapping[str, Any]) -> None:
+    def _check_window(self, clean: Mapping[str, Any], *, new_end: bool = True) -> None:
+        """The window must be ordered; a newly set end must be in the future."""
         start, end = clean.get("not_before"), clean.get("expires_at")
         if start and end and start >= end:
             raise _fail("expires_at", "must be after not_before")
-        if end and end <= self._core.now():
+        if new_end and end and end <= self._core.now():
             raise _fail("expires_at", "must be in the future")
 
     async def _audit(

@@ -1,16 +1,14 @@
-"""Leases: short-lived capability tokens an agent mints under a grant, and their use.
+"""Leases: short-lived capability tokens an agent mints under a grant; listing, revoking.
 
-Every use is one write transaction: the lease's use counter and the grant's counters
-move by single conditional UPDATEs (exactly one winner for a single-use lease, at most
-N per rate window), and the use or the denial is audited in the same commit. A denial
-is committed (audited) first and raised after.
+Approval lives in ``approvals.py``, using a lease in ``lease_use.py``. A refusal is
+audited in its own committed transaction and raised after, so every denial leaves a
+record.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from keyfob import tokens
@@ -22,7 +20,6 @@ from keyfob.errors import (
     KeyfobError,
     NotFound,
     TooManyRequests,
-    Unauthorized,
     ValidationFailed,
 )
 from keyfob.secret import Secret
@@ -30,7 +27,7 @@ from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
 from keyfob.store.records import GrantRow, LeaseRequestRow, LeaseRow
-from keyfob.vault import rules, validation
+from keyfob.vault import validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
 from keyfob.vault.grants import SCOPES
@@ -83,7 +80,8 @@ def lease_view(row: LeaseRow, now: str) -> dict[str, Any]:
 
 def request_view(row: LeaseRequestRow, now: str) -> dict[str, Any]:
     status = row.status
-    if status == "pending" and row.expires_at <= now:
+    # Approval must be collected in time too: an approved request left lying expires.
+    if status in ("pending", "approved") and row.expires_at <= now:
         status = "expired"
     return {
         "id": row.id,
@@ -143,21 +141,21 @@ class Leases:
         """``(201, lease with token)``, or ``(202, pending request)`` under approval."""
         path = "/".join(validation.split_path(secret_set))
         if scope not in SCOPES:
-            raise _invalid("scope", "request or workflow")
+            raise invalid("scope", "request or workflow")
         if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
-            raise _invalid("ttl", "seconds, at least 1")
+            raise invalid("ttl", "seconds, at least 1")
         if max_uses is not None and (not isinstance(max_uses, int) or max_uses < 1):
-            raise _invalid("max_uses", "at least 1")
+            raise invalid("max_uses", "at least 1")
         if scope == "request" and max_uses not in (None, 1):
-            raise _invalid("max_uses", "request-scoped leases are single use")
+            raise invalid("max_uses", "request-scoped leases are single use")
         refused: KeyfobError | None = None
         result: tuple[int, dict[str, Any]] = (0, {})
         async with self._core.write() as tx:
             grant = await self._grant_for(tx, agent, path)
-            reason = self._mint_refusal(grant, scope)
+            reason = self.mint_refusal(grant, scope)
             if reason is not None or grant is None:
                 refused = denial(reason or "not_granted")
-                await self._audit(
+                await self.audit(
                     tx,
                     ctx,
                     "lease.deny",
@@ -174,7 +172,7 @@ class Leases:
                         await self._request(tx, ctx, agent, grant, scope, lease_ttl, uses),
                     )
                 else:
-                    result = (201, await self._issue(tx, ctx, grant, scope, lease_ttl, uses, None))
+                    result = (201, await self.issue(tx, ctx, grant, scope, lease_ttl, uses, None))
         if refused is not None:
             raise refused
         return result
@@ -185,8 +183,17 @@ class Leases:
             return None
         return await sql.active_grant(tx.conn, agent.id, row.id)
 
-    def _mint_refusal(self, grant: GrantRow | None, scope: str) -> str | None:
-        if grant is None:
+    async def live_grant(self, tx: Tx, grant_id: str) -> GrantRow | None:
+        """The grant if it and its set still exist (for issuing an approved request)."""
+        grant = await sql.grant_by_id(tx.conn, grant_id)
+        if grant is None or grant.revoked_at is not None:
+            return None
+        found = await sets_sql.get_set_by_id(tx.conn, grant.set_id)
+        return grant if found is not None and found.deleted_at is None else None
+
+    def mint_refusal(self, grant: GrantRow | None, scope: str) -> str | None:
+        """Why a lease cannot be minted under ``grant`` now, or None."""
+        if grant is None or grant.revoked_at is not None:
             return "not_granted"
         now = self._core.now()
         if grant.not_before and grant.not_before > now:
@@ -207,7 +214,7 @@ class Leases:
             ttl = min(ttl, max(1, int(left)))
         return ttl
 
-    async def _issue(
+    async def issue(
         self,
         tx: Tx,
         ctx: Context,
@@ -231,12 +238,12 @@ class Leases:
             max_uses=max_uses,
             uses=0,
             created_at=self._core.now(),
-            expires_at=_iso(now + timedelta(seconds=ttl)),
+            expires_at=_lease_expiry(now, ttl, grant.expires_at),
             revoked_at=None,
             revoke_reason=None,
         )
-        await sql.insert_lease(tx.conn, row, self._digest(token))
-        await self._audit(
+        await sql.insert_lease(tx.conn, row, self.digest(token))
+        await self.audit(
             tx,
             ctx,
             "lease.mint",
@@ -249,7 +256,7 @@ class Leases:
                 "scope": scope,
                 "ttl": ttl,
                 "max_uses": max_uses,
-                "approval_request": request_id,
+                "request": request_id,
             },
         )
         return {**lease_view(row, self._core.now()), "token": Secret(token), "ttl": ttl}
@@ -281,7 +288,7 @@ class Leases:
             lease_id=None,
         )
         await sql.insert_request(tx.conn, row)
-        await self._audit(
+        await self.audit(
             tx,
             ctx,
             "lease.request",
@@ -290,92 +297,6 @@ class Leases:
             {"request": row.id, "agent_id": agent.id, "grant_id": grant.id, "scope": scope},
         )
         return request_view(row, self._core.now())
-
-    # -- approval ---------------------------------------------------------------------
-
-    async def requests(self, status: str | None = None) -> list[dict[str, Any]]:
-        async with self._core.db.read() as conn:
-            rows = await sql.list_requests(conn, status=status)
-        now = self._core.now()
-        views = [request_view(r, now) for r in rows]
-        return [v for v in views if status is None or v["status"] == status]
-
-    async def decide(self, ctx: Context, request_id: str, approve: bool) -> dict[str, Any]:
-        async with self._core.write() as tx:
-            row = await sql.request_by_id(tx.conn, request_id)
-            if row is None:
-                raise NotFound(f"lease request {request_id} does not exist")
-            now = self._core.now()
-            if request_view(row, now)["status"] != "pending":
-                raise Conflict(f"lease request {request_id} is {request_view(row, now)['status']}")
-            status = "approved" if approve else "denied"
-            await sql.decide_request(
-                tx.conn,
-                request_id,
-                from_status="pending",
-                to_status=status,
-                decided_at=now,
-                decided_by=ctx.actor,
-            )
-            await self._audit(
-                tx,
-                ctx,
-                "lease.approve" if approve else "lease.reject",
-                row.set_path,
-                "ok",
-                {"request": row.id, "agent_id": row.agent_id, "grant_id": row.grant_id},
-            )
-            row = await sql.request_by_id(tx.conn, request_id) or row
-        return request_view(row, self._core.now())
-
-    async def poll(
-        self, agent: Principal, ctx: Context, request_id: str, wait: float = 0
-    ) -> dict[str, Any]:
-        """The agent's view of its request; once approved, issues the lease (token once)."""
-        deadline = self._core.clock.now() + timedelta(seconds=min(max(wait, 0), MAX_WAIT))
-        while True:
-            async with self._core.db.read() as conn:
-                row = await sql.request_by_id(conn, request_id)
-            if row is None or row.agent_id != agent.id:
-                raise NotFound(f"lease request {request_id} does not exist")
-            view = request_view(row, self._core.now())
-            if view["status"] != "pending" or self._core.clock.now() >= deadline:
-                break
-            await asyncio.sleep(0.25)
-        if view["status"] != "approved":
-            return view
-        refused: KeyfobError | None = None
-        async with self._core.write() as tx:
-            grant = await sql.grant_by_id(tx.conn, row.grant_id)
-            reason = self._mint_refusal(
-                grant if grant and not grant.revoked_at else None, row.scope
-            )
-            if grant is None or reason is not None:
-                refused = denial(reason or "not_granted")
-                await sql.decide_request(
-                    tx.conn, row.id, from_status="approved", to_status="denied"
-                )
-                await self._audit(
-                    tx,
-                    ctx,
-                    "lease.deny",
-                    row.set_path,
-                    "denied",
-                    {"reason": reason, "agent_id": agent.id, "stage": "issue"},
-                )
-            else:
-                lease = await self._issue(tx, ctx, grant, row.scope, row.ttl, row.max_uses, row.id)
-                if not await sql.decide_request(
-                    tx.conn,
-                    row.id,
-                    from_status="approved",
-                    to_status="issued",
-                    lease_id=lease["id"],
-                ):
-                    raise Conflict(f"lease request {request_id} was already issued")
-        if refused is not None:
-            raise refused
-        return {**view, "status": "issued", "lease_id": lease["id"], "lease": lease}
 
     # -- listing and revoking ---------------------------------------------------------
 
@@ -412,7 +333,7 @@ class Leases:
             now = self._core.now()
             if not await sql.revoke_leases(tx.conn, now, "revoked", lease_id=lease_id):
                 raise Conflict(f"lease {lease_id} is already {lease_view(row, now)['status']}")
-            await self._audit(
+            await self.audit(
                 tx,
                 ctx,
                 "lease.revoke",
@@ -432,7 +353,7 @@ class Leases:
         set_path: str | None = None,
     ) -> dict[str, Any]:
         if not (agent_id or grant_id or set_path):
-            raise _invalid("agent", "name an agent, a grant or a secret set")
+            raise invalid("agent", "name an agent, a grant or a secret set")
         async with self._core.write() as tx:
             set_id = None
             if set_path:
@@ -448,7 +369,7 @@ class Leases:
                 grant_id=grant_id,
                 set_id=set_id,
             )
-            await self._audit(
+            await self.audit(
                 tx,
                 ctx,
                 "lease.revoke",
@@ -458,176 +379,10 @@ class Leases:
             )
         return {"revoked": len(ids), "lease_ids": ids}
 
-    # -- using ------------------------------------------------------------------------
-
-    async def use(
-        self,
-        token: str | None,
-        ctx: Context,
-        *,
-        action: str = "proxy",
-        secret_set: str | None = None,
-        method: str | None = None,
-        path: str | None = None,
-        route: str = "",
-    ) -> LeaseUse:
-        """Consume one use (audited as ``lease.use``) or raise the audited denial."""
-        return await self._consume(token, ctx, action, secret_set, method, path, route, None)
-
-    async def _consume(
-        self,
-        token: str | None,
-        ctx: Context,
-        action: str,
-        secret_set: str | None,
-        method: str | None,
-        path: str | None,
-        route: str,
-        keys: list[str] | None,
-    ) -> LeaseUse:
-        lease = await self._lookup(token, ctx, route)
-        ctx = Context(f"agent:{lease.agent_id}", ctx.request_id, ctx.client)
-        refused: KeyfobError | None = None
-        async with self._core.write() as tx:
-            lease = await sql.lease_by(tx.conn, id=lease.id) or lease
-            grant = await sql.grant_by_id(tx.conn, lease.grant_id)
-            reason = self._use_refusal(lease, grant, action, secret_set, method, path, keys)
-            retry = None
-            if reason is None and not await sql.take_lease_use(tx.conn, lease.id, self._core.now()):
-                reason = "exhausted"
-            if reason is None:
-                assert grant is not None
-                if not await sql.take_grant_use(tx.conn, grant.id, self._window()):
-                    await sql.return_lease_use(tx.conn, lease.id)
-                    exhausted = grant.max_uses is not None and grant.uses >= grant.max_uses
-                    reason = "exhausted" if exhausted else "rate_limited"
-                    retry = 60 - int(self._core.clock.now().timestamp()) % 60
-            details: dict[str, Any] = {
-                "lease_id": lease.id,
-                "agent_id": lease.agent_id,
-                "action": action,
-                "method": method,
-                "path": path,
-            }
-            if reason is not None:
-                refused = denial(reason, retry_after=retry)
-                await self._audit(
-                    tx, ctx, "lease.deny", lease.set_path, "denied", {**details, "reason": reason}
-                )
-            elif action == "export":
-                now = self._core.now()
-                await sets_sql.update_set(tx.conn, lease.set_id, exported_at=now)
-                await self._audit(
-                    tx, ctx, "secret_set.export", lease.set_path, "ok", {**details, "keys": keys}
-                )
-            else:
-                await self._audit(
-                    tx, ctx, "lease.use", lease.set_path, "ok", {**details, "keys": lease.keys}
-                )
-        if refused is not None:
-            raise refused
-        return LeaseUse(lease.id, lease.agent_id, lease.grant_id, lease.set_path, lease.keys)
-
-    async def check(
-        self,
-        token: str | None,
-        ctx: Context,
-        *,
-        action: str = "proxy",
-        secret_set: str | None = None,
-        method: str | None = None,
-        path: str | None = None,
-        route: str = "",
-    ) -> dict[str, Any]:
-        """Would this use be allowed? Consumes nothing."""
-        lease = await self._lookup(token, ctx, route)
-        async with self._core.db.read() as conn:
-            grant = await sql.grant_by_id(conn, lease.grant_id)
-        reason = self._use_refusal(lease, grant, action, secret_set, method, path, None)
-        if (
-            reason is None
-            and grant is not None
-            and grant.rate_limit is not None
-            and grant.rate_window == self._window()
-            and grant.rate_count >= grant.rate_limit
-        ):
-            reason = "rate_limited"
-        return {
-            "allowed": reason is None,
-            "reason": reason,
-            "lease": lease_view(lease, self._core.now()),
-        }
-
-    async def export(
-        self,
-        token: str | None,
-        ctx: Context,
-        secret_set: str,
-        keys: list[str] | None,
-        route: str,
-        reveal: Any,
-    ) -> dict[str, Any]:
-        """Plaintext of the allowed keys, for a lease whose grant allows ``export``."""
-        use = await self._consume(token, ctx, "export", secret_set, None, None, route, keys)
-        values: dict[str, Secret[str]] = await reveal(use.set_path)
-        allowed = set(use.keys) if use.keys is not None else set(values)
-        wanted = keys if keys is not None else sorted(allowed & set(values))
-        return {
-            "secret_set": use.set_path,
-            "entries": {k: values[k] for k in wanted if k in values},
-        }
-
-    def _use_refusal(
-        self,
-        lease: LeaseRow,
-        grant: GrantRow | None,
-        action: str,
-        secret_set: str | None,
-        method: str | None,
-        path: str | None,
-        keys: list[str] | None,
-    ) -> str | None:
-        now = self._core.now()
-        if secret_set is not None and secret_set != lease.set_path:
-            return "not_granted"
-        if lease.revoked_at is not None or grant is None or grant.revoked_at is not None:
-            return "revoked"
-        if lease.expires_at <= now or (grant.expires_at and grant.expires_at <= now):
-            return "expired"
-        if grant.not_before and grant.not_before > now:
-            return "not_yet_valid"
-        if lease.max_uses is not None and lease.uses >= lease.max_uses:
-            return "exhausted"
-        if action not in lease.actions:
-            return "action_not_allowed"
-        if keys is not None and lease.keys is not None and not set(keys) <= set(lease.keys):
-            return "key_not_allowed"
-        if method is not None and not rules.method_allowed(grant.methods, method):
-            return "method_not_allowed"
-        if path is not None and not rules.path_allowed(grant.paths, path):
-            return "path_not_allowed"
-        if grant.max_uses is not None and grant.uses >= grant.max_uses:
-            return "exhausted"
-        return None
-
-    async def _lookup(self, token: str | None, ctx: Context, route: str) -> LeaseRow:
-        reason = "missing" if not token else "malformed"
-        if token and tokens.looks_like(token, tokens.LEASE):
-            async with self._core.db.read() as conn:
-                row = await sql.lease_by(conn, digest=self._digest(token))
-            if row is not None:
-                return row
-            reason = "unknown"
-        await self._core.audit_auth_failure(ctx, route, reason, token)
-        raise Unauthorized("a valid lease is required (Authorization: Bearer kfl_…)")
-
-    def _window(self) -> int:
-        return int(self._core.clock.now().timestamp()) // 60
-
-    def _digest(self, token: str) -> str:
+    def digest(self, token: str) -> str:
         return tokens.digest(self._core.ring.system.token_key, token)
 
-    async def _audit(
+    async def audit(
         self,
         tx: Tx,
         ctx: Context,
@@ -647,8 +402,14 @@ class Leases:
         )
 
 
-def _invalid(field: str, msg: str) -> ValidationFailed:
+def invalid(field: str, msg: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
+
+
+def _lease_expiry(now: datetime, ttl: int, grant_expires: str | None) -> str:
+    """``now + ttl``, but never past the grant, not even by a second of rounding."""
+    expires = _iso(now + timedelta(seconds=ttl))
+    return min(expires, grant_expires) if grant_expires else expires
 
 
 def _cap(asked: int | None, ceiling: int | None) -> int | None:

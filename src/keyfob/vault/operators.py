@@ -16,7 +16,7 @@ from keyfob.store import TokenRow
 from keyfob.store import tokens as sql
 from keyfob.vault import validation
 from keyfob.vault.context import Context
-from keyfob.vault.core import Core
+from keyfob.vault.core import UNAUTHORIZED, Core
 
 MAX_NAME = 64
 
@@ -107,4 +107,4 @@ class Operators:
                     return Principal("operator", row.id, row.name)
                 reason = "revoked" if row is not None else "unknown"
         await self._core.audit_auth_failure(ctx, route, reason, token)
-        raise Unauthorized("a valid operator token is required (Authorization: Bearer kfo_…)")
+        raise Unauthorized(UNAUTHORIZED)

@@ -11,7 +11,8 @@ import re
 from functools import lru_cache
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_PATTERN_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()+,;=:@%*/-]{0,511}$")
+# \Z, not $: "$" also matches before a trailing newline.
+_PATTERN_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()+,;=:@%*/-]{0,511}\Z")
 
 
 def check_pattern(pattern: str) -> str:

@@ -101,6 +101,16 @@ class SecretSets:
             raise NotFound(f"secret set {path} has no version {version}")
         return {k: Secret(v) for k, v in (await self._open(stored)).items()}
 
+    async def open_current(self, conn: Any, set_id: str) -> dict[str, str]:
+        """Decrypt a set's current version inside the caller's transaction (export)."""
+        row = await sql.get_set_by_id(conn, set_id)
+        if row is None:
+            raise NotFound("secret set does not exist")
+        stored = await sql.get_version(conn, set_id, row.version)
+        if stored is None:
+            raise DecryptionFailed()
+        return await self._open(stored)
+
     # -- writing ----------------------------------------------------------------------
 
     async def create(
@@ -176,12 +186,11 @@ class SecretSets:
             )
             if new == old and not meta_changed:
                 return set_view(row, current)
-            version = row.version + 1 if new != old else row.version
-            if new != old:
-                prior = {k.name: k for k in current.keys}
-                current = await self._store_version(
-                    tx, ctx, row, version, new, prior, "update", None
-                )
+            # Every change, labels and profile included, makes a version: the version is
+            # what If-Match compares, so no change may slip past it.
+            version = row.version + 1
+            prior = {k.name: k for k in current.keys}
+            current = await self._store_version(tx, ctx, row, version, new, prior, "update", None)
             now = self._core.now()
             values: dict[str, Any] = {"version": version, "updated_at": now}
             if clean_labels is not None:

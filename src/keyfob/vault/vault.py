@@ -18,11 +18,13 @@ from keyfob.settings import Settings
 from keyfob.store import Database
 from keyfob.store import keyring as keyring_sql
 from keyfob.vault.agents import Agents
+from keyfob.vault.approvals import Approvals
 from keyfob.vault.auditing import Auditing
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
 from keyfob.vault.grants import Grants
 from keyfob.vault.keys import Keys
+from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
 from keyfob.vault.secret_sets import SecretSets
@@ -58,6 +60,8 @@ class Vault:
         self.agents = Agents(core)
         self.grants = Grants(core, self.agents)
         self.leases = Leases(core)
+        self.approvals = Approvals(core, self.leases)
+        self.lease_use = LeaseUsage(core, self.leases, self.sets)
 
     @property
     def db(self) -> Database:
@@ -154,9 +158,9 @@ class Vault:
         async with self.db.write():
             pass
         directory: Path = self.core.checkpoints.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".ready-{id(self)}"
         try:
+            directory.mkdir(parents=True, exist_ok=True)
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:

@@ -1,0 +1,150 @@
+"""Service routes: liveness, readiness (and honest unreadiness), the OpenAPI document."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyfob.app import create_app
+from keyfob.settings import Settings
+from keyfob.vault import Vault
+from tests.support.docs import documented_routes, shape
+from tests.support.http import assert_problem
+from tests.support.relay import Relay
+
+
+async def test_healthz(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_when_the_database_and_audit_log_take_writes(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    response = await anonymous.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+async def test_every_answer_carries_a_request_id_and_no_cache_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    ids = set()
+    for path in ("/healthz", "/v1/keys", "/nope"):
+        response = await client.get(path)
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        ids.add(response.headers["x-request-id"])
+    assert len(ids) == 3
+
+
+def app_client(settings: Settings, vault: Vault) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(settings, vault=vault)),
+        base_url="http://keyfob.test",
+    )
+
+
+@pytest.fixture
+async def checkpoint_vault(settings: Settings, tmp_path: Path) -> AsyncIterator[Vault]:
+    """A vault whose audit checkpoints live in their own directory (so it can go away)."""
+    own = settings.model_copy(update={"audit_checkpoint_file": tmp_path / "audit" / "cp.json"})
+    vault, _ = await Vault.initialise(own)
+    try:
+        yield vault
+    finally:
+        await vault.close()
+
+
+async def test_readyz_is_503_when_the_audit_checkpoint_cannot_be_written(
+    settings: Settings, checkpoint_vault: Vault, tmp_path: Path
+) -> None:
+    audit_dir = tmp_path / "audit"
+    async with app_client(settings, checkpoint_vault) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        # The checkpoint's volume is gone: a plain file now sits where its directory was.
+        # (Tests run as root here, so taking away permissions would prove nothing.)
+        shutil.rmtree(audit_dir)
+        audit_dir.write_text("not a directory")
+
+        body = assert_problem(await http.get("/readyz"), 503, "unavailable")
+        assert "checkpoint" in body["detail"]
+
+        audit_dir.unlink()
+        assert (await http.get("/readyz")).status_code == 200
+
+
+class Outage:
+    """Takes the database out of reach and brings it back, as an operator would see it."""
+
+    def __init__(self, vault: Vault, settings: Settings, relay: Relay | None) -> None:
+        self.vault = vault
+        self.settings = settings
+        self.relay = relay
+        self.moved = settings.data_dir.with_name("elsewhere")
+
+    async def cut(self) -> None:
+        if self.relay is not None:
+            await self.relay.cut()  # the network to PostgreSQL is gone
+            return
+        # The SQLite volume is unmounted: open connections go and the path leads nowhere.
+        # (Tests run as root here, so taking away file permissions would prove nothing.)
+        await self.vault.db.engine.dispose()
+        self.settings.data_dir.rename(self.moved)
+        self.settings.data_dir.write_text("not a directory")
+
+    async def heal(self) -> None:
+        if self.relay is not None:
+            await self.relay.start()
+            return
+        self.settings.data_dir.unlink()
+        self.moved.rename(self.settings.data_dir)
+
+
+@pytest.fixture
+async def outage(settings: Settings) -> AsyncIterator[Outage]:
+    relay = None
+    if settings.database_url is not None:
+        relay = Relay(settings.database_url)
+        await relay.start()
+        settings = settings.model_copy(update={"database_url": relay.url})
+    vault, _ = await Vault.initialise(settings)
+    try:
+        yield Outage(vault, settings, relay)
+    finally:
+        await vault.close()
+        if relay is not None:
+            await relay.cut()
+
+
+async def test_readyz_is_503_while_the_database_is_out_of_reach(outage: Outage) -> None:
+    async with app_client(outage.settings, outage.vault) as http:
+        assert (await http.get("/readyz")).status_code == 200
+
+        await outage.cut()
+        body = assert_problem(await http.get("/readyz"), 503, "unavailable")
+        assert "database" in body["detail"]
+        assert (await http.get("/healthz")).status_code == 200
+
+        await outage.heal()
+        assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_openapi_lists_every_documented_route(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/openapi.json")
+    assert response.status_code == 200
+    published = {
+        (method.upper(), shape(path))
+        for path, item in response.json()["paths"].items()
+        for method in item
+    }
+
+    documented = {(m, shape(p)) for m, p in documented_routes() if p != "/openapi.json"}
+
+    assert len(documented) >= 30
+    assert documented - published == set()

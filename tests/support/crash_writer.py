@@ -1,0 +1,30 @@
+"""Child process for the crash test: write secret versions until killed.
+
+Usage: ``python crash_writer.py PATH FIRST`` with ``KEYFOB_*`` in the environment. Prints
+``READY`` once the vault is open, then ``ACK <version> <value>`` after each write is
+committed, flushing every line, so the parent knows exactly what was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from keyfob.settings import Settings
+from keyfob.vault import Context, Vault
+
+
+async def write_forever(path: str, first: int) -> None:
+    vault = await Vault.open(Settings())
+    ctx = Context(actor="system:crash-test")
+    print("READY", flush=True)
+    n = first
+    while True:
+        value = f"v{n}"
+        view = await vault.sets.update(ctx, path, entries={"VALUE": value})
+        print(f"ACK {view['version']} {value}", flush=True)
+        n += 1
+
+
+if __name__ == "__main__":
+    asyncio.run(write_forever(sys.argv[1], int(sys.argv[2])))
