@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import and_, case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyfob.store.records import AgentRow, GrantRow, LeaseRequestRow, LeaseRow
+from keyfob.store.records import (
+    AgentRow,
+    GrantRow,
+    LeaseRequestRow,
+    LeaseRow,
+    encode,
+    from_columns,
+    to_columns,
+)
 from keyfob.store.tables import agents, grants, lease_requests, leases
-
-
-def _json(value: list[str] | None) -> str | None:
-    return json.dumps(value) if value is not None else None
-
 
 # -- agents ---------------------------------------------------------------------------
 
 
 async def insert_agent(conn: AsyncConnection, row: AgentRow, digest: str) -> None:
-    await conn.execute(
-        agents.insert().values(
-            id=row.id,
-            name=row.name,
-            digest=digest,
-            disabled_at=row.disabled_at,
-            created_at=row.created_at,
-            created_by=row.created_by,
-            updated_at=row.updated_at,
-        )
-    )
+    await conn.execute(agents.insert().values(**to_columns(row), digest=digest))
 
 
 async def agent_by(
@@ -48,12 +40,12 @@ async def agent_by(
     else:
         query = query.where(agents.c.digest == digest)
     row = (await conn.execute(query)).first()
-    return AgentRow.from_row(row) if row else None
+    return from_columns(AgentRow, row) if row else None
 
 
 async def list_agents(conn: AsyncConnection) -> list[AgentRow]:
     rows = await conn.execute(select(agents).order_by(agents.c.name))
-    return [AgentRow.from_row(r) for r in rows.all()]
+    return [from_columns(AgentRow, r) for r in rows.all()]
 
 
 async def update_agent(conn: AsyncConnection, agent_id: str, **values: Any) -> None:
@@ -68,48 +60,16 @@ async def delete_agent(conn: AsyncConnection, agent_id: str) -> None:
 
 
 async def insert_grant(conn: AsyncConnection, row: GrantRow) -> None:
-    await conn.execute(
-        grants.insert().values(
-            id=row.id,
-            agent_id=row.agent_id,
-            set_id=row.set_id,
-            set_path=row.set_path,
-            keys=_json(row.keys),
-            actions=json.dumps(row.actions),
-            not_before=row.not_before,
-            expires_at=row.expires_at,
-            scopes=json.dumps(row.scopes),
-            max_lease_ttl=row.max_lease_ttl,
-            max_lease_uses=row.max_lease_uses,
-            rate_limit=row.rate_limit,
-            max_uses=row.max_uses,
-            uses=0,
-            rate_window=0,
-            rate_count=0,
-            methods=_json(row.methods),
-            paths=_json(row.paths),
-            approval=row.approval,
-            created_at=row.created_at,
-            created_by=row.created_by,
-            updated_at=row.updated_at,
-            revoked_at=None,
-        )
-    )
+    await conn.execute(grants.insert().values(**to_columns(row)))
 
 
 async def update_grant(conn: AsyncConnection, grant_id: str, **values: Any) -> None:
-    for field in ("keys", "methods", "paths"):
-        if field in values:
-            values[field] = _json(values[field])
-    for field in ("actions", "scopes"):
-        if field in values:
-            values[field] = json.dumps(values[field])
-    await conn.execute(update(grants).where(grants.c.id == grant_id).values(**values))
+    await conn.execute(update(grants).where(grants.c.id == grant_id).values(**encode(values)))
 
 
 async def grant_by_id(conn: AsyncConnection, grant_id: str) -> GrantRow | None:
     row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
-    return GrantRow.from_row(row) if row else None
+    return from_columns(GrantRow, row) if row else None
 
 
 async def active_grant(conn: AsyncConnection, agent_id: str, set_id: str) -> GrantRow | None:
@@ -122,7 +82,7 @@ async def active_grant(conn: AsyncConnection, agent_id: str, set_id: str) -> Gra
             )
         )
     ).first()
-    return GrantRow.from_row(row) if row else None
+    return from_columns(GrantRow, row) if row else None
 
 
 async def list_grants(
@@ -140,7 +100,7 @@ async def list_grants(
     if not include_revoked:
         query = query.where(grants.c.revoked_at.is_(None))
     rows = await conn.execute(query.order_by(grants.c.created_at, grants.c.id))
-    return [GrantRow.from_row(r) for r in rows.all()]
+    return [from_columns(GrantRow, r) for r in rows.all()]
 
 
 async def revoke_grants(
@@ -189,25 +149,7 @@ async def take_grant_use(conn: AsyncConnection, grant_id: str, window: int) -> b
 
 
 async def insert_lease(conn: AsyncConnection, row: LeaseRow, digest: str) -> None:
-    await conn.execute(
-        leases.insert().values(
-            id=row.id,
-            digest=digest,
-            agent_id=row.agent_id,
-            grant_id=row.grant_id,
-            set_id=row.set_id,
-            set_path=row.set_path,
-            actions=json.dumps(row.actions),
-            keys=_json(row.keys),
-            scope=row.scope,
-            max_uses=row.max_uses,
-            uses=0,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            revoked_at=None,
-            revoke_reason=None,
-        )
-    )
+    await conn.execute(leases.insert().values(**to_columns(row), digest=digest))
 
 
 async def lease_by(
@@ -215,7 +157,7 @@ async def lease_by(
 ) -> LeaseRow | None:
     column = leases.c.id if id is not None else leases.c.digest
     row = (await conn.execute(select(leases).where(column == (id or digest)))).first()
-    return LeaseRow.from_row(row) if row else None
+    return from_columns(LeaseRow, row) if row else None
 
 
 async def list_leases(
@@ -241,7 +183,7 @@ async def list_leases(
             or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
         )
     rows = await conn.execute(query.order_by(leases.c.created_at.desc()).limit(limit))
-    return [LeaseRow.from_row(r) for r in rows.all()]
+    return [from_columns(LeaseRow, r) for r in rows.all()]
 
 
 async def take_lease_use(conn: AsyncConnection, lease_id: str, now: str) -> bool:
@@ -301,30 +243,14 @@ async def revoke_leases(
 
 
 async def insert_request(conn: AsyncConnection, row: LeaseRequestRow) -> None:
-    await conn.execute(
-        lease_requests.insert().values(
-            id=row.id,
-            agent_id=row.agent_id,
-            grant_id=row.grant_id,
-            set_path=row.set_path,
-            scope=row.scope,
-            ttl=row.ttl,
-            max_uses=row.max_uses,
-            status=row.status,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            decided_at=None,
-            decided_by=None,
-            lease_id=None,
-        )
-    )
+    await conn.execute(lease_requests.insert().values(**to_columns(row)))
 
 
 async def request_by_id(conn: AsyncConnection, request_id: str) -> LeaseRequestRow | None:
     row = (
         await conn.execute(select(lease_requests).where(lease_requests.c.id == request_id))
     ).first()
-    return LeaseRequestRow.from_row(row) if row else None
+    return from_columns(LeaseRequestRow, row) if row else None
 
 
 async def list_requests(
@@ -336,7 +262,7 @@ async def list_requests(
     if agent_id is not None:
         query = query.where(lease_requests.c.agent_id == agent_id)
     rows = await conn.execute(query.order_by(lease_requests.c.created_at.desc()).limit(500))
-    return [LeaseRequestRow.from_row(r) for r in rows.all()]
+    return [from_columns(LeaseRequestRow, r) for r in rows.all()]
 
 
 async def decide_request(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,31 @@ class KekRow:
     retired_at: str | None
 
 
-def _list(text: str | None) -> list[str] | None:
-    return json.loads(text) if text is not None else None
+# -- agents, grants, leases: one codec for every row (JSON lists are stored as text) --
+
+_JSON_FIELDS = frozenset({"keys", "actions", "scopes", "methods", "paths"})
+
+
+def encode(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values with list fields as JSON text (for inserts and partial updates)."""
+    return {
+        k: json.dumps(v) if k in _JSON_FIELDS and v is not None else v for k, v in values.items()
+    }
+
+
+def to_columns(row: Any) -> dict[str, Any]:
+    """A row dataclass as column values."""
+    return encode(asdict(row))
+
+
+def from_columns(cls: type[T], row: Any) -> T:
+    """A row dataclass from a result row; JSON text fields become lists."""
+    mapping = row._mapping
+    values = {}
+    for field in fields(cls):  # type: ignore[arg-type]
+        value = mapping[field.name]
+        values[field.name] = json.loads(value) if field.name in _JSON_FIELDS and value else value
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -124,12 +149,6 @@ class AgentRow:
     created_at: str
     created_by: str
     updated_at: str
-
-    @staticmethod
-    def from_row(row: Any) -> AgentRow:
-        return AgentRow(
-            row.id, row.name, row.disabled_at, row.created_at, row.created_by, row.updated_at
-        )
 
 
 @dataclass(frozen=True)
@@ -158,34 +177,6 @@ class GrantRow:
     updated_at: str
     revoked_at: str | None
 
-    @staticmethod
-    def from_row(row: Any) -> GrantRow:
-        return GrantRow(
-            id=row.id,
-            agent_id=row.agent_id,
-            set_id=row.set_id,
-            set_path=row.set_path,
-            keys=_list(row.keys),
-            actions=json.loads(row.actions),
-            not_before=row.not_before,
-            expires_at=row.expires_at,
-            scopes=json.loads(row.scopes),
-            max_lease_ttl=row.max_lease_ttl,
-            max_lease_uses=row.max_lease_uses,
-            rate_limit=row.rate_limit,
-            max_uses=row.max_uses,
-            uses=row.uses,
-            rate_window=row.rate_window,
-            rate_count=row.rate_count,
-            methods=_list(row.methods),
-            paths=_list(row.paths),
-            approval=row.approval,
-            created_at=row.created_at,
-            created_by=row.created_by,
-            updated_at=row.updated_at,
-            revoked_at=row.revoked_at,
-        )
-
 
 @dataclass(frozen=True)
 class LeaseRow:
@@ -204,25 +195,6 @@ class LeaseRow:
     revoked_at: str | None
     revoke_reason: str | None
 
-    @staticmethod
-    def from_row(row: Any) -> LeaseRow:
-        return LeaseRow(
-            id=row.id,
-            agent_id=row.agent_id,
-            grant_id=row.grant_id,
-            set_id=row.set_id,
-            set_path=row.set_path,
-            actions=json.loads(row.actions),
-            keys=_list(row.keys),
-            scope=row.scope,
-            max_uses=row.max_uses,
-            uses=row.uses,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            revoked_at=row.revoked_at,
-            revoke_reason=row.revoke_reason,
-        )
-
 
 @dataclass(frozen=True)
 class LeaseRequestRow:
@@ -239,21 +211,3 @@ class LeaseRequestRow:
     decided_at: str | None
     decided_by: str | None
     lease_id: str | None
-
-    @staticmethod
-    def from_row(row: Any) -> LeaseRequestRow:
-        return LeaseRequestRow(
-            id=row.id,
-            agent_id=row.agent_id,
-            grant_id=row.grant_id,
-            set_path=row.set_path,
-            scope=row.scope,
-            ttl=row.ttl,
-            max_uses=row.max_uses,
-            status=row.status,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            decided_at=row.decided_at,
-            decided_by=row.decided_by,
-            lease_id=row.lease_id,
-        )
