@@ -66,9 +66,9 @@ def ctx() -> Context:
 
 
 @pytest.fixture
-async def client(vault: Vault, operator_token: str, settings: Settings) -> AsyncIterator[
-    httpx.AsyncClient
-]:
+async def client(
+    vault: Vault, operator_token: str, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process, authenticated as the first operator."""
     app = create_app(settings, vault=vault)
     async with httpx.AsyncClient(

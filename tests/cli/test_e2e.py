@@ -266,7 +266,7 @@ def test_serve_initialises_then_serves(tmp_path: Path):
     ) as process:
         try:
             banner = read_until(process, "serving on")
-            assert f"{url} (API reference {url}/docs)" in banner
+            assert f"{url} (dashboard {url}/ui/, API reference {url}/docs)" in banner
             (token,) = [word for word in banner.split() if word.startswith(OPERATOR)]
             wait_healthy(url)
             listed = CliRunner().invoke(

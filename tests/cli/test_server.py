@@ -114,7 +114,8 @@ def test_serve_initialises_prints_the_token_and_url_then_serves(cli: Cli, core: 
 
     assert result.exit_code == 0, result.output
     assert result.stdout.count(TOKEN) == 1
-    assert "http://127.0.0.1:9000 (API reference http://127.0.0.1:9000/docs)" in result.stdout
+    url = "http://127.0.0.1:9000"
+    assert f"{url} (dashboard {url}/ui/, API reference {url}/docs)" in result.stdout
     assert core.served == [("127.0.0.1", 9000)]
 
 

@@ -286,8 +286,12 @@ async def test_inserting_a_forged_row_is_caught(busy_vault: Vault):
     rows = await log_rows(busy_vault)
     last = rows[-1]
     body = {
-        "ts": last["ts"], "actor": "operator:test", "action": "secret_set.export",
-        "target": "secret_set:openai/prod/default", "outcome": "ok", "request_id": "f" * 16,
+        "ts": last["ts"],
+        "actor": "operator:test",
+        "action": "secret_set.export",
+        "target": "secret_set:openai/prod/default",
+        "outcome": "ok",
+        "request_id": "f" * 16,
         "details": {},
     }
     seq = last["seq"] + 1
@@ -309,17 +313,24 @@ async def test_inserting_a_forged_row_in_the_middle_is_caught(busy_vault: Vault)
     rows = await log_rows(busy_vault)
     statements: list[Any] = [
         update(audit_events).where(at(r["seq"])).values(seq=r["seq"] + 1)
-        for r in reversed(rows) if r["seq"] >= 4
+        for r in reversed(rows)
+        if r["seq"] >= 4
     ]
     body = {
-        "ts": rows[2]["ts"], "actor": "operator:test", "action": "secret_set.update",
-        "target": "secret_set:openai/prod/default", "outcome": "ok", "request_id": "f" * 16,
+        "ts": rows[2]["ts"],
+        "actor": "operator:test",
+        "action": "secret_set.update",
+        "target": "secret_set:openai/prod/default",
+        "outcome": "ok",
+        "request_id": "f" * 16,
         "details": {},
     }
     digest = compute_hash(rows[2]["hash"], seq=4, **body)
-    statements.append(audit_events.insert().values(
-        seq=4, prev_hash=rows[2]["hash"], hash=digest, **{**body, "details": "{}"}
-    ))
+    statements.append(
+        audit_events.insert().values(
+            seq=4, prev_hash=rows[2]["hash"], hash=digest, **{**body, "details": "{}"}
+        )
+    )
     statements.append(update(audit_head).values(seq=len(rows) + 1))
     await run_sql(busy_vault, *statements)
 
@@ -366,9 +377,9 @@ async def test_rewriting_the_whole_log_with_fresh_hashes_is_caught_by_the_checkp
             body["actor"] = "operator:someone-else"
         digest = compute_hash(head, seq=row["seq"], **body)
         statements.append(
-            update(audit_events).where(at(row["seq"])).values(
-                actor=body["actor"], prev_hash=head, hash=digest
-            )
+            update(audit_events)
+            .where(at(row["seq"]))
+            .values(actor=body["actor"], prev_hash=head, hash=digest)
         )
         head = digest
     statements.append(update(audit_head).values(seq=len(rows), head=head))
@@ -433,8 +444,10 @@ async def test_every_state_change_writes_exactly_one_record(vault: Vault, ctx: C
     path = "openai/prod/default"
     changes = [
         ("secret_set.create", lambda: create_set(vault, ctx)),
-        ("secret_set.update",
-         lambda: vault.sets.update(ctx, path, entries={"OPENAI_API_KEY": "v2"})),
+        (
+            "secret_set.update",
+            lambda: vault.sets.update(ctx, path, entries={"OPENAI_API_KEY": "v2"}),
+        ),
         ("secret_set.rollback", lambda: vault.sets.rollback(ctx, path, 1)),
         ("secret_set.delete", lambda: vault.sets.delete(ctx, path)),
         ("secret_set.restore", lambda: vault.sets.restore(ctx, path)),

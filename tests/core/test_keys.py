@@ -182,13 +182,14 @@ async def test_terms_are_never_reused(vault: Vault, ctx: Context):
 
     assert await vault.keys.rotate(ctx) == {"term": 4}
     assert terms(await vault.keys.status()) == {
-        1: ("retired", 0), 2: ("retired", 0), 3: ("previous", 0), 4: ("active", 0),
+        1: ("retired", 0),
+        2: ("retired", 0),
+        3: ("previous", 0),
+        4: ("active", 0),
     }
 
 
-async def test_a_second_node_sees_the_rotated_term(
-    vault: Vault, second_node: Vault, ctx: Context
-):
+async def test_a_second_node_sees_the_rotated_term(vault: Vault, second_node: Vault, ctx: Context):
     written: Written = {}
     path = "openai/prod/default"
     await write(vault, ctx, written, path, CANARY)
@@ -289,9 +290,7 @@ async def test_a_replaced_master_key_file_is_refused(
     assert await snapshot(vault) == before
 
 
-async def test_a_missing_master_key_file_is_named(
-    vault: Vault, settings: Settings, key_file: Path
-):
+async def test_a_missing_master_key_file_is_named(vault: Vault, settings: Settings, key_file: Path):
     before = await snapshot(vault)
     key_file.unlink()
 

@@ -73,10 +73,16 @@ def make_sealed() -> Case:
 def make_version_row() -> Case:
     ciphertext, wrapped = b"\x01" + SEED, b"\x01\x00\x00\x00\x01" + RAW_KEY
     row = VersionRow(
-        set_id="abc", version=3, created_at="2026-01-01T00:00:00.000000Z", actor="operator:x",
-        reason="update", rollback_of=None,
+        set_id="abc",
+        version=3,
+        created_at="2026-01-01T00:00:00.000000Z",
+        actor="operator:x",
+        reason="update",
+        rollback_of=None,
         keys=(KeyMeta("OPENAI_API_KEY", "hmac-sha256:0011223344556677", 3),),
-        kek_term=1, wrapped_dek=wrapped, ciphertext=ciphertext,
+        kek_term=1,
+        wrapped_dek=wrapped,
+        ciphertext=ciphertext,
     )
     return Case(row, key_forms(ciphertext) + key_forms(wrapped))
 

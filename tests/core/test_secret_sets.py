@@ -47,7 +47,8 @@ async def test_create_makes_version_one_and_shows_no_value(vault: Vault, ctx: Co
     assert view["version"] == 1
     assert view["path"] == PATH
     assert [(k["name"], k["version"]) for k in view["keys"]] == [
-        ("OPENAI_API_KEY", 1), ("ORG_ID", 1),
+        ("OPENAI_API_KEY", 1),
+        ("ORG_ID", 1),
     ]
     assert CANARY not in json.dumps(view)
     assert CANARY not in json.dumps(await vault.sets.get(PATH))
@@ -90,9 +91,7 @@ async def test_removing_a_key_that_is_not_there_changes_nothing(vault: Vault, ct
     assert await snapshot(vault) == before
 
 
-async def test_fingerprints_match_equal_values_only_and_hold_no_value(
-    vault: Vault, ctx: Context
-):
+async def test_fingerprints_match_equal_values_only_and_hold_no_value(vault: Vault, ctx: Context):
     first = await create_set(vault, ctx, entries={"A_KEY": CANARY, "B_KEY": CANARY, "C_KEY": "c"})
     other = await create_set(vault, ctx, "stripe/prod/x", entries={"STRIPE_KEY": CANARY})
     updated = await vault.sets.update(ctx, PATH, entries={"C_KEY": "something else"})
@@ -109,9 +108,7 @@ async def test_fingerprints_match_equal_values_only_and_hold_no_value(
         assert CANARY[-8:] not in mark
 
 
-async def test_fingerprints_are_stable_across_restarts(
-    vault: Vault, ctx: Context, settings: Any
-):
+async def test_fingerprints_are_stable_across_restarts(vault: Vault, ctx: Context, settings: Any):
     created = await create_set(vault, ctx)
     again = await Vault.open(settings)
     try:
@@ -255,6 +252,7 @@ HTTP_PROFILE = {
 }
 TOO_LONG = CANARY + "x" * (64 * 1024 - len(CANARY) + 1)
 
+
 def case(case_id: str, field: str, body: dict[str, Any]) -> Any:
     """One invalid request body and the field its error must name."""
     return pytest.param(field, body, id=case_id)
@@ -288,16 +286,30 @@ BAD_CREATES = [
     case("label-not-string", "labels", {"labels": {"team": 5}}),
     case("label-too-long", "labels", {"labels": {"team": "x" * 257}}),
     case("label-lone-surrogate", "labels", {"labels": {"team": "\udfff"}}),
-    case("profile-names-a-missing-key", "profile",
-         {"entries": {"OTHER_KEY": CANARY}, "profile": OPENAI}),
+    case(
+        "profile-names-a-missing-key",
+        "profile",
+        {"entries": {"OTHER_KEY": CANARY}, "profile": OPENAI},
+    ),
     case("profile-http", "profile", {"profile": HTTP_PROFILE}),
-    case("profile-loopback", "profile",
-         {"profile": {**HTTP_PROFILE, "base_url": "https://127.0.0.1", "hosts": ["127.0.0.1"]}}),
+    case(
+        "profile-loopback",
+        "profile",
+        {"profile": {**HTTP_PROFILE, "base_url": "https://127.0.0.1", "hosts": ["127.0.0.1"]}},
+    ),
     case("profile-unknown-preset", "profile", {"profile": {"preset": "no-such-provider"}}),
     case("profile-unknown-field", "profile", {"profile": {**OPENAI, "surprise": True}}),
-    case("profile-bad-inject", "profile",
-         {"profile": {**HTTP_PROFILE, "base_url": "https://api.example.com",
-                      "inject": {"kind": "smoke-signal"}}}),
+    case(
+        "profile-bad-inject",
+        "profile",
+        {
+            "profile": {
+                **HTTP_PROFILE,
+                "base_url": "https://api.example.com",
+                "inject": {"kind": "smoke-signal"},
+            }
+        },
+    ),
 ]
 
 BAD_UPDATES = [
@@ -307,8 +319,11 @@ BAD_UPDATES = [
     case("value-int", "entries", {"entries": {"OPENAI_API_KEY": 5}}),
     case("257-keys", "entries", {"entries": {f"KEY_{i}": "x" for i in range(256)}}),
     case("remove-every-key", "entries", {"entries": {"OPENAI_API_KEY": None}}),
-    case("remove-a-key-the-profile-needs", "profile",
-         {"entries": {"OPENAI_API_KEY": None, "OTHER": CANARY}}),
+    case(
+        "remove-a-key-the-profile-needs",
+        "profile",
+        {"entries": {"OPENAI_API_KEY": None, "OTHER": CANARY}},
+    ),
     case("33-labels", "labels", {"labels": {f"l{i}": "x" for i in range(33)}}),
     case("profile-http", "profile", {"profile": HTTP_PROFILE}),
     case("profile-unknown-preset", "profile", {"profile": {"preset": "no-such-provider"}}),
@@ -325,12 +340,20 @@ def assert_names_field(error: ValidationFailed, field: str) -> None:
 
 @pytest.mark.parametrize(("field", "body"), BAD_CREATES)
 async def test_invalid_create_is_refused_and_changes_nothing(
-    vault: Vault, ctx: Context, existing: dict[str, Any], field: str,
+    vault: Vault,
+    ctx: Context,
+    existing: dict[str, Any],
+    field: str,
     body: dict[str, Any],
 ):
     before = await snapshot(vault)
-    fields = {"provider": "stripe", "environment": "prod", "name": "new",
-              "entries": {"OPENAI_API_KEY": CANARY}, **body}
+    fields = {
+        "provider": "stripe",
+        "environment": "prod",
+        "name": "new",
+        "entries": {"OPENAI_API_KEY": CANARY},
+        **body,
+    }
 
     with pytest.raises(ValidationFailed) as caught:
         await vault.sets.create(ctx, **fields)
@@ -341,7 +364,10 @@ async def test_invalid_create_is_refused_and_changes_nothing(
 
 @pytest.mark.parametrize(("field", "body"), BAD_UPDATES)
 async def test_invalid_update_is_refused_and_changes_nothing(
-    vault: Vault, ctx: Context, existing: dict[str, Any], field: str,
+    vault: Vault,
+    ctx: Context,
+    existing: dict[str, Any],
+    field: str,
     body: dict[str, Any],
 ):
     before = await snapshot(vault)
@@ -358,8 +384,9 @@ async def test_limits_are_inclusive(vault: Vault, ctx: Context):
     largest = "v" * (64 * 1024)
     entries = {f"KEY_{i}": "x" for i in range(255)} | {"BIG": largest}
 
-    view = await create_set(vault, ctx, entries=entries,
-                            labels={f"l{i}": "y" * 256 for i in range(32)})
+    view = await create_set(
+        vault, ctx, entries=entries, labels={f"l{i}": "y" * 256 for i in range(32)}
+    )
 
     assert len(view["keys"]) == 256
     assert len(view["labels"]) == 32
@@ -377,7 +404,9 @@ async def test_profile_changes_are_checked_against_the_new_keys(
     vault: Vault, ctx: Context, existing: dict[str, Any]
 ):
     view = await vault.sets.update(
-        ctx, PATH, entries={"OPENAI_API_KEY": None, "ANTHROPIC_API_KEY": "a"},
+        ctx,
+        PATH,
+        entries={"OPENAI_API_KEY": None, "ANTHROPIC_API_KEY": "a"},
         profile={"preset": "anthropic"},
     )
 
@@ -405,8 +434,9 @@ async def test_every_preset_resolves_with_its_required_fields(
     for field in preset.fields:
         check_key_name(field.key)
 
-    view = await create_set(vault, ctx, f"{preset.name}/prod/default",
-                            entries=required, profile=preset_spec(preset))
+    view = await create_set(
+        vault, ctx, f"{preset.name}/prod/default", entries=required, profile=preset_spec(preset)
+    )
 
     profile = Profile.model_validate(view["profile"])
     assert profile.preset == preset.name

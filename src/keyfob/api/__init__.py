@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from keyfob import __version__
-from keyfob.api import agents, audit, keys, leases, problems, secret_sets, service
+from keyfob.api import agents, audit, keys, leases, problems, secret_sets, service, users
 
 
 def build_api() -> FastAPI:
@@ -18,6 +18,6 @@ def build_api() -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    for module in (service, secret_sets, audit, keys, agents, leases):
+    for module in (service, secret_sets, audit, keys, agents, leases, users):
         app.include_router(module.router)
     return app

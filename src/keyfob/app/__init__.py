@@ -1,4 +1,4 @@
-"""The keyfob ASGI application: API (and, later, proxy and dashboard) in one process."""
+"""The keyfob ASGI application: API and dashboard (and, later, the proxy) in one process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from keyfob.api import build_api
 from keyfob.api.middleware import ApiMiddleware
 from keyfob.clock import Clock
+from keyfob.dashboard import build_dashboard
 from keyfob.settings import Settings
 from keyfob.vault import Vault
 
@@ -33,5 +34,6 @@ def create_app(
                 await app.state.vault.close()
 
         app.router.lifespan_context = lifespan
+    app.mount("/ui", build_dashboard(app))
     app.add_middleware(ApiMiddleware, max_body=settings.max_body_bytes)
     return app

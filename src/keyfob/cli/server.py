@@ -40,6 +40,7 @@ def _show_created(result: InitOutcome) -> None:
     if result.operator_token is not None:
         show_new_token(result.operator_token.reveal(), "operator token")
         print_line("Use it as KEYFOB_TOKEN, or save it to a file for --token-file.")
+        print_line("Create a dashboard user: keyfob user create NAME")
 
 
 def init(ctx: typer.Context, json_out: JsonFlag = False) -> None:
@@ -64,7 +65,7 @@ def serve(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Serve the API; initialises the data dir first if needed."""
+    """Serve the API and dashboard; initialises the data dir first if needed."""
     cli = state(ctx)
     bind_host = host or cli.settings.host
     bind_port = cli.settings.port if port is None else port
@@ -79,7 +80,7 @@ def serve(
             _show_created(result)
         else:
             print_line(f"data dir {result.data_dir}, database {result.database_url}")
-        print_line(f"keyfob serving on {url} (API reference {url}/docs)")
+        print_line(f"keyfob serving on {url} (dashboard {url}/ui/, API reference {url}/docs)")
     if not _is_loopback(bind_host):
         typer.echo(
             f"warning: {bind_host} is reachable from other machines; put TLS in front "

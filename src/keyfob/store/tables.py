@@ -203,3 +203,29 @@ lease_requests = Table(
     Column("lease_id", String(32), nullable=True),
     Index("ix_lease_requests_status", "status"),
 )
+
+
+# -- dashboard users and sessions (migration 0003) ---------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("failed_count", Integer, nullable=False),
+    Column("locked_until", String(32), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("disabled_at", String(32), nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Index("ix_sessions_user", "user_id"),
+)

@@ -28,6 +28,7 @@ from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
 from keyfob.vault.secret_sets import SecretSets
+from keyfob.vault.users import Users
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Vault:
         self.leases = Leases(core)
         self.approvals = Approvals(core, self.leases)
         self.lease_use = LeaseUsage(core, self.leases, self.sets)
+        self.users = Users(core)
 
     @property
     def db(self) -> Database:

@@ -1,0 +1,71 @@
+"""Template rendering: one Jinja2 environment (autoescaped), one ``page`` helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import RedirectResponse, Response
+
+from keyfob.dashboard.security import csrf_for
+from keyfob.vault import Principal
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+NAV = (
+    ("overview", "/ui/", "Overview"),
+    ("credentials", "/ui/credentials", "Credentials"),
+    ("agents", "/ui/agents", "Agents"),
+    ("grants", "/ui/grants", "Grants"),
+    ("leases", "/ui/leases", "Leases"),
+    ("audit", "/ui/audit", "Audit"),
+)
+
+# Messages a redirect may point at by code (a redirect never carries free text).
+NOTICES = {
+    "created": "Saved.",
+    "updated": "Updated.",
+    "deleted": "Deleted.",
+    "restored": "Restored.",
+    "revoked": "Revoked.",
+    "approved": "Approved.",
+    "denied": "Denied.",
+    "rolled-back": "Rolled back (a new version was made).",
+    "disabled": "Disabled.",
+    "enabled": "Enabled.",
+    "signed-out": "Signed out.",
+}
+
+
+def page(
+    request: Request,
+    template: str,
+    user: Principal | None,
+    *,
+    section: str = "",
+    status_code: int = 200,
+    **values: Any,
+) -> Response:
+    """Render ``template`` with the layout's values (user, nav, CSRF token, notice)."""
+    notice = NOTICES.get(request.query_params.get("done", ""))
+    return templates.TemplateResponse(
+        request,
+        template,
+        {
+            "user": user,
+            "nav": NAV,
+            "section": section,
+            "csrf": csrf_for(request) if user else "",
+            "notice": notice,
+            **values,
+        },
+        status_code=status_code,
+    )
+
+
+def done(url: str, code: str) -> RedirectResponse:
+    """Post/redirect/get: back to ``url`` with a notice code, never free text."""
+    joiner = "&" if "?" in url else "?"
+    return RedirectResponse(f"{url}{joiner}done={code}", status_code=303)
