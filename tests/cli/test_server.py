@@ -34,6 +34,7 @@ class FakeBootstrap:
     error: Exception | None = None
     served: list[tuple[str, int]] = field(default_factory=list)
     settings: list[Settings] = field(default_factory=list)
+    users: list[tuple[str, str]] = field(default_factory=list)
 
     def _result(self, created: bool) -> FakeInit:
         return FakeInit(
@@ -61,6 +62,12 @@ class FakeBootstrap:
 
     def run_server(self, settings: Settings, host: str, port: int) -> None:
         self.served.append((host, port))
+
+    def create_first_user(self, settings: Settings, name: str, password: Secret[str]) -> str:
+        if not self.initialised:
+            raise AssertionError("a user before the vault exists")
+        self.users.append((name, password.reveal()))
+        return "u1"
 
 
 @pytest.fixture
@@ -146,3 +153,21 @@ def test_serve_warns_when_binding_all_interfaces(cli: Cli, core: FakeBootstrap):
 
     assert quiet.stderr == ""
     assert "warning: 0.0.0.0 is reachable from other machines" in loud.stderr
+
+
+def test_init_with_user_creates_the_first_dashboard_user(cli: Cli, core: FakeBootstrap):
+    result = cli("init", "--user", "alice", input="a long enough password\n")
+
+    assert result.exit_code == 0, result.output
+    assert core.users == [("alice", "a long enough password")]
+    assert "dashboard user alice created" in result.stdout
+    assert "a long enough password" not in result.output
+
+
+def test_init_with_a_short_password_creates_nothing(cli: Cli, core: FakeBootstrap):
+    result = cli("init", "--user", "alice", input="short\n")
+
+    assert result.exit_code == 1
+    assert "too short" in result.output
+    assert core.initialised is False
+    assert core.users == []

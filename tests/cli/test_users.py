@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
+
+from keyfob.secret import Secret
+from keyfob.settings import Settings
+from keyfob.vault import Context, Vault
 
 from .conftest import OPERATOR_TOKEN, Cli, FakeKeyfob, problem
 
@@ -142,3 +151,33 @@ def test_list_json(cli: Cli, api: FakeKeyfob):
     api.on("GET", "/v1/users", {"items": [user_view()]})
 
     assert json.loads(cli("user", "list", "--json").stdout) == {"items": [user_view()]}
+
+
+def test_init_with_user_makes_a_user_who_can_sign_in(tmp_path: Path) -> None:
+    """The real thing: ``keyfob init --user`` in a fresh data dir, password on stdin."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFOB_")}
+    env["KEYFOB_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "keyfob.cli", "init", "--user", "alice", "--json"],
+        input="correct horse battery staple\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["user"]["name"] == "alice"
+    assert "correct horse" not in done.stdout + done.stderr
+
+    async def sign_in() -> str:
+        vault = await Vault.open(Settings(data_dir=tmp_path / "data"))
+        try:
+            principal, _ = await vault.users.sign_in(
+                "alice", Secret("correct horse battery staple"), Context("anonymous")
+            )
+        finally:
+            await vault.close()
+        return principal.name
+
+    assert asyncio.run(sign_in()) == "alice"

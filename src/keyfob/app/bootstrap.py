@@ -10,7 +10,7 @@ from pathlib import Path
 from keyfob.errors import Conflict
 from keyfob.secret import Secret
 from keyfob.settings import Settings
-from keyfob.vault import Vault, redact_url
+from keyfob.vault import SYSTEM, Vault, redact_url
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,20 @@ async def _ensure(settings: Settings) -> InitResult:
 def init_vault(settings: Settings) -> InitResult:
     """Create the data dir, master key and first operator token; Conflict if already done."""
     return asyncio.run(_initialise(settings))
+
+
+async def _first_user(settings: Settings, name: str, password: Secret[str]) -> str:
+    vault = await Vault.open(settings)
+    try:
+        user = await vault.users.create(SYSTEM, name, password)
+    finally:
+        await vault.close()
+    return str(user["id"])
+
+
+def create_first_user(settings: Settings, name: str, password: Secret[str]) -> str:
+    """Create a dashboard user locally (``keyfob init --user``); returns its id."""
+    return asyncio.run(_first_user(settings, name, password))
 
 
 def ensure_initialised(settings: Settings) -> InitResult:

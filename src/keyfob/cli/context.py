@@ -54,6 +54,8 @@ class Bootstrap(Protocol):
 
     def run_server(self, settings: Settings, host: str, port: int) -> None: ...
 
+    def create_first_user(self, settings: Settings, name: str, password: Secret[str]) -> str: ...
+
 
 def _stdin_is_tty() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()

@@ -17,6 +17,7 @@ from keyfob.cli.output import (
     print_line,
     show_new_token,
 )
+from keyfob.cli.users import read_password
 
 
 def _describe(result: InitOutcome) -> dict[str, Any]:
@@ -43,15 +44,33 @@ def _show_created(result: InitOutcome) -> None:
         print_line("Create a dashboard user: keyfob user create NAME")
 
 
-def init(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+def init(
+    ctx: typer.Context,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            metavar="NAME",
+            help="Also create the first dashboard user (password from a hidden prompt or stdin).",
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
     """Create the data dir, master key and first operator token (printed once)."""
     cli = state(ctx)
-    result = cli.wiring.bootstrap().init_vault(cli.settings)
+    # Asked before anything is created, so a refused password leaves nothing half done.
+    password = read_password(cli) if user else None
+    core = cli.wiring.bootstrap()
+    result = core.init_vault(cli.settings)
+    user_id = core.create_first_user(cli.settings, user, password) if user and password else None
     if json_out:
-        print_json(_describe(result))
+        extra = {"user": {"name": user, "id": user_id}} if user else {}
+        print_json({**_describe(result), **extra})
         return
     print_line("initialised a new keyfob vault")
     _show_created(result)
+    if user:
+        print_line(f"dashboard user {user} created: sign in at /ui/ once keyfob serve runs")
 
 
 def serve(
