@@ -136,12 +136,4 @@ class Agents:
     async def _audit(
         self, tx: Tx, ctx: Context, verb: str, row: AgentRow, details: dict[str, Any]
     ) -> None:
-        await tx.audit(
-            ts=self._core.now(),
-            actor=ctx.actor,
-            action=f"agent.{verb}",
-            target=f"agent:{row.id}",
-            outcome="ok",
-            request_id=ctx.request_id,
-            details=details,
-        )
+        await self._core.record(tx, ctx, f"agent.{verb}", f"agent:{row.id}", details=details)

@@ -6,6 +6,7 @@ import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from keyfob import crypto, tokens
 from keyfob.audit import Checkpoint, CheckpointFile
@@ -79,31 +80,50 @@ class Core:
         if not self.ring.has(crypto.term_of(wrapped_dek)):
             raise DecryptionFailed()
 
+    async def record(
+        self,
+        tx: Tx,
+        ctx: Context,
+        action: str,
+        target: str,
+        *,
+        details: dict[str, Any] | None = None,
+        outcome: str = "ok",
+    ) -> None:
+        """Append one audit event for ``ctx`` to the open transaction, stamped now."""
+        await tx.audit(
+            ts=self.now(),
+            actor=ctx.actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            request_id=ctx.request_id,
+            details=details,
+        )
+
     async def audit_auth_failure(
         self, ctx: Context, route: str, reason: str, token: str | None
     ) -> None:
         """Record a failed authentication: the token's kind, never the token."""
         kind = next((p for p in tokens.PREFIXES if token and token.startswith(p)), None)
         async with self.write() as tx:
-            await tx.audit(
-                ts=self.now(),
-                actor=ctx.actor,
-                action="auth.failed",
-                target=f"route:{route}"[:300],
-                outcome="denied",
-                request_id=ctx.request_id,
+            await self.record(
+                tx,
+                ctx,
+                "auth.failed",
+                f"route:{route}"[:300],
                 details={"reason": reason, "token_kind": kind, "client": ctx.client},
+                outcome="denied",
             )
 
     async def audit_access_denied(self, ctx: Context, route: str, needed: str) -> None:
         """Record a valid token used where it has no business (an agent on an operator route)."""
         async with self.write() as tx:
-            await tx.audit(
-                ts=self.now(),
-                actor=ctx.actor,
-                action="access.denied",
-                target=f"route:{route}"[:300],
-                outcome="denied",
-                request_id=ctx.request_id,
+            await self.record(
+                tx,
+                ctx,
+                "access.denied",
+                f"route:{route}"[:300],
                 details={"needs": needed, "client": ctx.client},
+                outcome="denied",
             )

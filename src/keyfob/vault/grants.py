@@ -334,13 +334,11 @@ class Grants:
     async def _audit(
         self, tx: Tx, ctx: Context, verb: str, row: GrantRow, details: dict[str, Any]
     ) -> None:
-        await tx.audit(
-            ts=self._core.now(),
-            actor=ctx.actor,
-            action=f"grant.{verb}",
-            target=f"grant:{row.id}",
-            outcome="ok",
-            request_id=ctx.request_id,
+        await self._core.record(
+            tx,
+            ctx,
+            f"grant.{verb}",
+            f"grant:{row.id}",
             details={"agent_id": row.agent_id, "secret_set": row.set_path, **details},
         )
 

@@ -50,14 +50,8 @@ class Keys:
             # Terms are never reused, even retired ones: a term names one key forever.
             kek = self._core.ring.new_term(max((r.term for r in rows), default=0) + 1)
             await keyring_sql.add_term(tx.conn, kek.term, kek.wrapped, self._core.now())
-            await tx.audit(
-                ts=self._core.now(),
-                actor=ctx.actor,
-                action="keys.rotate",
-                target=f"kek:{kek.term}",
-                outcome="ok",
-                request_id=ctx.request_id,
-                details={"term": kek.term},
+            await self._core.record(
+                tx, ctx, "keys.rotate", f"kek:{kek.term}", details={"term": kek.term}
             )
         return {"term": kek.term}
 
@@ -83,14 +77,8 @@ class Keys:
                         tx.conn, set_id, version, stored_term, new_term, rewrapped
                     ):
                         done += 1
-                await tx.audit(
-                    ts=self._core.now(),
-                    actor=ctx.actor,
-                    action="keys.rewrap",
-                    target=f"kek:{term}",
-                    outcome="ok",
-                    request_id=ctx.request_id,
-                    details={"term": term, "rewrapped": done},
+                await self._core.record(
+                    tx, ctx, "keys.rewrap", f"kek:{term}", details={"term": term, "rewrapped": done}
                 )
                 moved += done
         return {"rewrapped": moved, "term": self._core.ring.active_term}
@@ -113,14 +101,6 @@ class Keys:
                     records=still,
                 )
             await keyring_sql.retire_term(tx.conn, term, self._core.now())
-            await tx.audit(
-                ts=self._core.now(),
-                actor=ctx.actor,
-                action="keys.retire",
-                target=f"kek:{term}",
-                outcome="ok",
-                request_id=ctx.request_id,
-                details={"term": term},
-            )
+            await self._core.record(tx, ctx, "keys.retire", f"kek:{term}", details={"term": term})
         self._core.ring.forget(term)
         return {"term": term, "status": "retired"}

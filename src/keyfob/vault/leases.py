@@ -391,14 +391,8 @@ class Leases:
         outcome: str,
         details: dict[str, Any],
     ) -> None:
-        await tx.audit(
-            ts=self._core.now(),
-            actor=ctx.actor,
-            action=action,
-            target=f"secret_set:{set_path}",
-            outcome=outcome,
-            request_id=ctx.request_id,
-            details=details,
+        await self._core.record(
+            tx, ctx, action, f"secret_set:{set_path}", details=details, outcome=outcome
         )
 
 

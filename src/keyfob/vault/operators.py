@@ -59,14 +59,8 @@ class Operators:
         token = tokens.new_token(tokens.OPERATOR)
         row = TokenRow(tokens.new_id(), name, self._core.now(), ctx.actor, None)
         await sql.insert(tx.conn, row, tokens.digest(self._core.ring.system.token_key, token))
-        await tx.audit(
-            ts=self._core.now(),
-            actor=ctx.actor,
-            action="token.create",
-            target=f"token:{row.id}",
-            outcome="ok",
-            request_id=ctx.request_id,
-            details={"name": name, "kind": "operator"},
+        await self._core.record(
+            tx, ctx, "token.create", f"token:{row.id}", details={"name": name, "kind": "operator"}
         )
         return row, Secret(token)
 

@@ -352,12 +352,4 @@ class SecretSets:
         return stored
 
     async def _audit(self, tx: Tx, ctx: Context, verb: str, path: str, **details: Any) -> None:
-        await tx.audit(
-            ts=self._core.now(),
-            actor=ctx.actor,
-            action=f"{SETS}.{verb}",
-            target=_target(path),
-            outcome="ok",
-            request_id=ctx.request_id,
-            details=details,
-        )
+        await self._core.record(tx, ctx, f"{SETS}.{verb}", _target(path), details=details)

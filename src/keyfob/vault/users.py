@@ -119,15 +119,7 @@ class Users:
     async def sign_out(self, token: str, ctx: Context) -> None:
         async with self._core.write() as tx:
             if await sql.delete_session(tx.conn, self._digest(token)):
-                await tx.audit(
-                    ts=self._core.now(),
-                    actor=ctx.actor,
-                    action="user.logout",
-                    target=ctx.actor,
-                    outcome="ok",
-                    request_id=ctx.request_id,
-                    details={},
-                )
+                await self._core.record(tx, ctx, "user.logout", ctx.actor, details={})
 
     def csrf_token(self, session_token: str) -> str:
         """The form token of a session: derived, so nothing more is stored."""
@@ -159,14 +151,13 @@ class Users:
                 )
                 await sql.update_user(tx.conn, row.id, failed_count=failures, locked_until=locked)
                 details.update(failures=failures, locked_for=seconds)
-            await tx.audit(
-                ts=self._core.now(),
-                actor=ctx.actor,
-                action="user.login_failed",
-                target=f"user:{row.id}" if row else "user:?",
-                outcome="denied",
-                request_id=ctx.request_id,
+            await self._core.record(
+                tx,
+                ctx,
+                "user.login_failed",
+                f"user:{row.id}" if row else "user:?",
                 details=details,
+                outcome="denied",
             )
 
     def _digest(self, token: str) -> str:
@@ -181,15 +172,7 @@ class Users:
         outcome: str,
         details: dict[str, Any],
     ) -> None:
-        await tx.audit(
-            ts=self._core.now(),
-            actor=ctx.actor,
-            action=action,
-            target=f"user:{row.id}",
-            outcome=outcome,
-            request_id=ctx.request_id,
-            details=details,
-        )
+        await self._core.record(tx, ctx, action, f"user:{row.id}", details=details, outcome=outcome)
 
 
 def _as(row: UserRow, ctx: Context) -> Context:

@@ -140,13 +140,11 @@ class Vault:
                     raise Conflict(f"the vault at {db.display_url} is already initialised")
                 await keyring_sql.put_system(tx.conn, wrapped_system)
                 await keyring_sql.add_term(tx.conn, kek.term, kek.wrapped, vault.core.now())
-                await tx.audit(
-                    ts=vault.core.now(),
-                    actor=ctx.actor,
-                    action="vault.init",
-                    target="vault",
-                    outcome="ok",
-                    request_id=ctx.request_id,
+                await vault.core.record(
+                    tx,
+                    ctx,
+                    "vault.init",
+                    "vault",
                     details={"kek_term": kek.term, "database": db.display_url.split("://")[0]},
                 )
                 row, token = await vault.operators.insert_token(tx, ctx, token_name)
