@@ -1,6 +1,7 @@
 """The leak test: secret values planted through the API and the CLI never come back out.
 
-A real server is driven through every route (and the error paths, with the canaries in
+A real server is driven through every route, the proxy included (against an upstream
+that echoes the injected credential back), and the error paths (with the canaries in
 the bad input); then every response, the CLI's output, the server log, every file in the
 data directory (the SQLite WAL read while the server still runs) and, on PostgreSQL,
 every row of every table are searched for each canary in raw, base64, URL, JSON and hex
@@ -28,13 +29,16 @@ from keyfob.settings import Settings
 from keyfob.vault import Vault
 from tests.conftest import CANARY
 from tests.support.server import LiveServer
+from tests.support.upstream import FakeUpstream
 
 SECOND = "xoxb-canary-2b4d6f8a0c1e3a5b7d9f1a3c5e7b9d0f"
 PATCHED = "sk-canary-rotated-c3e5a7b9d1f2a4c6e8b0d2f4a6c8e0b1"
 STRIPE = "rk_live_canary_e8a1c3e5b7d9f0a2c4e6b8d0f1a3c5e7"
 CLI_FIRST = "ghp_canaryCliFirst4f6a8c0e2b4d6f8a0c1e3b5d7f9"
 CLI_SECOND = "ghp_canaryCliSecond7b9d1f3a5c7e9b1d3f5a7c9e1b"
-PLANTED = [CANARY, SECOND, PATCHED, STRIPE, CLI_FIRST, CLI_SECOND]
+PROXIED = "sk-canary-proxied-9d1f3a5c7e9b1d3f5a7c9e1b3d5f7a9c"
+PROXY_USER = "canary-proxy-user-4b6d8f0a2c4e"
+PLANTED = [CANARY, SECOND, PATCHED, STRIPE, CLI_FIRST, CLI_SECOND, PROXIED, PROXY_USER]
 SET = "openai/prod/default"
 URL = f"/v1/secret-sets/{SET}"
 
@@ -251,6 +255,53 @@ def error_paths(http: httpx.Client) -> None:
     assert chunked.status_code == 413
 
 
+def proxy_routes(http: httpx.Client, upstream: FakeUpstream) -> None:
+    """The proxy, against an upstream that echoes the injected credential back."""
+    for kind, inject in (
+        ("bearer", {"kind": "bearer", "key": "API_KEY"}),
+        ("basic", {"kind": "basic", "username": "{API_USER}", "password": "{API_KEY}"}),
+        ("query", {"kind": "query", "param": "key", "key": "API_KEY"}),
+    ):
+        body = {
+            "provider": "generic",
+            "environment": "leak",
+            "name": kind,
+            "entries": {"API_KEY": PROXIED, "API_USER": PROXY_USER},
+            "profile": {
+                "base_url": upstream.url,
+                "hosts": [upstream.host],
+                "inject": inject,
+                "allow_private_upstream": True,
+            },
+        }
+        ok(http.post("/v1/secret-sets", json=body), 201)
+        agent = ok(http.post("/v1/agents", json={"name": f"proxy-{kind}"}), 201)
+        grant = {"agent": f"proxy-{kind}", "secret_set": f"generic/leak/{kind}"}
+        ok(http.post("/v1/grants", json={**grant, "scopes": ["workflow"]}), 201)
+        as_agent = {"Authorization": f"Bearer {agent['token']}"}
+        lease = ok(
+            http.post(
+                "/v1/leases",
+                json={"secret_set": f"generic/leak/{kind}", "scope": "workflow"},
+                headers=as_agent,
+            ),
+            201,
+        )
+        as_lease = {"Authorization": f"Bearer {lease['token']}"}
+        route = f"/proxy/generic/leak/{kind}"
+        echoed = ok(http.post(f"{route}/echo/x?q=1", json={"k": "v"}, headers=as_lease))
+        assert echoed["headers"], "the echo upstream answered"
+        ok(http.get(f"{route}/sse?events=2&split=1", headers=as_lease))
+        ok(http.get(f"{route}/gzip", headers=as_lease))
+        assert http.get(f"{route}/status/500", headers=as_lease).status_code == 500
+        assert http.get(f"{route}/a%2fb", headers=as_lease).status_code == 400
+    # The upstream did get the credential: the proxy sent it where it belongs.
+    assert any(PROXIED in s.query or PROXIED in str(s.headers) for s in upstream.seen) or any(
+        base64.b64encode(f"{PROXY_USER}:{PROXIED}".encode()).decode() in str(s.headers)
+        for s in upstream.seen
+    )
+
+
 def run_cli(
     live_server: LiveServer, evidence: Evidence, *args: str, stdin: str = "", ok: bool = True
 ) -> None:
@@ -358,14 +409,25 @@ def search_everything(live_server: LiveServer, evidence: Evidence) -> None:
     assert leaks([live_server.operator_token, *evidence.tokens], evidence.kept) == []
 
 
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
 def test_the_api_and_cli_leak_no_secret(
-    live_server: LiveServer, http: httpx.Client, evidence: Evidence
+    live_server: LiveServer, http: httpx.Client, evidence: Evidence, upstream: FakeUpstream
 ) -> None:
     data_dir = live_server.settings.data_dir
     for phase in (sets_routes, agent_routes, audit_keys_tokens_service, error_paths):
         phase(http)
         # Read the files between phases too, so a WAL checkpoint cannot hide a passing leak.
         evidence.files(data_dir, f"after {phase.__name__}")
+    proxy_routes(http, upstream)
+    evidence.files(data_dir, "after proxy_routes")
     cli_commands(live_server, evidence)
 
     search_everything(live_server, evidence)

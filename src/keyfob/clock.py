@@ -39,7 +39,10 @@ def monotonic() -> float:
 
 def isoformat(moment: datetime) -> str:
     """RFC 3339 with a ``Z``, microseconds kept (stable text for the audit chain)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat() is several times faster than strftime and gives the same text here.
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:

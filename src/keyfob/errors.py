@@ -8,9 +8,12 @@
     ├── MethodNotAllowed      405
     ├── Conflict              409    name taken, lost update, wrong state
     ├── PayloadTooLarge       413
+    ├── HeadersTooLarge       431    the request's headers are too many or too long
     ├── TooManyRequests       429    rate limit; ``retry_after`` seconds
     ├── ValidationFailed      422    a field is invalid; ``errors`` lists which
+    ├── BadGateway            502    the upstream failed or may not be reached (proxy)
     ├── Unavailable           503    database or audit log not writable
+    ├── GatewayTimeout        504    the upstream did not answer in time (proxy)
     ├── DecryptionFailed      500    one opaque error for every failure to open
     └── ConfigurationError    ---    bad settings or key material at start-up
 
@@ -20,9 +23,11 @@ No message may contain a secret value: callers pass names, never values.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 PROBLEM_PREFIX = "urn:keyfob:problem:"
+PROBLEM_JSON = "application/problem+json"
 
 
 class KeyfobError(Exception):
@@ -53,6 +58,17 @@ class KeyfobError(Exception):
             body["request_id"] = request_id
         return body
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the problem implies (``WWW-Authenticate``, ``Retry-After``)."""
+        headers = {"WWW-Authenticate": 'Bearer realm="keyfob"'} if self.status == 401 else {}
+        if self.extra.get("retry_after") is not None:
+            headers["Retry-After"] = str(self.extra["retry_after"])
+        return headers
+
+    def render(self, request_id: str | None = None) -> bytes:
+        """The ``application/problem+json`` body, as every edge sends it."""
+        return json.dumps(self.problem(request_id), separators=(",", ":")).encode()
+
 
 class InvalidRequest(KeyfobError):
     slug, status, title = "invalid-request", 400, "Invalid request"
@@ -82,6 +98,10 @@ class PayloadTooLarge(KeyfobError):
     slug, status, title = "payload-too-large", 413, "Payload too large"
 
 
+class HeadersTooLarge(KeyfobError):
+    slug, status, title = "headers-too-large", 431, "Request header fields too large"
+
+
 class TooManyRequests(KeyfobError):
     slug, status, title = "rate-limited", 429, "Too many requests"
 
@@ -90,8 +110,18 @@ class ValidationFailed(KeyfobError):
     slug, status, title = "validation-failed", 422, "Validation failed"
 
 
+class BadGateway(KeyfobError):
+    """The upstream could not be reached or failed; never carries upstream detail."""
+
+    slug, status, title = "bad-gateway", 502, "Bad gateway"
+
+
 class Unavailable(KeyfobError):
     slug, status, title = "unavailable", 503, "Service unavailable"
+
+
+class GatewayTimeout(KeyfobError):
+    slug, status, title = "gateway-timeout", 504, "Gateway timeout"
 
 
 class DecryptionFailed(KeyfobError):
@@ -115,9 +145,12 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    HeadersTooLarge,
     TooManyRequests,
     ValidationFailed,
+    BadGateway,
     Unavailable,
+    GatewayTimeout,
     DecryptionFailed,
     ConfigurationError,
 )

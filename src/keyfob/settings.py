@@ -61,6 +61,35 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )
+    proxy_max_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the proxy forwards upstream (413 above it).",
+    )
+    proxy_max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest total size of a proxied request's headers (431 above it).",
+    )
+    proxy_connect_timeout: float = Field(
+        10.0, gt=0, description="Seconds the proxy waits to connect to an upstream (504 after)."
+    )
+    proxy_read_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds the proxy waits for the next bytes from an upstream (504 before "
+        "the response starts; the stream is cut after).",
+    )
+    proxy_total_timeout: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds a whole proxied exchange may take, streams included.",
+    )
+    upstream_ca_file: Path | None = Field(
+        None,
+        description="PEM file of extra CA certificates the proxy trusts for upstream TLS "
+        "(on-prem upstreams, tests). The system store is always trusted.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

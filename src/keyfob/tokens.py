@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 from typing import Final
@@ -20,6 +21,7 @@ PREFIXES: Final = (OPERATOR, AGENT, LEASE)
 
 _ALPHABET: Final = string.digits + string.ascii_letters
 _BODY_LEN: Final = 43  # ceil(256 / log2(62))
+_BODY_RE: Final = re.compile(f"[0-9A-Za-z]{{{_BODY_LEN}}}")
 
 
 def _base62(data: bytes, length: int) -> str:
@@ -40,8 +42,7 @@ def new_token(prefix: str) -> str:
 
 def looks_like(token: str, prefix: str) -> bool:
     """Cheap shape check before any lookup (length, prefix, alphabet)."""
-    body = token[len(prefix) :]
-    return token.startswith(prefix) and len(body) == _BODY_LEN and all(c in _ALPHABET for c in body)
+    return token.startswith(prefix) and _BODY_RE.fullmatch(token, len(prefix)) is not None
 
 
 def digest(key: bytes, token: str) -> str:

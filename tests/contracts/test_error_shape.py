@@ -5,7 +5,9 @@ Each case below drives one real error; the contract is checked on what comes bac
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ class Env:
     small: httpx.AsyncClient
     vault: Vault
     checkpoint_dir: Path
+    impatient: httpx.AsyncClient
 
 
 def _client(app: Any, token: str | None = None) -> httpx.AsyncClient:
@@ -65,14 +68,18 @@ async def env(settings: Settings, tmp_path: Path) -> AsyncIterator[Env]:
     app = create_app(own, vault=vault)
     app.include_router(_failing_router())
     small = create_app(own.model_copy(update={"max_body_bytes": 1024}), vault=vault)
+    impatient = create_app(own.model_copy(update={"proxy_read_timeout": 0.2}), vault=vault)
     async with (
         _client(app, token) as client,
         _client(app) as anonymous,
         _client(small, token) as small_client,
+        _client(impatient) as impatient_client,
     ):
         created = await client.post("/v1/secret-sets", json=make_set())
         assert created.status_code == 201, created.text
-        yield Env(client, anonymous, small_client, vault, tmp_path / "audit")
+        yield Env(client, anonymous, small_client, vault, tmp_path / "audit", impatient_client)
+    for each in (app, small, impatient):
+        await each.aclose()
     await vault.close()
 
 
@@ -129,6 +136,65 @@ async def lost_update(env: Env) -> httpx.Response:
     return await env.client.patch(SET, json={"entries": {"A": "2"}}, headers={"If-Match": '"1"'})
 
 
+async def _proxy_lease(env: Env, base_url: str) -> tuple[str, str]:
+    """A set whose profile points at ``base_url``, granted to a new agent; (route, lease)."""
+    body = make_set(
+        "generic",
+        "prod",
+        "upstream",
+        entries={"API_KEY": CANARY},
+        profile={
+            "base_url": base_url,
+            "hosts": ["127.0.0.1"],
+            "inject": {"kind": "bearer", "key": "API_KEY"},
+            "allow_private_upstream": True,
+        },
+    )
+    assert (await env.client.post("/v1/secret-sets", json=body)).status_code == 201
+    agent = (await env.client.post("/v1/agents", json={"name": "proxy-bot"})).json()
+    grant = {"agent": "proxy-bot", "secret_set": "generic/prod/upstream"}
+    assert (await env.client.post("/v1/grants", json=grant)).status_code == 201
+    lease = await env.anonymous.post(
+        "/v1/leases",
+        json={"secret_set": "generic/prod/upstream"},
+        headers={"Authorization": f"Bearer {agent['token']}"},
+    )
+    return "/proxy/generic/prod/upstream", lease.json()["token"]
+
+
+async def upstream_unreachable(env: Env) -> httpx.Response:
+    route, lease = await _proxy_lease(env, f"http://127.0.0.1:{closed_port()}")
+    return await env.anonymous.get(f"{route}/v1", headers={"Authorization": f"Bearer {lease}"})
+
+
+async def upstream_silent(env: Env) -> httpx.Response:
+    done = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await done.wait()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        route, lease = await _proxy_lease(env, f"http://127.0.0.1:{port}")
+        return await env.impatient.get(
+            f"{route}/v1", headers={"Authorization": f"Bearer {lease}"}
+        )
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def retire_used_term(env: Env) -> httpx.Response:
     await env.client.post("/v1/keys/rotate")
     return await env.client.post("/v1/keys/1/retire")
@@ -177,6 +243,13 @@ CASES: dict[str, tuple[int, Case]] = {
     "bad-key-name": (422, lambda e: e.client.patch(SET, json={"entries": {"k-1": CANARY}})),
     "rate-limited": (429, rate_limited),
     "unready": (503, checkpoint_gone),
+    "proxy-bad-path": (400, lambda e: e.anonymous.get("/proxy/openai/prod/default/a%2fb")),
+    "proxy-headers-too-large": (
+        431,
+        lambda e: e.anonymous.get("/proxy/openai/prod/default/v1", headers={"x-big": "x" * 40000}),
+    ),
+    "proxy-unreachable": (502, upstream_unreachable),
+    "proxy-timeout": (504, upstream_silent),
     "decryption-failed": (500, tamper),
     "internal": (500, lambda e: e.client.get("/test-only/boom")),
 }

@@ -12,7 +12,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
-from keyfob.audit import GENESIS, ChainVerifier, Checkpoint, Event, compute_hash
+from keyfob.audit import (
+    GENESIS,
+    ChainVerifier,
+    Checkpoint,
+    Event,
+    canonical,
+    compute_hash,
+    record_hash,
+)
 from keyfob.crypto import SystemKeys
 from keyfob.errors import Conflict, Unavailable, ValidationFailed
 from keyfob.store.engine import Tx
@@ -521,3 +529,32 @@ async def test_a_change_whose_audit_record_fails_does_not_happen(
     assert await snapshot(vault) == before
     assert await version_count(vault) == 1
     assert (await vault.sets.reveal(created["path"]))["OPENAI_API_KEY"].reveal() == CANARY
+
+
+_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
+_values = st.none() | st.booleans() | st.integers() | _text | st.lists(_text, max_size=3)
+_details = st.dictionaries(_text, _values, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(min_value=1, max_value=2**53),
+    fields=st.tuples(_text, _text, _text, _text, _text, _text),
+    details=_details,
+)
+def test_the_fast_record_hash_is_the_canonical_hash(
+    seq: int, fields: tuple[str, ...], details: dict[str, Any]
+) -> None:
+    """The proxy's grouped commits hash with ``record_hash``; verify uses ``compute_hash``."""
+    ts, actor, action, target, outcome, request_id = fields
+    common = {
+        "seq": seq,
+        "ts": ts,
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "outcome": outcome,
+        "request_id": request_id,
+    }
+    fast = record_hash("ab" * 32, **common, details_json=canonical(details))
+    assert fast == compute_hash("ab" * 32, **common, details=details)

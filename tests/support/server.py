@@ -56,12 +56,18 @@ class LiveServer:
                 self.process.wait()
 
 
-def start_server(settings: Settings, operator_token: str, log_path: Path) -> LiveServer:
+def start_server(
+    settings: Settings,
+    operator_token: str,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+) -> LiveServer:
+    """Start ``keyfob serve``'s server; ``extra_env`` adds ``KEYFOB_*`` settings (and others)."""
     port = free_port()
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-c", _SERVE, str(port)],
-            env=env_for(settings),
+            env={**env_for(settings), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

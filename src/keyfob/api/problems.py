@@ -14,8 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from keyfob import errors
+from keyfob.errors import PROBLEM_JSON
 
-PROBLEM_JSON = "application/problem+json"
+__all__ = ["PROBLEM_JSON", "install", "render", "request_id"]
 
 
 def request_id(request: Request) -> str | None:
@@ -23,11 +24,11 @@ def request_id(request: Request) -> str | None:
 
 
 def render(error: errors.KeyfobError, rid: str | None) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="keyfob"'} if error.status == 401 else {}
-    if error.extra.get("retry_after") is not None:
-        headers["Retry-After"] = str(error.extra["retry_after"])
     return JSONResponse(
-        error.problem(rid), status_code=error.status, media_type=PROBLEM_JSON, headers=headers
+        error.problem(rid),
+        status_code=error.status,
+        media_type=PROBLEM_JSON,
+        headers=error.headers(),
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from keyfob.errors import Conflict
 from keyfob.secret import Secret
@@ -73,8 +75,29 @@ def ensure_initialised(settings: Settings) -> InitResult:
     return asyncio.run(_ensure(settings))
 
 
+class QueryFree(logging.Filter):
+    """Drops the query string from uvicorn's access lines: an agent may put anything there
+    (a lease, by mistake), and the proxy forwards it upstream, not into keyfob's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, mark, _ = args[2].partition("?")
+            record.args = (*args[:2], path + ("?…" if mark else ""), *args[3:])
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["query_free"] = {"()": QueryFree}
+    config["handlers"]["access"]["filters"] = ["query_free"]
+    return config
+
+
 def run_server(settings: Settings, host: str, port: int) -> None:
-    """Serve API (and later proxy and dashboard) with uvicorn, uvloop and httptools."""
+    """Serve the API, the proxy and the dashboard with uvicorn, uvloop and httptools."""
     import uvicorn
 
     from keyfob.app import create_app
@@ -89,6 +112,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        log_config=_log_config(),
         server_header=False,
         proxy_headers=False,
     )

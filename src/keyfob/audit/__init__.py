@@ -1,6 +1,13 @@
 """The audit hash chain and its signed checkpoints (pure: no SQL, no keys of its own)."""
 
-from keyfob.audit.chain import GENESIS, ChainVerifier, Event, canonical, compute_hash
+from keyfob.audit.chain import (
+    GENESIS,
+    ChainVerifier,
+    Event,
+    canonical,
+    compute_hash,
+    record_hash,
+)
 from keyfob.audit.checkpoint import Checkpoint, CheckpointFile
 
 __all__ = [
@@ -11,4 +18,5 @@ __all__ = [
     "Event",
     "canonical",
     "compute_hash",
+    "record_hash",
 ]

@@ -52,6 +52,45 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# The C string encoder json.dumps(ensure_ascii=False) itself uses.
+_string: Any = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
+
+
+def record_hash(
+    prev_hash: str,
+    *,
+    seq: int,
+    ts: str,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+    request_id: str,
+    details_json: str,
+) -> str:
+    """``compute_hash`` for string fields and already canonical details, without building
+    and sorting the body: the proxy appends two records per request. Same bytes."""
+    text = (
+        '{"action":' + _string(action)
+        + ',"actor":' + _string(actor)
+        + ',"details":' + details_json
+        + ',"outcome":' + _string(outcome)
+        + ',"request_id":' + _string(request_id)
+        + ',"seq":' + str(seq)
+        + ',"target":' + _string(target)
+        + ',"ts":' + _string(ts)
+        + "}"
+    )
+    return hashlib.sha256(_prev_bytes(prev_hash) + text.encode()).hexdigest()
+
+
+def _prev_bytes(prev_hash: str) -> bytes:
+    try:
+        return bytes.fromhex(prev_hash)
+    except ValueError:
+        return prev_hash.encode()
+
+
 def compute_hash(
     prev_hash: str,
     *,
@@ -74,11 +113,7 @@ def compute_hash(
         "request_id": request_id,
         "details": details,
     }
-    try:
-        prev = bytes.fromhex(prev_hash)
-    except ValueError:
-        prev = prev_hash.encode()
-    return hashlib.sha256(prev + canonical(body).encode()).hexdigest()
+    return hashlib.sha256(_prev_bytes(prev_hash) + canonical(body).encode()).hexdigest()
 
 
 def event_hash(event: Event) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,8 @@ class CheckpointFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The event loop and the deferred checkpoint writer thread share the temporary file.
+        self._lock = threading.Lock()
 
     def read(self) -> Checkpoint | None:
         try:
@@ -85,6 +88,10 @@ class CheckpointFile:
             return Checkpoint(-1, "", "", "", "")
 
     def write(self, checkpoint: Checkpoint) -> bool:
+        with self._lock:
+            return self._write(checkpoint)
+
+    def _write(self, checkpoint: Checkpoint) -> bool:
         current = self.read()
         if current is not None and current.count >= checkpoint.count:
             return False

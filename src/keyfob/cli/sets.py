@@ -268,6 +268,8 @@ def show(ctx: typer.Context, path: SetPath, json_out: JsonFlag = False) -> None:
             ("upstream", str(profile.get("base_url") or "-")),
             ("hosts", joined(profile.get("hosts"))),
             ("inject", str(inject.get("kind") or "-")),
+            ("private", _private(profile)),
+            ("scrub", "-" if not profile else "on" if profile.get("scrub", True) else "OFF"),
             ("created", when(view.get("created_at"))),
             ("updated", when(view.get("updated_at"))),
             ("deleted", when(view.get("deleted_at"))),
@@ -280,6 +282,14 @@ def show(ctx: typer.Context, path: SetPath, json_out: JsonFlag = False) -> None:
             ["KEY", "FINGERPRINT", "CHANGED IN"],
             ([str(k.get("name")), str(k.get("fingerprint")), str(k.get("version"))] for k in keys),
         )
+
+
+def _private(profile: dict[str, Any]) -> str:
+    if not profile:
+        return "-"
+    if profile.get("allow_private_upstream"):
+        return "ALLOWED (http:// and private addresses)"
+    return "not allowed"
 
 
 @app.command("versions")

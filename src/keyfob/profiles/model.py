@@ -7,12 +7,13 @@ with ``allow_private_upstream`` (tests and on-prem), which is off by default.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from keyfob.addresses import PRIVATE, parse_host, refusal
 
 # \Z, not $: "$" also matches before a trailing newline ("bot\n").
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
@@ -152,12 +153,25 @@ class AwsSigV4(_Strict):
 Inject = Annotated[Bearer | Header | Basic | Query | AwsSigV4, Field(discriminator="kind")]
 
 
-def _is_private_literal(host: str) -> bool:
+def _host_refusal(host: str) -> str | None:
+    """Why a (canonical) profile host is not a public address, or None."""
+    address = parse_host(host)
+    if address is None:
+        return "loopback" if host == "localhost" or host.endswith(".localhost") else None
+    return refusal(address)
+
+
+def _canonical_host(host: str) -> str:
+    lowered = host.lower()
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host == "localhost" or host.endswith(".localhost")
-    return not address.is_global
+        address = parse_host(lowered)
+    except ValueError as exc:
+        raise ValueError(f"{host!r} is not a host name or a canonical IP address: {exc}") from None
+    if address is not None:
+        return str(address)
+    if not _HOST_RE.match(lowered):
+        raise ValueError(f"{host!r} is not a host name")
+    return lowered
 
 
 class Profile(_Strict):
@@ -168,20 +182,12 @@ class Profile(_Strict):
     hosts: list[str] = Field(min_length=1, max_length=16)
     inject: Inject
     allow_private_upstream: bool = False
+    scrub: bool = True
 
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, hosts: list[str]) -> list[str]:
-        out = []
-        for host in hosts:
-            lowered = host.lower()
-            try:
-                ipaddress.ip_address(lowered.strip("[]"))
-            except ValueError:
-                if not _HOST_RE.match(lowered):
-                    raise ValueError(f"{host!r} is not a host name") from None
-            out.append(lowered)
-        return out
+        return [_canonical_host(host) for host in hosts]
 
     @model_validator(mode="after")
     def _base_url(self) -> Profile:
@@ -196,11 +202,18 @@ class Profile(_Strict):
             raise ValueError("base_url may not have a query or fragment")
         if parts.scheme == "http" and not self.allow_private_upstream:
             raise ValueError("http:// upstreams need allow_private_upstream (tests, on-prem)")
-        if parts.hostname.lower() not in self.hosts:
+        if parts.port is None and parts.netloc.endswith(":"):
+            raise ValueError("base_url has an empty port")
+        if _canonical_host(parts.hostname) not in self.hosts:
             raise ValueError("the base_url host must be one of hosts")
         for host in self.hosts:
-            if _is_private_literal(host) and not self.allow_private_upstream:
-                raise ValueError(f"{host} is private or loopback; set allow_private_upstream")
+            reason = _host_refusal(host)
+            if reason is not None and reason not in PRIVATE:
+                raise ValueError(f"{host} is never a permitted upstream ({reason})")
+            if reason is not None and not self.allow_private_upstream:
+                raise ValueError(
+                    f"{host} is not a public address ({reason}); set allow_private_upstream"
+                )
         return self
 
     def referenced_keys(self) -> list[str]:

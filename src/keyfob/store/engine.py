@@ -9,21 +9,33 @@ it yields a ``Tx`` whose ``audit()`` appends to that chain in the same transacti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, select, text, update
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from keyfob.audit import Event, canonical, compute_hash
 from keyfob.errors import ConfigurationError, Unavailable
 from keyfob.store import tables
+from keyfob.store.batch import SQL_LOCK_HEAD, Batch, CoreBatch, LostRace, RowCache, SqliteBatch
+
+T = TypeVar("T")
+
+# The writer connection checkpoints the WAL itself, every this many thread commits.
+CHECKPOINT_EVERY = 256
+
+
+class _Busy(Exception):
+    """The SQLite write lock is held elsewhere; the batch goes to the writer thread."""
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -43,6 +55,43 @@ def async_url(url: str) -> str:
 def redact(url: str) -> str:
     """The URL with any password hidden, fit for printing."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_events(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # keyfob emits BEGIN itself (below); the driver's implicit BEGIN is turned off.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("keyfob_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# Every audited write starts here: the chain head, locked (FOR UPDATE on PostgreSQL).
+_LOCK_HEAD = (
+    select(tables.audit_head.c.seq, tables.audit_head.c.head)
+    .where(tables.audit_head.c.id == 1)
+    .with_for_update()
+)
+
+
+def _locked_batch(conn: Connection, work: Callable[[Batch], T]) -> tuple[T, Batch]:
+    """Inside an open write transaction: lock the chain head, run ``work``, move the head."""
+    row = conn.execute(_LOCK_HEAD).first()
+    if row is None:
+        raise Unavailable("the audit chain head is missing; nothing is written")
+    batch = CoreBatch(conn, int(row.seq), str(row.head))
+    result = work(batch)
+    batch.finish()
+    return result, batch
 
 
 class Tx:
@@ -115,25 +164,15 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # SQLite batches run on a plain sqlite3 connection in one writer thread: one thread
+        # hop per batch instead of one per statement (see ``batch``).
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._rows = RowCache()
+        self._commits = 0
+        self._synchronous = sqlite_synchronous
         if self.is_sqlite:
-            self._sqlite_events(sqlite_synchronous)
-
-    def _sqlite_events(self, synchronous: str) -> None:
-        @event.listens_for(self.engine.sync_engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            # keyfob emits BEGIN itself (below); the driver's implicit BEGIN is turned off.
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(self.engine.sync_engine, "begin")
-        def _begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("keyfob_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            _sqlite_events(self.engine.sync_engine, sqlite_synchronous)
 
     @property
     def display_url(self) -> str:
@@ -183,13 +222,7 @@ class Database:
                 async with self.engine.connect() as raw:
                     conn = await raw.execution_options(keyfob_write=True)
                     async with conn.begin():
-                        row = (
-                            await conn.execute(
-                                select(tables.audit_head.c.seq, tables.audit_head.c.head)
-                                .where(tables.audit_head.c.id == 1)
-                                .with_for_update()
-                            )
-                        ).first()
+                        row = (await conn.execute(_LOCK_HEAD)).first()
                         if row is None:
                             # Fail closed: without the chain head no change can be audited.
                             raise Unavailable("the audit chain head is missing; nothing is written")
@@ -211,5 +244,128 @@ class Database:
             if self._write_lock is not None:
                 self._write_lock.release()
 
+    async def batch(self, work: Callable[[Batch], T]) -> tuple[T, Batch]:
+        """Run the synchronous ``work`` on one locked write transaction and commit it.
+
+        On SQLite the batch runs on the event loop itself when the file lock is free at
+        once: a thread hop, and the writer thread contending for the GIL, cost more than
+        the transaction. When another process holds the lock it runs in the writer
+        thread, which may wait for it. ``work`` must not touch the loop. Any database
+        failure, whatever its kind, is ``Unavailable`` and nothing is kept.
+        """
+        try:
+            if self._write_lock is not None:
+                async with self._write_lock:
+                    loop = asyncio.get_running_loop()
+                    done = None
+                    try:
+                        done = self._sqlite_batch(work, wait=False)
+                    except _Busy:
+                        pass
+                    if done is None:
+                        done = await loop.run_in_executor(
+                            self._writer_pool(), self._sqlite_batch, work, True
+                        )
+                    self._commits += 1
+                    if self._commits % CHECKPOINT_EVERY == 0:
+                        await loop.run_in_executor(self._writer_pool(), self._wal_checkpoint)
+                    return done
+            async with self.engine.connect() as raw:
+                conn = await raw.execution_options(keyfob_write=True)
+                async with conn.begin():
+                    return await conn.run_sync(_locked_batch, work)
+        except (DBAPIError, sqlite3.Error, OSError, LostRace) as exc:
+            raise Unavailable("the database or audit log cannot be written") from exc
+
+    def _writer_pool(self) -> ThreadPoolExecutor:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="keyfob-writer")
+        return self._writer
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        if self._writer_conn is None:
+            path = self.url.removeprefix("sqlite+aiosqlite:///")
+            conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            # busy_timeout 0: a batch on the event loop must never wait for the file lock.
+            # No automatic WAL checkpoints: one would run inside a COMMIT on the loop.
+            for pragma in (
+                "journal_mode=WAL",
+                f"synchronous={self._synchronous}",
+                "busy_timeout=0",
+                "wal_autocheckpoint=0",
+                "foreign_keys=ON",
+            ):
+                conn.execute(f"PRAGMA {pragma}")
+            self._writer_conn = conn
+        return self._writer_conn
+
+    def _sqlite_batch(self, work: Callable[[Batch], T], wait: bool) -> tuple[T, Batch]:
+        """One ``BEGIN IMMEDIATE`` … ``COMMIT`` on the plain writer connection; without
+        ``wait`` it raises ``_Busy`` at once if another connection holds the lock."""
+        conn = self._writer_connection()
+        try:
+            if wait:
+                conn.execute("PRAGMA busy_timeout=30000")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if busy and not wait:
+                    raise _Busy() from None
+                raise
+            finally:
+                if wait:
+                    conn.execute("PRAGMA busy_timeout=0")
+            try:
+                cache = self._rows
+                cache.check(conn.execute("PRAGMA data_version").fetchone()[0])
+                if cache.head is None:
+                    row = conn.execute(SQL_LOCK_HEAD).fetchone()
+                    if row is None:
+                        raise Unavailable("the audit chain head is missing; nothing is written")
+                    cache.head = (int(row["seq"]), str(row["head"]))
+                batch = SqliteBatch(conn, *cache.head, cache)
+                result = work(batch)
+                batch.finish()
+                conn.execute("COMMIT")
+                batch.committed()
+            except BaseException:
+                self._rows.clear()
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the connection is dropped below either way
+                raise
+        except _Busy:
+            raise
+        except BaseException:
+            # Start the next batch on a fresh connection, whatever state this one is in.
+            self._close_writer()
+            raise
+        return result, batch
+
+    def _wal_checkpoint(self) -> None:
+        """Move committed WAL pages into the database without blocking readers or writers."""
+        conn = self._writer_connection()
+        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.execute("PRAGMA busy_timeout=0")
+
+    def _close_writer(self) -> None:
+        self._rows.clear()
+        if self._writer_conn is not None:
+            try:
+                self._writer_conn.close()
+            finally:
+                self._writer_conn = None
+
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._close_writer)
+            self._writer.shutdown(wait=True)
+            self._writer = None
         await self.engine.dispose()

@@ -133,11 +133,22 @@ def to_columns(row: Any) -> dict[str, Any]:
 
 def from_columns(cls: type[T], row: Any) -> T:
     """A row dataclass from a result row; JSON text fields become lists."""
-    mapping = row._mapping
+    return from_mapping(cls, row._mapping)
+
+
+_NAMES: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def from_mapping(cls: type[T], mapping: Any) -> T:
+    """A row dataclass from anything indexable by column name (``sqlite3.Row`` too)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = tuple((f.name, f.name in _JSON_FIELDS) for f in fields(cls))  # type: ignore[arg-type]
+        _NAMES[cls] = names
     values = {}
-    for field in fields(cls):  # type: ignore[arg-type]
-        value = mapping[field.name]
-        values[field.name] = json.loads(value) if field.name in _JSON_FIELDS and value else value
+    for name, is_json in names:
+        value = mapping[name]
+        values[name] = json.loads(value) if is_json and value else value
     return cls(**values)
 
 

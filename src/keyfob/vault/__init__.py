@@ -3,6 +3,17 @@
 from keyfob.store import redact as redact_url
 from keyfob.vault.context import SYSTEM, Context, new_request_id
 from keyfob.vault.operators import Principal
+from keyfob.vault.proxying import ProxyRequest, ProxyUse
 from keyfob.vault.vault import Initialised, Vault
 
-__all__ = ["SYSTEM", "Context", "Initialised", "Principal", "Vault", "new_request_id", "redact_url"]
+__all__ = [
+    "SYSTEM",
+    "Context",
+    "Initialised",
+    "Principal",
+    "ProxyRequest",
+    "ProxyUse",
+    "Vault",
+    "new_request_id",
+    "redact_url",
+]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +23,8 @@ log = logging.getLogger("keyfob.audit")
 
 # One answer for every failed authentication, whatever the route, token kind or reason.
 UNAUTHORIZED = "a valid token is required (Authorization: Bearer kfo_…, kfa_… or kfl_…)"
+# Grouped commits sign a checkpoint at most this often (seconds); admin writes at once.
+CHECKPOINT_INTERVAL = 0.25
 
 
 class Core:
@@ -31,6 +35,8 @@ class Core:
         self.ring = ring
         self.clock = clock
         self.checkpoints = checkpoints
+        self._due: tuple[int, str] | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
 
     def now(self) -> str:
         return isoformat(self.clock.now())
@@ -58,6 +64,26 @@ class Core:
             log.warning("could not write the audit checkpoint: %s", type(exc).__name__)
         return point
 
+    def checkpoint_soon(self, count: int, head: str) -> None:
+        """Checkpoint after a grouped commit, coalesced and off the event loop: signing and
+        an fsync per batch would serialise the proxy's requests."""
+        self._due = (count, head)
+        if self._checkpointing is None or self._checkpointing.done():
+            self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint_later())
+
+    async def _checkpoint_later(self) -> None:
+        await asyncio.sleep(CHECKPOINT_INTERVAL)
+        await self.flush_checkpoint()
+
+    async def flush_checkpoint(self) -> None:
+        """Write the checkpoint a grouped commit left due, if any."""
+        task, self._checkpointing = self._checkpointing, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        due, self._due = self._due, None
+        if due is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.checkpoint, *due)
+
     async def sync_terms(self, tx: Tx) -> None:
         """Pick up KEK terms another node added or retired since this keyring was loaded."""
         rows = await keyring_sql.list_terms(tx.conn)
@@ -79,6 +105,21 @@ class Core:
                     self.ring.add_wrapped(WrappedKek(row.term, row.wrapped))
         if not self.ring.has(crypto.term_of(wrapped_dek)):
             raise DecryptionFailed()
+
+    async def open_entries(
+        self, set_id: str, version: int, term: int, wrapped_dek: bytes, ciphertext: bytes
+    ) -> dict[str, str]:
+        """A stored version's entries, decrypted; any failure is ``DecryptionFailed``."""
+        await self.ensure_term(wrapped_dek)
+        sealed = crypto.Sealed(term, wrapped_dek, ciphertext)
+        plain = crypto.open(self.ring, sealed, set_id=set_id, version=version)
+        try:
+            entries = json.loads(plain)
+        except ValueError:
+            raise DecryptionFailed() from None
+        if not isinstance(entries, dict):
+            raise DecryptionFailed()
+        return entries
 
     async def record(
         self,

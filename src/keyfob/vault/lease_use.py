@@ -66,7 +66,8 @@ class LeaseUsage:
             lease = await sql.lease_by(tx.conn, id=lease.id) or lease
             grant = await sql.grant_by_id(tx.conn, lease.grant_id)
             target = await sets_sql.get_set_by_id(tx.conn, lease.set_id)
-            reason = self._use_refusal(lease, grant, action, secret_set, method, path, keys)
+            asked = action, secret_set, method, path, keys
+            reason = use_refusal(lease, grant, self._core.now(), *asked)
             if reason is None and (target is None or target.deleted_at is not None):
                 reason = "revoked"
             retry = None
@@ -86,7 +87,7 @@ class LeaseUsage:
                 "method": method,
                 "path": path,
             }
-            allowed = _allowed_keys(lease, grant) if grant is not None else []
+            allowed = allowed_keys(lease, grant) if grant is not None else []
             if reason is not None:
                 refused = denial(reason, retry_after=retry)
                 await self._leases.audit(
@@ -135,7 +136,7 @@ class LeaseUsage:
         lease = await self._lookup(token, ctx, route)
         async with self._core.db.read() as conn:
             grant = await sql.grant_by_id(conn, lease.grant_id)
-        reason = self._use_refusal(lease, grant, action, secret_set, method, path, None)
+        reason = use_refusal(lease, grant, self._core.now(), action, secret_set, method, path, None)
         if (
             reason is None
             and grant is not None
@@ -164,42 +165,6 @@ class LeaseUsage:
         )
         return {"secret_set": use.set_path, "entries": entries}
 
-    def _use_refusal(
-        self,
-        lease: LeaseRow,
-        grant: GrantRow | None,
-        action: str,
-        secret_set: str | None,
-        method: str | None,
-        path: str | None,
-        keys: list[str] | None,
-    ) -> str | None:
-        now = self._core.now()
-        if secret_set is not None and secret_set != lease.set_path:
-            return "not_granted"
-        if lease.revoked_at is not None or grant is None or grant.revoked_at is not None:
-            return "revoked"
-        if lease.expires_at <= now or (grant.expires_at and grant.expires_at <= now):
-            return "expired"
-        if grant.not_before and grant.not_before > now:
-            return "not_yet_valid"
-        if lease.max_uses is not None and lease.uses >= lease.max_uses:
-            return "exhausted"
-        # The grant as it is now narrows the lease: taking away export or a key applies
-        # to leases already handed out, on their next use.
-        if action not in lease.actions or action not in grant.actions:
-            return "action_not_allowed"
-        allowed = _allowed_keys(lease, grant)
-        if keys is not None and allowed is not None and not set(keys) <= set(allowed):
-            return "key_not_allowed"
-        if method is not None and not rules.method_allowed(grant.methods, method):
-            return "method_not_allowed"
-        if path is not None and not rules.path_allowed(grant.paths, path):
-            return "path_not_allowed"
-        if grant.max_uses is not None and grant.uses >= grant.max_uses:
-            return "exhausted"
-        return None
-
     async def authenticate(self, token: str | None, ctx: Context, route: str) -> Principal:
         """The lease as a principal (``lease:<id>``), or an audited ``Unauthorized``."""
         lease = await self._lookup(token, ctx, route)
@@ -220,7 +185,54 @@ class LeaseUsage:
         return int(self._core.clock.now().timestamp()) // 60
 
 
-def _allowed_keys(lease: LeaseRow, grant: GrantRow) -> list[str] | None:
+def use_refusal(
+    lease: LeaseRow,
+    grant: GrantRow | None,
+    now: str,
+    action: str,
+    secret_set: str | None,
+    method: str | None,
+    path: str | None,
+    keys: list[str] | None,
+    *,
+    lease_uses: int | None = None,
+    grant_uses: int | None = None,
+) -> str | None:
+    """Why this use of ``lease`` is refused (a reason of ``leases.REASONS``), or None.
+
+    ``lease_uses`` and ``grant_uses`` override the rows' counters (uses taken earlier in
+    the same grouped commit)."""
+    if secret_set is not None and secret_set != lease.set_path:
+        return "not_granted"
+    if lease.revoked_at is not None or grant is None or grant.revoked_at is not None:
+        return "revoked"
+    if lease.expires_at <= now or (grant.expires_at and grant.expires_at <= now):
+        return "expired"
+    if grant.not_before and grant.not_before > now:
+        return "not_yet_valid"
+    if lease_uses is None:
+        lease_uses = lease.uses
+    if lease.max_uses is not None and lease_uses >= lease.max_uses:
+        return "exhausted"
+    # The grant as it is now narrows the lease: taking away export or a key applies
+    # to leases already handed out, on their next use.
+    if action not in lease.actions or action not in grant.actions:
+        return "action_not_allowed"
+    allowed = allowed_keys(lease, grant)
+    if keys is not None and allowed is not None and not set(keys) <= set(allowed):
+        return "key_not_allowed"
+    if method is not None and not rules.method_allowed(grant.methods, method):
+        return "method_not_allowed"
+    if path is not None and not rules.path_allowed(grant.paths, path):
+        return "path_not_allowed"
+    if grant_uses is None:
+        grant_uses = grant.uses
+    if grant.max_uses is not None and grant_uses >= grant.max_uses:
+        return "exhausted"
+    return None
+
+
+def allowed_keys(lease: LeaseRow, grant: GrantRow) -> list[str] | None:
     """The keys a use may touch: the lease's, narrowed by its grant's current allowlist."""
     if grant.keys is None:
         return lease.keys

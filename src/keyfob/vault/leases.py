@@ -112,6 +112,7 @@ REASONS = {
     "method_not_allowed": "the grant does not allow this HTTP method",
     "path_not_allowed": "the grant does not allow this path",
     "rate_limited": "the grant's rate limit is reached; retry after Retry-After seconds",
+    "no_profile": "the secret set has no usable injection profile; an operator must set one",
 }
 
 

@@ -303,16 +303,9 @@ class SecretSets:
         return current
 
     async def _open(self, stored: VersionRow) -> dict[str, str]:
-        await self._core.ensure_term(stored.wrapped_dek)
-        sealed = crypto.Sealed(stored.kek_term, stored.wrapped_dek, stored.ciphertext)
-        plain = crypto.open(self._core.ring, sealed, set_id=stored.set_id, version=stored.version)
-        try:
-            entries = json.loads(plain)
-        except ValueError:
-            raise DecryptionFailed() from None
-        if not isinstance(entries, dict):
-            raise DecryptionFailed()
-        return entries
+        return await self._core.open_entries(
+            stored.set_id, stored.version, stored.kek_term, stored.wrapped_dek, stored.ciphertext
+        )
 
     async def _store_version(
         self,

@@ -8,6 +8,7 @@ tokens kept only as HMAC digests, so signing out or disabling a user ends them a
 
 from __future__ import annotations
 
+import functools
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -36,8 +37,13 @@ SESSION_TTL = 8 * 3600
 BAD_LOGIN = "wrong user name or password"
 
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so timing does not tell names apart.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so timing does not tell names apart.
+    Made on first use: hashing costs 64 MiB and a fraction of a second at start-up."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 def _fail(field: str, msg: str) -> ValidationFailed:
@@ -126,8 +132,10 @@ class Users:
         return tokens.digest(self._core.ring.system.token_key, "csrf:" + session_token)[:32]
 
     def _verify(self, row: UserRow | None, password: str) -> bool:
+        # Made on the first sign-in whoever signs in, so even that one tells no names apart.
+        dummy = _dummy_hash()
         try:
-            return _hasher.verify(row.password_hash if row else _DUMMY_HASH, password) and (
+            return _hasher.verify(row.password_hash if row else dummy, password) and (
                 row is not None
             )
         except (VerifyMismatchError, VerificationError, InvalidHashError):

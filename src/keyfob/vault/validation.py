@@ -107,7 +107,7 @@ def check_profile(spec: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
     except ValidationError as exc:
         errors = [{"loc": ["profile", *exc_loc(e["loc"])], "msg": e["msg"]} for e in exc.errors()]
         raise ValidationFailed(
-            "profile: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors),
             errors=errors,
         ) from None
     except (ValueError, TypeError) as exc:

@@ -27,6 +27,7 @@ from keyfob.vault.keys import Keys
 from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
+from keyfob.vault.proxying import Proxying
 from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.users import Users
 
@@ -64,6 +65,7 @@ class Vault:
         self.approvals = Approvals(core, self.leases)
         self.lease_use = LeaseUsage(core, self.leases, self.sets)
         self.users = Users(core)
+        self.proxy = Proxying(core)
 
     @property
     def db(self) -> Database:
@@ -167,4 +169,7 @@ class Vault:
             raise Unavailable("the audit checkpoint directory is not writable") from exc
 
     async def close(self) -> None:
-        await self.db.close()
+        try:
+            await self.proxy.close()
+        finally:
+            await self.db.close()

@@ -1,0 +1,1 @@
+"""The credential-injection proxy: a plain ASGI app mounted beside the API."""

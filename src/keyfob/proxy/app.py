@@ -1,0 +1,428 @@
+"""The proxy route as a plain ASGI app: lease in, credential injected, bytes streamed.
+
+``/proxy/{provider}/{environment}/{name}/{path}`` → the set's base URL + ``path``. In
+order: the route, path, query and headers are checked (400/413/431, nothing consumed);
+the lease is used (``Proxying.begin``: checked, counted, ``lease.use`` committed, values
+opened); the upstream request is built from parsed parts and the credential injected;
+the response streams back through the scrubber; ``proxy.request`` records the outcome.
+
+No framework runs on this path: no middleware classes, no validation models, one
+aiohttp session per policy for the whole process (``egress.Egress``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import traceback
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from starlette.types import Message, Receive, Scope, Send
+
+from keyfob.errors import (
+    PROBLEM_JSON,
+    BadGateway,
+    GatewayTimeout,
+    InvalidRequest,
+    KeyfobError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+)
+from keyfob.profiles.model import AwsSigV4
+from keyfob.proxy import egress, headers, inject, paths
+from keyfob.proxy.scrub import Scrubber, StreamScrub
+from keyfob.settings import Settings
+from keyfob.vault import ProxyRequest, ProxyUse, Vault, new_request_id
+
+log = logging.getLogger("keyfob.proxy")
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_DECOMPRESSIBLE = frozenset({"gzip", "x-gzip", "deflate"})
+SCRUBBERS_KEPT = 128
+_HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
+
+
+class StreamAborted(RuntimeError):
+    """The upstream broke off after the response started: the agent's connection is cut so
+    a truncated stream cannot pass for a complete one."""
+
+
+class _Exchange:
+    """One proxied request's progress, for the outcome record and the error path."""
+
+    __slots__ = (
+        "body_done",
+        "bytes_down",
+        "bytes_up",
+        "client_gone",
+        "error",
+        "scrubbed",
+        "started",
+        "status",
+        "too_large",
+    )
+
+    def __init__(self) -> None:
+        self.started = False
+        self.status: int | None = None
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.scrubbed = 0
+        self.error: str | None = None
+        self.body_done = False
+        self.client_gone = False
+        self.too_large = False
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "scrubbed": self.scrubbed,
+            "error": self.error,
+        }
+
+
+class ProxyApp:
+    def __init__(self, settings: Settings, vault: Callable[[], Vault]) -> None:
+        self._vault = vault
+        self._max_body = settings.proxy_max_body_bytes
+        self._max_headers = settings.proxy_max_header_bytes
+        self.egress = egress.Egress(settings.upstream_ca_file)
+        self._scrubbers: dict[tuple[str, int], Scrubber] = {}
+        self._options = egress.request_kwargs(
+            (
+                settings.proxy_connect_timeout,
+                settings.proxy_read_timeout,
+                settings.proxy_total_timeout,
+            )
+        )
+
+    async def close(self) -> None:
+        await self.egress.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        rid = new_request_id()
+        ex = _Exchange()
+        try:
+            await self._serve(scope, receive, send, rid, ex)
+        except KeyfobError as error:
+            if ex.started:
+                raise StreamAborted("the upstream stream broke off") from None
+            await _problem(send, error, rid)
+        except StreamAborted:
+            raise
+        except Exception as exc:
+            # A foreign exception's message could carry anything (a URL with a key in its
+            # query): log where it happened, never what it says.
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+            log.error("unhandled %s at %s (request %s)", type(exc).__name__, where, rid)
+            if ex.started:
+                raise StreamAborted("the proxied response failed") from None
+            await _problem(send, KeyfobError("unexpected server error; see the server log"), rid)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, rid: str, ex: _Exchange
+    ) -> None:
+        method = scope["method"]
+        if scope.get("http_version") not in _HTTP_VERSIONS:
+            # A request line without a version (HTTP/0.9) is how CR/LF in a path smuggles
+            # headers past some parsers.
+            raise InvalidRequest("only HTTP/1.0, 1.1 and 2 are proxied")
+        try:
+            provider, environment, name, rest = paths.split_route(
+                scope.get("raw_path") or scope["path"].encode()
+            )
+            path = paths.normalise(rest)
+            query = paths.check_query(scope.get("query_string", b""))
+        except paths.PathRefused as exc:
+            raise InvalidRequest(str(exc)) from None
+        if method not in METHODS:
+            raise MethodNotAllowed(f"{method} is not proxied")
+        incoming = headers.read_request(
+            scope["headers"], max_bytes=self._max_headers, max_body=self._max_body
+        )
+        declared = inject.payload_hash(incoming.amz_content_sha256)
+        set_path = f"{provider}/{environment}/{name}"
+        client = scope.get("client")
+        request = ProxyRequest(
+            token=incoming.lease,
+            set_path=set_path,
+            method=method,
+            path=path,
+            query_names=tuple(paths.query_names(query)),
+            request_id=rid,
+            client=client[0] if client else None,
+            route=f"/proxy/{set_path}{path}",
+        )
+        vault = self._vault()
+        use = await vault.proxy.begin(request)
+        try:
+            await self._forward(vault, use, incoming, query, declared, receive, send, rid, ex)
+        except KeyfobError as error:
+            ex.error = str(error.extra.get("reason") or error.slug)
+            raise
+        except StreamAborted:
+            ex.error = ex.error or "upstream_broke_off"
+            raise
+        except Exception:
+            ex.error = "internal"
+            raise
+        finally:
+            outcome = "ok" if ex.status is not None and ex.error is None else "error"
+            vault.proxy.finish(use, outcome, **ex.details())
+
+    async def _forward(
+        self,
+        vault: Vault,
+        use: ProxyUse,
+        incoming: headers.Incoming,
+        query: str,
+        declared: str | None,
+        receive: Receive,
+        send: Send,
+        rid: str,
+        ex: _Exchange,
+    ) -> None:
+        profile = use.profile
+        upstream = inject.target(profile, use.request.method, use.request.path, query)
+        own = inject.own_headers(profile)
+        forward = [(n, v) for n, v in incoming.forward if n not in own]
+        scrubber = None
+        if profile.scrub:
+            scrubber = self._scrubber(use)
+            # Only an uncompressed answer can be scrubbed.
+            forward = [(n, v) for n, v in forward if n != "accept-encoding"]
+            forward.append(("accept-encoding", "identity"))
+        upstream.headers = [("host", upstream.authority), *forward]
+        try:
+            egress.check_literal(upstream.host, profile.allow_private_upstream)
+        except egress.DestinationRefused as refused:
+            raise _refused(refused) from None
+
+        data: bytes | AsyncIterator[bytes] | None = None
+        if incoming.content_length or incoming.chunked:
+            data = await self._body(receive, ex)
+        else:
+            ex.body_done = True
+        body_hash = ""
+        if isinstance(profile.inject, AwsSigV4):
+            body_hash = declared or ""
+            if not declared:
+                # No hash declared: sign the real one, which needs the whole body first.
+                if data is not None and not isinstance(data, bytes):
+                    data = b"".join([chunk async for chunk in data])
+                body_hash = hashlib.sha256(data or b"").hexdigest()
+        now = vault.core.clock.now()
+        inject.inject(upstream, profile, use.values, body_hash=body_hash, now=now)
+
+        session = self.egress.session(profile.allow_private_upstream)
+        try:
+            response = await session.request(
+                upstream.method,
+                upstream.url(),
+                headers=upstream.headers,
+                data=data,
+                **self._options,
+            )
+        except Exception as exc:
+            raise self._upstream_error(exc, ex) from None
+        try:
+            await self._relay(response, scrubber, receive, send, rid, ex)
+        finally:
+            response.release()
+
+    def _scrubber(self, use: ProxyUse) -> Scrubber:
+        """The scrubber for the set version in use. Building one costs far more than the
+        rest of the request, so the latest few versions' are kept (see threat-model.md)."""
+        key = (use.set_id, use.version)
+        scrubber = self._scrubbers.pop(key, None)
+        if scrubber is None:
+            values = [v.reveal() for v in use.values.values()]
+            basic = inject.basic_pairs(use.profile, use.values)
+            scrubber = Scrubber.for_values(values, basic=basic)
+        self._scrubbers[key] = scrubber
+        while len(self._scrubbers) > SCRUBBERS_KEPT:
+            self._scrubbers.pop(next(iter(self._scrubbers)))
+        return scrubber
+
+    async def _body(self, receive: Receive, ex: _Exchange) -> bytes | AsyncIterator[bytes]:
+        """The request body: bytes if it came in one piece (the usual case), else a stream."""
+        first = await receive()
+        chunk = self._count(first, ex)
+        if not first.get("more_body", False):
+            ex.body_done = True
+            return chunk
+
+        async def rest() -> AsyncIterator[bytes]:
+            if chunk:
+                yield chunk
+            while True:
+                message = await receive()
+                piece = self._count(message, ex)
+                if piece:
+                    yield piece
+                if not message.get("more_body", False):
+                    ex.body_done = True
+                    return
+
+        return rest()
+
+    def _count(self, message: Message, ex: _Exchange) -> bytes:
+        if message["type"] == "http.disconnect":
+            ex.client_gone = True
+            raise InvalidRequest("the client went away while sending the body")
+        chunk: bytes = message.get("body", b"")
+        ex.bytes_up += len(chunk)
+        if ex.bytes_up > self._max_body:
+            ex.too_large = True
+            raise PayloadTooLarge("the request body is too large for the proxy")
+        return chunk
+
+    def _upstream_error(self, exc: Exception, ex: _Exchange) -> KeyfobError:
+        """An upstream failure as a problem that carries no upstream detail."""
+        if ex.too_large:
+            return PayloadTooLarge("the request body is too large for the proxy")
+        if isinstance(exc, KeyfobError):
+            return exc
+        if isinstance(exc, aiohttp.ClientConnectorDNSError) and isinstance(
+            exc.os_error, egress.DestinationRefused
+        ):
+            return _refused(exc.os_error)
+        if isinstance(exc, egress.DestinationRefused):
+            return _refused(exc)
+        if isinstance(exc, TimeoutError):
+            return GatewayTimeout("the upstream did not answer in time", reason="timeout")
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+            return BadGateway("the upstream's TLS certificate was not accepted", reason="tls")
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return BadGateway("the upstream host name did not resolve", reason="dns")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return BadGateway("the upstream could not be reached", reason="connect")
+        log.warning("upstream request failed: %s", type(exc).__name__)
+        return BadGateway("the upstream failed to answer", reason="upstream")
+
+    async def _relay(
+        self,
+        response: aiohttp.ClientResponse,
+        scrubber: Scrubber | None,
+        receive: Receive,
+        send: Send,
+        rid: str,
+        ex: _Exchange,
+    ) -> None:
+        out = headers.response_headers(response.raw_headers)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        inflate = None
+        if scrubber is not None and encoding not in ("", "identity"):
+            if encoding not in _DECOMPRESSIBLE:
+                raise BadGateway(
+                    "the upstream sent a compressed answer that cannot be scrubbed",
+                    reason="compressed_response",
+                )
+            inflate = zlib.decompressobj(32 + zlib.MAX_WBITS)
+            out = [(n, v) for n, v in out if n not in (b"content-encoding", b"content-length")]
+        stream: StreamScrub | None = None
+        if scrubber is not None and not scrubber.empty:
+            out = _scrub_headers(scrubber, out, ex)
+            stream = scrubber.stream()
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("text/event-stream"):
+            out.append((b"x-accel-buffering", b"no"))
+        out.append((b"x-keyfob-request-id", rid.encode()))
+        ex.status = response.status
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        ex.started = True
+        # A stream without a length may run for minutes: stop reading it when the agent
+        # hangs up. (The request body must be fully read before receive() is ours.)
+        watcher = None
+        if response.content_length is None and ex.body_done:
+            watcher = asyncio.ensure_future(_watch(receive, response, ex))
+        in_headers = ex.scrubbed
+        try:
+            async for chunk in response.content.iter_any():
+                if inflate is not None:
+                    chunk = inflate.decompress(chunk)
+                if stream is not None:
+                    chunk = stream.feed(chunk)
+                if chunk:
+                    ex.bytes_down += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            tail = inflate.flush() if inflate is not None else b""
+            if stream is not None:
+                tail = stream.feed(tail) + stream.flush()
+        except (aiohttp.ClientError, TimeoutError, zlib.error) as exc:
+            if ex.client_gone:
+                ex.error = "client_disconnected"
+                return
+            ex.error = "timeout" if isinstance(exc, TimeoutError) else "upstream_broke_off"
+            raise StreamAborted("the upstream stream broke off") from None
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if stream is not None:
+                ex.scrubbed = in_headers + stream.count
+        ex.bytes_down += len(tail)
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _scrub_headers(
+    scrubber: Scrubber, out: list[tuple[bytes, bytes]], ex: _Exchange
+) -> list[tuple[bytes, bytes]]:
+    """Every header value scrubbed in one pass: joined by NUL, which no secret value and
+    no header value holds, so no match can span two headers and the split is exact."""
+    values = [value for _, value in out]
+    if any(b"\0" in value for value in values):
+        masked = []
+        for value in values:
+            clean, hits = scrubber.bytes(value)
+            ex.scrubbed += hits
+            masked.append(clean)
+    else:
+        joined, hits = scrubber.bytes(b"\0".join(values))
+        ex.scrubbed += hits
+        masked = joined.split(b"\0") if hits else values
+    return [(name, value) for (name, _), value in zip(out, masked, strict=True)]
+
+
+async def _watch(receive: Receive, response: aiohttp.ClientResponse, ex: _Exchange) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            ex.client_gone = True
+            response.close()
+            return
+
+
+def _refused(refused: egress.DestinationRefused) -> KeyfobError:
+    return BadGateway(
+        "the upstream address is not allowed (private, loopback, link-local, metadata or "
+        "otherwise not public)",
+        reason="destination_refused",
+        address_class=refused.reason,
+    )
+
+
+async def _problem(send: Send, error: KeyfobError, rid: str) -> None:
+    body = error.render(rid)
+    out = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+        # keyfob's own answer, so the API's header name; relayed answers use
+        # x-keyfob-request-id, since x-request-id there is the upstream's.
+        (b"x-request-id", rid.encode()),
+    ]
+    out.extend((k.lower().encode(), v.encode()) for k, v in error.headers().items())
+    await send({"type": "http.response.start", "status": error.status, "headers": out})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,159 @@
+"""Egress: the only sockets the proxy opens, and the checks that come before them.
+
+One process holds two aiohttp sessions, made once: one for profiles that must reach
+public addresses only, one for profiles that allow private upstreams (tests, on-prem).
+Separate sessions keep their connection pools apart, so a connection opened under the
+lenient policy is never reused under the strict one. Each session's resolver classifies
+every address a name resolves to (``keyfob.addresses``) and hands aiohttp only those
+that pass: the socket goes to an address that was checked, resolved once. IP literals
+skip aiohttp's resolver, so ``check_literal`` checks them before the request.
+
+Neither session reads proxy variables or ``.netrc`` (``trust_env=False``), follows a
+redirect, keeps cookies, or decompresses: bytes pass through as the upstream sent them.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+from keyfob import addresses
+
+PRIVATE_OK = addresses.PRIVATE
+
+
+class DestinationRefused(OSError):
+    """An upstream address keyfob will not connect to; ``reason`` says which class."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"destination refused: {reason}")
+        self.reason = reason
+
+
+def allowed(reason: str | None, allow_private: bool) -> bool:
+    return reason is None or (allow_private and reason in PRIVATE_OK)
+
+
+def check_literal(host: str, allow_private: bool) -> None:
+    """Refuse an IP-literal upstream host that the policy does not allow (names pass)."""
+    refused = _literal_refusal(host, allow_private)
+    if refused is not None:
+        raise DestinationRefused(refused)
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_refusal(host: str, allow_private: bool) -> str | None:
+    try:
+        _check_literal(host, allow_private)
+    except DestinationRefused as refused:
+        return refused.reason
+    return None
+
+
+def _check_literal(host: str, allow_private: bool) -> None:
+    try:
+        address = addresses.parse_host(host)
+    except ValueError:
+        raise DestinationRefused("ambiguous_address") from None
+    if address is not None:
+        reason = addresses.refusal(address)
+        if not allowed(reason, allow_private):
+            raise DestinationRefused(reason or "refused")
+
+
+class CheckedResolver(AbstractResolver):
+    """Resolves with the system resolver, then drops every address the policy refuses."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        check_literal(host, self._allow_private)
+        found = await self._inner.resolve(host, port, family)
+        kept: list[ResolveResult] = []
+        reason = "no_address"
+        for info in found:
+            try:
+                address = addresses.parse_host(info["host"])
+            except ValueError:
+                continue
+            why = addresses.refusal(address) if address is not None else "not_an_address"
+            if allowed(why, self._allow_private):
+                kept.append(info)
+            elif why is not None:
+                reason = why
+        if not kept:
+            raise DestinationRefused(reason)
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system trust store (plus ``ca_file``), hostname checked, TLS 1.2 or newer."""
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+class Egress:
+    """The process's upstream sessions, created on first use inside the running loop."""
+
+    def __init__(self, ca_file: Path | None) -> None:
+        self._ca_file = ca_file
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self.tls: ssl.SSLContext | None = None
+
+    def session(self, allow_private: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(allow_private)
+        if session is None or session.closed:
+            if self.tls is None:
+                self.tls = tls_context(self._ca_file)
+            connector = aiohttp.TCPConnector(
+                resolver=CheckedResolver(allow_private),
+                use_dns_cache=False,
+                limit=4096,
+                limit_per_host=0,
+                ssl=self.tls,
+                enable_cleanup_closed=False,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=False,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            self._sessions[allow_private] = session
+        return session
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def __repr__(self) -> str:
+        return f"Egress(sessions={len(self._sessions)})"
+
+
+def request_kwargs(timeouts: tuple[float, float, float]) -> dict[str, Any]:
+    """Per-request options: never follow a redirect; connect, read and total timeouts."""
+    connect, read, total = timeouts
+    return {
+        "allow_redirects": False,
+        "timeout": aiohttp.ClientTimeout(total=total, connect=connect, sock_read=read),
+    }

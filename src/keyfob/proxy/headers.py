@@ -1,0 +1,165 @@
+"""Header hygiene: what of the agent's request may go upstream, and of the answer back.
+
+Requests: framing is checked (one ``Content-Length``, never beside ``Transfer-Encoding``,
+only ``chunked``), CR/LF/NUL and oversize headers are refused, upgrades are refused, and
+every credential the agent sent (the lease included) is taken out, with hop-by-hop
+headers and any header ``Connection`` names. The proxy then drops the agent's copies of
+the profile's own headers and adds keyfob's, so nothing the agent names can remove it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from keyfob import tokens
+from keyfob.errors import HeadersTooLarge, InvalidRequest, PayloadTooLarge
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "host",
+    }
+)
+# Whatever credential an agent sends is dropped: exactly one, keyfob's, goes upstream.
+CREDENTIALS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "proxy-authorization",
+        "cookie",
+        "x-keyfob-lease",
+    }
+)
+# uvicorn writes its own Date.
+_RESPONSE_DROP = HOP_BY_HOP | {"date"}
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+MAX_HEADERS = 200
+
+
+@dataclass(slots=True)
+class Incoming:
+    """The agent's request headers, checked: what may be forwarded, and what was taken out."""
+
+    forward: list[tuple[str, str]]
+    lease: str | None
+    content_length: int | None
+    chunked: bool
+    amz_content_sha256: str | None
+
+
+# Where a lease may come from, in order of precedence.
+LEASE_HEADERS = ("x-keyfob-lease", "authorization", "x-api-key")
+
+
+def _lease(name: str, value: str) -> str | None:
+    if name != "authorization":
+        return value.strip() or None
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    if scheme == "AWS4-HMAC-SHA256":
+        # SDKs that sign (boto3) carry the lease as their access key id.
+        for part in rest.split(","):
+            key, _, credential = part.strip().partition("=")
+            if key == "Credential":
+                return credential.split("/", 1)[0] or None
+    return None
+
+
+def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body: int) -> Incoming:
+    """Check the agent's headers, find the lease, keep what may be forwarded."""
+    total = 0
+    pairs: list[tuple[str, str]] = []
+    lengths: set[bytes] = set()
+    encodings: list[bytes] = []
+    nominated: set[str] = set()
+    hosts = 0
+    for name, value in raw:
+        total += len(name) + len(value) + 4
+        if not _TOKEN.match(name):
+            raise InvalidRequest("a header name holds a character that is not allowed")
+        if _BAD_VALUE.search(value):
+            raise InvalidRequest("a header value holds CR, LF or NUL")
+        lower = name.lower()
+        if lower == b"content-length":
+            lengths.add(value.strip())
+        elif lower == b"transfer-encoding":
+            encodings.extend(v.strip().lower() for v in value.split(b","))
+        elif lower == b"connection":
+            nominated.update(v.strip().lower().decode("latin-1") for v in value.split(b","))
+        elif lower == b"upgrade":
+            raise InvalidRequest("protocol upgrades (WebSocket, h2c) are not proxied")
+        elif lower == b"host":
+            hosts += 1
+            if hosts > 1:
+                raise InvalidRequest("more than one Host header")
+        pairs.append((lower.decode("latin-1"), value.decode("latin-1")))
+    if total > max_bytes or len(pairs) > MAX_HEADERS:
+        raise HeadersTooLarge("the request headers are too large")
+    length = _content_length(lengths, encodings)
+    if length is not None and length > max_body:
+        raise PayloadTooLarge("the request body is too large for the proxy")
+    found: dict[str, str] = {}
+    amz_sha = None
+    removed = HOP_BY_HOP | CREDENTIALS | nominated
+    forward = []
+    for key, text in pairs:
+        if key in LEASE_HEADERS and key not in found:
+            found[key] = text
+        if key == "x-amz-content-sha256":
+            amz_sha = text.strip()
+        if key not in removed and key != "content-length":
+            forward.append((key, text))
+    offered = [c for key in LEASE_HEADERS if key in found and (c := _lease(key, found[key]))]
+    # The first that has a lease's shape wins: an SDK's own placeholder key in another
+    # header must not hide it.
+    lease = next((c for c in offered if tokens.looks_like(c, tokens.LEASE)), None)
+    if lease is None and offered:
+        lease = offered[0]
+    if length is not None:
+        forward.append(("content-length", str(length)))
+    return Incoming(forward, lease, length, bool(encodings), amz_sha)
+
+
+def _content_length(lengths: set[bytes], encodings: list[bytes]) -> int | None:
+    if encodings:
+        if lengths:
+            raise InvalidRequest("Content-Length and Transfer-Encoding may not both be sent")
+        if encodings != [b"chunked"]:
+            raise InvalidRequest("the only transfer coding accepted is chunked")
+        return None
+    if not lengths:
+        return None
+    if len(lengths) > 1:
+        raise InvalidRequest("conflicting Content-Length headers")
+    (text,) = lengths
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidRequest("Content-Length is not a number")
+    return int(text)
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers without hop-by-hop ones (and those ``Connection`` names)."""
+    pairs = [(name.lower(), value) for name, value in raw]
+    nominated = {
+        v.strip().lower().decode("latin-1")
+        for name, value in pairs
+        if name == b"connection"
+        for v in value.split(b",")
+    }
+    return [
+        (name, value)
+        for name, value in pairs
+        if name.decode("latin-1") not in _RESPONSE_DROP and name.decode("latin-1") not in nominated
+    ]

@@ -1,0 +1,377 @@
+"""SQL of a grouped commit: many lease uses and audit records in one locked transaction.
+
+The proxy's hot path cannot afford one transaction per request, so the vault collects
+what is waiting and hands it to ``Database.batch``, which runs a *synchronous* function
+on one locked write transaction and commits. This module is that function's view of the
+database: a constant number of statements per batch, however many requests it carries.
+
+Two implementations of the same ``Batch``: ``SqliteBatch`` speaks to a plain ``sqlite3``
+connection in the writer thread (SQLAlchemy's per-statement cost was most of a request's
+budget), ``CoreBatch`` to a SQLAlchemy connection (PostgreSQL, through ``run_sync``).
+The statements are the same; the SQLite ones are written out from the table definitions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
+
+from keyfob.audit import Event, canonical, record_hash
+from keyfob.store.records import GrantRow, LeaseRow, from_mapping
+from keyfob.store.tables import (
+    audit_events,
+    audit_head,
+    grants,
+    leases,
+    secret_sets,
+    secret_versions,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SetState:
+    """What the proxy needs of a set: its profile text and current version's ciphertext."""
+
+    id: str
+    profile: str | None
+    deleted: bool
+    version: int
+    kek_term: int
+    wrapped_dek: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return f"SetState(id={self.id!r}, version={self.version}, <ciphertext>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An audit record before the chain gives it a place."""
+
+    ts: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str
+    details: dict[str, Any]
+
+
+class LostRace(RuntimeError):
+    """A counter moved under the batch's lock; the whole batch rolls back."""
+
+
+LeaseChange = tuple[str, int, int]  # lease id, uses read, uses now
+GrantChange = tuple[str, int, int, int, int]  # grant id, uses read, uses now, window, count
+
+
+class Batch(ABC):
+    """One locked write transaction: reads, counter updates and chained audit records."""
+
+    def __init__(self, seq: int, head: str) -> None:
+        self.seq = seq
+        self.head = head
+        self.events: list[Event] = []
+        self._rows: list[dict[str, Any]] = []
+
+    @abstractmethod
+    def leases(self, digests: Collection[str]) -> dict[str, LeaseRow]:
+        """Leases by token digest."""
+
+    @abstractmethod
+    def grants(self, ids: Collection[str]) -> dict[str, GrantRow]: ...
+
+    @abstractmethod
+    def sets(self, ids: Collection[str]) -> dict[str, SetState]:
+        """Sets by id with their current version's sealed entries (nothing is opened)."""
+
+    @abstractmethod
+    def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
+        """Move lease counters; any row that moved meanwhile aborts the batch."""
+
+    @abstractmethod
+    def grant_uses(self, changes: Sequence[GrantChange]) -> None: ...
+
+    @abstractmethod
+    def _insert(self, rows: list[dict[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def _move_head(self) -> None: ...
+
+    def append(self, drafts: Sequence[Draft]) -> list[Event]:
+        """Chain the records, in order; ``finish`` inserts every one in one statement."""
+        rows = self._rows
+        added = []
+        for d in drafts:
+            seq = self.seq + 1
+            details = canonical(d.details)
+            digest = record_hash(
+                self.head,
+                seq=seq,
+                ts=d.ts,
+                actor=d.actor,
+                action=d.action,
+                target=d.target,
+                outcome=d.outcome,
+                request_id=d.request_id,
+                details_json=details,
+            )
+            event = Event(
+                seq=seq,
+                ts=d.ts,
+                actor=d.actor,
+                action=d.action,
+                target=d.target,
+                outcome=d.outcome,
+                request_id=d.request_id,
+                details=d.details,
+                prev_hash=self.head,
+                hash=digest,
+            )
+            added.append(event)
+            rows.append({**event.as_dict(), "details": details})
+            self.seq, self.head = seq, digest
+        self.events.extend(added)
+        return added
+
+    def finish(self) -> None:
+        """Insert the chained records and move the head (once, just before commit)."""
+        if self._rows:
+            self._insert(self._rows)
+            self._rows = []
+        if self.events:
+            self._move_head()
+
+
+def _set_state(r: Any) -> SetState:
+    return SetState(
+        r["id"],
+        r["profile"],
+        r["deleted_at"] is not None,
+        r["version"],
+        r["kek_term"],
+        bytes(r["wrapped_dek"]),
+        bytes(r["ciphertext"]),
+    )
+
+
+# -- SQLAlchemy Core (PostgreSQL) -----------------------------------------------------
+
+_LEASE_USES = (
+    update(leases)
+    .where(
+        leases.c.id == bindparam("b_id"),
+        leases.c.uses == bindparam("b_old"),
+        leases.c.revoked_at.is_(None),
+    )
+    .values(uses=bindparam("b_new"))
+)
+_GRANT_USES = (
+    update(grants)
+    .where(
+        grants.c.id == bindparam("b_id"),
+        grants.c.uses == bindparam("b_old"),
+        grants.c.revoked_at.is_(None),
+    )
+    .values(
+        uses=bindparam("b_new"),
+        rate_window=bindparam("b_window"),
+        rate_count=bindparam("b_count"),
+    )
+)
+_SETS = select(
+    secret_sets.c.id,
+    secret_sets.c.profile,
+    secret_sets.c.deleted_at,
+    secret_sets.c.version,
+    secret_versions.c.kek_term,
+    secret_versions.c.wrapped_dek,
+    secret_versions.c.ciphertext,
+).join(
+    secret_versions,
+    (secret_versions.c.set_id == secret_sets.c.id)
+    & (secret_versions.c.version == secret_sets.c.version),
+)
+
+
+class CoreBatch(Batch):
+    def __init__(self, conn: Connection, seq: int, head: str) -> None:
+        super().__init__(seq, head)
+        self.conn = conn
+
+    def leases(self, digests: Collection[str]) -> dict[str, LeaseRow]:
+        if not digests:
+            return {}
+        rows = self.conn.execute(select(leases).where(leases.c.digest.in_(list(digests))))
+        return {r.digest: from_mapping(LeaseRow, r._mapping) for r in rows}
+
+    def grants(self, ids: Collection[str]) -> dict[str, GrantRow]:
+        if not ids:
+            return {}
+        rows = self.conn.execute(select(grants).where(grants.c.id.in_(list(ids))))
+        return {r.id: from_mapping(GrantRow, r._mapping) for r in rows}
+
+    def sets(self, ids: Collection[str]) -> dict[str, SetState]:
+        if not ids:
+            return {}
+        rows = self.conn.execute(_SETS.where(secret_sets.c.id.in_(list(ids))))
+        return {r.id: _set_state(r._mapping) for r in rows}
+
+    def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
+        self._each(_LEASE_USES, [{"b_id": i, "b_old": o, "b_new": n} for i, o, n in changes])
+
+    def grant_uses(self, changes: Sequence[GrantChange]) -> None:
+        params = [
+            {"b_id": i, "b_old": o, "b_new": n, "b_window": w, "b_count": c}
+            for i, o, n, w, c in changes
+        ]
+        self._each(_GRANT_USES, params)
+
+    def _each(self, statement: Any, params: list[dict[str, Any]]) -> None:
+        for one in params:
+            if self.conn.execute(statement, one).rowcount != 1:
+                raise LostRace()
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        self.conn.execute(audit_events.insert(), rows)
+
+    def _move_head(self) -> None:
+        self.conn.execute(
+            update(audit_head).where(audit_head.c.id == 1).values(seq=self.seq, head=self.head)
+        )
+
+
+# -- sqlite3 (the default store) ------------------------------------------------------
+
+
+def _columns(table: Any) -> str:
+    return ", ".join(c.name for c in table.c)
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+_SQL_LEASES = f"SELECT {_columns(leases)} FROM leases WHERE digest IN "  # noqa: S608
+_SQL_GRANTS = f"SELECT {_columns(grants)} FROM grants WHERE id IN "  # noqa: S608
+_SQL_SETS = (
+    "SELECT s.id, s.profile, s.deleted_at, s.version, v.kek_term, v.wrapped_dek, v.ciphertext "
+    "FROM secret_sets s JOIN secret_versions v ON v.set_id = s.id AND v.version = s.version "
+    "WHERE s.id IN "
+)
+_SQL_LEASE_USES = "UPDATE leases SET uses = ? WHERE id = ? AND uses = ? AND revoked_at IS NULL"
+_SQL_GRANT_USES = (
+    "UPDATE grants SET uses = ?, rate_window = ?, rate_count = ? "
+    "WHERE id = ? AND uses = ? AND revoked_at IS NULL"
+)
+_EVENT_COLUMNS = [c.name for c in audit_events.c]
+_SQL_INSERT = (
+    f"INSERT INTO audit_events ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({_marks(len(_EVENT_COLUMNS))})"
+)
+_SQL_HEAD = "UPDATE audit_head SET seq = ?, head = ? WHERE id = 1"
+SQL_LOCK_HEAD = "SELECT seq, head FROM audit_head WHERE id = 1"
+
+
+class RowCache:
+    """Rows the SQLite writer connection read or wrote, valid while no other connection
+    has committed: ``PRAGMA data_version``, read under the write lock, tells. Saves the
+    reads of a batch, which are most of its statements, when one agent keeps calling."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.head: tuple[int, str] | None = None
+        self.leases: dict[str, LeaseRow] = {}
+        self.digests: dict[str, str] = {}  # lease id -> digest
+        self.grants: dict[str, GrantRow] = {}
+        self.sets: dict[str, SetState] = {}
+
+    def check(self, version: int) -> None:
+        """Forget everything if another connection committed since the last batch."""
+        if version != self.version or len(self.leases) > self.LIMIT:
+            self.clear()
+            self.version = version
+
+    def clear(self) -> None:
+        self.version = None
+        self.head = None
+        self.leases.clear()
+        self.digests.clear()
+        self.grants.clear()
+        self.sets.clear()
+
+
+class SqliteBatch(Batch):
+    def __init__(self, conn: sqlite3.Connection, seq: int, head: str, cache: RowCache) -> None:
+        super().__init__(seq, head)
+        self.conn = conn
+        self.cache = cache
+        self._lease_changes: list[LeaseChange] = []
+        self._grant_changes: list[GrantChange] = []
+
+    def _select(self, sql: str, keys: Collection[str]) -> list[sqlite3.Row]:
+        keys = list(keys)
+        return self.conn.execute(f"{sql}({_marks(len(keys))})", keys).fetchall()
+
+    def leases(self, digests: Collection[str]) -> dict[str, LeaseRow]:
+        known = self.cache.leases
+        missing = [d for d in digests if d not in known]
+        if missing:
+            for r in self._select(_SQL_LEASES, missing):
+                known[r["digest"]] = from_mapping(LeaseRow, r)
+                self.cache.digests[r["id"]] = r["digest"]
+        return {d: known[d] for d in digests if d in known}
+
+    def grants(self, ids: Collection[str]) -> dict[str, GrantRow]:
+        known = self.cache.grants
+        missing = [i for i in ids if i not in known]
+        if missing:
+            for r in self._select(_SQL_GRANTS, missing):
+                known[r["id"]] = from_mapping(GrantRow, r)
+        return {i: known[i] for i in ids if i in known}
+
+    def sets(self, ids: Collection[str]) -> dict[str, SetState]:
+        known = self.cache.sets
+        missing = [i for i in ids if i not in known]
+        if missing:
+            for r in self._select(_SQL_SETS, missing):
+                known[r["id"]] = _set_state(r)
+        return {i: known[i] for i in ids if i in known}
+
+    def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
+        self._each(_SQL_LEASE_USES, [(n, i, o) for i, o, n in changes])
+        self._lease_changes.extend(changes)
+
+    def grant_uses(self, changes: Sequence[GrantChange]) -> None:
+        self._each(_SQL_GRANT_USES, [(n, w, c, i, o) for i, o, n, w, c in changes])
+        self._grant_changes.extend(changes)
+
+    def committed(self) -> None:
+        """After COMMIT: the cache holds what the database now holds."""
+        cache = self.cache
+        cache.head = (self.seq, self.head)
+        for lease_id, _, uses in self._lease_changes:
+            digest = cache.digests[lease_id]
+            cache.leases[digest] = replace(cache.leases[digest], uses=uses)
+        for grant_id, _, uses, window, count in self._grant_changes:
+            cache.grants[grant_id] = replace(
+                cache.grants[grant_id], uses=uses, rate_window=window, rate_count=count
+            )
+
+    def _each(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        if params and self.conn.executemany(sql, params).rowcount != len(params):
+            raise LostRace()
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        self.conn.executemany(_SQL_INSERT, [[r[c] for c in _EVENT_COLUMNS] for r in rows])
+
+    def _move_head(self) -> None:
+        self.conn.execute(_SQL_HEAD, (self.seq, self.head))
