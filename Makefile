@@ -25,5 +25,9 @@ lint: $(BIN)/.installed
 pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
+# The proxy benchmark (docs/benchmarks.md); e.g. make bench BENCH_ARGS=--quick
+bench: $(BIN)/.installed
+	$(BIN)/python bench/proxy.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
