@@ -15,10 +15,14 @@ from pydantic import SecretStr
 from keyfob import crypto
 from keyfob.crypto import Keyring, MasterKey, SystemKeys, master
 from keyfob.crypto._aead import Aead, Signer
+from keyfob.profiles import Profile
+from keyfob.proxy import headers
+from keyfob.proxy.inject import Upstream
+from keyfob.proxy.scrub import Scrubber
 from keyfob.secret import Secret
 from keyfob.settings import Settings
 from keyfob.store import KeyMeta, VersionRow
-from keyfob.vault import Initialised
+from keyfob.vault import Initialised, ProxyRequest, ProxyUse
 from tests.conftest import CANARY
 
 RAW_KEY = bytes(range(32))
@@ -96,6 +100,43 @@ def make_initialised() -> Case:
     return Case(Initialised(operator_token=Secret(TOKEN), token_id="t1"), (TOKEN,))
 
 
+def make_proxy_request() -> Case:
+    lease = "kfl_" + "L3as3" * 8 + "abc"
+    request = ProxyRequest(lease, "openai/prod/default", "GET", "/v1", (), "rid", None, "/proxy")
+    return Case(request, (lease,))
+
+
+def make_incoming() -> Case:
+    lease = "kfl_" + "L3as3" * 8 + "abc"
+    raw = [(b"authorization", f"Bearer {lease}".encode()), (b"x-api-key", CANARY.encode())]
+    return Case(headers.read_request(raw, max_bytes=4096, max_body=4096), (lease,))
+
+
+def make_upstream() -> Case:
+    upstream = Upstream("GET", "https", "api.example.com", 443, "/v1", f"key={CANARY}")
+    upstream.headers.append(("authorization", f"Bearer {CANARY}"))
+    return Case(upstream, (CANARY,))
+
+
+def make_proxy_use() -> Case:
+    profile = Profile.model_validate(
+        {
+            "base_url": "https://api.example.com",
+            "hosts": ["api.example.com"],
+            "inject": {"kind": "bearer", "key": "API_KEY"},
+        }
+    )
+    request = make_proxy_request().thing
+    assert isinstance(request, ProxyRequest)
+    values = {"API_KEY": Secret(CANARY)}
+    use = ProxyUse("lease", "agent", "set", "p/e/n", 1, profile, ("API_KEY",), values, request, 0)
+    return Case(use, (CANARY, request.token or ""))
+
+
+def make_scrubber() -> Case:
+    return Case(Scrubber.for_values([CANARY]), (CANARY, base64.b64encode(CANARY.encode()).decode()))
+
+
 FACTORIES: list[Callable[[], Case]] = [
     make_secret,
     make_master_key,
@@ -107,6 +148,11 @@ FACTORIES: list[Callable[[], Case]] = [
     make_version_row,
     make_settings,
     make_initialised,
+    make_proxy_request,
+    make_incoming,
+    make_upstream,
+    make_proxy_use,
+    make_scrubber,
 ]
 
 

@@ -94,12 +94,10 @@ class ProxyApp:
         self._max_headers = settings.proxy_max_header_bytes
         self.egress = egress.Egress(settings.upstream_ca_file)
         self._scrubbers: dict[tuple[str, int], Scrubber] = {}
-        self._options = egress.request_kwargs(
-            (
-                settings.proxy_connect_timeout,
-                settings.proxy_read_timeout,
-                settings.proxy_total_timeout,
-            )
+        self._options = egress.request_options(
+            settings.proxy_connect_timeout,
+            settings.proxy_read_timeout,
+            settings.proxy_total_timeout,
         )
 
     async def close(self) -> None:

@@ -26,8 +26,6 @@ from aiohttp.resolver import ThreadedResolver
 
 from keyfob import addresses
 
-PRIVATE_OK = addresses.PRIVATE
-
 
 class DestinationRefused(OSError):
     """An upstream address keyfob will not connect to; ``reason`` says which class."""
@@ -38,7 +36,7 @@ class DestinationRefused(OSError):
 
 
 def allowed(reason: str | None, allow_private: bool) -> bool:
-    return reason is None or (allow_private and reason in PRIVATE_OK)
+    return reason is None or (allow_private and reason in addresses.PRIVATE)
 
 
 def check_literal(host: str, allow_private: bool) -> None:
@@ -51,21 +49,13 @@ def check_literal(host: str, allow_private: bool) -> None:
 @functools.lru_cache(maxsize=1024)
 def _literal_refusal(host: str, allow_private: bool) -> str | None:
     try:
-        _check_literal(host, allow_private)
-    except DestinationRefused as refused:
-        return refused.reason
-    return None
-
-
-def _check_literal(host: str, allow_private: bool) -> None:
-    try:
         address = addresses.parse_host(host)
     except ValueError:
-        raise DestinationRefused("ambiguous_address") from None
-    if address is not None:
-        reason = addresses.refusal(address)
-        if not allowed(reason, allow_private):
-            raise DestinationRefused(reason or "refused")
+        return "ambiguous_address"
+    if address is None:
+        return None
+    reason = addresses.refusal(address)
+    return None if allowed(reason, allow_private) else reason
 
 
 class CheckedResolver(AbstractResolver):
@@ -115,19 +105,19 @@ class Egress:
     def __init__(self, ca_file: Path | None) -> None:
         self._ca_file = ca_file
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
-        self.tls: ssl.SSLContext | None = None
+        self._tls: ssl.SSLContext | None = None
 
     def session(self, allow_private: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(allow_private)
         if session is None or session.closed:
-            if self.tls is None:
-                self.tls = tls_context(self._ca_file)
+            if self._tls is None:
+                self._tls = tls_context(self._ca_file)
             connector = aiohttp.TCPConnector(
                 resolver=CheckedResolver(allow_private),
                 use_dns_cache=False,
                 limit=4096,
                 limit_per_host=0,
-                ssl=self.tls,
+                ssl=self._tls,
                 enable_cleanup_closed=False,
             )
             session = aiohttp.ClientSession(
@@ -150,9 +140,8 @@ class Egress:
         return f"Egress(sessions={len(self._sessions)})"
 
 
-def request_kwargs(timeouts: tuple[float, float, float]) -> dict[str, Any]:
+def request_options(connect: float, read: float, total: float) -> dict[str, Any]:
     """Per-request options: never follow a redirect; connect, read and total timeouts."""
-    connect, read, total = timeouts
     return {
         "allow_redirects": False,
         "timeout": aiohttp.ClientTimeout(total=total, connect=connect, sock_read=read),

@@ -57,6 +57,9 @@ class Incoming:
     chunked: bool
     amz_content_sha256: str | None
 
+    def __repr__(self) -> str:
+        return f"Incoming({len(self.forward)} headers, <lease>)"
+
 
 # Where a lease may come from, in order of precedence.
 LEASE_HEADERS = ("x-keyfob-lease", "authorization", "x-api-key")

@@ -42,6 +42,10 @@ class Upstream:
     query: str
     headers: list[tuple[str, str]] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        # Once injected, headers or query hold the credential.
+        return f"Upstream({self.method} {self.scheme}://{self.authority}{self.path}, <headers>)"
+
     @property
     def authority(self) -> str:
         """The Host header: host, port when not the scheme's default, IPv6 in brackets."""

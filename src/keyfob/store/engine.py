@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, select, text, update
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -30,7 +30,7 @@ from keyfob.store.batch import SQL_LOCK_HEAD, Batch, CoreBatch, LostRace, RowCac
 
 T = TypeVar("T")
 
-# The writer connection checkpoints the WAL itself, every this many thread commits.
+# The writer connection checkpoints the WAL itself, every this many batches.
 CHECKPOINT_EVERY = 256
 
 
@@ -55,24 +55,6 @@ def async_url(url: str) -> str:
 def redact(url: str) -> str:
     """The URL with any password hidden, fit for printing."""
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _sqlite_events(engine: Engine, synchronous: str) -> None:
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        # keyfob emits BEGIN itself (below); the driver's implicit BEGIN is turned off.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("keyfob_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 # Every audited write starts here: the chain head, locked (FOR UPDATE on PostgreSQL).
@@ -164,15 +146,32 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        # SQLite batches run on a plain sqlite3 connection in one writer thread: one thread
-        # hop per batch instead of one per statement (see ``batch``).
+        # SQLite batches run on a plain sqlite3 connection (see ``batch``); its thread is
+        # only for waiting on another process's lock and for WAL checkpoints.
         self._writer: ThreadPoolExecutor | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._rows = RowCache()
         self._commits = 0
         self._synchronous = sqlite_synchronous
         if self.is_sqlite:
-            _sqlite_events(self.engine.sync_engine, sqlite_synchronous)
+            self._sqlite_events(sqlite_synchronous)
+
+    def _sqlite_events(self, synchronous: str) -> None:
+        @event.listens_for(self.engine.sync_engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            # keyfob emits BEGIN itself (below); the driver's implicit BEGIN is turned off.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(self.engine.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("keyfob_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     @property
     def display_url(self) -> str:
@@ -257,12 +256,9 @@ class Database:
             if self._write_lock is not None:
                 async with self._write_lock:
                     loop = asyncio.get_running_loop()
-                    done = None
                     try:
                         done = self._sqlite_batch(work, wait=False)
                     except _Busy:
-                        pass
-                    if done is None:
                         done = await loop.run_in_executor(
                             self._writer_pool(), self._sqlite_batch, work, True
                         )

@@ -66,8 +66,9 @@ class LeaseUsage:
             lease = await sql.lease_by(tx.conn, id=lease.id) or lease
             grant = await sql.grant_by_id(tx.conn, lease.grant_id)
             target = await sets_sql.get_set_by_id(tx.conn, lease.set_id)
-            asked = action, secret_set, method, path, keys
-            reason = use_refusal(lease, grant, self._core.now(), *asked)
+            reason = use_refusal(
+                lease, grant, self._core.now(), action, secret_set, method, path, keys
+            )
             if reason is None and (target is None or target.deleted_at is not None):
                 reason = "revoked"
             retry = None

@@ -46,6 +46,9 @@ class ProxyRequest:
     client: str | None
     route: str
 
+    def __repr__(self) -> str:
+        return f"ProxyRequest({self.method} {self.set_path}{self.path}, <lease>)"
+
 
 @dataclass(frozen=True, slots=True)
 class ProxyUse:
