@@ -17,7 +17,7 @@ class SetCreate(_Body):
     provider: str = Field(max_length=200)
     environment: str = Field(max_length=200)
     name: str = Field(max_length=200)
-    entries: dict[str, Any] = Field(description="KEY: value; values are write-only")
+    entries: dict[str, Any] = Field(description="KEY: value; values are write-only", repr=False)
     labels: dict[str, Any] = Field(default_factory=dict)
     profile: dict[str, Any] | None = Field(
         None, description='`{"preset": "openai"}` or a full injection profile'
@@ -26,7 +26,7 @@ class SetCreate(_Body):
 
 class SetUpdate(_Body):
     entries: dict[str, Any] = Field(
-        default_factory=dict, description="KEY: value sets a key, KEY: null removes it"
+        default_factory=dict, description="KEY: value sets a key, KEY: null removes it", repr=False
     )
     labels: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None

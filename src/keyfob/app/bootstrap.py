@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from keyfob.errors import Conflict
-from keyfob.secret import Secret
+from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
 from keyfob.vault import SYSTEM, Vault, redact_url
 
 
 @dataclass(frozen=True)
-class InitResult:
+class InitResult(Masked):
     operator_token: Secret[str] | None
     data_dir: Path
     database_url: str

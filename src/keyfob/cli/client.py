@@ -19,7 +19,7 @@ import httpx
 from keyfob import __version__
 from keyfob.cli.errors import CliError
 from keyfob.errors import PROBLEM_PREFIX
-from keyfob.secret import Secret
+from keyfob.secret import Masked, Secret
 
 Params = Mapping[str, str | int | Sequence[str]]
 
@@ -27,8 +27,10 @@ TIMEOUT_SECONDS = 30.0
 AUTH_HINT = "check KEYFOB_TOKEN or --token-file"
 
 
-class KeyfobClient:
+class KeyfobClient(Masked):
     """Calls to one keyfob server with one token; every method returns parsed JSON or raises."""
+
+    shown = ("addr",)
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyfob.errors import DecryptionFailed
+from keyfob.secret import Masked
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -39,7 +40,7 @@ def aad(label: bytes, *parts: bytes | str | int) -> bytes:
     return bytes(out)
 
 
-class Aead:
+class Aead(Masked):
     """AES-256-GCM under one key; ``seal`` prepends a fresh random nonce."""
 
     __slots__ = ("_aes",)
@@ -48,9 +49,6 @@ class Aead:
         if len(key) != KEY_BYTES:
             raise ValueError("AES-256-GCM needs a 32-byte key")
         self._aes = AESGCM(key)
-
-    def __repr__(self) -> str:
-        return "Aead(<key hidden>)"
 
     def seal(self, plaintext: bytes, associated: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
@@ -69,16 +67,13 @@ def hkdf(master: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(master)
 
 
-class Signer:
+class Signer(Masked):
     """Ed25519 signing key (audit checkpoints)."""
 
     __slots__ = ("_key",)
 
     def __init__(self, seed: bytes) -> None:
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
-
-    def __repr__(self) -> str:
-        return "Signer(<key hidden>)"
 
     @staticmethod
     def new_seed() -> bytes:

@@ -15,11 +15,12 @@ and version they belong to.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keyfob.crypto import _aead
 from keyfob.crypto.keyring import Keyring
 from keyfob.errors import DecryptionFailed
+from keyfob.secret import SECRET, Masked
 
 _V1 = 1
 _DEK_LABEL = b"keyfob/dek/v1"
@@ -28,13 +29,10 @@ _HEADER = struct.Struct(">BI")
 
 
 @dataclass(frozen=True)
-class Sealed:
+class Sealed(Masked):
     term: int
-    wrapped_dek: bytes
-    ciphertext: bytes
-
-    def __repr__(self) -> str:
-        return f"Sealed(term={self.term}, {len(self.ciphertext)} bytes)"
+    wrapped_dek: bytes = field(metadata=SECRET)
+    ciphertext: bytes = field(metadata=SECRET)
 
 
 def _wrap_dek(ring: Keyring, dek: bytes, set_id: str, version: int, term: int) -> bytes:

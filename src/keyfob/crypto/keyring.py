@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keyfob.crypto import _aead
 from keyfob.crypto.master import MasterKey
 from keyfob.errors import ConfigurationError, DecryptionFailed
-from keyfob.secret import Secret
+from keyfob.secret import SECRET, Masked, Secret
 
 _KEK_LABEL = b"keyfob/kek/v1"
 _SYSTEM_LABEL = b"keyfob/system/v1"
@@ -23,12 +23,12 @@ FORMAT_V1 = 1
 
 
 @dataclass(frozen=True)
-class WrappedKek:
+class WrappedKek(Masked):
     term: int
-    wrapped: bytes
+    wrapped: bytes = field(metadata=SECRET)
 
 
-class SystemKeys:
+class SystemKeys(Masked):
     """Token HMAC key, fingerprint key and audit signing key; repr shows none of them."""
 
     __slots__ = ("_fingerprint", "_token", "signer")
@@ -37,9 +37,6 @@ class SystemKeys:
         self._token = Secret(token_key)
         self._fingerprint = Secret(fingerprint_key)
         self.signer = _aead.Signer(signing_seed)
-
-    def __repr__(self) -> str:
-        return "SystemKeys(<hidden>)"
 
     @property
     def token_key(self) -> bytes:
@@ -71,16 +68,15 @@ class SystemKeys:
         )
 
 
-class Keyring:
+class Keyring(Masked):
     """Unwrapped KEK terms (newest is active) plus the system keys."""
+
+    shown = ("terms",)
 
     def __init__(self, master: MasterKey, keks: dict[int, _aead.Aead], system: SystemKeys):
         self._master = master
         self._keks = keks
         self.system = system
-
-    def __repr__(self) -> str:
-        return f"Keyring(terms={sorted(self._keks)}, <keys hidden>)"
 
     # -- building ---------------------------------------------------------------------
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from keyfob.crypto import _aead
 from keyfob.errors import ConfigurationError
-from keyfob.secret import Secret
+from keyfob.secret import Masked, Secret
 
 _WRAP_INFO = b"keyfob/master-wrap/v1"
 
 
-class MasterKey:
+class MasterKey(Masked):
     """Wraps and unwraps the keyring; never leaves this object."""
 
     __slots__ = ("_wrap",)
@@ -25,9 +25,6 @@ class MasterKey:
         if len(value) != _aead.KEY_BYTES:
             raise ConfigurationError("the master key must be 32 bytes (base64 encoded)")
         self._wrap = _aead.Aead(_aead.hkdf(value, _WRAP_INFO))
-
-    def __repr__(self) -> str:
-        return "MasterKey(<hidden>)"
 
     def wrap(self, plaintext: bytes, associated: bytes) -> bytes:
         return self._wrap.seal(plaintext, associated)

@@ -1,13 +1,17 @@
 """The provider preset registry: built-ins register exactly as a third party would.
 
 A preset is one module under ``presets/`` exposing ``PRESET``; ``DEFAULT_PRESETS`` lists
-the built-in modules. ``resolve`` turns what an operator sends (``{"preset": "openai"}``
-plus optional overrides, or a full custom profile) into a validated ``Profile``.
+the built-in modules. Third parties add theirs with ``register`` or an entry point in the
+``keyfob.presets`` group naming a ``Preset``. Built-ins always load first, whoever registers
+first, so no third party can take a built-in name. ``resolve`` turns what an operator sends
+(``{"preset": "openai"}`` plus optional overrides, or a full custom profile) into a
+validated ``Profile``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,20 +51,47 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+ENTRY_POINT_GROUP = "keyfob.presets"
+
 _REGISTRY: dict[str, Preset] = {}
+# Which loading steps have run ("builtins", "entry_points"). A non-empty registry is no
+# sign the built-ins are in: a third party may have registered first.
+_LOADED: set[str] = set()
 
 
 def register(preset: Preset) -> None:
+    """Add a preset; a name already taken (a built-in's included) is refused."""
+    _load_builtins()
+    _add(preset)
+
+
+def _add(preset: Preset) -> None:
     if preset.name in _REGISTRY:
         raise ValueError(f"preset {preset.name!r} is already registered")
     _REGISTRY[preset.name] = preset
 
 
-def _load_defaults() -> None:
-    if _REGISTRY:
+def _load_builtins() -> None:
+    if "builtins" in _LOADED:
         return
+    _LOADED.add("builtins")
     for module in DEFAULT_PRESETS:
-        register(importlib.import_module(f"keyfob.profiles.presets.{module}").PRESET)
+        _add(importlib.import_module(f"keyfob.profiles.presets.{module}").PRESET)
+
+
+def _load_defaults() -> None:
+    """Built-ins, then every ``keyfob.presets`` entry point (once per process)."""
+    _load_builtins()
+    if "entry_points" in _LOADED:
+        return
+    _LOADED.add("entry_points")
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        preset = entry.load()
+        if not isinstance(preset, Preset):
+            raise TypeError(f"entry point {entry.name!r} ({entry.value}) is not a Preset")
+        # A plugin module may call register() itself when it is imported.
+        if _REGISTRY.get(preset.name) is not preset:
+            _add(preset)
 
 
 def all_presets() -> list[Preset]:

@@ -136,9 +136,6 @@ class Egress:
         for session in sessions:
             await session.close()
 
-    def __repr__(self) -> str:
-        return f"Egress(sessions={len(self._sessions)})"
-
 
 def request_options(connect: float, read: float, total: float) -> dict[str, Any]:
     """Per-request options: never follow a redirect; connect, read and total timeouts."""

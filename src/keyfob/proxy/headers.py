@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keyfob import tokens
 from keyfob.errors import HeadersTooLarge, InvalidRequest, PayloadTooLarge
+from keyfob.secret import SECRET, Masked
 
 HOP_BY_HOP = frozenset(
     {
@@ -48,17 +49,14 @@ MAX_HEADERS = 200
 
 
 @dataclass(slots=True)
-class Incoming:
+class Incoming(Masked):
     """The agent's request headers, checked: what may be forwarded, and what was taken out."""
 
-    forward: list[tuple[str, str]]
-    lease: str | None
+    forward: list[tuple[str, str]] = field(metadata=SECRET)
+    lease: str | None = field(metadata=SECRET)
     content_length: int | None
     chunked: bool
     amz_content_sha256: str | None
-
-    def __repr__(self) -> str:
-        return f"Incoming({len(self.forward)} headers, <lease>)"
 
 
 # Where a lease may come from, in order of precedence.

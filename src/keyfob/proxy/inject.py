@@ -20,7 +20,7 @@ from keyfob.errors import BadGateway, InvalidRequest
 from keyfob.profiles import Profile
 from keyfob.profiles.model import AwsSigV4, Basic, Bearer, Header, Query
 from keyfob.proxy import paths, sigv4
-from keyfob.secret import Secret
+from keyfob.secret import SECRET, Masked, Secret
 
 _PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
 _UNSAFE = re.compile(r"[\x00\r\n]")
@@ -31,7 +31,7 @@ _AWS_OWN = frozenset({"x-amz-date", "x-amz-security-token", "x-amz-content-sha25
 
 
 @dataclass(slots=True)
-class Upstream:
+class Upstream(Masked):
     """The request keyfob sends, assembled from parsed parts."""
 
     method: str
@@ -39,12 +39,9 @@ class Upstream:
     host: str
     port: int
     path: str
-    query: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        # Once injected, headers or query hold the credential.
-        return f"Upstream({self.method} {self.scheme}://{self.authority}{self.path}, <headers>)"
+    # Once injected, headers or query hold the credential.
+    query: str = field(metadata=SECRET)
+    headers: list[tuple[str, str]] = field(default_factory=list, metadata=SECRET)
 
     @property
     def authority(self) -> str:

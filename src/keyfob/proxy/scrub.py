@@ -22,6 +22,8 @@ import json
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote, quote_plus
 
+from keyfob.secret import Masked
+
 MASK: int = ord("*")
 # Values and forms shorter than this are left alone: masking every 4- or 6-byte string
 # ("prod", "admin1") would corrupt ordinary text, and would hide nothing worth hiding.
@@ -55,7 +57,7 @@ def _basic_forms(user: str, password: str) -> Iterator[bytes]:
     yield whole.rstrip(b"=")
 
 
-class Scrubber:
+class Scrubber(Masked):
     """The patterns for one set of secret values; immutable, shared by every request using them."""
 
     __slots__ = ("_ends", "_firsts", "_patterns")
@@ -133,17 +135,15 @@ class Scrubber:
                 return k
         return 1 if n and data[-1] in self._firsts else 0
 
-    def __repr__(self) -> str:
-        return f"<Scrubber: {len(self._patterns)} patterns>"
-
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("Scrubber holds secret values and is not picklable")
 
 
-class StreamScrub:
+class StreamScrub(Masked):
     """Masks one response body fed chunk by chunk; ``count`` is the matches masked so far."""
 
     __slots__ = ("_covered", "_held", "_scrubber", "count")
+    shown = ("count",)
 
     def __init__(self, scrubber: Scrubber) -> None:
         self._scrubber = scrubber
@@ -173,9 +173,6 @@ class StreamScrub:
         self.count += count
         self._covered = max(0, covered - limit)
         return out
-
-    def __repr__(self) -> str:
-        return f"<StreamScrub: {len(self._scrubber._patterns)} patterns, {self.count} masked>"
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("StreamScrub holds secret values and is not picklable")

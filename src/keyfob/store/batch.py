@@ -16,13 +16,14 @@ from __future__ import annotations
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from keyfob.audit import Event, canonical, record_hash
+from keyfob.secret import SECRET, Masked
 from keyfob.store.records import GrantRow, LeaseRow, from_mapping
 from keyfob.store.tables import (
     audit_events,
@@ -35,7 +36,7 @@ from keyfob.store.tables import (
 
 
 @dataclass(frozen=True, slots=True)
-class SetState:
+class SetState(Masked):
     """What the proxy needs of a set: its profile text and current version's ciphertext."""
 
     id: str
@@ -43,11 +44,8 @@ class SetState:
     deleted: bool
     version: int
     kek_term: int
-    wrapped_dek: bytes
-    ciphertext: bytes
-
-    def __repr__(self) -> str:
-        return f"SetState(id={self.id!r}, version={self.version}, <ciphertext>)"
+    wrapped_dek: bytes = field(metadata=SECRET)
+    ciphertext: bytes = field(metadata=SECRET)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
+
+from keyfob.secret import SECRET, Masked
 
 T = TypeVar("T")
 
@@ -57,7 +59,7 @@ class KeyMeta:
 
 
 @dataclass(frozen=True)
-class VersionRow:
+class VersionRow(Masked):
     set_id: str
     version: int
     created_at: str
@@ -66,11 +68,8 @@ class VersionRow:
     rollback_of: int | None
     keys: tuple[KeyMeta, ...]
     kek_term: int
-    wrapped_dek: bytes
-    ciphertext: bytes
-
-    def __repr__(self) -> str:
-        return f"VersionRow(set_id={self.set_id!r}, version={self.version}, <ciphertext>)"
+    wrapped_dek: bytes = field(metadata=SECRET)
+    ciphertext: bytes = field(metadata=SECRET)
 
     @staticmethod
     def from_row(row: Any) -> VersionRow:
@@ -107,9 +106,9 @@ class TokenRow:
 
 
 @dataclass(frozen=True)
-class KekRow:
+class KekRow(Masked):
     term: int
-    wrapped: bytes | None
+    wrapped: bytes | None = field(metadata=SECRET)
     created_at: str
     retired_at: str | None
 

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.secret import SECRET, Masked
 from keyfob.store.tables import sessions, users
 
 
 @dataclass(frozen=True)
-class UserRow:
+class UserRow(Masked):
     id: str
     name: str
-    password_hash: str
+    password_hash: str = field(metadata=SECRET)
     failed_count: int
     locked_until: str | None
     created_at: str
     created_by: str
     disabled_at: str | None
-
-    def __repr__(self) -> str:
-        return f"UserRow(id={self.id!r}, name={self.name!r}, <hash hidden>)"
 
 
 def _user(row: Any) -> UserRow:

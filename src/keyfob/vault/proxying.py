@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from keyfob import tokens
 from keyfob.errors import KeyfobError, Unauthorized
 from keyfob.profiles import Profile
-from keyfob.secret import Secret
+from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store.batch import Batch, Draft, SetState
 from keyfob.store.records import GrantRow, LeaseRow
 from keyfob.vault.core import UNAUTHORIZED, Core
@@ -34,10 +34,10 @@ NO_PROFILE = "no_profile"
 
 
 @dataclass(frozen=True, slots=True)
-class ProxyRequest:
+class ProxyRequest(Masked):
     """What the proxy knows of a request before any lease is checked."""
 
-    token: str | None
+    token: str | None = field(metadata=SECRET)
     set_path: str
     method: str
     path: str
@@ -46,12 +46,9 @@ class ProxyRequest:
     client: str | None
     route: str
 
-    def __repr__(self) -> str:
-        return f"ProxyRequest({self.method} {self.set_path}{self.path}, <lease>)"
-
 
 @dataclass(frozen=True, slots=True)
-class ProxyUse:
+class ProxyUse(Masked):
     """A consumed use: where the request may go, how the keys go in, and the values."""
 
     lease_id: str
@@ -64,9 +61,6 @@ class ProxyUse:
     values: Mapping[str, Secret[str]]
     request: ProxyRequest
     started: float
-
-    def __repr__(self) -> str:
-        return f"ProxyUse(lease_id={self.lease_id!r}, set_path={self.set_path!r}, <values>)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from keyfob.audit import CheckpointFile
 from keyfob.clock import Clock, SystemClock
 from keyfob.crypto import Keyring, MasterKey, WrappedKek, master
 from keyfob.errors import ConfigurationError, Conflict, Unavailable
-from keyfob.secret import Secret
+from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
 from keyfob.store import Database
 from keyfob.store import keyring as keyring_sql
@@ -33,7 +33,7 @@ from keyfob.vault.users import Users
 
 
 @dataclass(frozen=True)
-class Initialised:
+class Initialised(Masked):
     operator_token: Secret[str]
     token_id: str
 
