@@ -26,6 +26,9 @@ from tests.test_leak import leaks
 QUERY_SECRET = "s3cr3tvalue"
 MAX_BODY = 2048
 MAX_HEADERS = 4096
+# The outcome is timed until the proxy has sent the last byte, a little after the agent
+# has it; the slack only keeps that ordering from failing a test (it is no speed limit).
+DURATION_SLACK_MS = 1000
 
 
 def bearer(lease: str) -> dict[str, str]:
@@ -368,12 +371,14 @@ def test_each_request_leaves_a_use_then_an_outcome(
     marker = unique("pair")
     body = b'{"hello": "upstream"}'
 
+    sent = time.monotonic()
     answer = httpx.post(
         p.url(f"/echo/{marker}?token={QUERY_SECRET}&model=m1"),
         content=body,
         headers={**bearer(lease), "content-type": "application/json"},
         timeout=30,
     )
+    wall_ms = (time.monotonic() - sent) * 1000
 
     assert answer.status_code == 200, answer.text
     assert CANARY not in answer.text  # the echoed Authorization is scrubbed
@@ -391,7 +396,7 @@ def test_each_request_leaves_a_use_then_an_outcome(
     assert details["status"] == 200
     assert details["bytes_up"] == len(body)
     assert details["bytes_down"] == len(answer.content)
-    assert details["duration_ms"] >= 0
+    assert 0 < details["duration_ms"] <= wall_ms + DURATION_SLACK_MS
     assert details["scrubbed"] >= 1
     assert details["error"] is None
     assert outcome["outcome"] == "ok"
@@ -399,6 +404,25 @@ def test_each_request_leaves_a_use_then_an_outcome(
     export = operator.get("/v1/audit/export")
     assert export.status_code == 200
     assert leaks([QUERY_SECRET, CANARY], {"audit export": export.content}) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/slow?delay=0.3", "/sse?events=3&delay=0.1"],
+    ids=["headers-after-300ms", "body-over-300ms"],
+)
+def test_outcome_duration_spans_the_upstream_exchange(
+    p: Proxied, lease: str, operator: httpx.Client, path: str
+) -> None:
+    # The upstream takes at least 300 ms (to its headers, or to its last event); the
+    # duration must count all of it, in milliseconds, and no more than the agent waited.
+    sent = time.monotonic()
+    answer = httpx.get(p.url(path), headers=bearer(lease), timeout=30)
+    wall_ms = (time.monotonic() - sent) * 1000
+
+    assert answer.status_code == 200, answer.text
+    duration = proxy_record(operator, answer.headers["x-keyfob-request-id"])["details"]
+    assert 300 <= duration["duration_ms"] <= wall_ms + DURATION_SLACK_MS, (duration, wall_ms)
 
 
 @pytest.mark.slow
