@@ -1,4 +1,8 @@
-"""SigV4 signing: byte-identical to botocore's signer, and accepted by botocore as the endpoint."""
+"""SigV4 signing: byte-identical to botocore's signer, and accepted by botocore as the endpoint.
+
+Every signature a test takes from ``sign`` (through ``ours``) is checked byte for byte
+against botocore signing the same request, so no test passes with nothing signed.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,11 @@ from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keyfob.profiles import Profile
+from keyfob.proxy import headers, inject
+from keyfob.proxy.inject import Upstream
 from keyfob.proxy.sigv4 import STREAMING_UNSIGNED_PAYLOAD_TRAILER, UNSIGNED_PAYLOAD, sign
+from keyfob.secret import Secret
 from tests.support.aws import SignatureRejected, verify_sigv4
 
 NOW = datetime(2026, 3, 14, 15, 9, 26, 535000, tzinfo=UTC)
@@ -29,6 +37,10 @@ TOKEN = "FwoGZXIvYXdzEXAMPLE//session+token/Q=="
 S3_HOST = "examplebucket.s3.us-east-1.amazonaws.com"
 API_HOST = "abc123.execute-api.eu-west-1.amazonaws.com"
 ADDED = ("authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token")
+# Headers a signer sets itself (botocore_signs gives botocore its own, from the request).
+OWN = frozenset({"host", *ADDED})
+# Headers every signature must cover when the request has them.
+MUST_SIGN = frozenset({"content-type", "content-md5"})
 PROPERTY = settings(deadline=None, max_examples=150)
 
 
@@ -93,11 +105,26 @@ def botocore_signs(
     return {k.lower(): v for k, v in signed.headers.items() if k.lower() in ADDED}
 
 
-def ours(request: dict[str, Any]) -> dict[str, str]:
+def signed_names(authorization: str) -> frozenset[str]:
+    match = re.search(r"SignedHeaders=([^,\s]+),", authorization)
+    assert match is not None, "no SignedHeaders in the Authorization header"
+    return frozenset(match[1].split(";"))
+
+
+def ours(request: dict[str, Any], *, body: bytes = b"") -> dict[str, str]:
+    """What ``sign`` adds, checked byte for byte against botocore signing the same request.
+
+    botocore is given the request's headers that keyfob signed (an endpoint checks only
+    those) plus MUST_SIGN; a request keyfob did not sign has no Authorization and fails.
+    """
     added = sign(**request)
     names = [name for name, _ in added]
     assert len(names) == len(set(names)), names
-    return dict(added)
+    result = dict(added)
+    covered = signed_names(result["authorization"]) | MUST_SIGN
+    kept = [(n, v) for n, v in request["headers"] if n.lower() in covered - OWN]
+    assert result == botocore_signs({**request, "headers": kept}, body=body, query_as="params")
+    return result
 
 
 # -- known answers: AWS's S3 documentation examples, independent of botocore ----------------
@@ -221,7 +248,7 @@ def test_body_hash_matches_botocore(method: str, body: bytes, service: str):
     request = make_request(
         method=method, service=service, payload_hash=payload_hash_of(body), headers=HEADERS
     )
-    assert ours(request) == botocore_signs(request, body=body)
+    assert ours(request, body=body) == botocore_signs(request, body=body)
 
 
 @pytest.mark.parametrize("service", ["s3", "sts"])
@@ -311,7 +338,7 @@ def test_property_matches_botocore(
         session_token=token,
         payload_hash=payload_hash_of(body),
     )
-    added = ours(request)
+    added = ours(request, body=body)
     assert added == botocore_signs(request, body=body, query_as="params")
     if canonical:
         assert added == botocore_signs(request, body=body)
@@ -379,14 +406,102 @@ def test_time_is_converted_to_utc_and_truncated_to_seconds():
     assert ours(make_request())["x-amz-date"] == "20260314T150926Z"
 
 
+# -- a signature at all, and the right one -------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["s3", "sts"])
+def test_a_request_is_signed_and_the_signature_depends_on_the_secret(service: str):
+    request = make_request(method="PUT", service=service, headers=HEADERS, session_token=TOKEN)
+
+    added = ours(request)
+    other = ours({**request, "secret_access_key": SECRET[::-1]})
+
+    scope = f"{KEY_ID}/20260314/us-east-1/{service}/aws4_request"
+    assert added["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={scope}, ")
+    assert signed_names(added["authorization"]) >= {"host", "content-type", *ADDED[1:]}
+    unsigned, _, signature = added["authorization"].partition("Signature=")
+    assert re.fullmatch(r"[0-9a-f]{64}", signature)
+    assert other["authorization"] != added["authorization"]
+    assert other["authorization"].startswith(unsigned)
+
+
+AWS_PROFILE = Profile.model_validate(
+    {
+        "base_url": f"https://{S3_HOST}",
+        "hosts": [S3_HOST],
+        "inject": {
+            "kind": "aws_sigv4",
+            "region": "us-east-1",
+            "service": "s3",
+            "session_token": "AWS_SESSION_TOKEN",
+        },
+    }
+)
+# What boto3 sends to keyfob: signed with the lease as its access key id, which keyfob drops.
+AGENT_HEADERS = [
+    ("Authorization", "AWS4-HMAC-SHA256 Credential=kfl_lease/20260314/us-east-1/s3/aws4_request"),
+    ("X-Amz-Date", "20260314T150000Z"),
+    ("X-Amz-Content-SHA256", payload_hash_of(b"hello, world")),
+    ("Content-Type", "text/plain"),
+    ("Content-Length", "12"),
+    ("x-amz-meta-owner", " agent  7 "),
+    ("User-Agent", "Boto3/1.0"),
+]
+
+
+def proxy_sends(body: bytes, secret: str) -> Upstream:
+    """The upstream request keyfob's proxy builds for the agent's PUT (as its _forward does)."""
+    raw = [(n.encode(), v.encode()) for n, v in AGENT_HEADERS]
+    incoming = headers.read_request(raw, max_bytes=16384, max_body=1 << 20)
+    upstream = inject.target(AWS_PROFILE, "PUT", "/bucket/my%20key.txt", "x-id=PutObject")
+    own = inject.own_headers(AWS_PROFILE)
+    forward = [(n, v) for n, v in incoming.forward if n not in own]
+    upstream.headers = [("host", upstream.authority), *forward]
+    values = {
+        "AWS_ACCESS_KEY_ID": Secret(KEY_ID),
+        "AWS_SECRET_ACCESS_KEY": Secret(secret),
+        "AWS_SESSION_TOKEN": Secret(TOKEN),
+    }
+    inject.inject(upstream, AWS_PROFILE, values, body_hash=payload_hash_of(body), now=NOW)
+    return upstream
+
+
+def botocore_authorization(upstream: Upstream, body: bytes, secret: str) -> str:
+    """botocore's Authorization for the request as the proxy sends it, at NOW."""
+    sent = [v for n, v in upstream.headers if n.lower() == "authorization"]
+    covered = (signed_names(sent[0]) if sent else frozenset()) | MUST_SIGN | {"host"}
+    request = AWSRequest(method=upstream.method, url=str(upstream.url()), data=body)
+    for name, value in upstream.headers:
+        if name.lower() in covered:
+            request.headers[name] = value
+    signer = S3SigV4Auth(Credentials(KEY_ID, secret, TOKEN), "s3", "us-east-1")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=NOW.replace(tzinfo=None)):
+        signer.add_auth(request)
+    return str(request.headers["Authorization"])
+
+
+def test_the_request_the_proxy_sends_is_signed_as_botocore_signs_it():
+    body = b"hello, world"
+
+    upstream = proxy_sends(body, SECRET)
+
+    sent = [v for n, v in upstream.headers if n.lower() == "authorization"]
+    assert len(sent) == 1, "the proxy sent no signature (or the agent's as well)"
+    assert sent[0] == botocore_authorization(upstream, body, SECRET)
+    assert "kfl_lease" not in str(upstream.headers)
+    other = proxy_sends(body, SECRET[::-1])
+    assert botocore_authorization(other, body, SECRET[::-1]) in dict(other.headers).values()
+    assert dict(other.headers)["authorization"] != sent[0]
+
+
 # -- secrets stay secret -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("token", [None, TOKEN])
 @pytest.mark.parametrize("service", ["s3", "sts"])
 def test_the_secret_key_is_in_no_returned_header(service: str, token: str | None):
-    added = sign(**make_request(service=service, session_token=token, headers=HEADERS))
-    for name, value in added:
+    added = ours(make_request(service=service, session_token=token, headers=HEADERS))
+    for name, value in added.items():
         assert SECRET not in value, name
         assert SECRET.split("/")[0] not in value, name
 
