@@ -204,7 +204,7 @@ def test_reprs_hold_no_value() -> None:
         for how, how_ in (("repr", repr), ("str", str), ("format", "{}".format))
     }
     assert leaks([VALUE, QUOTED, PASSWORD, f"{USER}:{PASSWORD}"], printed) == []
-    assert "patterns" in repr(scrubber)
+    assert repr(scrubber) == "Scrubber(<hidden>)"
     for thing in (scrubber, stream):
         with pytest.raises(TypeError):
             pickle.dumps(thing)
