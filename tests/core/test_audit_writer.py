@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
 from keyfob.audit import GENESIS, ChainVerifier, Event, event_hash
-from keyfob.store import Database
-from keyfob.store import audit_log
+from keyfob.store import Database, audit_log
 from keyfob.store.audit_writer import AuditChain, Draft
 from keyfob.store.tables import audit_events, audit_head
 from keyfob.vault import Vault
