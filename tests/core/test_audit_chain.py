@@ -25,6 +25,7 @@ from keyfob.store.audit_writer import AuditChain, Draft
 from keyfob.store.engine import Tx
 from keyfob.store.tables import audit_events, audit_head
 from keyfob.vault import Context, Vault
+from keyfob.vault.core import Core
 from tests.conftest import CANARY
 
 from .conftest import audit_count, create_set, fetch, run_sql, snapshot, version_count
@@ -446,8 +447,19 @@ async def revoke_newest_token(vault: Vault, ctx: Context) -> dict[str, Any]:
     return await vault.operators.revoke_token(ctx, newest["id"])
 
 
-async def test_every_state_change_writes_exactly_one_record(vault: Vault, ctx: Context):
+async def test_every_state_change_writes_exactly_one_record(
+    vault: Vault, ctx: Context, monkeypatch: pytest.MonkeyPatch
+):
+    """...and writes it through ``Core.record``, the vault's one audit helper."""
     path = "openai/prod/default"
+    recorded: list[str] = []
+    helper = Core.record
+
+    async def counted(self: Core, tx: Tx, ctx: Context, action: str, *a: Any, **kw: Any) -> None:
+        recorded.append(action)
+        await helper(self, tx, ctx, action, *a, **kw)
+
+    monkeypatch.setattr(Core, "record", counted)
     changes = [
         ("secret_set.create", lambda: create_set(vault, ctx)),
         (
@@ -467,10 +479,12 @@ async def test_every_state_change_writes_exactly_one_record(vault: Vault, ctx: C
     ]
     for action, change in changes:
         before = await audit_count(vault)
+        recorded.clear()
 
         await change()
 
         assert await audit_count(vault) == before + 1, action
+        assert recorded == [action]
         newest = (await vault.audit.query(newest_first=True, limit=1))[0]
         assert newest.action == action
         assert newest.actor == ctx.actor
