@@ -12,9 +12,8 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
-# Stored times are compared as text, so they must all have the same shape; before 1970
-# and past year 9998 a time is almost surely a typo, and near year 9999 adding a TTL or
-# converting an offset would overflow.
+# Before 1970 or after 9998 a time is almost surely a mistake, and near the ends of what
+# a datetime holds, adding a TTL or converting an offset overflows (once a 500).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 END = datetime(9999, 1, 1, tzinfo=UTC)
 

@@ -74,7 +74,9 @@ NotBefore = Annotated[
 ]
 ExpiresAt = Annotated[
     str | None,
-    typer.Option("--expires-at", metavar="TIME", help="End of validity, RFC 3339 (no offset: UTC)."),
+    typer.Option(
+        "--expires-at", metavar="TIME", help="End of validity, RFC 3339 (no offset: UTC)."
+    ),
 ]
 Ttl = Annotated[
     str | None,
