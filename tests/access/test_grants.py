@@ -47,7 +47,11 @@ BAD_CONSTRAINTS: list[dict[str, Any]] = [
     {"paths": []},
     {"expires_at": PAST},
     {"expires_at": "next tuesday"},
-    {"expires_at": "2099-01-01T00:00:00"},
+    {"expires_at": "9999-12-31T23:59:59-01:00"},  # was a 500: overflowed a datetime
+    {"expires_at": "0001-01-01T00:00:00+01:00"},  # was a 500 too
+    {"not_before": "1969-12-31T23:59:59Z"},
+    {"expires_at": "9999-01-01T00:00:00Z"},
+    {"expires_at": "2099-02-30T00:00:00Z"},
     {"not_before": "2099-06-01T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"},
     {"not_before": "2099-01-01T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"},
     {"max_lease_ttl": -1},
@@ -445,3 +449,18 @@ async def test_bulk_revoke_by_set_or_agent(
     events = await audit(client, "lease.revoke")
     assert [len(e["details"]["lease_ids"]) for e in events] == [1, 2]
     assert {e["actor"] for e in events} == {operator_actor}
+
+
+async def test_a_time_without_an_offset_is_utc(
+    client: httpx.AsyncClient, agent: dict[str, Any]
+) -> None:
+    """Before: refused here, read as UTC by the dashboard and as local time by ``/v1/audit``."""
+    body = {"agent": agent["id"], "secret_set": SET}
+    created = await client.post(
+        "/v1/grants", json={**body, "not_before": "2099-01-01T00:00", "expires_at": "2099-01-02"}
+    )
+
+    assert created.status_code == 201, created.text
+    grant = created.json()
+    assert grant["not_before"] == "2099-01-01T00:00:00.000000Z"
+    assert grant["expires_at"] == "2099-01-02T00:00:00.000000Z"

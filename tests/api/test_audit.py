@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from keyfob.vault import Vault
@@ -15,6 +17,7 @@ from tests.conftest import CANARY
 from tests.support.http import assert_problem
 
 URL = f"/v1/secret-sets/{SEEDED}"
+RANGE = "1970-01-01T00:00:00Z and 9998-12-31T23:59:59Z"
 EVENT_KEYS = {
     "seq",
     "ts",
@@ -148,16 +151,63 @@ async def test_after_skips_what_was_already_seen(
     assert await events(client, after=everything[-1]["seq"]) == []
 
 
+async def test_a_time_without_an_offset_is_utc_whatever_the_servers_zone(
+    client: httpx.AsyncClient, seeded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: ``since`` without an offset was read in the server's local time."""
+    for n in range(3):
+        await client.patch(URL, json={"entries": {"OPENAI_ORG": f"org-{n}"}})
+    everything = await events(client)
+    middle = everything[len(everything) // 2]["ts"]
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14
+    time.tzset()
+    try:
+        naive = await events(client, since=middle.removesuffix("Z"))
+        minutes = await events(client, until=middle[:16])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+    assert naive == [e for e in everything if e["ts"] >= middle]
+    assert naive != everything
+    assert minutes == [e for e in everything if e["ts"] < middle[:16] + ":00.000000Z"]
+
+
 async def test_bad_query_parameters_are_refused(client: httpx.AsyncClient) -> None:
-    assert (
-        "since"
-        in assert_problem(
-            await client.get("/v1/audit", params={"since": "yesterday"}), 400, "invalid-request"
-        )["detail"]
+    body = assert_problem(
+        await client.get("/v1/audit", params={"since": "yesterday"}), 422, "validation-failed"
     )
-    assert_problem(await client.get("/v1/audit", params={"until": "soon"}), 400, "invalid-request")
-    for params in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": "x"}):
+    assert body["errors"] == [{"loc": ["query", "since"], "msg": body["errors"][0]["msg"]}]
+    assert "such as 2026-12-01T10:00:00Z" in body["detail"]
+    for params in (
+        {"until": "soon"},
+        {"since": "2026-02-30T00:00:00Z"},
+        {"limit": 0},
+        {"limit": 1001},
+        {"after": -1},
+        {"after": "x"},
+    ):
         assert_problem(await client.get("/v1/audit", params=params), 422, "validation-failed")
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
+        "1969-12-31T23:59:59Z",
+        "9999-01-01",
+    ],
+)
+async def test_a_time_out_of_range_is_a_422_not_a_500(
+    client: httpx.AsyncClient, moment: str
+) -> None:
+    """The first two were a 500 (the offset overflowed a datetime)."""
+    for name in ("since", "until"):
+        body = assert_problem(
+            await client.get("/v1/audit", params={name: moment}), 422, "validation-failed"
+        )
+        assert body["detail"] == f"{name}: must be between {RANGE}"
 
 
 async def test_export_is_jsonl_matching_the_query(

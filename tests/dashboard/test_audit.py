@@ -108,6 +108,8 @@ async def test_filters_by_time_as_utc(ui: Ui, vault: Vault, clock: FrozenClock) 
     late = await shown(ui, f"{PAGE}?since=2026-01-01T02:00:00")
     early = await shown(ui, f"{PAGE}?until=2026-01-01T01:00:00.000001")
     bad = await ui.get(f"{PAGE}?since=yesterday")
+    # Was a 500: the offset pushed the time past what a datetime holds.
+    overflow = await ui.get(f"{PAGE}?since=9999-12-31T23:59:59-01:00")
 
     (only,) = middle
     (event,) = await vault.audit.query(after=only - 1, limit=1)
@@ -119,6 +121,8 @@ async def test_filters_by_time_as_utc(ui: Ui, vault: Vault, clock: FrozenClock) 
     assert bad.status_code == 400
     assert "since must be a date and time" in bad.text
     assert 'value="yesterday"' in bad.text
+    assert overflow.status_code == 400
+    assert "since must be between 1970-01-01T00:00:00Z and 9998-12-31T23:59:59Z" in overflow.text
 
 
 async def test_pages_go_back_without_gaps(ui: Ui, vault: Vault) -> None:

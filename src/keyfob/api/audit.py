@@ -10,8 +10,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from keyfob.api.deps import OperatorDep, VaultDep
-from keyfob.clock import isoformat, parse_iso
-from keyfob.errors import InvalidRequest
+from keyfob.clock import BadTime, isoformat, parse_iso
+from keyfob.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -21,9 +21,9 @@ def _moment(value: str | None, name: str) -> str | None:
         return None
     try:
         return isoformat(parse_iso(value))
-    except ValueError:
-        raise InvalidRequest(
-            f"{name} must be an RFC 3339 time, like 2026-11-24T10:00:00Z"
+    except BadTime as exc:
+        raise ValidationFailed(
+            f"{name}: {exc}", errors=[{"loc": ["query", name], "msg": str(exc)}]
         ) from None
 
 

@@ -5,7 +5,7 @@ from keyfob.audit.chain import (
     ChainVerifier,
     Event,
     canonical,
-    compute_hash,
+    event_hash,
     record_hash,
 )
 from keyfob.audit.checkpoint import Checkpoint, CheckpointFile
@@ -17,6 +17,6 @@ __all__ = [
     "CheckpointFile",
     "Event",
     "canonical",
-    "compute_hash",
+    "event_hash",
     "record_hash",
 ]

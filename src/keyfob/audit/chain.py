@@ -3,9 +3,10 @@
     hash(n) = SHA-256( prev_hash(n) as 32 bytes || canonical JSON of event n )
 
 where the canonical JSON holds seq, ts, actor, action, target, outcome, request_id and
-details, keys sorted, no spaces, UTF-8. ``prev_hash(1)`` is 64 zeros. Editing,
-deleting, reordering or inserting a row breaks the chain at that row; truncating the
-tail is caught by a signed checkpoint (``checkpoint.py``).
+details, keys sorted, no spaces, UTF-8. ``prev_hash(1)`` is 64 zeros. ``record_hash``
+is the one function that defines these bytes; the store's writer and ``ChainVerifier``
+both call it. Editing, deleting, reordering or inserting a row breaks the chain at that
+row; truncating the tail is caught by a signed checkpoint (``checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,13 @@ class Event:
         }
 
 
+# One encoder, built once: ``json.dumps`` with these options builds a new one per call.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Keys sorted, no spaces, non-ASCII kept: the text stored in JSON columns and hashed."""
+    return _canonical(value)
 
 
 # The C string encoder json.dumps(ensure_ascii=False) itself uses.
@@ -68,8 +74,12 @@ def record_hash(
     request_id: str,
     details_json: str,
 ) -> str:
-    """``compute_hash`` for string fields and already canonical details, without building
-    and sorting the body: the proxy appends two records per request. Same bytes."""
+    """The chain hash of one record, ``details_json`` being ``canonical(details)``.
+
+    The only definition of the hashed bytes (the writer and the verifier both call it):
+    the canonical JSON of the record's fields, written out in sorted key order rather
+    than built as a dict and sorted, because the proxy appends two records per request.
+    """
     text = (
         '{"action":' + _string(action)
         + ',"actor":' + _string(actor)
@@ -91,33 +101,9 @@ def _prev_bytes(prev_hash: str) -> bytes:
         return prev_hash.encode()
 
 
-def compute_hash(
-    prev_hash: str,
-    *,
-    seq: int,
-    ts: str,
-    actor: str,
-    action: str,
-    target: str,
-    outcome: str,
-    request_id: str,
-    details: dict[str, Any],
-) -> str:
-    body = {
-        "seq": seq,
-        "ts": ts,
-        "actor": actor,
-        "action": action,
-        "target": target,
-        "outcome": outcome,
-        "request_id": request_id,
-        "details": details,
-    }
-    return hashlib.sha256(_prev_bytes(prev_hash) + canonical(body).encode()).hexdigest()
-
-
 def event_hash(event: Event) -> str:
-    return compute_hash(
+    """What ``event.hash`` must be if nothing in the record was changed."""
+    return record_hash(
         event.prev_hash,
         seq=event.seq,
         ts=event.ts,
@@ -126,7 +112,7 @@ def event_hash(event: Event) -> str:
         target=event.target,
         outcome=event.outcome,
         request_id=event.request_id,
-        details=event.details,
+        details_json=canonical(event.details),
     )
 
 

@@ -67,10 +67,16 @@ Scopes = Annotated[
     typer.Option("--scope", help="Lease scopes the agent may mint (repeatable; default request)."),
 ]
 NotBefore = Annotated[
-    str | None, typer.Option("--not-before", metavar="TIME", help="RFC 3339 start of validity.")
+    str | None,
+    typer.Option(
+        "--not-before", metavar="TIME", help="Start of validity, RFC 3339 (no offset: UTC)."
+    ),
 ]
 ExpiresAt = Annotated[
-    str | None, typer.Option("--expires-at", metavar="TIME", help="RFC 3339 end of validity.")
+    str | None,
+    typer.Option(
+        "--expires-at", metavar="TIME", help="End of validity, RFC 3339 (no offset: UTC)."
+    ),
 ]
 Ttl = Annotated[
     str | None,

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +22,7 @@ import typer
 
 from keyfob.cli.client import AUTH_HINT, KeyfobClient, check_addr, sends_token_in_clear
 from keyfob.cli.errors import CliError
+from keyfob.clock import SystemClock
 from keyfob.secret import Secret
 from keyfob.settings import Settings
 from keyfob.tokens import AGENT, LEASE, OPERATOR, looks_like
@@ -65,10 +66,6 @@ def _stdout_is_tty() -> bool:
     return sys.stdout is not None and sys.stdout.isatty()
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _core_bootstrap() -> Bootstrap:
     # Imported on use: client commands should not pay for loading the server.
     from keyfob.app import bootstrap
@@ -84,7 +81,7 @@ class Wiring:
     stdin_is_tty: Callable[[], bool] = _stdin_is_tty
     stdout_is_tty: Callable[[], bool] = _stdout_is_tty
     sleep: Callable[[float], None] = time.sleep
-    now: Callable[[], datetime] = _utc_now
+    now: Callable[[], datetime] = SystemClock().now
     bootstrap: Callable[[], Bootstrap] = _core_bootstrap
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC
 from typing import Annotated, Any
 
 import typer
@@ -79,7 +78,7 @@ def when(value: object) -> str:
     if not value:
         return "-"
     try:
-        return parse_iso(str(value)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return parse_iso(str(value), bounded=False).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return str(value)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
 from keyfob.audit import Event
-from keyfob.clock import isoformat
+from keyfob.clock import BadTime, isoformat, parse_iso
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import checked_form, current_user, vault_of
 from keyfob.vault import Principal
@@ -39,12 +38,9 @@ def utc_moment(value: str, name: str) -> str | None:
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadFilter(f"{name} must be a date and time, like 2026-11-24T10:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return isoformat(moment)
+        return isoformat(parse_iso(value))
+    except BadTime as exc:
+        raise BadFilter(f"{name} {exc}") from None
 
 
 def filters_of(request: Request) -> dict[str, str]:

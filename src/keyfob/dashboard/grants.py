@@ -6,13 +6,12 @@ entered as UTC (``datetime-local`` has no zone).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from keyfob.clock import isoformat
+from keyfob.clock import BadTime, isoformat, parse_iso
 from keyfob.dashboard.render import done, page
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import KeyfobError, ValidationFailed
@@ -93,10 +92,9 @@ def _moment(field: str, text: str) -> str | None:
     if not text:
         return None
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise _fail(field, "a date and time such as 2026-12-01T00:00 (UTC)") from None
-    return isoformat(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        return isoformat(parse_iso(text))
+    except BadTime as exc:
+        raise _fail(field, str(exc)) from None
 
 
 def _number(field: str, text: str) -> int | None:

@@ -1,4 +1,4 @@
-"""SQL for reading the audit chain (appending happens in ``engine.Tx.audit``)."""
+"""SQL for reading the audit chain (``audit_writer`` appends to it)."""
 
 from __future__ import annotations
 

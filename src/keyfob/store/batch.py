@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from keyfob.audit import Event, canonical, record_hash
 from keyfob.secret import SECRET, Masked
+from keyfob.store.audit_writer import SQL_INSERT, AuditChain, Row, as_mappings
+from keyfob.store.audit_writer import Draft as Draft  # where the vault has always found it
 from keyfob.store.records import GrantRow, LeaseRow, from_mapping
 from keyfob.store.tables import (
     audit_events,
@@ -48,19 +49,6 @@ class SetState(Masked):
     ciphertext: bytes = field(metadata=SECRET)
 
 
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """An audit record before the chain gives it a place."""
-
-    ts: str
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    request_id: str
-    details: dict[str, Any]
-
-
 class LostRace(RuntimeError):
     """A counter moved under the batch's lock; the whole batch rolls back."""
 
@@ -69,14 +57,9 @@ LeaseChange = tuple[str, int, int]  # lease id, uses read, uses now
 GrantChange = tuple[str, int, int, int, int]  # grant id, uses read, uses now, window, count
 
 
-class Batch(ABC):
-    """One locked write transaction: reads, counter updates and chained audit records."""
-
-    def __init__(self, seq: int, head: str) -> None:
-        self.seq = seq
-        self.head = head
-        self.events: list[Event] = []
-        self._rows: list[dict[str, Any]] = []
+class Batch(AuditChain, ABC):
+    """One locked write transaction: reads, counter updates and chained audit records
+    (``append``, the one audit writer's, chains them; ``finish`` inserts them)."""
 
     @abstractmethod
     def leases(self, digests: Collection[str]) -> dict[str, LeaseRow]:
@@ -97,52 +80,16 @@ class Batch(ABC):
     def grant_uses(self, changes: Sequence[GrantChange]) -> None: ...
 
     @abstractmethod
-    def _insert(self, rows: list[dict[str, Any]]) -> None: ...
+    def _insert(self, rows: list[Row]) -> None: ...
 
     @abstractmethod
     def _move_head(self) -> None: ...
 
-    def append(self, drafts: Sequence[Draft]) -> list[Event]:
-        """Chain the records, in order; ``finish`` inserts every one in one statement."""
-        rows = self._rows
-        added = []
-        for d in drafts:
-            seq = self.seq + 1
-            details = canonical(d.details)
-            digest = record_hash(
-                self.head,
-                seq=seq,
-                ts=d.ts,
-                actor=d.actor,
-                action=d.action,
-                target=d.target,
-                outcome=d.outcome,
-                request_id=d.request_id,
-                details_json=details,
-            )
-            event = Event(
-                seq=seq,
-                ts=d.ts,
-                actor=d.actor,
-                action=d.action,
-                target=d.target,
-                outcome=d.outcome,
-                request_id=d.request_id,
-                details=d.details,
-                prev_hash=self.head,
-                hash=digest,
-            )
-            added.append(event)
-            rows.append({**event.as_dict(), "details": details})
-            self.seq, self.head = seq, digest
-        self.events.extend(added)
-        return added
-
     def finish(self) -> None:
         """Insert the chained records and move the head (once, just before commit)."""
-        if self._rows:
-            self._insert(self._rows)
-            self._rows = []
+        rows = self.take_rows()
+        if rows:
+            self._insert(rows)
         if self.events:
             self._move_head()
 
@@ -236,8 +183,8 @@ class CoreBatch(Batch):
             if self.conn.execute(statement, one).rowcount != 1:
                 raise LostRace()
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
-        self.conn.execute(audit_events.insert(), rows)
+    def _insert(self, rows: list[Row]) -> None:
+        self.conn.execute(audit_events.insert(), as_mappings(rows))
 
     def _move_head(self) -> None:
         self.conn.execute(
@@ -267,11 +214,6 @@ _SQL_LEASE_USES = "UPDATE leases SET uses = ? WHERE id = ? AND uses = ? AND revo
 _SQL_GRANT_USES = (
     "UPDATE grants SET uses = ?, rate_window = ?, rate_count = ? "
     "WHERE id = ? AND uses = ? AND revoked_at IS NULL"
-)
-_EVENT_COLUMNS = [c.name for c in audit_events.c]
-_SQL_INSERT = (
-    f"INSERT INTO audit_events ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({_marks(len(_EVENT_COLUMNS))})"
 )
 _SQL_HEAD = "UPDATE audit_head SET seq = ?, head = ? WHERE id = 1"
 SQL_LOCK_HEAD = "SELECT seq, head FROM audit_head WHERE id = 1"
@@ -368,8 +310,8 @@ class SqliteBatch(Batch):
         if params and self.conn.executemany(sql, params).rowcount != len(params):
             raise LostRace()
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
-        self.conn.executemany(_SQL_INSERT, [[r[c] for c in _EVENT_COLUMNS] for r in rows])
+    def _insert(self, rows: list[Row]) -> None:
+        self.conn.executemany(SQL_INSERT, rows)
 
     def _move_head(self) -> None:
         self.conn.execute(_SQL_HEAD, (self.seq, self.head))

@@ -23,9 +23,10 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from keyfob.audit import Event, canonical, compute_hash
+from keyfob.audit import Event
 from keyfob.errors import ConfigurationError, Unavailable
 from keyfob.store import tables
+from keyfob.store.audit_writer import AuditChain, Draft, as_mappings
 from keyfob.store.batch import SQL_LOCK_HEAD, Batch, CoreBatch, LostRace, RowCache, SqliteBatch
 
 T = TypeVar("T")
@@ -76,14 +77,12 @@ def _locked_batch(conn: Connection, work: Callable[[Batch], T]) -> tuple[T, Batc
     return result, batch
 
 
-class Tx:
+class Tx(AuditChain):
     """One write transaction: the connection plus the audit chain head it holds locked."""
 
     def __init__(self, conn: AsyncConnection, seq: int, head: str) -> None:
+        super().__init__(seq, head)
         self.conn = conn
-        self.seq = seq
-        self.head = head
-        self.events: list[Event] = []
 
     async def audit(
         self,
@@ -97,36 +96,9 @@ class Tx:
         details: dict[str, Any] | None = None,
     ) -> Event:
         """Append one event to the chain; it commits with the change or not at all."""
-        seq = self.seq + 1
-        body = dict(details or {})
-        digest = compute_hash(
-            self.head,
-            seq=seq,
-            ts=ts,
-            actor=actor,
-            action=action,
-            target=target,
-            outcome=outcome,
-            request_id=request_id,
-            details=body,
-        )
-        record = Event(seq, ts, actor, action, target, outcome, request_id, body, self.head, digest)
-        await self.conn.execute(
-            tables.audit_events.insert().values(
-                seq=seq,
-                ts=ts,
-                actor=actor,
-                action=action,
-                target=target,
-                outcome=outcome,
-                request_id=request_id,
-                details=canonical(body),
-                prev_hash=self.head,
-                hash=digest,
-            )
-        )
-        self.seq, self.head = seq, digest
-        self.events.append(record)
+        draft = Draft(ts, actor, action, target, outcome, request_id, dict(details or {}))
+        (record,) = self.append([draft])
+        await self.conn.execute(tables.audit_events.insert(), as_mappings(self.take_rows()))
         return record
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from keyfob.clock import isoformat
+from keyfob.clock import FORMAT_HINT, BadTime, in_range, isoformat, parse_iso
 from keyfob.errors import Conflict, NotFound, ValidationFailed
 from keyfob.store import Tx
 from keyfob.store import access as sql
@@ -96,18 +96,14 @@ def _positive(field: str, value: Any, ceiling: int | None = None) -> int | None:
 def _moment(field: str, value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise _fail(field, "an RFC 3339 time such as 2026-12-01T00:00:00Z") from None
-    else:
-        raise _fail(field, "an RFC 3339 time such as 2026-12-01T00:00:00Z")
-    if moment.tzinfo is None:
-        raise _fail(field, "needs a time zone (use Z for UTC)")
-    return isoformat(moment)
+    try:
+        if isinstance(value, datetime):
+            return isoformat(in_range(value))
+        if isinstance(value, str):
+            return isoformat(parse_iso(value))
+    except BadTime as exc:
+        raise _fail(field, str(exc)) from None
+    raise _fail(field, f"must be {FORMAT_HINT}")
 
 
 def clean_constraints(spec: Mapping[str, Any], set_keys: set[str]) -> dict[str, Any]:

@@ -211,7 +211,9 @@ class Leases:
         ttl = asked or (REQUEST_TTL if scope == "request" else WORKFLOW_TTL)
         ttl = min(ttl, grant.max_lease_ttl)
         if grant.expires_at:
-            left = (parse_iso(grant.expires_at) - self._core.clock.now()).total_seconds()
+            # Unbounded: older releases stored any year.
+            expires = parse_iso(grant.expires_at, bounded=False)
+            left = (expires - self._core.clock.now()).total_seconds()
             ttl = min(ttl, max(1, int(left)))
         return ttl
 

@@ -77,13 +77,11 @@ class Operators:
                 raise Conflict(f"operator token {token_id} is already revoked")
             now = self._core.now()
             await sql.revoke(tx.conn, token_id, now)
-            await tx.audit(
-                ts=now,
-                actor=ctx.actor,
-                action="token.revoke",
-                target=f"token:{token_id}",
-                outcome="ok",
-                request_id=ctx.request_id,
+            await self._core.record(
+                tx,
+                ctx,
+                "token.revoke",
+                f"token:{token_id}",
                 details={"name": row.name, "kind": "operator"},
             )
         return {**row.as_dict(), "revoked_at": now}
