@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from markupsafe import escape
 
+from keyfob.constraints import CONSTRAINTS
 from keyfob.vault import Context, Vault
 from tests.dashboard.conftest import Ui
 
@@ -59,6 +61,9 @@ async def test_new_form_explains_every_field(ui: Ui, agent: dict[str, Any]) -> N
     assert 'value="OPENAI_API_KEY"' in answer.text  # the set's keys as checkboxes
     assert "hands the agent the plaintext" in answer.text
     assert "Default 900" in answer.text
+    for c in CONSTRAINTS:  # the form is built from the spec: every constraint, its help
+        assert f'name="{c.name}"' in answer.text, c.name
+        assert escape(c.help) in answer.text, c.name
 
 
 async def test_create_with_constraints_and_list(

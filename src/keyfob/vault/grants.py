@@ -8,44 +8,25 @@ requests in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-from keyfob.clock import isoformat
-from keyfob.errors import Conflict, NotFound, ValidationFailed
+from keyfob.constraints import BY_NAME, NAMES, defaults
+from keyfob.errors import Conflict, NotFound
 from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
 from keyfob.store.records import GrantRow
 from keyfob.tokens import new_id
-from keyfob.vault import rules, validation
+from keyfob.vault import validation
 from keyfob.vault.agents import Agents
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
+from keyfob.vault.grant_checks import clean_constraints
+from keyfob.vault.grant_checks import fail as _fail
 
-ACTIONS = ("proxy", "export")
-SCOPES = ("request", "workflow")
-APPROVALS = ("none", "required")
-DEFAULT_MAX_LEASE_TTL = 900
-MAX_LEASE_TTL = 86_400
-EDITABLE = (
-    "keys",
-    "actions",
-    "not_before",
-    "expires_at",
-    "scopes",
-    "max_lease_ttl",
-    "max_lease_uses",
-    "rate_limit",
-    "max_uses",
-    "methods",
-    "paths",
-    "approval",
-)
-
-
-def _fail(field: str, msg: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
+ACTIONS = BY_NAME["actions"].choices
+SCOPES = BY_NAME["scopes"].choices
+EDITABLE = NAMES
 
 
 def grant_view(row: GrantRow, agent_name: str | None = None) -> dict[str, Any]:
@@ -54,116 +35,13 @@ def grant_view(row: GrantRow, agent_name: str | None = None) -> dict[str, Any]:
         "agent_id": row.agent_id,
         "agent": agent_name,
         "secret_set": row.set_path,
-        "keys": row.keys,
-        "actions": row.actions,
-        "not_before": row.not_before,
-        "expires_at": row.expires_at,
-        "scopes": row.scopes,
-        "max_lease_ttl": row.max_lease_ttl,
-        "max_lease_uses": row.max_lease_uses,
-        "rate_limit": row.rate_limit,
-        "max_uses": row.max_uses,
+        **{name: getattr(row, name) for name in NAMES},
         "uses": row.uses,
-        "methods": row.methods,
-        "paths": row.paths,
-        "approval": row.approval,
         "created_at": row.created_at,
         "created_by": row.created_by,
         "updated_at": row.updated_at,
         "revoked_at": row.revoked_at,
     }
-
-
-def _subset(field: str, values: Any, allowed: tuple[str, ...]) -> list[str]:
-    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-        raise _fail(field, f"a non-empty list drawn from {', '.join(allowed)}")
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise _fail(field, f"unknown: {', '.join(bad)}; allowed: {', '.join(allowed)}")
-    return sorted(set(values), key=allowed.index)
-
-
-def _positive(field: str, value: Any, ceiling: int | None = None) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _fail(field, "a whole number of at least 1")
-    if ceiling is not None and value > ceiling:
-        raise _fail(field, f"at most {ceiling}")
-    return value
-
-
-def _moment(field: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise _fail(field, "an RFC 3339 time such as 2026-12-01T00:00:00Z") from None
-    else:
-        raise _fail(field, "an RFC 3339 time such as 2026-12-01T00:00:00Z")
-    if moment.tzinfo is None:
-        raise _fail(field, "needs a time zone (use Z for UTC)")
-    return isoformat(moment)
-
-
-def clean_constraints(spec: Mapping[str, Any], set_keys: set[str]) -> dict[str, Any]:
-    """Validate grant constraints; fields missing from ``spec`` are not returned."""
-    out: dict[str, Any] = {}
-    if "keys" in spec:
-        keys = spec["keys"]
-        if keys is not None:
-            if not isinstance(keys, list) or not keys:
-                raise _fail("keys", "a non-empty list of key names, or null for all keys")
-            missing = [k for k in keys if k not in set_keys]
-            if missing:
-                raise _fail("keys", f"the set has no key {', '.join(map(str, missing))}")
-            keys = sorted(set(keys))
-        out["keys"] = keys
-    if "actions" in spec:
-        out["actions"] = _subset("actions", spec["actions"], ACTIONS)
-    if "scopes" in spec:
-        out["scopes"] = _subset("scopes", spec["scopes"], SCOPES)
-    if "approval" in spec:
-        if spec["approval"] not in APPROVALS:
-            raise _fail("approval", "none or required")
-        out["approval"] = spec["approval"]
-    for field in ("not_before", "expires_at"):
-        if field in spec:
-            out[field] = _moment(field, spec[field])
-    if "max_lease_ttl" in spec:
-        out["max_lease_ttl"] = (
-            _positive("max_lease_ttl", spec["max_lease_ttl"], MAX_LEASE_TTL)
-            or DEFAULT_MAX_LEASE_TTL
-        )
-    for field in ("max_lease_uses", "rate_limit", "max_uses"):
-        if field in spec:
-            out[field] = _positive(field, spec[field], 10_000_000)
-    if "methods" in spec and spec["methods"] is not None:
-        methods = spec["methods"]
-        if not isinstance(methods, list) or not methods:
-            raise _fail("methods", "a non-empty list of HTTP methods, or null for any")
-        upper = sorted({str(m).upper() for m in methods})
-        bad = [m for m in upper if m not in rules.METHODS]
-        if bad:
-            raise _fail("methods", f"unknown method {', '.join(bad)}")
-        out["methods"] = upper
-    elif "methods" in spec:
-        out["methods"] = None
-    if "paths" in spec and spec["paths"] is not None:
-        paths = spec["paths"]
-        if not isinstance(paths, list) or not paths or len(paths) > 64:
-            raise _fail("paths", "a list of 1-64 path patterns, or null for any path")
-        try:
-            out["paths"] = [rules.check_pattern(str(p)) for p in paths]
-        except ValueError as exc:
-            raise _fail("paths", str(exc)) from None
-    elif "paths" in spec:
-        out["paths"] = None
-    return out
 
 
 class Grants:
@@ -188,16 +66,7 @@ class Grants:
             if target is None or target.deleted_at is not None:
                 raise NotFound(f"secret set {set_path} does not exist")
             keys = await sets_sql.current_key_names(tx.conn, target.id)
-            clean = clean_constraints(
-                {
-                    "actions": ["proxy"],
-                    "scopes": ["request"],
-                    "approval": "none",
-                    "max_lease_ttl": DEFAULT_MAX_LEASE_TTL,
-                    **spec,
-                },
-                keys,
-            )
+            clean = clean_constraints({**defaults(), **spec}, keys)
             self._check_window(clean)
             if await sql.active_grant(tx.conn, agent.id, target.id) is not None:
                 raise Conflict(
@@ -209,21 +78,10 @@ class Grants:
                 agent_id=agent.id,
                 set_id=target.id,
                 set_path=target.path,
-                keys=clean.get("keys"),
-                actions=clean["actions"],
-                not_before=clean.get("not_before"),
-                expires_at=clean.get("expires_at"),
-                scopes=clean["scopes"],
-                max_lease_ttl=clean["max_lease_ttl"],
-                max_lease_uses=clean.get("max_lease_uses"),
-                rate_limit=clean.get("rate_limit"),
-                max_uses=clean.get("max_uses"),
+                **clean,
                 uses=0,
                 rate_window=0,
                 rate_count=0,
-                methods=clean.get("methods"),
-                paths=clean.get("paths"),
-                approval=clean["approval"],
                 created_at=now,
                 created_by=ctx.actor,
                 updated_at=now,
