@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import typer
 from keyfob.api.models import GrantCreate, GrantFields
 from keyfob.cli.main import create_app
 from keyfob.constraints import CONSTRAINTS, Constraint
+from keyfob.store.records import GrantRow
+from keyfob.vault.views import GrantView, MyGrantView
 from tests.support.docs import API_DOC
 
 CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -45,6 +48,13 @@ def test_the_cli_options_are_the_spec(command: str) -> None:
     for c in CONSTRAINTS:
         assert params[c.name].opts == [c.flag]
         assert params[c.name].multiple == c.is_list
+
+
+@pytest.mark.parametrize("shape", [GrantView, MyGrantView, GrantRow])
+def test_grant_views_and_rows_carry_every_constraint(shape: type) -> None:
+    """The typed view restates the names for mypy's sake; this keeps it in step."""
+    names = [c.name for c in CONSTRAINTS]
+    assert [f.name for f in fields(shape) if f.name in names] == names
 
 
 def test_defaults_are_least_privilege() -> None:

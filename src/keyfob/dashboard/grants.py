@@ -18,6 +18,7 @@ from keyfob.dashboard.render import done, page
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import KeyfobError, ValidationFailed
 from keyfob.vault import Principal
+from keyfob.vault.views import GrantView
 
 router = APIRouter()
 
@@ -46,10 +47,10 @@ def _blank() -> dict[str, Any]:
     return {"agent": "", "secret_set": "", **{c.name: _raw(c, c.default) for c in CONSTRAINTS}}
 
 
-def raw_from_view(view: dict[str, Any]) -> dict[str, Any]:
+def raw_from_view(view: GrantView) -> dict[str, Any]:
     """A grant as the form shows it."""
-    raw = {"agent": view["agent_id"], "secret_set": view["secret_set"]}
-    return {**raw, **{c.name: _raw(c, view[c.name]) for c in CONSTRAINTS}}
+    raw = {"agent": view.agent_id, "secret_set": view.secret_set}
+    return {**raw, **{c.name: _raw(c, getattr(view, c.name)) for c in CONSTRAINTS}}
 
 
 async def raw_from_form(request: Request) -> dict[str, Any]:
@@ -114,11 +115,11 @@ def spec_from_raw(raw: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def changed(spec: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
+def changed(spec: dict[str, Any], view: GrantView) -> dict[str, Any]:
     """Only the fields that differ from the grant as stored (PATCH semantics)."""
     out = {}
     for c in CONSTRAINTS:
-        new, old = spec[c.name], view[c.name]
+        new, old = spec[c.name], getattr(view, c.name)
         if c.kind == "moment":
             same = (new or "")[:19] == (old or "")[:19]
         elif c.kind in LISTS:
@@ -135,7 +136,7 @@ async def _form_page(
     user: Principal,
     raw: dict[str, Any],
     *,
-    grant: dict[str, Any] | None = None,
+    grant: GrantView | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -143,10 +144,10 @@ async def _form_page(
     agents = await vault.agents.list_all()
     sets, _ = await vault.sets.search(limit=500)
     set_keys: list[str] = []
-    path = grant["secret_set"] if grant else raw["secret_set"]
+    path = grant.secret_set if grant else raw["secret_set"]
     for found in sets:
-        if found["path"] == path:
-            set_keys = [k["name"] for k in found["keys"]]
+        if found.path == path:
+            set_keys = [k.name for k in found.keys]
     return page(
         request,
         "grants_form.html",
@@ -210,7 +211,7 @@ async def create_grant(request: Request) -> Response:
         )
     except KeyfobError as exc:
         return await _form_page(request, user, raw, error=exc.detail, status_code=exc.status)
-    return done(f"/ui/grants/{made['id']}", "created")
+    return done(f"/ui/grants/{made.id}", "created")
 
 
 @router.get("/grants/{grant_id}")

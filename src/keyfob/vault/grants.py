@@ -23,25 +23,31 @@ from keyfob.vault.context import Context
 from keyfob.vault.core import Core
 from keyfob.vault.grant_checks import clean_constraints
 from keyfob.vault.grant_checks import fail as _fail
+from keyfob.vault.views import GrantView, MyGrantView
 
 ACTIONS = BY_NAME["actions"].choices
 SCOPES = BY_NAME["scopes"].choices
 EDITABLE = NAMES
 
 
-def grant_view(row: GrantRow, agent_name: str | None = None) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "agent_id": row.agent_id,
-        "agent": agent_name,
-        "secret_set": row.set_path,
+def grant_view(row: GrantRow, agent_name: str | None = None) -> GrantView:
+    return GrantView(
+        id=row.id,
+        agent_id=row.agent_id,
+        agent=agent_name,
+        secret_set=row.set_path,
         **{name: getattr(row, name) for name in NAMES},
-        "uses": row.uses,
-        "created_at": row.created_at,
-        "created_by": row.created_by,
-        "updated_at": row.updated_at,
-        "revoked_at": row.revoked_at,
-    }
+        uses=row.uses,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        updated_at=row.updated_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def constraints_of(row: GrantRow) -> dict[str, Any]:
+    """The grant's constraint values by spec name."""
+    return {name: getattr(row, name) for name in NAMES}
 
 
 class Grants:
@@ -49,7 +55,7 @@ class Grants:
         self._core = core
         self._agents = agents
 
-    async def create(self, ctx: Context, spec: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, ctx: Context, spec: Mapping[str, Any]) -> GrantView:
         agent_ref = spec.get("agent")
         set_path = spec.get("secret_set")
         if not isinstance(agent_ref, str) or not agent_ref:
@@ -88,18 +94,17 @@ class Grants:
                 revoked_at=None,
             )
             await sql.insert_grant(tx.conn, row)
-            view = grant_view(row, agent.name)
-            await self._audit(tx, ctx, "create", row, _constraints(view))
-        return view
+            await self._audit(tx, ctx, "create", row, constraints_of(row))
+        return grant_view(row, agent.name)
 
-    async def update(self, ctx: Context, grant_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    async def update(self, ctx: Context, grant_id: str, spec: Mapping[str, Any]) -> GrantView:
         unknown = set(spec) - set(EDITABLE)
         if unknown:
             raise _fail(sorted(unknown)[0], "cannot be changed (revoke and grant anew)")
         async with self._core.write() as tx:
             row = await self._live(tx, grant_id)
             clean = clean_constraints(spec, await sets_sql.current_key_names(tx.conn, row.set_id))
-            merged = {**grant_view(row), **clean}
+            merged = {**constraints_of(row), **clean}
             self._check_window(merged, new_end="expires_at" in clean)
             if clean:
                 await sql.update_grant(tx.conn, row.id, updated_at=self._core.now(), **clean)
@@ -108,7 +113,7 @@ class Grants:
             agent = await sql.agent_by(tx.conn, id=row.agent_id)
         return grant_view(row, agent.name if agent else None)
 
-    async def revoke(self, ctx: Context, grant_id: str) -> dict[str, Any]:
+    async def revoke(self, ctx: Context, grant_id: str) -> GrantView:
         async with self._core.write() as tx:
             row = await self._live(tx, grant_id)
             now = self._core.now()
@@ -122,7 +127,7 @@ class Grants:
             agent = await sql.agent_by(tx.conn, id=row.agent_id)
         return grant_view(row, agent.name if agent else None)
 
-    async def get(self, grant_id: str) -> dict[str, Any]:
+    async def get(self, grant_id: str) -> GrantView:
         async with self._core.db.read() as conn:
             row = await sql.grant_by_id(conn, grant_id)
             if row is None:
@@ -136,7 +141,7 @@ class Grants:
         agent: str | None = None,
         secret_set: str | None = None,
         include_revoked: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[GrantView]:
         async with self._core.db.read() as conn:
             agent_id = (await self._agents.find(conn, agent)).id if agent else None
             set_id = None
@@ -151,7 +156,7 @@ class Grants:
             names = {a.id: a.name for a in await sql.list_agents(conn)}
         return [grant_view(r, names.get(r.agent_id)) for r in rows]
 
-    async def for_agent(self, agent_id: str) -> list[dict[str, Any]]:
+    async def for_agent(self, agent_id: str) -> list[MyGrantView]:
         """An agent's own usable grants: names, key names, actions, limits; never values."""
         async with self._core.db.read() as conn:
             rows = await sql.list_grants(conn, agent_id=agent_id)
@@ -161,15 +166,13 @@ class Grants:
                 if found is None or found.deleted_at is not None:
                     continue
                 keys = row.keys or sorted(await sets_sql.current_key_names(conn, row.set_id))
-                view = grant_view(row)
                 out.append(
-                    {
-                        "grant_id": row.id,
-                        "secret_set": row.set_path,
-                        **{k: view[k] for k in EDITABLE},
-                        "keys": keys,
-                        "uses": row.uses,
-                    }
+                    MyGrantView(
+                        grant_id=row.id,
+                        secret_set=row.set_path,
+                        **{**constraints_of(row), "keys": keys},
+                        uses=row.uses,
+                    )
                 )
         return out
 
@@ -200,6 +203,3 @@ class Grants:
             details={"agent_id": row.agent_id, "secret_set": row.set_path, **details},
         )
 
-
-def _constraints(view: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: view[k] for k in EDITABLE}
