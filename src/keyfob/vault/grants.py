@@ -202,4 +202,3 @@ class Grants:
             f"grant:{row.id}",
             details={"agent_id": row.agent_id, "secret_set": row.set_path, **details},
         )
-
