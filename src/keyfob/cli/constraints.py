@@ -39,7 +39,9 @@ class Scope(StrEnum):
 
 
 def _choices(c: Constraint) -> type[StrEnum]:
-    return StrEnum(c.name.title().replace("_", ""), {v.upper(): v for v in c.choices})  # type: ignore[return-value]
+    """An enum of the constraint's choices, so Typer lists and checks them."""
+    members = {v.upper(): v for v in c.choices}
+    return StrEnum(c.name.title().replace("_", ""), members)  # type: ignore[return-value]
 
 
 # ``grant update --clear NAME``: the constraints that may be "no limit" (or "every key").
@@ -52,11 +54,15 @@ def _option(c: Constraint) -> Any:
     """The Typer annotation of one constraint's option."""
     many = " (repeatable)" if c.is_list else ""
     help_text = c.help + many + (f" Warning: {c.warning}" if c.warning else "")
-    option = typer.Option(c.flag, metavar=c.metavar, help=help_text)
-    if c.kind == "count":
-        option = typer.Option(
-            c.flag, metavar=c.metavar, min=c.minimum, max=c.maximum, help=help_text
-        )
+    # Counts carry their range, so Typer refuses an out-of-range number before sending.
+    count = c.kind == "count"
+    option = typer.Option(
+        c.flag,
+        metavar=c.metavar,
+        min=c.minimum if count else None,
+        max=c.maximum if count else None,
+        help=help_text,
+    )
     if c.kind in ("subset", "choice"):
         value: Any = _choices(c)
     else:
