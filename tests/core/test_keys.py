@@ -16,6 +16,7 @@ from keyfob.errors import ConfigurationError, Conflict, NotFound
 from keyfob.settings import Settings
 from keyfob.store.tables import secret_versions
 from keyfob.vault import Context, Vault
+from keyfob.vault.views import Rewrapped, Rotated, TermRetired
 from tests.conftest import CANARY
 
 from .conftest import create_set, run_sql, snapshot
@@ -29,8 +30,8 @@ async def write(vault: Vault, ctx: Context, written: Written, path: str, value: 
         view = await vault.sets.update(ctx, path, entries={"OPENAI_API_KEY": value})
     except NotFound:
         view = await create_set(vault, ctx, path, entries={"OPENAI_API_KEY": value})
-    written[(path, view["version"])] = value
-    return int(view["version"])
+    written[(path, view.version)] = value
+    return int(view.version)
 
 
 async def assert_all_readable(vault: Vault, written: Written) -> None:
@@ -40,7 +41,7 @@ async def assert_all_readable(vault: Vault, written: Written) -> None:
 
 
 def terms(status: dict[str, Any]) -> dict[int, tuple[str, int]]:
-    return {t["term"]: (t["status"], t["records"]) for t in status["terms"]}
+    return {t.term: (t.status, t.records) for t in status.terms}
 
 
 def with_master_key(settings: Settings, key: str) -> Settings:
@@ -67,21 +68,21 @@ async def test_rotate_rewrap_retire_keeps_every_version_readable(
     await write(vault, ctx, written, "openai/prod/default", CANARY + "-2")
     await write(vault, ctx, written, "openai/dev/default", "dev-1")
 
-    assert await vault.keys.rotate(ctx) == {"term": 2}
+    assert await vault.keys.rotate(ctx) == Rotated(term=2)
     await write(vault, ctx, written, "openai/prod/default", CANARY + "-3")
     await write(vault, ctx, written, "openai/test/default", "test-1")
 
     assert terms(await vault.keys.status()) == {1: ("previous", 3), 2: ("active", 2)}
-    assert await vault.keys.rewrap(ctx) == {"rewrapped": 3, "term": 2}
+    assert await vault.keys.rewrap(ctx) == Rewrapped(rewrapped=3, term=2)
     status = await vault.keys.status()
-    assert status["active_term"] == 2
+    assert status.active_term == 2
     assert terms(status) == {1: ("previous", 0), 2: ("active", 5)}
     await assert_all_readable(vault, written)
 
-    assert await vault.keys.retire(ctx, 1) == {"term": 1, "status": "retired"}
+    assert await vault.keys.retire(ctx, 1) == TermRetired(term=1, status="retired")
     status = await vault.keys.status()
     assert terms(status) == {1: ("retired", 0), 2: ("active", 5)}
-    assert status["terms"][0]["retired_at"] is not None
+    assert status.terms[0].retired_at is not None
     await assert_all_readable(vault, written)
     reopened = await Vault.open(settings)
     try:
@@ -101,13 +102,13 @@ async def test_rewrap_leaves_ciphertext_alone(vault: Vault, ctx: Context):
     assert after.ciphertext == before.ciphertext
     assert after.wrapped_dek != before.wrapped_dek
     assert (after.kek_term, before.kek_term) == (2, 1)
-    assert [v["kek_term"] for v in await vault.sets.versions(created["path"])] == [2]
+    assert [v.kek_term for v in await vault.sets.versions(created.path)] == [2]
 
 
 async def test_rewrap_with_nothing_to_move_moves_nothing(vault: Vault, ctx: Context):
     await create_set(vault, ctx)
 
-    assert await vault.keys.rewrap(ctx) == {"rewrapped": 0, "term": 1}
+    assert await vault.keys.rewrap(ctx) == Rewrapped(rewrapped=0, term=1)
 
 
 async def test_rewrap_finishes_when_the_term_column_disagrees_with_the_blob(
@@ -128,7 +129,7 @@ async def test_rewrap_finishes_when_the_term_column_disagrees_with_the_blob(
 
     result = await asyncio.wait_for(vault.keys.rewrap(ctx), timeout=20)
 
-    assert result == {"rewrapped": 2, "term": 2}
+    assert result == Rewrapped(rewrapped=2, term=2)
     assert terms(await vault.keys.status()) == {1: ("previous", 0), 2: ("active", 2)}
     await vault.keys.retire(ctx, 1)
     await assert_all_readable(vault, written)
@@ -180,7 +181,7 @@ async def test_terms_are_never_reused(vault: Vault, ctx: Context):
     await vault.keys.rotate(ctx)
     await vault.keys.retire(ctx, 2)
 
-    assert await vault.keys.rotate(ctx) == {"term": 4}
+    assert await vault.keys.rotate(ctx) == Rotated(term=4)
     assert terms(await vault.keys.status()) == {
         1: ("retired", 0),
         2: ("retired", 0),
@@ -206,7 +207,7 @@ async def test_a_second_node_sees_the_rotated_term(vault: Vault, second_node: Va
     await vault.keys.retire(ctx, 1)
     await write(second_node, ctx, written, path, "after-retire-by-node-two")
 
-    assert {v["kek_term"] for v in await vault.sets.versions(path)} == {2}
+    assert {v.kek_term for v in await vault.sets.versions(path)} == {2}
     await assert_all_readable(vault, written)
     await assert_all_readable(second_node, written)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from keyfob.errors import Conflict, NotFound, ValidationFailed
 from keyfob.profiles import Profile, all_presets, check_key_name
 from keyfob.profiles.registry import Preset
 from keyfob.vault import Context, Vault
+from keyfob.vault.views import Purged
 from tests.conftest import CANARY
 
 from .conftest import create_set, snapshot, version_count
@@ -20,7 +22,7 @@ OPENAI = {"preset": "openai"}
 
 
 def keys_of(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {k["name"]: k for k in view["keys"]}
+    return {k.name: k for k in view.keys}
 
 
 async def values(vault: Vault, path: str = PATH, version: int | None = None) -> dict[str, str]:
@@ -29,7 +31,7 @@ async def values(vault: Vault, path: str = PATH, version: int | None = None) -> 
 
 async def listed(vault: Vault, **filters: Any) -> list[str]:
     items, _ = await vault.sets.search(**filters)
-    return [item["path"] for item in items]
+    return [item.path for item in items]
 
 
 @pytest.fixture
@@ -44,15 +46,15 @@ async def existing(vault: Vault, ctx: Context) -> dict[str, Any]:
 async def test_create_makes_version_one_and_shows_no_value(vault: Vault, ctx: Context):
     view = await create_set(vault, ctx, entries={"OPENAI_API_KEY": CANARY, "ORG_ID": "org-1"})
 
-    assert view["version"] == 1
-    assert view["path"] == PATH
-    assert [(k["name"], k["version"]) for k in view["keys"]] == [
+    assert view.version == 1
+    assert view.path == PATH
+    assert [(k.name, k.version) for k in view.keys] == [
         ("OPENAI_API_KEY", 1),
         ("ORG_ID", 1),
     ]
-    assert CANARY not in json.dumps(view)
-    assert CANARY not in json.dumps(await vault.sets.get(PATH))
-    assert CANARY not in json.dumps(await vault.sets.versions(PATH))
+    history = await vault.sets.versions(PATH)
+    for shown in (view, await vault.sets.get(PATH), *history):
+        assert CANARY not in json.dumps(asdict(shown)) + repr(shown)
     assert await values(vault) == {"OPENAI_API_KEY": CANARY, "ORG_ID": "org-1"}
 
 
@@ -65,12 +67,12 @@ async def test_each_change_makes_a_version_and_keys_remember_where_they_changed(
     v3 = await vault.sets.update(ctx, PATH, entries={"B_KEY": None, "C_KEY": "c1"})
     v4 = await vault.sets.update(ctx, PATH, entries={"A_KEY": "a2", "C_KEY": "c2"})
 
-    assert {k: v["version"] for k, v in keys_of(v2).items()} == {"A_KEY": 2, "B_KEY": 1}
-    assert {k: v["version"] for k, v in keys_of(v3).items()} == {"A_KEY": 2, "C_KEY": 3}
-    assert {k: v["version"] for k, v in keys_of(v4).items()} == {"A_KEY": 2, "C_KEY": 4}
-    assert v4["version"] == 4
+    assert {k: v.version for k, v in keys_of(v2).items()} == {"A_KEY": 2, "B_KEY": 1}
+    assert {k: v.version for k, v in keys_of(v3).items()} == {"A_KEY": 2, "C_KEY": 3}
+    assert {k: v.version for k, v in keys_of(v4).items()} == {"A_KEY": 2, "C_KEY": 4}
+    assert v4.version == 4
     history = await vault.sets.versions(PATH)
-    assert [(h["version"], h["reason"], h["keys"]) for h in history] == [
+    assert [(h.version, h.reason, list(h.keys)) for h in history] == [
         (4, "update", ["A_KEY", "C_KEY"]),
         (3, "update", ["A_KEY", "C_KEY"]),
         (2, "update", ["A_KEY", "B_KEY"]),
@@ -87,7 +89,7 @@ async def test_removing_a_key_that_is_not_there_changes_nothing(vault: Vault, ct
 
     view = await vault.sets.update(ctx, PATH, entries={"NOT_THERE": None})
 
-    assert view["version"] == 1
+    assert view.version == 1
     assert await snapshot(vault) == before
 
 
@@ -96,11 +98,11 @@ async def test_fingerprints_match_equal_values_only_and_hold_no_value(vault: Vau
     other = await create_set(vault, ctx, "stripe/prod/x", entries={"STRIPE_KEY": CANARY})
     updated = await vault.sets.update(ctx, PATH, entries={"C_KEY": "something else"})
 
-    marks = {k: v["fingerprint"] for k, v in keys_of(first).items()}
-    assert marks["A_KEY"] == marks["B_KEY"] == keys_of(other)["STRIPE_KEY"]["fingerprint"]
+    marks = {k: v.fingerprint for k, v in keys_of(first).items()}
+    assert marks["A_KEY"] == marks["B_KEY"] == keys_of(other)["STRIPE_KEY"].fingerprint
     assert marks["C_KEY"] != marks["A_KEY"]
-    assert keys_of(updated)["A_KEY"]["fingerprint"] == marks["A_KEY"]
-    assert keys_of(updated)["C_KEY"]["fingerprint"] != marks["C_KEY"]
+    assert keys_of(updated)["A_KEY"].fingerprint == marks["A_KEY"]
+    assert keys_of(updated)["C_KEY"].fingerprint != marks["C_KEY"]
     for mark in marks.values():
         assert mark.startswith("hmac-sha256:")
         assert CANARY not in mark
@@ -116,7 +118,7 @@ async def test_fingerprints_are_stable_across_restarts(vault: Vault, ctx: Contex
     finally:
         await again.close()
 
-    assert view["keys"][0]["fingerprint"] == created["keys"][0]["fingerprint"]
+    assert view.keys[0].fingerprint == created.keys[0].fingerprint
 
 
 async def test_rollback_makes_a_new_version_with_the_old_values(vault: Vault, ctx: Context):
@@ -125,11 +127,11 @@ async def test_rollback_makes_a_new_version_with_the_old_values(vault: Vault, ct
 
     view = await vault.sets.rollback(ctx, PATH, 1)
 
-    assert view["version"] == 3
+    assert view.version == 3
     assert await values(vault) == {"A_KEY": "a1", "B_KEY": "b1"}
-    assert {k: v["version"] for k, v in keys_of(view).items()} == {"A_KEY": 3, "B_KEY": 3}
+    assert {k: v.version for k, v in keys_of(view).items()} == {"A_KEY": 3, "B_KEY": 3}
     newest = (await vault.sets.versions(PATH))[0]
-    assert (newest["version"], newest["reason"], newest["rollback_of"]) == (3, "rollback", 1)
+    assert (newest.version, newest.reason, newest.rollback_of) == (3, "rollback", 1)
     assert await values(vault, version=2) == {"A_KEY": "a2"}
 
 
@@ -171,7 +173,7 @@ async def test_expected_version_mismatch_is_a_conflict_and_writes_nothing(
     assert caught.value.extra == {"current_version": 2}
     assert await snapshot(vault) == before
     view = await vault.sets.update(ctx, PATH, entries={"OPENAI_API_KEY": "v3"}, expected_version=2)
-    assert view["version"] == 3
+    assert view.version == 3
 
 
 # -- delete, restore, purge ---------------------------------------------------------------
@@ -183,7 +185,7 @@ async def test_delete_hides_and_restore_brings_back(vault: Vault, ctx: Context):
 
     deleted = await vault.sets.delete(ctx, PATH)
 
-    assert deleted["deleted_at"] is not None
+    assert deleted.deleted_at is not None
     assert await listed(vault) == ["openai/dev/default"]
     assert await listed(vault, include_deleted=True) == ["openai/dev/default", PATH]
     with pytest.raises(NotFound):
@@ -195,7 +197,7 @@ async def test_delete_hides_and_restore_brings_back(vault: Vault, ctx: Context):
 
     restored = await vault.sets.restore(ctx, PATH)
 
-    assert restored["deleted_at"] is None
+    assert restored.deleted_at is None
     assert await listed(vault) == ["openai/dev/default", PATH]
     assert await values(vault) == {"OPENAI_API_KEY": CANARY}
     with pytest.raises(Conflict):
@@ -218,7 +220,7 @@ async def test_purge_removes_every_version(vault: Vault, ctx: Context):
     await create_set(vault, ctx, "openai/dev/default")
     await vault.sets.delete(ctx, PATH)
 
-    assert await vault.sets.purge(ctx, PATH) == {"purged": PATH, "versions": 2}
+    assert await vault.sets.purge(ctx, PATH) == Purged(purged=PATH, versions=2)
 
     assert await version_count(vault) == 1
     assert await listed(vault, include_deleted=True) == ["openai/dev/default"]
@@ -227,7 +229,7 @@ async def test_purge_removes_every_version(vault: Vault, ctx: Context):
     with pytest.raises(NotFound):
         await vault.sets.restore(ctx, PATH)
     again = await create_set(vault, ctx)
-    assert (again["version"], again["id"] != created["id"]) == (1, True)
+    assert (again.version, again.id != created.id) == (1, True)
 
 
 @pytest.mark.parametrize("deleted", [False, True], ids=["live", "soft-deleted"])
@@ -388,16 +390,16 @@ async def test_limits_are_inclusive(vault: Vault, ctx: Context):
         vault, ctx, entries=entries, labels={f"l{i}": "y" * 256 for i in range(32)}
     )
 
-    assert len(view["keys"]) == 256
-    assert len(view["labels"]) == 32
+    assert len(view.keys) == 256
+    assert len(view.labels) == 32
     assert (await values(vault))["BIG"] == largest
 
 
 async def test_http_upstream_is_allowed_when_the_profile_says_so(vault: Vault, ctx: Context):
     view = await create_set(vault, ctx, profile={**HTTP_PROFILE, "allow_private_upstream": True})
 
-    assert view["profile"]["base_url"] == "http://api.example.com"
-    assert view["profile"]["allow_private_upstream"] is True
+    assert view.profile["base_url"] == "http://api.example.com"
+    assert view.profile["allow_private_upstream"] is True
 
 
 async def test_profile_changes_are_checked_against_the_new_keys(
@@ -410,9 +412,9 @@ async def test_profile_changes_are_checked_against_the_new_keys(
         profile={"preset": "anthropic"},
     )
 
-    assert view["version"] == 2
-    assert view["profile"]["preset"] == "anthropic"
-    assert view["profile"]["hosts"] == ["api.anthropic.com"]
+    assert view.version == 2
+    assert view.profile["preset"] == "anthropic"
+    assert view.profile["hosts"] == ["api.anthropic.com"]
 
 
 # -- presets ------------------------------------------------------------------------------
@@ -438,7 +440,7 @@ async def test_every_preset_resolves_with_its_required_fields(
         vault, ctx, f"{preset.name}/prod/default", entries=required, profile=preset_spec(preset)
     )
 
-    profile = Profile.model_validate(view["profile"])
+    profile = Profile.model_validate(view.profile)
     assert profile.preset == preset.name
     assert profile.base_url.startswith("https://")
     assert set(profile.referenced_keys()) <= set(required)

@@ -57,7 +57,7 @@ async def test_add_openai_through_picker_form_and_save(ui: Ui, vault: Vault) -> 
     setpage = clean(await ui.get(saved.headers["location"]))
     assert setpage.status_code == 200
     assert "Saved." in setpage.text
-    assert view["keys"][0]["fingerprint"] in setpage.text
+    assert view.keys[0].fingerprint in setpage.text
     assert "OPENAI_API_KEY" in setpage.text
     assert "bearer" in setpage.text
     assert "Never exported" in setpage.text
@@ -80,7 +80,7 @@ async def test_stripe_skips_empty_optional_fields(ui: Ui, vault: Vault) -> None:
     )
     assert saved.status_code == 303
     view = await vault.sets.get("stripe/test/shop")
-    assert sorted(k["name"] for k in view["keys"]) == ["STRIPE_ACCOUNT_ID", "STRIPE_SECRET_KEY"]
+    assert sorted(k.name for k in view.keys) == ["STRIPE_ACCOUNT_ID", "STRIPE_SECRET_KEY"]
     revealed = await vault.sets.reveal("stripe/test/shop")
     assert revealed["STRIPE_ACCOUNT_ID"].reveal() == "acct_123"
 
@@ -125,7 +125,7 @@ async def test_generic_uses_the_given_key_name_and_host(ui: Ui, vault: Vault) ->
     )
     assert saved.status_code == 303
     view = await vault.sets.get("generic/prod/acme")
-    assert [k["name"] for k in view["keys"]] == ["ACME_TOKEN"]
+    assert [k.name for k in view.keys] == ["ACME_TOKEN"]
     assert view["profile"]["hosts"] == ["api.acme.example"]
     assert view["profile"]["inject"] == {"kind": "bearer", "key": "ACME_TOKEN"}
 
@@ -168,7 +168,7 @@ async def test_missing_required_key_and_taken_name(ui: Ui, vault: Vault) -> None
 async def test_update_rollback_delete_restore(ui: Ui, vault: Vault) -> None:
     path = "openai/prod/default"
     await add(ui, "openai", {"v_OPENAI_API_KEY": CANARY, "environment": "prod", "name": "default"})
-    first = (await vault.sets.get(path))["keys"][0]["fingerprint"]
+    first = (await vault.sets.get(path)).keys[0].fingerprint
 
     updated = clean(
         await ui.post(
@@ -178,14 +178,14 @@ async def test_update_rollback_delete_restore(ui: Ui, vault: Vault) -> None:
     assert updated.headers["location"] == f"{OPENAI}?done=updated"
     view = await vault.sets.get(path)
     assert view["version"] == 2
-    assert view["keys"][0]["fingerprint"] != first
+    assert view.keys[0].fingerprint != first
     page = clean(await ui.get(OPENAI))
     assert "Roll back to v1" in page.text
 
     rolled = clean(await ui.post(f"{OPENAI}/rollback", {"version": "1"}, form_page=OPENAI))
     assert rolled.headers["location"] == f"{OPENAI}?done=rolled-back"
     view = await vault.sets.get(path)
-    assert (view["version"], view["keys"][0]["fingerprint"]) == (3, first)
+    assert (view.version, view.keys[0].fingerprint) == (3, first)
 
     added = await ui.post(
         f"{OPENAI}/update", {"key": "OPENAI_ORG", "value": "org-1"}, form_page=OPENAI
@@ -193,7 +193,7 @@ async def test_update_rollback_delete_restore(ui: Ui, vault: Vault) -> None:
     assert added.status_code == 303
     removed = await ui.post(f"{OPENAI}/remove", {"key": "OPENAI_ORG"}, form_page=OPENAI)
     assert removed.status_code == 303
-    assert [k["name"] for k in (await vault.sets.get(path))["keys"]] == ["OPENAI_API_KEY"]
+    assert [k.name for k in (await vault.sets.get(path)).keys] == ["OPENAI_API_KEY"]
 
     deleted = clean(await ui.post(f"{OPENAI}/delete", {}, form_page=OPENAI))
     assert deleted.headers["location"] == f"{OPENAI}?done=deleted"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from markupsafe import escape
 
+from keyfob.constraints import CONSTRAINTS
 from keyfob.vault import Context, Vault
 from tests.dashboard.conftest import Ui
 
@@ -59,6 +61,9 @@ async def test_new_form_explains_every_field(ui: Ui, agent: dict[str, Any]) -> N
     assert 'value="OPENAI_API_KEY"' in answer.text  # the set's keys as checkboxes
     assert "hands the agent the plaintext" in answer.text
     assert "Default 900" in answer.text
+    for c in CONSTRAINTS:  # the form is built from the spec: every constraint, its help
+        assert f'name="{c.name}"' in answer.text, c.name
+        assert escape(c.help) in answer.text, c.name
 
 
 async def test_create_with_constraints_and_list(
@@ -175,6 +180,10 @@ async def test_revoke(ui: Ui, vault: Vault, agent: dict[str, Any]) -> None:
         ({"max_lease_ttl": "999999"}, "at most 86400"),
         ({"paths": "no-slash"}, "paths:"),
         ({"rate_limit": "lots"}, "a whole number"),
+        # Out of range (issue 10 item 13): before 1970, year 9999, past int64.
+        ({"not_before": "0001-01-01T00:00"}, "between 1970 and 9998"),
+        ({"expires_at": "9999-12-31T23:59"}, "between 1970 and 9998"),
+        ({"max_uses": str(2**63)}, "at most 10000000"),
     ],
 )
 async def test_validation_errors_show_the_reason_and_change_nothing(

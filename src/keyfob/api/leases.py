@@ -16,6 +16,7 @@ from keyfob.api.deps import (
     VaultDep,
 )
 from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRevoke
+from keyfob.api.views import items
 
 router = APIRouter(tags=["leases"])
 
@@ -52,7 +53,7 @@ async def mint(body: LeaseMint, who: AgentDep, vault: VaultDep) -> JSONResponse:
 @router.get("/v1/me/grants", summary="The calling agent's grants (never values)")
 async def my_grants(who: AgentDep, vault: VaultDep) -> dict[str, Any]:
     principal, _ = who
-    return {"agent": principal.name, "items": await vault.grants.for_agent(principal.id)}
+    return {"agent": principal.name, "items": items(await vault.grants.for_agent(principal.id))}
 
 
 @router.get("/v1/me/lease-requests/{request_id}", summary="Poll a pending lease request")
@@ -92,7 +93,7 @@ async def list_leases(
     secret_set: str | None = None,
     all: bool = False,
 ) -> dict[str, Any]:
-    agent_id = (await vault.agents.get(agent))["id"] if agent else None
+    agent_id = (await vault.agents.get(agent)).id if agent else None
     items = await vault.leases.search(
         agent_id=agent_id, grant_id=grant, set_path=secret_set, active=not all
     )
@@ -101,7 +102,7 @@ async def list_leases(
 
 @router.post("/v1/leases/revoke", summary="Revoke every lease of an agent, grant or set")
 async def revoke_many(body: LeaseRevoke, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
-    agent_id = (await vault.agents.get(body.agent))["id"] if body.agent else None
+    agent_id = (await vault.agents.get(body.agent)).id if body.agent else None
     return await vault.leases.revoke_all(
         ctx, agent_id=agent_id, grant_id=body.grant, set_path=body.secret_set
     )

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from keyfob.constraints import BY_NAME, CONSTRAINTS, Constraint
 
 
 class _Body(BaseModel):
@@ -46,19 +48,40 @@ class AgentCreate(_Body):
     name: str = Field(min_length=1, max_length=64)
 
 
-class GrantFields(_Body):
-    keys: list[str] | None = Field(None, description="key allowlist; null means every key")
-    actions: list[str] | None = Field(None, description='"proxy" (default) and/or "export"')
-    not_before: str | None = Field(None, description="RFC 3339; the grant is unusable before")
-    expires_at: str | None = Field(None, description="RFC 3339; the grant ends then")
-    scopes: list[str] | None = Field(None, description='lease scopes allowed; default ["request"]')
-    max_lease_ttl: int | None = Field(None, description="ceiling on a lease's TTL, seconds")
-    max_lease_uses: int | None = Field(None, description="ceiling on a workflow lease's uses")
-    rate_limit: int | None = Field(None, description="uses per minute, across all leases")
-    max_uses: int | None = Field(None, description="uses over the grant's whole life")
-    methods: list[str] | None = Field(None, description="allowed HTTP methods; null = any")
-    paths: list[str] | None = Field(None, description="path patterns (* one segment, ** any)")
-    approval: str | None = Field(None, description='"none" (default) or "required"')
+_JSON_TYPES: dict[str, Any] = {
+    "keys": list[str] | None,
+    "subset": list[str] | None,
+    "methods": list[str] | None,
+    "patterns": list[str] | None,
+    "moment": str | None,
+    "count": int | None,
+    "choice": str | None,
+}
+
+
+def _schema(c: Constraint) -> dict[str, Any]:
+    """What the OpenAPI document says of a constraint (the vault enforces it)."""
+    extra: dict[str, Any] = {}
+    if c.minimum is not None and c.kind == "count":
+        extra["minimum"] = c.minimum
+    if c.maximum is not None and c.kind == "count":
+        extra["maximum"] = c.maximum
+    if c.choices and c.kind == "choice":
+        extra["enum"] = list(c.choices)
+    elif c.choices:
+        extra["items"] = {"type": "string", "enum": list(c.choices)}
+    return extra
+
+
+_GRANT_FIELDS: dict[str, Any] = {
+    c.name: (
+        _JSON_TYPES[c.kind],
+        Field(None, description=c.help, json_schema_extra=_schema(c) or None),
+    )
+    for c in CONSTRAINTS
+}
+# Every grant constraint as an optional body field, built from the one spec.
+GrantFields = create_model("GrantFields", __base__=_Body, **_GRANT_FIELDS)
 
 
 class GrantCreate(GrantFields):
@@ -69,8 +92,11 @@ class GrantCreate(GrantFields):
 class LeaseMint(_Body):
     secret_set: str = Field(min_length=1, max_length=200)
     scope: str = Field("request", description='"request" (single use) or "workflow"')
-    ttl: int | None = Field(None, ge=1, description="seconds; capped by the grant")
-    max_uses: int | None = Field(None, ge=1, description="workflow leases only")
+    # A longer TTL is capped by the grant; past int64 it is not a number anyone meant.
+    ttl: int | None = Field(None, ge=1, le=2**63 - 1, description="seconds; capped by the grant")
+    max_uses: int | None = Field(
+        None, ge=1, le=BY_NAME["max_lease_uses"].maximum, description="workflow leases only"
+    )
 
 
 class LeaseRevoke(_Body):

@@ -8,15 +8,17 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from keyfob.api.deps import OperatorDep, VaultDep, if_match
 from keyfob.api.models import Rollback, SetCreate, SetUpdate
+from keyfob.api.views import items, to_json
 from keyfob.errors import InvalidRequest
+from keyfob.vault.views import SetView
 
 router = APIRouter(prefix="/v1/secret-sets", tags=["secret sets"])
 ONE = "/{provider}/{environment}/{name}"
 
 
-def _etag(response: Response, view: dict[str, Any]) -> dict[str, Any]:
-    response.headers["ETag"] = f'"{view["version"]}"'
-    return view
+def _etag(response: Response, view: SetView) -> dict[str, Any]:
+    response.headers["ETag"] = f'"{view.version}"'
+    return to_json(view)
 
 
 def _labels(raw: list[str]) -> dict[str, str]:
@@ -42,7 +44,7 @@ async def create(
         labels=body.labels,
         profile=body.profile,
     )
-    response.headers["Location"] = f"/v1/secret-sets/{view['path']}"
+    response.headers["Location"] = f"/v1/secret-sets/{view.path}"
     return _etag(response, view)
 
 
@@ -58,7 +60,7 @@ async def list_sets(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    items, next_cursor = await vault.sets.search(
+    found, next_cursor = await vault.sets.search(
         provider=provider,
         environment=environment,
         name=name,
@@ -67,7 +69,7 @@ async def list_sets(
         cursor=cursor,
         limit=limit,
     )
-    return {"items": items, "next_cursor": next_cursor}
+    return {"items": items(found), "next_cursor": next_cursor}
 
 
 @router.get(ONE, summary="Show a secret set")
@@ -108,14 +110,14 @@ async def update(
 async def delete(
     provider: str, environment: str, name: str, ctx: OperatorDep, vault: VaultDep
 ) -> dict[str, Any]:
-    return await vault.sets.delete(ctx, f"{provider}/{environment}/{name}")
+    return to_json(await vault.sets.delete(ctx, f"{provider}/{environment}/{name}"))
 
 
 @router.get(ONE + "/versions", summary="Version history, newest first")
 async def versions(
     provider: str, environment: str, name: str, ctx: OperatorDep, vault: VaultDep
 ) -> dict[str, Any]:
-    return {"items": await vault.sets.versions(f"{provider}/{environment}/{name}")}
+    return {"items": items(await vault.sets.versions(f"{provider}/{environment}/{name}"))}
 
 
 @router.post(ONE + "/rollback", summary="Make a new version from an old one")
@@ -142,11 +144,11 @@ async def rollback(
 async def restore(
     provider: str, environment: str, name: str, ctx: OperatorDep, vault: VaultDep
 ) -> dict[str, Any]:
-    return await vault.sets.restore(ctx, f"{provider}/{environment}/{name}")
+    return to_json(await vault.sets.restore(ctx, f"{provider}/{environment}/{name}"))
 
 
 @router.post(ONE + "/purge", summary="Irreversibly remove a deleted set and all its versions")
 async def purge(
     provider: str, environment: str, name: str, ctx: OperatorDep, vault: VaultDep
 ) -> dict[str, Any]:
-    return await vault.sets.purge(ctx, f"{provider}/{environment}/{name}")
+    return to_json(await vault.sets.purge(ctx, f"{provider}/{environment}/{name}"))

@@ -7,7 +7,10 @@ for ``expires_at`` (now + duration, UTC).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -18,100 +21,93 @@ from keyfob.cli.context import CliState
 from keyfob.cli.entries import check_key_names
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import joined, print_fields, when
+from keyfob.clock import END
+from keyfob.constraints import CONSTRAINTS, NAMES, Constraint
 
 
 class Action(StrEnum):
+    """What an agent-side lease command is for (the grant's ``actions`` choices)."""
+
     PROXY = "proxy"
     EXPORT = "export"
 
 
 class Scope(StrEnum):
+    """A lease's scope (the grant's ``scopes`` choices)."""
+
     REQUEST = "request"
     WORKFLOW = "workflow"
 
 
-class Approval(StrEnum):
-    NONE = "none"
-    REQUIRED = "required"
+def _choices(c: Constraint) -> type[StrEnum]:
+    """An enum of the constraint's choices, so Typer lists and checks them."""
+    members = {v.upper(): v for v in c.choices}
+    return StrEnum(c.name.title().replace("_", ""), members)  # type: ignore[return-value]
 
 
-class Clearable(StrEnum):
-    """Constraints ``grant update --clear`` can remove (back to "no limit" or "every key")."""
-
-    KEYS = "keys"
-    NOT_BEFORE = "not-before"
-    EXPIRES_AT = "expires-at"
-    MAX_LEASE_USES = "max-lease-uses"
-    RATE_LIMIT = "rate-limit"
-    MAX_USES = "max-uses"
-    METHODS = "methods"
-    PATHS = "paths"
-
-    @property
-    def field(self) -> str:
-        return self.value.replace("-", "_")
+# ``grant update --clear NAME``: the constraints that may be "no limit" (or "every key").
+Clearable = StrEnum(  # type: ignore[misc]
+    "Clearable", {c.name.upper(): c.clear_name for c in CONSTRAINTS if c.nullable}
+)
 
 
-Keys = Annotated[
-    list[str] | None,
-    typer.Option("--key", metavar="NAME", help="Allow only this key (repeatable; default all)."),
-]
-Actions = Annotated[
-    list[Action] | None,
-    typer.Option(
-        "--action", help="proxy (default) and/or export; export hands out plaintext (repeatable)."
-    ),
-]
-Scopes = Annotated[
-    list[Scope] | None,
-    typer.Option("--scope", help="Lease scopes the agent may mint (repeatable; default request)."),
-]
-NotBefore = Annotated[
-    str | None,
-    typer.Option(
-        "--not-before", metavar="TIME", help="Start of validity, RFC 3339 (no offset: UTC)."
-    ),
-]
-ExpiresAt = Annotated[
-    str | None,
-    typer.Option(
-        "--expires-at", metavar="TIME", help="End of validity, RFC 3339 (no offset: UTC)."
-    ),
-]
+def _option(c: Constraint) -> Any:
+    """The Typer annotation of one constraint's option."""
+    many = " (repeatable)" if c.is_list else ""
+    help_text = c.help + many + (f" Warning: {c.warning}" if c.warning else "")
+    # Counts carry their range, so Typer refuses an out-of-range number before sending.
+    count = c.kind == "count"
+    option = typer.Option(
+        c.flag,
+        metavar=c.metavar,
+        min=c.minimum if count else None,
+        max=c.maximum if count else None,
+        help=help_text,
+    )
+    if c.kind in ("subset", "choice"):
+        value: Any = _choices(c)
+    else:
+        value = int if c.kind == "count" else str
+    return Annotated[(list[value] if c.is_list else value) | None, option]
+
+
 Ttl = Annotated[
     str | None,
     typer.Option(
         "--ttl", metavar="DURATION", help="Valid for this long from now: 90s, 15m, 2h, 7d, 1h30m."
     ),
 ]
-MaxLeaseTtl = Annotated[
-    int | None,
-    typer.Option("--max-lease-ttl", metavar="SECONDS", min=1, help="Ceiling on a lease's TTL."),
-]
-MaxLeaseUses = Annotated[
-    int | None,
-    typer.Option("--max-lease-uses", metavar="N", min=1, help="Cap on a workflow lease's uses."),
-]
-RateLimit = Annotated[
-    int | None,
-    typer.Option("--rate-limit", metavar="N", min=1, help="Uses per minute across all leases."),
-]
-MaxUses = Annotated[
-    int | None, typer.Option("--max-uses", metavar="N", min=1, help="Uses over the grant's life.")
-]
-Methods = Annotated[
-    list[str] | None,
-    typer.Option("--method", metavar="M", help="Allowed HTTP method (repeatable; default any)."),
-]
-Paths = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--path", metavar="PATTERN", help="Allowed path, * one segment, ** any (repeatable)."
-    ),
-]
-ApprovalOpt = Annotated[
-    Approval | None, typer.Option("--approval", help="required: each lease waits for an operator.")
-]
+
+
+def _parameter(name: str, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+    )
+
+
+def constraint_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one option per grant constraint (and ``--ttl``), from the spec.
+
+    The command takes ``given`` (constraint name to option value) and ``ttl`` in their place.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name not in ("given", "ttl")]
+    at = next((i for i, p in enumerate(own) if p.name in ("clear", "json_out")), len(own))
+    added = [_parameter(c.name, _option(c)) for c in CONSTRAINTS]
+    after_window = NAMES.index("expires_at") + 1
+    added.insert(after_window, _parameter("ttl", Ttl))
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    params = [*params[:at], *added, *params[at:]]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        given = {c.name: kwargs.pop(c.name) for c in CONSTRAINTS}
+        command(given=given, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -142,7 +138,13 @@ def constraints(cli: CliState, given: dict[str, Any], ttl: str | None) -> dict[s
     if ttl is not None:
         if "expires_at" in body:
             raise CliError("give --expires-at or --ttl, not both")
-        body["expires_at"] = rfc3339(cli.wiring.now() + parse_duration(ttl))
+        try:
+            end: datetime | None = cli.wiring.now() + parse_duration(ttl)
+        except OverflowError:  # past what a datetime can hold
+            end = None
+        if end is None or end >= END:
+            raise CliError(f"--ttl would end the grant after the year {END.year - 1}")
+        body["expires_at"] = rfc3339(end)
     if "keys" in body:
         check_key_names(body["keys"])
     for name in ("actions", "scopes"):

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from keyfob.cli.constraints import (
-    Actions,
-    ApprovalOpt,
-    Clearable,
-    ExpiresAt,
-    Keys,
-    MaxLeaseTtl,
-    MaxLeaseUses,
-    MaxUses,
-    Methods,
-    NotBefore,
-    Paths,
-    RateLimit,
-    Scopes,
-    Ttl,
-    constraints,
-    describe,
-)
+from keyfob.cli.constraints import Clearable, constraint_options, constraints, describe
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, joined, print_json, print_line, print_table, when
@@ -43,42 +26,18 @@ def grant_url(grant_id: str) -> str:
 
 
 @app.command("create")
+@constraint_options
 def create(
     ctx: typer.Context,
     agent: Annotated[str, typer.Option("--agent", metavar="ID|NAME", help="The agent.")],
     secret_set: Annotated[str, typer.Option("--set", metavar="P/E/N", help="The secret set.")],
-    key: Keys = None,
-    action: Actions = None,
-    scope: Scopes = None,
-    not_before: NotBefore = None,
-    expires_at: ExpiresAt = None,
-    ttl: Ttl = None,
-    max_lease_ttl: MaxLeaseTtl = None,
-    max_lease_uses: MaxLeaseUses = None,
-    rate_limit: RateLimit = None,
-    max_uses: MaxUses = None,
-    method: Methods = None,
-    path: Paths = None,
-    approval: ApprovalOpt = None,
+    given: dict[str, Any],
+    ttl: str | None,
     json_out: JsonFlag = False,
 ) -> None:
     """Let an agent use a secret set (proxy only, request leases, unless told otherwise)."""
     cli = state(ctx)
     ref = segment(agent, "an agent id or name", "keyfob agent list")
-    given = {
-        "keys": key,
-        "actions": action,
-        "scopes": scope,
-        "not_before": not_before,
-        "expires_at": expires_at,
-        "max_lease_ttl": max_lease_ttl,
-        "max_lease_uses": max_lease_uses,
-        "rate_limit": rate_limit,
-        "max_uses": max_uses,
-        "methods": method,
-        "paths": path,
-        "approval": approval,
-    }
     body = {"agent": ref, "secret_set": set_path(secret_set), **constraints(cli, given, ttl)}
     view = cli.client().post("/v1/grants", body)
     if json_out:
@@ -146,22 +105,12 @@ def show(ctx: typer.Context, grant_id: GrantId, json_out: JsonFlag = False) -> N
 
 
 @app.command("update")
+@constraint_options
 def update(
     ctx: typer.Context,
     grant_id: GrantId,
-    key: Keys = None,
-    action: Actions = None,
-    scope: Scopes = None,
-    not_before: NotBefore = None,
-    expires_at: ExpiresAt = None,
-    ttl: Ttl = None,
-    max_lease_ttl: MaxLeaseTtl = None,
-    max_lease_uses: MaxLeaseUses = None,
-    rate_limit: RateLimit = None,
-    max_uses: MaxUses = None,
-    method: Methods = None,
-    path: Paths = None,
-    approval: ApprovalOpt = None,
+    given: dict[str, Any],
+    ttl: str | None,
     clear: Annotated[
         list[Clearable] | None,
         typer.Option("--clear", help="Remove this constraint (no limit / every key; repeatable)."),
@@ -170,22 +119,8 @@ def update(
 ) -> None:
     """Change a grant's constraints; only the options given are changed."""
     cli = state(ctx)
-    given = {
-        "keys": key,
-        "actions": action,
-        "scopes": scope,
-        "not_before": not_before,
-        "expires_at": expires_at,
-        "max_lease_ttl": max_lease_ttl,
-        "max_lease_uses": max_lease_uses,
-        "rate_limit": rate_limit,
-        "max_uses": max_uses,
-        "methods": method,
-        "paths": path,
-        "approval": approval,
-    }
     body = constraints(cli, given, ttl)
-    cleared = [name.field for name in clear or []]
+    cleared = [str(name.value).replace("-", "_") for name in clear or []]
     both = sorted(set(body) & set(cleared))
     if both:
         raise CliError(f"{', '.join(both)} is both set and cleared")

@@ -6,8 +6,6 @@ A new or rotated token is rendered once, in the answer to the POST that made it
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -16,6 +14,7 @@ from keyfob.dashboard.security import checked_form, context, current_user, vault
 from keyfob.errors import KeyfobError
 from keyfob.secret import Secret
 from keyfob.vault import Principal
+from keyfob.vault.views import AgentView
 
 router = APIRouter()
 
@@ -44,7 +43,7 @@ async def _list(
 def _token_page(
     request: Request,
     user: Principal,
-    agent: dict[str, Any],
+    agent: AgentView,
     token: Secret[str],
     *,
     rotated: bool,
@@ -111,7 +110,7 @@ async def confirm_delete(request: Request, agent_id: str) -> Response:
     user = await current_user(request)
     vault = vault_of(request)
     agent = await vault.agents.get(agent_id)
-    grants = await vault.grants.search(agent=agent["id"])
+    grants = await vault.grants.search(agent=agent.id)
     return page(
         request,
         "agents_delete.html",

@@ -57,7 +57,7 @@ async def list_sets(request: Request) -> Response:
     sets, more = await vault_of(request).sets.search(
         provider=provider, include_deleted=deleted, limit=500
     )
-    providers = sorted({p.name for p in all_presets()} | {s["provider"] for s in sets})
+    providers = sorted({p.name for p in all_presets()} | {s.provider for s in sets})
     return page(
         request,
         "credentials_list.html",
@@ -171,4 +171,4 @@ async def create(request: Request, preset_name: str) -> Response:
         )
     except (ValidationFailed, Conflict, NotFound) as exc:
         return _form(request, user, preset, public, error=exc.detail, status_code=exc.status)
-    return done(f"/ui/credentials/{quote(view['path'])}", "created")
+    return done(f"/ui/credentials/{quote(view.path)}", "created")

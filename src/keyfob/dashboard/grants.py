@@ -12,79 +12,68 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from keyfob.clock import BadTime, isoformat, parse_iso
+from keyfob.constraints import CONSTRAINTS, Constraint
 from keyfob.dashboard.render import done, page
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import KeyfobError, ValidationFailed
 from keyfob.vault import Principal
-from keyfob.vault.grants import ACTIONS, DEFAULT_MAX_LEASE_TTL, EDITABLE, SCOPES
-from keyfob.vault.rules import METHODS
+from keyfob.vault.views import GrantView
 
 router = APIRouter()
 
-# The order a person reads them in; the vault's METHODS is an unordered set.
-METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-NUMBERS = ("max_lease_ttl", "max_lease_uses", "rate_limit", "max_uses")
-MOMENTS = ("not_before", "expires_at")
-LISTS = ("actions", "scopes", "methods")
+LISTS = ("keys", "subset", "methods")
 
 
 def _fail(field: str, msg: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
 
 
+def _raw(c: Constraint, value: Any) -> Any:
+    """A constraint's value as its form field holds it."""
+    if c.kind in LISTS:
+        return list(value or [])
+    if c.kind == "patterns":
+        return "\n".join(value or [])
+    if c.kind == "moment":
+        return (value or "")[:19]
+    if c.kind == "count":
+        return "" if value is None else str(value)
+    return value or ""
+
+
 def _blank() -> dict[str, Any]:
     """The raw form of a new grant: the vault's defaults."""
-    return {
-        "agent": "",
-        "secret_set": "",
-        "keys": [],
-        "actions": ["proxy"],
-        "scopes": ["request"],
-        "methods": [],
-        "paths": "",
-        "approval": "none",
-        **dict.fromkeys(MOMENTS, ""),
-        **dict.fromkeys(NUMBERS, ""),
-        "max_lease_ttl": str(DEFAULT_MAX_LEASE_TTL),
-    }
+    return {"agent": "", "secret_set": "", **{c.name: _raw(c, c.default) for c in CONSTRAINTS}}
 
 
-def raw_from_view(view: dict[str, Any]) -> dict[str, Any]:
+def raw_from_view(view: GrantView) -> dict[str, Any]:
     """A grant as the form shows it."""
-    raw = {
-        "agent": view["agent_id"],
-        "secret_set": view["secret_set"],
-        "keys": list(view["keys"] or []),
-        "actions": list(view["actions"]),
-        "scopes": list(view["scopes"]),
-        "methods": list(view["methods"] or []),
-        "paths": "\n".join(view["paths"] or []),
-        "approval": view["approval"],
-    }
-    for field in MOMENTS:
-        raw[field] = (view[field] or "")[:19]
-    for field in NUMBERS:
-        raw[field] = "" if view[field] is None else str(view[field])
-    return raw
+    raw = {"agent": view.agent_id, "secret_set": view.secret_set}
+    return {**raw, **{c.name: _raw(c, getattr(view, c.name)) for c in CONSTRAINTS}}
 
 
 async def raw_from_form(request: Request) -> dict[str, Any]:
     """The posted form (after its CSRF check), multi-valued fields as lists."""
     single = await checked_form(request)
     form = await request.form()  # parsed once and cached by Starlette
-    picked = [str(k) for k in form.getlist("keys")]
-    typed = [k.strip() for k in single.get("keys_text", "").split(",") if k.strip()]
     raw: dict[str, Any] = {
         "agent": single.get("agent", ""),
         "secret_set": single.get("secret_set", ""),
-        "keys": list(dict.fromkeys([*picked, *typed])),
-        "paths": single.get("paths", ""),
-        "approval": single.get("approval", "none"),
     }
-    for field in LISTS:
-        raw[field] = [str(v) for v in form.getlist(field)]
-    for field in (*MOMENTS, *NUMBERS):
-        raw[field] = single.get(field, "").strip()
+    for c in CONSTRAINTS:
+        if c.kind == "keys":
+            # Ticked keys of the set, and typed names (keys the set does not have yet).
+            picked = [str(k) for k in form.getlist(c.name)]
+            typed = [k.strip() for k in single.get("keys_text", "").split(",") if k.strip()]
+            raw[c.name] = list(dict.fromkeys([*picked, *typed]))
+        elif c.kind in LISTS:
+            raw[c.name] = [str(v) for v in form.getlist(c.name)]
+        elif c.kind == "choice":
+            raw[c.name] = single.get(c.name, c.default)
+        elif c.kind == "patterns":
+            raw[c.name] = single.get(c.name, "")
+        else:
+            raw[c.name] = single.get(c.name, "").strip()
     return raw
 
 
@@ -107,36 +96,36 @@ def _number(field: str, text: str) -> int | None:
 
 def spec_from_raw(raw: dict[str, Any]) -> dict[str, Any]:
     """The constraint fields of a grant spec; empty fields mean the default."""
-    spec: dict[str, Any] = {
-        "keys": raw["keys"] or None,
-        "actions": raw["actions"],
-        "scopes": raw["scopes"],
-        "methods": raw["methods"] or None,
-        "paths": [p.strip() for p in raw["paths"].splitlines() if p.strip()] or None,
-        "approval": raw["approval"],
-    }
-    for field in MOMENTS:
-        spec[field] = _moment(field, raw[field])
-    for field in NUMBERS:
-        spec[field] = _number(field, raw[field])
-    if spec["max_lease_ttl"] is None:
-        spec["max_lease_ttl"] = DEFAULT_MAX_LEASE_TTL
+    spec: dict[str, Any] = {}
+    for c in CONSTRAINTS:
+        value = raw[c.name]
+        if c.kind in ("keys", "methods"):
+            spec[c.name] = value or None
+        elif c.kind == "patterns":
+            spec[c.name] = [p.strip() for p in value.splitlines() if p.strip()] or None
+        elif c.kind == "moment":
+            spec[c.name] = _moment(c.name, value)
+        elif c.kind == "count":
+            number = _number(c.name, value)
+            spec[c.name] = c.default if number is None else number
+        else:
+            spec[c.name] = value
     return spec
 
 
-def changed(spec: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
+def changed(spec: dict[str, Any], view: GrantView) -> dict[str, Any]:
     """Only the fields that differ from the grant as stored (PATCH semantics)."""
     out = {}
-    for field in EDITABLE:
-        new, old = spec[field], view[field]
-        if field in MOMENTS:
+    for c in CONSTRAINTS:
+        new, old = spec[c.name], getattr(view, c.name)
+        if c.kind == "moment":
             same = (new or "")[:19] == (old or "")[:19]
-        elif field == "keys" or field in LISTS:
+        elif c.kind in LISTS:
             same = sorted(new or []) == sorted(old or [])
         else:
             same = new == old
         if not same:
-            out[field] = new
+            out[c.name] = new
     return out
 
 
@@ -145,7 +134,7 @@ async def _form_page(
     user: Principal,
     raw: dict[str, Any],
     *,
-    grant: dict[str, Any] | None = None,
+    grant: GrantView | None = None,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -153,10 +142,10 @@ async def _form_page(
     agents = await vault.agents.list_all()
     sets, _ = await vault.sets.search(limit=500)
     set_keys: list[str] = []
-    path = grant["secret_set"] if grant else raw["secret_set"]
+    path = grant.secret_set if grant else raw["secret_set"]
     for found in sets:
-        if found["path"] == path:
-            set_keys = [k["name"] for k in found["keys"]]
+        if found.path == path:
+            set_keys = [k.name for k in found.keys]
     return page(
         request,
         "grants_form.html",
@@ -168,9 +157,7 @@ async def _form_page(
         sets=sets,
         set_keys=set_keys,
         other_keys=", ".join(k for k in raw["keys"] if k not in set_keys),
-        actions=ACTIONS,
-        scopes=SCOPES,
-        methods=[m for m in METHOD_ORDER if m in METHODS],
+        constraints=CONSTRAINTS,
         error=error,
         status_code=status_code,
     )
@@ -222,7 +209,7 @@ async def create_grant(request: Request) -> Response:
         )
     except KeyfobError as exc:
         return await _form_page(request, user, raw, error=exc.detail, status_code=exc.status)
-    return done(f"/ui/grants/{made['id']}", "created")
+    return done(f"/ui/grants/{made.id}", "created")
 
 
 @router.get("/grants/{grant_id}")

@@ -25,7 +25,7 @@ _REFUSED = (ValidationFailed, Conflict, NotFound)
 
 async def _last_uses(vault: Vault, path: str, keys: list[str]) -> dict[str, dict[str, str]]:
     """Per key, its newest use (proxy or export): when and by which agent."""
-    names = {a["id"]: a["name"] for a in await vault.agents.list_all()}
+    names = {a.id: a.name for a in await vault.agents.list_all()}
     events = []
     for action in _USES:
         events += await vault.audit.query(
@@ -58,7 +58,7 @@ async def _show(
 ) -> Response:
     vault = vault_of(request)
     view = await vault.sets.get(path)
-    keys = [k["name"] for k in view["keys"]]
+    keys = [k.name for k in view.keys]
     return page(
         request,
         "set_page.html",

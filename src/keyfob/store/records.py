@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
+from keyfob.constraints import CONSTRAINTS
 from keyfob.secret import SECRET, Masked
 
 T = TypeVar("T")
@@ -115,7 +116,8 @@ class KekRow(Masked):
 
 # -- agents, grants, leases: one codec for every row (JSON lists are stored as text) --
 
-_JSON_FIELDS = frozenset({"keys", "actions", "scopes", "methods", "paths"})
+# The list-valued grant constraints; leases reuse the names for the ones they carry.
+_JSON_FIELDS = frozenset(c.name for c in CONSTRAINTS if c.is_list)
 
 
 def encode(values: dict[str, Any]) -> dict[str, Any]:

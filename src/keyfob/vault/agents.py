@@ -18,25 +18,26 @@ from keyfob.store.records import AgentRow
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.operators import Principal
+from keyfob.vault.views import AgentDeleted, AgentView
 
 
-def agent_view(row: AgentRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "status": "disabled" if row.disabled_at else "active",
-        "disabled_at": row.disabled_at,
-        "created_at": row.created_at,
-        "created_by": row.created_by,
-        "updated_at": row.updated_at,
-    }
+def agent_view(row: AgentRow) -> AgentView:
+    return AgentView(
+        id=row.id,
+        name=row.name,
+        status="disabled" if row.disabled_at else "active",
+        disabled_at=row.disabled_at,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        updated_at=row.updated_at,
+    )
 
 
 class Agents:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    async def create(self, ctx: Context, name: str) -> tuple[dict[str, Any], Secret[str]]:
+    async def create(self, ctx: Context, name: str) -> tuple[AgentView, Secret[str]]:
         if not SLUG_RE.match(name):
             msg = "agent names are 1-64 characters of a-z, 0-9, '-' or '_'"
             raise ValidationFailed(f"name: {msg}", errors=[{"loc": ["name"], "msg": msg}])
@@ -57,15 +58,15 @@ class Agents:
             raise NotFound(f"agent {ref} does not exist")
         return row
 
-    async def get(self, ref: str) -> dict[str, Any]:
+    async def get(self, ref: str) -> AgentView:
         async with self._core.db.read() as conn:
             return agent_view(await self.find(conn, ref))
 
-    async def list_all(self) -> list[dict[str, Any]]:
+    async def list_all(self) -> list[AgentView]:
         async with self._core.db.read() as conn:
             return [agent_view(r) for r in await sql.list_agents(conn)]
 
-    async def set_disabled(self, ctx: Context, ref: str, disabled: bool) -> dict[str, Any]:
+    async def set_disabled(self, ctx: Context, ref: str, disabled: bool) -> AgentView:
         async with self._core.write() as tx:
             row = await self.find(tx.conn, ref)
             now = self._core.now()
@@ -86,7 +87,7 @@ class Agents:
             row = await self.find(tx.conn, row.id)
         return agent_view(row)
 
-    async def rotate_token(self, ctx: Context, ref: str) -> tuple[dict[str, Any], Secret[str]]:
+    async def rotate_token(self, ctx: Context, ref: str) -> tuple[AgentView, Secret[str]]:
         token = tokens.new_token(tokens.AGENT)
         async with self._core.write() as tx:
             row = await self.find(tx.conn, ref)
@@ -96,7 +97,7 @@ class Agents:
             row = await self.find(tx.conn, row.id)
         return agent_view(row), Secret(token)
 
-    async def delete(self, ctx: Context, ref: str) -> dict[str, Any]:
+    async def delete(self, ctx: Context, ref: str) -> AgentDeleted:
         async with self._core.write() as tx:
             row = await self.find(tx.conn, ref)
             now = self._core.now()
@@ -116,7 +117,7 @@ class Agents:
                     "requests_denied": denied,
                 },
             )
-        return {**agent_view(row), "deleted": True}
+        return AgentDeleted(**vars(agent_view(row)))
 
     async def authenticate(self, token: str | None, ctx: Context, route: str) -> Principal:
         """The agent behind a ``kfa_`` token, or an audited ``Unauthorized``."""

@@ -8,158 +8,46 @@ requests in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-from keyfob.clock import FORMAT_HINT, BadTime, in_range, isoformat, parse_iso
-from keyfob.errors import Conflict, NotFound, ValidationFailed
+from keyfob.constraints import BY_NAME, NAMES, defaults
+from keyfob.errors import Conflict, NotFound
 from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
 from keyfob.store.records import GrantRow
 from keyfob.tokens import new_id
-from keyfob.vault import rules, validation
+from keyfob.vault import validation
 from keyfob.vault.agents import Agents
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
+from keyfob.vault.grant_checks import clean_constraints
+from keyfob.vault.grant_checks import fail as _fail
+from keyfob.vault.views import GrantView, MyGrantView
 
-ACTIONS = ("proxy", "export")
-SCOPES = ("request", "workflow")
-APPROVALS = ("none", "required")
-DEFAULT_MAX_LEASE_TTL = 900
-MAX_LEASE_TTL = 86_400
-EDITABLE = (
-    "keys",
-    "actions",
-    "not_before",
-    "expires_at",
-    "scopes",
-    "max_lease_ttl",
-    "max_lease_uses",
-    "rate_limit",
-    "max_uses",
-    "methods",
-    "paths",
-    "approval",
-)
+ACTIONS = BY_NAME["actions"].choices
+SCOPES = BY_NAME["scopes"].choices
+EDITABLE = NAMES
 
 
-def _fail(field: str, msg: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
+def grant_view(row: GrantRow, agent_name: str | None = None) -> GrantView:
+    return GrantView(
+        id=row.id,
+        agent_id=row.agent_id,
+        agent=agent_name,
+        secret_set=row.set_path,
+        **{name: getattr(row, name) for name in NAMES},
+        uses=row.uses,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        updated_at=row.updated_at,
+        revoked_at=row.revoked_at,
+    )
 
 
-def grant_view(row: GrantRow, agent_name: str | None = None) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "agent_id": row.agent_id,
-        "agent": agent_name,
-        "secret_set": row.set_path,
-        "keys": row.keys,
-        "actions": row.actions,
-        "not_before": row.not_before,
-        "expires_at": row.expires_at,
-        "scopes": row.scopes,
-        "max_lease_ttl": row.max_lease_ttl,
-        "max_lease_uses": row.max_lease_uses,
-        "rate_limit": row.rate_limit,
-        "max_uses": row.max_uses,
-        "uses": row.uses,
-        "methods": row.methods,
-        "paths": row.paths,
-        "approval": row.approval,
-        "created_at": row.created_at,
-        "created_by": row.created_by,
-        "updated_at": row.updated_at,
-        "revoked_at": row.revoked_at,
-    }
-
-
-def _subset(field: str, values: Any, allowed: tuple[str, ...]) -> list[str]:
-    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-        raise _fail(field, f"a non-empty list drawn from {', '.join(allowed)}")
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise _fail(field, f"unknown: {', '.join(bad)}; allowed: {', '.join(allowed)}")
-    return sorted(set(values), key=allowed.index)
-
-
-def _positive(field: str, value: Any, ceiling: int | None = None) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _fail(field, "a whole number of at least 1")
-    if ceiling is not None and value > ceiling:
-        raise _fail(field, f"at most {ceiling}")
-    return value
-
-
-def _moment(field: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        if isinstance(value, datetime):
-            return isoformat(in_range(value))
-        if isinstance(value, str):
-            return isoformat(parse_iso(value))
-    except BadTime as exc:
-        raise _fail(field, str(exc)) from None
-    raise _fail(field, f"must be {FORMAT_HINT}")
-
-
-def clean_constraints(spec: Mapping[str, Any], set_keys: set[str]) -> dict[str, Any]:
-    """Validate grant constraints; fields missing from ``spec`` are not returned."""
-    out: dict[str, Any] = {}
-    if "keys" in spec:
-        keys = spec["keys"]
-        if keys is not None:
-            if not isinstance(keys, list) or not keys:
-                raise _fail("keys", "a non-empty list of key names, or null for all keys")
-            missing = [k for k in keys if k not in set_keys]
-            if missing:
-                raise _fail("keys", f"the set has no key {', '.join(map(str, missing))}")
-            keys = sorted(set(keys))
-        out["keys"] = keys
-    if "actions" in spec:
-        out["actions"] = _subset("actions", spec["actions"], ACTIONS)
-    if "scopes" in spec:
-        out["scopes"] = _subset("scopes", spec["scopes"], SCOPES)
-    if "approval" in spec:
-        if spec["approval"] not in APPROVALS:
-            raise _fail("approval", "none or required")
-        out["approval"] = spec["approval"]
-    for field in ("not_before", "expires_at"):
-        if field in spec:
-            out[field] = _moment(field, spec[field])
-    if "max_lease_ttl" in spec:
-        out["max_lease_ttl"] = (
-            _positive("max_lease_ttl", spec["max_lease_ttl"], MAX_LEASE_TTL)
-            or DEFAULT_MAX_LEASE_TTL
-        )
-    for field in ("max_lease_uses", "rate_limit", "max_uses"):
-        if field in spec:
-            out[field] = _positive(field, spec[field], 10_000_000)
-    if "methods" in spec and spec["methods"] is not None:
-        methods = spec["methods"]
-        if not isinstance(methods, list) or not methods:
-            raise _fail("methods", "a non-empty list of HTTP methods, or null for any")
-        upper = sorted({str(m).upper() for m in methods})
-        bad = [m for m in upper if m not in rules.METHODS]
-        if bad:
-            raise _fail("methods", f"unknown method {', '.join(bad)}")
-        out["methods"] = upper
-    elif "methods" in spec:
-        out["methods"] = None
-    if "paths" in spec and spec["paths"] is not None:
-        paths = spec["paths"]
-        if not isinstance(paths, list) or not paths or len(paths) > 64:
-            raise _fail("paths", "a list of 1-64 path patterns, or null for any path")
-        try:
-            out["paths"] = [rules.check_pattern(str(p)) for p in paths]
-        except ValueError as exc:
-            raise _fail("paths", str(exc)) from None
-    elif "paths" in spec:
-        out["paths"] = None
-    return out
+def constraints_of(row: GrantRow) -> dict[str, Any]:
+    """The grant's constraint values by spec name."""
+    return {name: getattr(row, name) for name in NAMES}
 
 
 class Grants:
@@ -167,7 +55,7 @@ class Grants:
         self._core = core
         self._agents = agents
 
-    async def create(self, ctx: Context, spec: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, ctx: Context, spec: Mapping[str, Any]) -> GrantView:
         agent_ref = spec.get("agent")
         set_path = spec.get("secret_set")
         if not isinstance(agent_ref, str) or not agent_ref:
@@ -184,16 +72,7 @@ class Grants:
             if target is None or target.deleted_at is not None:
                 raise NotFound(f"secret set {set_path} does not exist")
             keys = await sets_sql.current_key_names(tx.conn, target.id)
-            clean = clean_constraints(
-                {
-                    "actions": ["proxy"],
-                    "scopes": ["request"],
-                    "approval": "none",
-                    "max_lease_ttl": DEFAULT_MAX_LEASE_TTL,
-                    **spec,
-                },
-                keys,
-            )
+            clean = clean_constraints({**defaults(), **spec}, keys)
             self._check_window(clean)
             if await sql.active_grant(tx.conn, agent.id, target.id) is not None:
                 raise Conflict(
@@ -205,39 +84,27 @@ class Grants:
                 agent_id=agent.id,
                 set_id=target.id,
                 set_path=target.path,
-                keys=clean.get("keys"),
-                actions=clean["actions"],
-                not_before=clean.get("not_before"),
-                expires_at=clean.get("expires_at"),
-                scopes=clean["scopes"],
-                max_lease_ttl=clean["max_lease_ttl"],
-                max_lease_uses=clean.get("max_lease_uses"),
-                rate_limit=clean.get("rate_limit"),
-                max_uses=clean.get("max_uses"),
+                **clean,
                 uses=0,
                 rate_window=0,
                 rate_count=0,
-                methods=clean.get("methods"),
-                paths=clean.get("paths"),
-                approval=clean["approval"],
                 created_at=now,
                 created_by=ctx.actor,
                 updated_at=now,
                 revoked_at=None,
             )
             await sql.insert_grant(tx.conn, row)
-            view = grant_view(row, agent.name)
-            await self._audit(tx, ctx, "create", row, _constraints(view))
-        return view
+            await self._audit(tx, ctx, "create", row, constraints_of(row))
+        return grant_view(row, agent.name)
 
-    async def update(self, ctx: Context, grant_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    async def update(self, ctx: Context, grant_id: str, spec: Mapping[str, Any]) -> GrantView:
         unknown = set(spec) - set(EDITABLE)
         if unknown:
             raise _fail(sorted(unknown)[0], "cannot be changed (revoke and grant anew)")
         async with self._core.write() as tx:
             row = await self._live(tx, grant_id)
             clean = clean_constraints(spec, await sets_sql.current_key_names(tx.conn, row.set_id))
-            merged = {**grant_view(row), **clean}
+            merged = {**constraints_of(row), **clean}
             self._check_window(merged, new_end="expires_at" in clean)
             if clean:
                 await sql.update_grant(tx.conn, row.id, updated_at=self._core.now(), **clean)
@@ -246,7 +113,7 @@ class Grants:
             agent = await sql.agent_by(tx.conn, id=row.agent_id)
         return grant_view(row, agent.name if agent else None)
 
-    async def revoke(self, ctx: Context, grant_id: str) -> dict[str, Any]:
+    async def revoke(self, ctx: Context, grant_id: str) -> GrantView:
         async with self._core.write() as tx:
             row = await self._live(tx, grant_id)
             now = self._core.now()
@@ -260,7 +127,7 @@ class Grants:
             agent = await sql.agent_by(tx.conn, id=row.agent_id)
         return grant_view(row, agent.name if agent else None)
 
-    async def get(self, grant_id: str) -> dict[str, Any]:
+    async def get(self, grant_id: str) -> GrantView:
         async with self._core.db.read() as conn:
             row = await sql.grant_by_id(conn, grant_id)
             if row is None:
@@ -274,7 +141,7 @@ class Grants:
         agent: str | None = None,
         secret_set: str | None = None,
         include_revoked: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[GrantView]:
         async with self._core.db.read() as conn:
             agent_id = (await self._agents.find(conn, agent)).id if agent else None
             set_id = None
@@ -289,7 +156,7 @@ class Grants:
             names = {a.id: a.name for a in await sql.list_agents(conn)}
         return [grant_view(r, names.get(r.agent_id)) for r in rows]
 
-    async def for_agent(self, agent_id: str) -> list[dict[str, Any]]:
+    async def for_agent(self, agent_id: str) -> list[MyGrantView]:
         """An agent's own usable grants: names, key names, actions, limits; never values."""
         async with self._core.db.read() as conn:
             rows = await sql.list_grants(conn, agent_id=agent_id)
@@ -299,15 +166,13 @@ class Grants:
                 if found is None or found.deleted_at is not None:
                     continue
                 keys = row.keys or sorted(await sets_sql.current_key_names(conn, row.set_id))
-                view = grant_view(row)
                 out.append(
-                    {
-                        "grant_id": row.id,
-                        "secret_set": row.set_path,
-                        **{k: view[k] for k in EDITABLE},
-                        "keys": keys,
-                        "uses": row.uses,
-                    }
+                    MyGrantView(
+                        grant_id=row.id,
+                        secret_set=row.set_path,
+                        **{**constraints_of(row), "keys": keys},
+                        uses=row.uses,
+                    )
                 )
         return out
 
@@ -337,7 +202,3 @@ class Grants:
             f"grant:{row.id}",
             details={"agent_id": row.agent_id, "secret_set": row.set_path, **details},
         )
-
-
-def _constraints(view: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: view[k] for k in EDITABLE}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from keyfob import crypto
 from keyfob.errors import Conflict, NotFound
 from keyfob.store import keyring as keyring_sql
 from keyfob.store import secrets as sql
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
+from keyfob.vault.views import KeyStatus, KeyTerm, Rewrapped, Rotated, TermRetired
 
 _BATCH = 200
 
@@ -18,7 +17,7 @@ class Keys:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> KeyStatus:
         async with self._core.db.read() as conn:
             rows = await keyring_sql.list_terms(conn)
             counts = await sql.records_per_term(conn)
@@ -33,17 +32,11 @@ class Keys:
             else:
                 status = "previous"
             terms.append(
-                {
-                    "term": row.term,
-                    "status": status,
-                    "created_at": row.created_at,
-                    "retired_at": row.retired_at,
-                    "records": counts.get(row.term, 0),
-                }
+                KeyTerm(row.term, status, row.created_at, row.retired_at, counts.get(row.term, 0))
             )
-        return {"active_term": active, "terms": terms, "audit_public_key": self._core.public_key}
+        return KeyStatus(active, tuple(terms), self._core.public_key)
 
-    async def rotate(self, ctx: Context) -> dict[str, Any]:
+    async def rotate(self, ctx: Context) -> Rotated:
         async with self._core.write() as tx:
             await self._core.sync_terms(tx)
             rows = await keyring_sql.list_terms(tx.conn)
@@ -53,9 +46,9 @@ class Keys:
             await self._core.record(
                 tx, ctx, "keys.rotate", f"kek:{kek.term}", details={"term": kek.term}
             )
-        return {"term": kek.term}
+        return Rotated(kek.term)
 
-    async def rewrap(self, ctx: Context) -> dict[str, Any]:
+    async def rewrap(self, ctx: Context) -> Rewrapped:
         """Move every wrapped DEK to the active term, a batch per transaction."""
         moved = 0
         while True:
@@ -81,9 +74,9 @@ class Keys:
                     tx, ctx, "keys.rewrap", f"kek:{term}", details={"term": term, "rewrapped": done}
                 )
                 moved += done
-        return {"rewrapped": moved, "term": self._core.ring.active_term}
+        return Rewrapped(moved, self._core.ring.active_term)
 
-    async def retire(self, ctx: Context, term: int) -> dict[str, Any]:
+    async def retire(self, ctx: Context, term: int) -> TermRetired:
         async with self._core.write() as tx:
             await self._core.sync_terms(tx)
             rows = {r.term: r for r in await keyring_sql.list_terms(tx.conn)}
@@ -103,4 +96,4 @@ class Keys:
             await keyring_sql.retire_term(tx.conn, term, self._core.now())
             await self._core.record(tx, ctx, "keys.retire", f"kek:{term}", details={"term": term})
         self._core.ring.forget(term)
-        return {"term": term, "status": "retired"}
+        return TermRetired(term)

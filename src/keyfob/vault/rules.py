@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+from keyfob import constraints
+
+METHODS = frozenset(constraints.METHODS)
 # \Z, not $: "$" also matches before a trailing newline.
 _PATTERN_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()+,;=:@%*/-]{0,511}\Z")
 

@@ -24,7 +24,7 @@ from keyfob.tokens import new_id
 from keyfob.vault import validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
-from keyfob.vault.views import set_view, version_view
+from keyfob.vault.views import Purged, SetView, VersionView, set_view, version_view
 
 SETS = "secret_set"
 
@@ -52,7 +52,7 @@ class SecretSets:
 
     # -- reading ----------------------------------------------------------------------
 
-    async def get(self, path: str) -> dict[str, Any]:
+    async def get(self, path: str) -> SetView:
         async with self._core.db.read() as conn:
             row = await self._find(conn, path)
             current = await sql.get_version(conn, row.id, row.version)
@@ -68,7 +68,7 @@ class SecretSets:
         include_deleted: bool = False,
         cursor: str | None = None,
         limit: int = 100,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[SetView], str | None]:
         after = decode_cursor(cursor) if cursor else None
         async with self._core.db.read() as conn:
             rows = await sql.list_sets(
@@ -87,7 +87,7 @@ class SecretSets:
         next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return items, next_cursor
 
-    async def versions(self, path: str) -> list[dict[str, Any]]:
+    async def versions(self, path: str) -> list[VersionView]:
         async with self._core.db.read() as conn:
             row = await self._find(conn, path)
             return [version_view(v) for v in await sql.list_versions(conn, row.id)]
@@ -123,7 +123,7 @@ class SecretSets:
         entries: Mapping[str, object],
         labels: Mapping[str, object] | None = None,
         profile: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SetView:
         validation.path_parts(provider, environment, name)
         values = validation.check_entries(entries, allow_null=False)
         validation.check_key_count(len(values))
@@ -164,7 +164,7 @@ class SecretSets:
         labels: Mapping[str, object] | None = None,
         profile: Mapping[str, Any] | None = None,
         expected_version: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> SetView:
         changes = validation.check_entries(entries or {}, allow_null=True)
         clean_labels = validation.check_labels(labels) if labels is not None else None
         async with self._core.write() as tx:
@@ -213,7 +213,7 @@ class SecretSets:
 
     async def rollback(
         self, ctx: Context, path: str, version: int, *, expected_version: int | None = None
-    ) -> dict[str, Any]:
+    ) -> SetView:
         async with self._core.write() as tx:
             row = await self._find(tx.conn, path, include_deleted=False)
             self._expect(row, expected_version)
@@ -234,7 +234,7 @@ class SecretSets:
             row = await self._find(tx.conn, path)
         return set_view(row, stored)
 
-    async def delete(self, ctx: Context, path: str) -> dict[str, Any]:
+    async def delete(self, ctx: Context, path: str) -> SetView:
         async with self._core.write() as tx:
             row = await self._find(tx.conn, path, include_deleted=False)
             now = self._core.now()
@@ -247,7 +247,7 @@ class SecretSets:
             current = await sql.get_version(tx.conn, row.id, row.version)
         return set_view(row, current)
 
-    async def restore(self, ctx: Context, path: str) -> dict[str, Any]:
+    async def restore(self, ctx: Context, path: str) -> SetView:
         async with self._core.write() as tx:
             row = await self._find(tx.conn, path)
             if row.deleted_at is None:
@@ -258,7 +258,7 @@ class SecretSets:
             current = await sql.get_version(tx.conn, row.id, row.version)
         return set_view(row, current)
 
-    async def purge(self, ctx: Context, path: str) -> dict[str, Any]:
+    async def purge(self, ctx: Context, path: str) -> Purged:
         async with self._core.write() as tx:
             row = await self._find(tx.conn, path)
             if row.deleted_at is None:
@@ -276,7 +276,7 @@ class SecretSets:
                 leases_revoked=len(revoked),
                 grants_revoked=len(grants),
             )
-        return {"purged": path, "versions": removed}
+        return Purged(purged=path, versions=removed)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -1,37 +1,204 @@
-"""The shapes the outside world sees: names, fingerprints, versions — never values."""
+"""The shapes the outside world sees: names, fingerprints, versions — never values.
+
+Services return these frozen dataclasses; the API serialises them (``dataclasses.asdict``
+gives the JSON field names, in order) and the dashboard reads their attributes.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
-from keyfob.store import SetRow, VersionRow
+from keyfob.store import KeyMeta, SetRow, VersionRow
+
+__all__ = [
+    "AgentDeleted",
+    "AgentView",
+    "GrantView",
+    "KeyMeta",
+    "KeyStatus",
+    "KeyTerm",
+    "MyGrantView",
+    "Purged",
+    "Rewrapped",
+    "Rotated",
+    "SetView",
+    "TermRetired",
+    "VersionView",
+    "View",
+    "set_view",
+    "version_view",
+]
 
 
-def set_view(row: SetRow, current: VersionRow | None) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "path": row.path,
-        "provider": row.provider,
-        "environment": row.environment,
-        "name": row.name,
-        "labels": row.labels,
-        "version": row.version,
-        "keys": [k.as_dict() for k in current.keys] if current else [],
-        "profile": row.profile,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "deleted_at": row.deleted_at,
-        "exported_at": row.exported_at,
-    }
+class View:
+    """Base of every view."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Any:
+        """Transitional: ``view["field"]`` for callers not yet moved to attributes."""
+        if name not in {f.name for f in fields(self)}:  # type: ignore[arg-type]
+            raise KeyError(name)
+        return getattr(self, name)
 
 
-def version_view(row: VersionRow) -> dict[str, Any]:
-    return {
-        "version": row.version,
-        "created_at": row.created_at,
-        "actor": row.actor,
-        "reason": row.reason,
-        "rollback_of": row.rollback_of,
-        "keys": [k.name for k in row.keys],
-        "kek_term": row.kek_term,
-    }
+@dataclass(frozen=True)
+class SetView(View):
+    id: str
+    path: str
+    provider: str
+    environment: str
+    name: str
+    labels: dict[str, str]
+    version: int
+    keys: tuple[KeyMeta, ...]
+    profile: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+    deleted_at: str | None
+    exported_at: str | None
+
+
+@dataclass(frozen=True)
+class VersionView(View):
+    version: int
+    created_at: str
+    actor: str
+    reason: str
+    rollback_of: int | None
+    keys: tuple[str, ...]
+    kek_term: int
+
+
+@dataclass(frozen=True)
+class Purged(View):
+    purged: str
+    versions: int
+
+
+@dataclass(frozen=True)
+class AgentView(View):
+    id: str
+    name: str
+    status: str
+    disabled_at: str | None
+    created_at: str
+    created_by: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class AgentDeleted(AgentView):
+    deleted: bool = True
+
+
+@dataclass(frozen=True)
+class GrantView(View):
+    """A grant; its constraint fields are the spec's (a contract test keeps them so)."""
+
+    id: str
+    agent_id: str
+    agent: str | None
+    secret_set: str
+    keys: list[str] | None
+    actions: list[str]
+    not_before: str | None
+    expires_at: str | None
+    scopes: list[str]
+    max_lease_ttl: int
+    max_lease_uses: int | None
+    rate_limit: int | None
+    max_uses: int | None
+    uses: int
+    methods: list[str] | None
+    paths: list[str] | None
+    approval: str
+    created_at: str
+    created_by: str
+    updated_at: str
+    revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class MyGrantView(View):
+    """A grant as its agent sees it: the key names resolved, nothing of other agents."""
+
+    grant_id: str
+    secret_set: str
+    keys: list[str]
+    actions: list[str]
+    not_before: str | None
+    expires_at: str | None
+    scopes: list[str]
+    max_lease_ttl: int
+    max_lease_uses: int | None
+    rate_limit: int | None
+    max_uses: int | None
+    methods: list[str] | None
+    paths: list[str] | None
+    approval: str
+    uses: int
+
+
+@dataclass(frozen=True)
+class KeyTerm(View):
+    term: int
+    status: str
+    created_at: str
+    retired_at: str | None
+    records: int
+
+
+@dataclass(frozen=True)
+class KeyStatus(View):
+    active_term: int
+    terms: tuple[KeyTerm, ...]
+    audit_public_key: str
+
+
+@dataclass(frozen=True)
+class Rotated(View):
+    term: int
+
+
+@dataclass(frozen=True)
+class Rewrapped(View):
+    rewrapped: int
+    term: int
+
+
+@dataclass(frozen=True)
+class TermRetired(View):
+    term: int
+    status: str = "retired"
+
+
+def set_view(row: SetRow, current: VersionRow | None) -> SetView:
+    return SetView(
+        id=row.id,
+        path=row.path,
+        provider=row.provider,
+        environment=row.environment,
+        name=row.name,
+        labels=row.labels,
+        version=row.version,
+        keys=current.keys if current else (),
+        profile=row.profile,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deleted_at=row.deleted_at,
+        exported_at=row.exported_at,
+    )
+
+
+def version_view(row: VersionRow) -> VersionView:
+    return VersionView(
+        version=row.version,
+        created_at=row.created_at,
+        actor=row.actor,
+        reason=row.reason,
+        rollback_of=row.rollback_of,
+        keys=tuple(k.name for k in row.keys),
+        kek_term=row.kek_term,
+    )

@@ -1,0 +1,113 @@
+"""Validation of grant constraints, one checker per kind of ``keyfob.constraints``.
+
+Bounds and choices come from the spec, so every edge refuses the same values with the
+same message (naming the field, never echoing the value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from keyfob.clock import FORMAT_HINT, BadTime, in_range, isoformat, parse_iso
+from keyfob.constraints import BY_NAME, Constraint
+from keyfob.errors import ValidationFailed
+from keyfob.vault import rules
+
+
+def fail(field: str, msg: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
+
+
+def _keys(c: Constraint, value: Any, set_keys: set[str]) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise fail(c.name, "a non-empty list of key names, or null for all keys")
+    missing = [k for k in value if k not in set_keys]
+    if missing:
+        raise fail(c.name, f"the set has no key {', '.join(map(str, missing))}")
+    return sorted(set(value))
+
+
+def _subset(c: Constraint, value: Any, _: set[str]) -> list[str]:
+    allowed = c.choices
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise fail(c.name, f"a non-empty list drawn from {', '.join(allowed)}")
+    bad = [v for v in value if v not in allowed]
+    if bad:
+        raise fail(c.name, f"unknown: {', '.join(bad)}; allowed: {', '.join(allowed)}")
+    return sorted(set(value), key=allowed.index)
+
+
+def _methods(c: Constraint, value: Any, _: set[str]) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise fail(c.name, "a non-empty list of HTTP methods, or null for any")
+    upper = sorted({str(m).upper() for m in value})
+    bad = [m for m in upper if m not in c.choices]
+    if bad:
+        raise fail(c.name, f"unknown method {', '.join(bad)}")
+    return upper
+
+
+def _patterns(c: Constraint, value: Any, _: set[str]) -> list[str]:
+    if not isinstance(value, list) or not value or len(value) > (c.maximum or len(value)):
+        raise fail(c.name, f"a list of 1-{c.maximum} path patterns, or null for any path")
+    try:
+        return [rules.check_pattern(str(p)) for p in value]
+    except ValueError as exc:
+        raise fail(c.name, str(exc)) from None
+
+
+def _count(c: Constraint, value: Any, _: set[str]) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < (c.minimum or 0):
+        raise fail(c.name, f"a whole number of at least {c.minimum}")
+    if c.maximum is not None and value > c.maximum:
+        raise fail(c.name, f"at most {c.maximum}")
+    return value
+
+
+def _moment(c: Constraint, value: Any, _: set[str]) -> str:
+    try:
+        if isinstance(value, datetime):
+            return isoformat(in_range(value))
+        if isinstance(value, str):
+            return isoformat(parse_iso(value))
+    except BadTime as exc:
+        raise fail(c.name, str(exc)) from None
+    raise fail(c.name, f"must be {FORMAT_HINT}")
+
+
+def _choice(c: Constraint, value: Any, _: set[str]) -> str:
+    if value not in c.choices:
+        raise fail(c.name, " or ".join(c.choices))
+    return str(value)
+
+
+_CHECKS: dict[str, Callable[[Constraint, Any, set[str]], Any]] = {
+    "keys": _keys,
+    "subset": _subset,
+    "methods": _methods,
+    "patterns": _patterns,
+    "count": _count,
+    "moment": _moment,
+    "choice": _choice,
+}
+
+
+def clean_constraints(spec: Mapping[str, Any], set_keys: set[str]) -> dict[str, Any]:
+    """Validate the constraints named in ``spec`` (others are not returned).
+
+    null means "no limit" for a nullable constraint and "the default" for the others.
+    """
+    out: dict[str, Any] = {}
+    for name, value in spec.items():
+        c = BY_NAME.get(name)
+        if c is None:
+            continue
+        if value is None and c.nullable:
+            out[name] = None
+        elif value is None and c.kind == "count":
+            out[name] = c.default
+        else:
+            out[name] = _CHECKS[c.kind](c, value, set_keys)
+    return out
