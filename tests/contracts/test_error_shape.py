@@ -214,6 +214,7 @@ CASES: dict[str, tuple[int, Case]] = {
         lambda e: e.client.patch(SET, json={"entries": {}}, headers={"If-Match": "x"}),
     ),
     "bad-cursor": (400, lambda e: e.client.get("/v1/secret-sets?cursor=%%%")),
+    "foreign-host": (421, lambda e: e.client.get("/healthz", headers={"host": "evil.example"})),
     "bad-since": (400, lambda e: e.client.get("/v1/audit?since=later")),
     "bad-label-filter": (400, lambda e: e.client.get("/v1/secret-sets?label=x")),
     "no-token": (401, lambda e: e.anonymous.get("/v1/keys")),
