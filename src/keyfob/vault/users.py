@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -281,7 +282,8 @@ class Users:
     def _left(self, until: str | None) -> int:
         if until is None:
             return 1
-        return max(1, int((parse_iso(until) - self._core.clock.now()).total_seconds()))
+        left = (parse_iso(until) - self._core.clock.now()).total_seconds()
+        return max(1, math.ceil(left))
 
     async def _record_failure(
         self, tx: Any, ctx: Context, row: UserRow | None, typed: str, details: dict[str, Any]
