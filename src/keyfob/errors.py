@@ -7,6 +7,7 @@
     ├── NotFound              404    no such resource
     ├── MethodNotAllowed      405
     ├── Conflict              409    name taken, lost update, wrong state
+    ├── MisdirectedRequest    421    the ``Host`` is not one this server answers to
     ├── PayloadTooLarge       413
     ├── HeadersTooLarge       431    the request's headers are too many or too long
     ├── TooManyRequests       429    rate limit; ``retry_after`` seconds
@@ -94,6 +95,10 @@ class Conflict(KeyfobError):
     slug, status, title = "conflict", 409, "Conflict"
 
 
+class MisdirectedRequest(KeyfobError):
+    slug, status, title = "misdirected-request", 421, "Misdirected request"
+
+
 class PayloadTooLarge(KeyfobError):
     slug, status, title = "payload-too-large", 413, "Payload too large"
 
@@ -144,6 +149,7 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     NotFound,
     MethodNotAllowed,
     Conflict,
+    MisdirectedRequest,
     PayloadTooLarge,
     HeadersTooLarge,
     TooManyRequests,

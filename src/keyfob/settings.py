@@ -6,11 +6,12 @@ all and a contract test keeps the two in sync.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -90,6 +91,47 @@ class Settings(BaseSettings):
         description="PEM file of extra CA certificates the proxy trusts for upstream TLS "
         "(on-prem upstreams, tests). The system store is always trusted.",
     )
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Host names (comma-separated, a port is ignored; `*` allows any) that "
+        "requests may name in `Host`; others get 421. Default: `localhost`, `127.0.0.1`, "
+        "`[::1]`, the bound address and the address a request arrived on, which keeps DNS "
+        "rebinding away from the dashboard and the API.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Addresses or CIDRs (comma-separated) of TLS-terminating proxies whose "
+        "`X-Forwarded-Proto`/`X-Forwarded-For`/`Forwarded` headers are believed: then the "
+        "session cookie is `Secure`, HSTS is sent and the client address is the proxy's "
+        "client. Default: none (those headers are ignored).",
+    )
+    password_hash_time_cost: int = Field(
+        3, ge=1, le=20, description="argon2 passes per dashboard password hash."
+    )
+    password_hash_memory_kib: int = Field(
+        64 * 1024,
+        ge=8,
+        le=4 * 1024 * 1024,
+        description="argon2 memory per dashboard password hash, in KiB (64 MiB by default; "
+        "hashes run on a small worker pool, two at a time).",
+    )
+
+    @field_validator("allowed_hosts", "trusted_proxies", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError("each entry must be an IP address or a CIDR") from None
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -214,6 +214,7 @@ CASES: dict[str, tuple[int, Case]] = {
         lambda e: e.client.patch(SET, json={"entries": {}}, headers={"If-Match": "x"}),
     ),
     "bad-cursor": (400, lambda e: e.client.get("/v1/secret-sets?cursor=%%%")),
+    "foreign-host": (421, lambda e: e.client.get("/healthz", headers={"host": "evil.example"})),
     "bad-since": (422, lambda e: e.client.get("/v1/audit?since=later")),
     # A 500 once: the offset pushed the time past what a datetime holds.
     "since-overflow": (422, lambda e: e.client.get("/v1/audit?since=9999-12-31T23:59:59-01:00")),

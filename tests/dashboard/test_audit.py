@@ -58,7 +58,12 @@ async def make_set(vault: Vault, path: str) -> None:
 async def test_lists_newest_first_with_escaped_details(ui: Ui, vault: Vault) -> None:
     hostile = '<script>alert("x")</script>'
     with pytest.raises(Unauthorized):
-        await vault.users.sign_in(hostile, Secret("wrong"), Context("anonymous"))
+        await vault.users.sign_in("mallory", Secret("wrong"), Context("anonymous"))
+    # A typed name is never logged (only its keyed hash): put hostile text in directly.
+    async with vault.core.write() as tx:
+        await vault.core.record(
+            tx, Context("anonymous"), "test.hostile", "x", details={"n": hostile}
+        )
 
     answer = await ui.get(PAGE)
 

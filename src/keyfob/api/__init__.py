@@ -5,7 +5,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from keyfob import __version__
-from keyfob.api import agents, audit, keys, leases, problems, secret_sets, service, users
+from keyfob.api import (
+    agents,
+    audit,
+    docs,
+    keys,
+    leases,
+    problems,
+    secret_sets,
+    service,
+    users,
+)
 
 
 def build_api() -> FastAPI:
@@ -14,10 +24,11 @@ def build_api() -> FastAPI:
         title="keyfob",
         version=__version__,
         summary="A credential vault for AI agents.",
-        docs_url="/docs",
+        docs_url=None,  # served by ``docs``: local assets, strict CSP
         redoc_url=None,
     )
     problems.install(app)
+    docs.install(app)
     for module in (service, secret_sets, audit, keys, agents, leases, users):
         app.include_router(module.router)
     return app

@@ -27,3 +27,35 @@ async def create_user(body: UserCreate, ctx: OperatorDep, vault: VaultDep) -> di
 @router.get("/v1/users", summary="List dashboard users (never password hashes)")
 async def list_users(ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
     return {"items": await vault.users.list_all()}
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: SecretStr = Field(description="12 to 1024 characters; stored as an argon2 hash")
+
+
+@router.get("/v1/users/{user}", summary="Show a dashboard user (by id or name)")
+async def show_user(user: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    return await vault.users.get(user)
+
+
+@router.post("/v1/users/{user}/disable", summary="Disable a user; its sessions end at once")
+async def disable_user(user: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    return await vault.users.set_disabled(ctx, user, True)
+
+
+@router.post("/v1/users/{user}/enable", summary="Enable a disabled user")
+async def enable_user(user: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    return await vault.users.set_disabled(ctx, user, False)
+
+
+@router.post("/v1/users/{user}/password", summary="Set a user's password; its sessions end")
+async def set_password(
+    user: str, body: PasswordChange, ctx: OperatorDep, vault: VaultDep
+) -> dict[str, Any]:
+    return await vault.users.set_password(ctx, user, Secret(body.password.get_secret_value()))
+
+
+@router.delete("/v1/users/{user}", summary="Delete a user; its sessions end at once")
+async def delete_user(user: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    return await vault.users.delete(ctx, user)

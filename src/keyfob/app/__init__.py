@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from keyfob.api import build_api
 from keyfob.api.middleware import ApiMiddleware
+from keyfob.app.edge import Edge, misdirected, with_hsts
 from keyfob.clock import Clock
 from keyfob.dashboard import build_dashboard
 from keyfob.proxy import openapi
@@ -29,16 +30,27 @@ PROXY_PREFIX = "/proxy/"
 class Keyfob:
     """Dispatches ``/proxy/…`` to the proxy and everything else to the API."""
 
-    def __init__(self, api: FastAPI, proxy: ProxyApp) -> None:
+    def __init__(self, api: FastAPI, proxy: ProxyApp, edge: Edge) -> None:
         self.api = api
         self.proxy = proxy
+        self.edge = edge
 
     def __getattr__(self, name: str) -> Any:
         # Compatibility: callers that configured the FastAPI app (state, routers) still can.
         return getattr(self.api, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan" and scope["path"].startswith(PROXY_PREFIX):
+        if scope["type"] == "lifespan":
+            await self.api(scope, receive, send)
+            return
+        # Once, for the API, the dashboard and the proxy alike.
+        scope = self.edge.forwarded(scope)
+        if not self.edge.admits(scope):
+            await misdirected(send)
+            return
+        if scope.get("scheme") in ("https", "wss"):
+            send = with_hsts(send)
+        if scope["path"].startswith(PROXY_PREFIX):
             await self.proxy(scope, receive, send)
         else:
             await self.api(scope, receive, send)
@@ -92,4 +104,4 @@ def create_app(
     app.openapi = with_proxy  # type: ignore[method-assign]
     app.mount("/ui", build_dashboard(app))
     app.add_middleware(ApiMiddleware, max_body=settings.max_body_bytes)
-    return Keyfob(app, proxy)
+    return Keyfob(app, proxy, Edge(settings))

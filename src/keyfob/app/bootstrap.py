@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +54,24 @@ async def _ensure(settings: Settings) -> InitResult:
         return _result(settings, None)
 
 
+PRIVATE_UMASK = 0o077
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Files and directories made inside are private to this user, whatever the umask
+    (SQLite makes its -wal and -shm files itself; the umask is how to reach them)."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def init_vault(settings: Settings) -> InitResult:
     """Create the data dir, master key and first operator token; Conflict if already done."""
-    return asyncio.run(_initialise(settings))
+    with private_files():
+        return asyncio.run(_initialise(settings))
 
 
 async def _first_user(settings: Settings, name: str, password: Secret[str]) -> str:
@@ -67,12 +85,14 @@ async def _first_user(settings: Settings, name: str, password: Secret[str]) -> s
 
 def create_first_user(settings: Settings, name: str, password: Secret[str]) -> str:
     """Create a dashboard user locally (``keyfob init --user``); returns its id."""
-    return asyncio.run(_first_user(settings, name, password))
+    with private_files():
+        return asyncio.run(_first_user(settings, name, password))
 
 
 def ensure_initialised(settings: Settings) -> InitResult:
     """Initialise if needed; otherwise check the vault opens and return ``created=False``."""
-    return asyncio.run(_ensure(settings))
+    with private_files():
+        return asyncio.run(_ensure(settings))
 
 
 class QueryFree(logging.Filter):
@@ -102,6 +122,10 @@ def run_server(settings: Settings, host: str, port: int) -> None:
 
     from keyfob.app import create_app
 
+    # The server process makes only private files (database, WAL, checkpoints), for good.
+    os.umask(PRIVATE_UMASK)
+    # The app answers to the address it is bound to (the default Host allow-list).
+    settings = settings.model_copy(update={"host": host, "port": port})
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )

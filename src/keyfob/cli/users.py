@@ -1,4 +1,4 @@
-"""``keyfob user create|list``: people who sign in to the dashboard at ``/ui``.
+"""``keyfob user …``: people who sign in to the dashboard at ``/ui``.
 
 A password never travels in argv: it is asked twice at a hidden prompt when stdin is a
 terminal, otherwise read from the first line of stdin. It is checked for length here,
@@ -15,21 +15,33 @@ import typer
 from keyfob.cli.context import CliState, state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line, print_table, when
+from keyfob.cli.paths import segment
 from keyfob.secret import Secret
 
 MIN_PASSWORD = 12  # the server's rule too (keyfob.vault.users); refused here before sending
 MAX_PASSWORD = 1024
 
-app = typer.Typer(name="user", help="Dashboard users: create, list.", no_args_is_help=True)
+app = typer.Typer(
+    name="user",
+    help="Dashboard users: create, list, disable, enable, passwd, delete.",
+    no_args_is_help=True,
+)
+
+UserRef = Annotated[str, typer.Argument(metavar="ID|NAME", help="The user's id or name.")]
 
 
-def read_password(cli: CliState) -> Secret[str]:
+def user_url(ref: str, suffix: str = "") -> str:
+    """The API path of a user, by id or name."""
+    return "/v1/users/" + segment(ref, "a user id or name", "keyfob user list") + suffix
+
+
+def read_password(cli: CliState, done: str = "nothing was created") -> Secret[str]:
     """The new password: a hidden prompt asked twice on a terminal, else stdin's first line."""
     if cli.wiring.stdin_is_tty():
         first = typer.prompt("Password (hidden)", hide_input=True, err=True)
         second = typer.prompt("Repeat the password", hide_input=True, err=True)
         if first != second:
-            raise CliError("the passwords did not match; nothing was created")
+            raise CliError(f"the passwords did not match; {done}")
         text = first
     else:
         text = sys.stdin.readline().rstrip("\r\n")
@@ -81,3 +93,60 @@ def list_users(ctx: typer.Context, json_out: JsonFlag = False) -> None:
             for item in items
         ),
     )
+
+
+@app.command("disable")
+def disable(ctx: typer.Context, user: UserRef, json_out: JsonFlag = False) -> None:
+    """Disable a user: its sessions end at once and it cannot sign in."""
+    view = state(ctx).client().post(user_url(user, "/disable"))
+    if json_out:
+        print_json(view)
+        return
+    print_line(f"disabled dashboard user {view.get('name')} ({view.get('id')}); its sessions ended")
+
+
+@app.command("enable")
+def enable(ctx: typer.Context, user: UserRef, json_out: JsonFlag = False) -> None:
+    """Enable a disabled user."""
+    view = state(ctx).client().post(user_url(user, "/enable"))
+    if json_out:
+        print_json(view)
+        return
+    print_line(f"enabled dashboard user {view.get('name')} ({view.get('id')})")
+
+
+@app.command("passwd")
+def passwd(ctx: typer.Context, user: UserRef, json_out: JsonFlag = False) -> None:
+    """Set a user's password (hidden prompt or stdin); its sessions end at once."""
+    cli = state(ctx)
+    password = read_password(cli, "nothing was changed")
+    view = cli.client().post(user_url(user, "/password"), {"password": password.reveal()})
+    if json_out:
+        print_json(view)
+        return
+    print_line(
+        f"set a new password for dashboard user {view.get('name')} ({view.get('id')}); "
+        "its sessions ended"
+    )
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    user: UserRef,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Delete a user; its sessions end at once."""
+    cli = state(ctx)
+    url = user_url(user)
+    if not yes:
+        if not cli.wiring.stdin_is_tty():
+            raise CliError(f"refusing to delete user {user} without confirmation: pass --yes")
+        if not typer.confirm(f"Delete dashboard user {user}? This cannot be undone"):
+            raise CliError("delete cancelled; nothing was changed")
+    view = cli.client().delete(url)
+    if json_out:
+        print_json(view)
+        return
+    print_line(f"deleted dashboard user {view.get('name')} ({view.get('id')}); its sessions ended")

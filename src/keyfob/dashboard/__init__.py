@@ -14,11 +14,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from keyfob import errors
-from keyfob.dashboard import agents, audit, credentials, grants, leases, overview, signin
+from keyfob.dashboard import (
+    agents,
+    audit,
+    credentials,
+    grants,
+    leases,
+    overview,
+    signin,
+    users,
+)
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import CsrfRejected, SecurityHeaders, SignInRequired
 
-PAGES = (signin, overview, credentials, agents, grants, leases, audit)
+PAGES = (signin, overview, credentials, agents, grants, leases, audit, users)
 
 
 def build_dashboard(parent: FastAPI) -> SecurityHeaders:

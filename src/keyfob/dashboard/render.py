@@ -21,6 +21,7 @@ NAV = (
     ("grants", "/ui/grants", "Grants"),
     ("leases", "/ui/leases", "Leases"),
     ("audit", "/ui/audit", "Audit"),
+    ("users", "/ui/users", "Users"),
 )
 
 # Messages a redirect may point at by code (a redirect never carries free text).
@@ -36,6 +37,7 @@ NOTICES = {
     "disabled": "Disabled.",
     "enabled": "Enabled.",
     "signed-out": "Signed out.",
+    "password-set": "Password set; the user's other sessions ended.",
 }
 
 

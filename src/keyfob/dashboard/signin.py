@@ -59,8 +59,12 @@ async def login(request: Request) -> Response:
     try:
         _, token = await vault_of(request).users.sign_in(name, password, context(request))
     except TooManyRequests as exc:
+        # The same words for a locked name, a locked address and a busy server, and for
+        # known and unknown names alike.
         wait = exc.extra.get("retry_after", 60)
-        return _form(request, f"Too many failed attempts. Try again in {wait} seconds.", 429)
+        answer = _form(request, f"Too many sign-in attempts. Try again in {wait} seconds.", 429)
+        answer.headers["Retry-After"] = str(wait)
+        return answer
     except Unauthorized:
         return _form(request, "Wrong user name or password.", 401)
     response = RedirectResponse("/ui/", status_code=303)

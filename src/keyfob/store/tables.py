@@ -229,3 +229,17 @@ sessions = Table(
     Column("expires_at", String(32), nullable=False),
     Index("ix_sessions_user", "user_id"),
 )
+
+# -- sign-in limits (migration 0004) ------------------------------------------------------
+
+# One row per typed name (``name:`` + keyed hash, for known and unknown names alike) and
+# per client address (``addr:``): failures, the lock they earned, when the row is dropped.
+signin_limits = Table(
+    "signin_limits",
+    metadata,
+    Column("key", String(80), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", String(32), nullable=True),
+    Column("expires_at", String(32), nullable=False),
+    Index("ix_signin_limits_expires", "expires_at"),
+)

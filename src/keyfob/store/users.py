@@ -1,15 +1,17 @@
-"""SQL for dashboard users (argon2 hashes only) and their sessions (HMAC digests only)."""
+"""SQL for dashboard users (argon2 hashes only), their sessions (HMAC digests only) and the
+sign-in limits (failure counters per typed name and per client address)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import SECRET, Masked
-from keyfob.store.tables import sessions, users
+from keyfob.store.tables import sessions, signin_limits, users
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,93 @@ async def delete_session(conn: AsyncConnection, digest: str) -> bool:
 
 async def delete_expired_sessions(conn: AsyncConnection, now: str) -> None:
     await conn.execute(delete(sessions).where(sessions.c.expires_at <= now))
+
+
+async def delete_user_sessions(
+    conn: AsyncConnection, user_id: str, *, keep: str | None = None
+) -> int:
+    """End every session of a user (but ``keep``, a session digest); how many ended."""
+    query = delete(sessions).where(sessions.c.user_id == user_id)
+    if keep is not None:
+        query = query.where(sessions.c.digest != keep)
+    return int((await conn.execute(query)).rowcount or 0)
+
+
+async def delete_user(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+    await conn.execute(delete(users).where(users.c.id == user_id))
+
+
+# -- sign-in limits -----------------------------------------------------------------------
+
+
+async def take_attempt(conn: AsyncConnection, key: str, now: str, forget_at: str) -> int | None:
+    """Count one attempt against ``key`` unless it is locked: the new count, or ``None``.
+
+    One conditional UPDATE … RETURNING, taken before the password is checked: however
+    many sign-ins run at once, none gets past a lock and each one is counted.
+    """
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    await conn.execute(
+        insert(signin_limits)
+        .values(key=key, failures=0, locked_until=None, expires_at=now)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    c = signin_limits.c
+    row = (
+        await conn.execute(
+            update(signin_limits)
+            .where(c.key == key, or_(c.locked_until.is_(None), c.locked_until <= now))
+            .values(
+                # A row past its expiry starts again (and any old lock ran out before).
+                failures=case((c.expires_at <= now, 1), else_=c.failures + 1),
+                expires_at=forget_at,
+            )
+            .returning(c.failures)
+        )
+    ).first()
+    return int(row.failures) if row else None
+
+
+async def lock(conn: AsyncConnection, key: str, until: str, expires_at: str) -> None:
+    await conn.execute(
+        update(signin_limits)
+        .where(signin_limits.c.key == key)
+        .values(locked_until=until, expires_at=expires_at)
+    )
+
+
+async def locked_until(conn: AsyncConnection, key: str) -> str | None:
+    row = (
+        await conn.execute(select(signin_limits.c.locked_until).where(signin_limits.c.key == key))
+    ).first()
+    return row.locked_until if row else None
+
+
+async def limits(conn: AsyncConnection, keys: list[str]) -> dict[str, str | None]:
+    """``locked_until`` of each key that has a row."""
+    c = signin_limits.c
+    rows = (await conn.execute(select(c.key, c.locked_until).where(c.key.in_(keys)))).all()
+    return {r.key: r.locked_until for r in rows}
+
+
+async def clear_limit(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(delete(signin_limits).where(signin_limits.c.key == key))
+
+
+async def forgive(conn: AsyncConnection, key: str, free: int) -> None:
+    """Give back the attempt a successful sign-in took (and the lock it alone caused)."""
+    c = signin_limits.c
+    await conn.execute(
+        update(signin_limits)
+        .where(c.key == key, c.failures > 0)
+        .values(
+            failures=c.failures - 1,
+            locked_until=case((c.failures - 1 < free, None), else_=c.locked_until),
+        )
+    )
+
+
+async def purge_limits(conn: AsyncConnection, now: str) -> None:
+    """Drop counters that have run out (every typed name makes one)."""
+    await conn.execute(delete(signin_limits).where(signin_limits.c.expires_at <= now))

@@ -6,6 +6,7 @@ first operator token once, and refuses to touch a database that already has a ke
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from keyfob.vault.keys import Keys
 from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
+from keyfob.vault.passwords import Passwords
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.users import Users
@@ -51,6 +53,16 @@ def _master_from_settings(settings: Settings, *, create: bool) -> MasterKey | No
     return MasterKey(key)
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` 0600 (or tighten it) before SQLite opens it: SQLite gives its -wal
+    and -shm files the database file's mode, so they stay private too."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Vault:
     def __init__(self, core: Core, settings: Settings) -> None:
         self.core = core
@@ -64,7 +76,13 @@ class Vault:
         self.leases = Leases(core)
         self.approvals = Approvals(core, self.leases)
         self.lease_use = LeaseUsage(core, self.leases, self.sets)
-        self.users = Users(core)
+        self.users = Users(
+            core,
+            Passwords(
+                time_cost=settings.password_hash_time_cost,
+                memory_kib=settings.password_hash_memory_kib,
+            ),
+        )
         self.proxy = Proxying(core)
 
     @property
@@ -75,6 +93,7 @@ class Vault:
     async def _load(settings: Settings, clock: Clock | None) -> tuple[Database, bytes | None]:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_file(settings.data_dir / "keyfob.db")
         db = Database(
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
@@ -172,4 +191,5 @@ class Vault:
         try:
             await self.proxy.close()
         finally:
+            self.users.passwords.close()
             await self.db.close()
