@@ -29,7 +29,7 @@ from pydantic import BaseModel, SecretStr
 import keyfob
 from keyfob import crypto
 from keyfob.api.models import SetCreate, SetUpdate
-from keyfob.api.users import UserCreate
+from keyfob.api.users import PasswordChange, UserCreate
 from keyfob.cli.client import KeyfobClient
 from keyfob.crypto import Keyring, MasterKey, SystemKeys, master
 from keyfob.crypto._aead import Aead, Signer
@@ -72,6 +72,7 @@ NOT_SECRET: dict[str, str] = {
     "keyfob.profiles.model.AwsSigV4": "templates that name the set's AWS keys, not values",
     "keyfob.profiles.registry.Field": "key names a set key the dashboard asks for",
     "keyfob.audit.checkpoint.Checkpoint": "public_key is the public half of the signing key",
+    "keyfob.vault.views.KeyStatus": "audit_public_key is the public half of the signing key",
 }
 
 
@@ -273,6 +274,10 @@ def make_user_create() -> Case:
     return Case(UserCreate(name="ada", password=SecretStr(CANARY)), (CANARY,))
 
 
+def make_password_change() -> Case:
+    return Case(PasswordChange(password=SecretStr(CANARY)), (CANARY,))
+
+
 def make_set_create() -> Case:
     body = SetCreate(provider="openai", environment="prod", name="x", entries={"K": CANARY})
     return Case(body, (CANARY,), ("provider='openai'",))
@@ -346,6 +351,7 @@ FACTORIES: dict[type, Callable[[], Case]] = {
     VersionRow: make_version_row,
     Settings: make_settings,
     UserCreate: make_user_create,
+    PasswordChange: make_password_change,
     SetCreate: make_set_create,
     SetUpdate: make_set_update,
     Initialised: make_initialised,
