@@ -20,6 +20,7 @@ from keyfob.store import keyring as keyring_sql
 from keyfob.vault.agents import Agents
 from keyfob.vault.approvals import Approvals
 from keyfob.vault.auditing import Auditing
+from keyfob.vault.consume import Consumer
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
 from keyfob.vault.grants import Grants
@@ -61,11 +62,13 @@ class Vault:
         self.audit = Auditing(core)
         self.agents = Agents(core)
         self.grants = Grants(core, self.agents)
-        self.leases = Leases(core)
+        self.leases = Leases(core, settings.max_pending_requests)
         self.approvals = Approvals(core, self.leases)
-        self.lease_use = LeaseUsage(core, self.leases, self.sets)
+        # Every use of a lease (proxy, export) goes through this one grouped commit.
+        self.consumer = Consumer(core)
+        self.lease_use = LeaseUsage(core, self.leases, self.consumer)
         self.users = Users(core)
-        self.proxy = Proxying(core)
+        self.proxy = Proxying(core, self.consumer)
 
     @property
     def db(self) -> Database:
@@ -170,6 +173,6 @@ class Vault:
 
     async def close(self) -> None:
         try:
-            await self.proxy.close()
+            await self.consumer.close()
         finally:
             await self.db.close()
