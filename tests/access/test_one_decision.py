@@ -5,6 +5,11 @@ with the same answers: each path calls the one ``decide``.
 Every case builds a fresh set, agent, grant and lease, changes one thing (often the
 grant, after the lease was minted: narrowing applies at the next use), asks the dry run
 and then uses the lease, for the ``proxy`` action and for ``export``.
+
+On the commit before the one decision path (30e7c86^) nine cases fail: narrowing the
+grant's lease TTL, lease use cap or scopes did not reach minted leases (issue 10, item
+10), and the dry run disagreed with the proxy about a set without a profile and a grant
+whose keys leave out the injected one.
 """
 
 from __future__ import annotations
