@@ -191,6 +191,11 @@ async def disable_agent(w: World) -> None:
     assert answer.status_code == 200
 
 
+async def rotate_token(w: World) -> None:
+    answer = await w.http.post(f"/v1/agents/{w.agent['name']}/rotate-token")
+    assert answer.status_code == 200
+
+
 async def delete_set(w: World) -> None:
     assert (await w.http.delete(f"/v1/secret-sets/{w.set_path}")).status_code == 200
 
@@ -220,6 +225,7 @@ CASES = [
     Case("grant revoked", revoke_grant, "revoked", "revoked"),
     Case("agent disabled", disable_agent, "revoked", "revoked"),
     Case("set deleted", delete_set, "revoked", "revoked"),
+    Case("agent token rotated", rotate_token, "revoked", "revoked"),
     Case("lease expired", advance(900), "expired", "expired"),
     Case("grant TTL lowered", then(patch(max_lease_ttl=60), advance(60)), "expired", "expired"),
     Case("grant ended", patch(expires_at="2026-01-01T00:00:30Z"), None, None),
