@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.store.records import (
@@ -131,6 +131,16 @@ async def lease_by(
     return from_columns(LeaseRow, row) if row else None
 
 
+def _live(when: str) -> ColumnElement[bool]:
+    """Not revoked, not expired, uses left: the lease view's "active", as a SQL filter
+    (the decision itself is ``vault.decision``; this only selects rows to list or revoke)."""
+    return and_(
+        leases.c.revoked_at.is_(None),
+        leases.c.expires_at > when,
+        or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
+    )
+
+
 async def list_leases(
     conn: AsyncConnection,
     *,
@@ -148,11 +158,7 @@ async def list_leases(
     if set_id is not None:
         query = query.where(leases.c.set_id == set_id)
     if active_at is not None:
-        query = query.where(
-            leases.c.revoked_at.is_(None),
-            leases.c.expires_at > active_at,
-            or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
-        )
+        query = query.where(_live(active_at))
     rows = await conn.execute(query.order_by(leases.c.created_at.desc()).limit(limit))
     return [from_columns(LeaseRow, r) for r in rows.all()]
 
@@ -168,12 +174,8 @@ async def revoke_leases(
     set_id: str | None = None,
 ) -> list[str]:
     """Revoke every live lease matching the filters; returns their ids."""
-    # Live = the same test as list_leases(active_at=...): spent leases are left as they are.
-    clauses = [
-        leases.c.revoked_at.is_(None),
-        leases.c.expires_at > when,
-        or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
-    ]
+    # Live, as list_leases(active_at=...) means it: spent leases are left as they are.
+    clauses = [_live(when)]
     for column, value in (
         (leases.c.id, lease_id),
         (leases.c.agent_id, agent_id),
