@@ -2,11 +2,10 @@
 and its leases reach no upstream (issue 10, item 1), on SQLite and PostgreSQL.
 
 Eight clients mint and proxy in a loop against a real server while an operator disables
-the agent. This test fails on the commit before the fix (30e7c86^; 5 of 6 runs here failed,
-on both backends): the agent was checked
-outside the mint's write transaction and not at all by the proxy, so a mint that had
-authenticated just before the disable committed a lease just after it, and that lease
-was used after the disable had returned.
+the agent. This test fails on the commit before the fix (30e7c86^; 5 of 6 runs here
+failed, on both backends): the agent was checked outside the mint's write transaction
+and not at all by the proxy, so a mint that had authenticated just before the disable
+committed a lease just after it, and that lease was used after the disable had returned.
 """
 
 from __future__ import annotations
