@@ -114,6 +114,8 @@ class LeaseUsage:
             path = paths.normalise(path) if path is not None else None
         except paths.PathRefused as exc:
             raise _invalid("path", str(exc)) from None
+        if action != PROXY:
+            method = path = None  # an export has neither, so neither can refuse it
         lease = await self._lookup(token, ctx, route)
         async with self._core.db.read(snapshot=True) as conn:
             lease = await sql.lease_by(conn, id=lease.id) or lease
