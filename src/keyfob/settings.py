@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a whole proxied exchange may take, streams included.",
     )
+    max_pending_requests: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Lease requests that may wait for approval per agent and per grant "
+        "(429 beyond).",
+    )
     upstream_ca_file: Path | None = Field(
         None,
         description="PEM file of extra CA certificates the proxy trusts for upstream TLS "

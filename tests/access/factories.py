@@ -26,7 +26,10 @@ async def make_secret_set(
     client: httpx.AsyncClient, path: str = SET, entries: dict[str, str] | None = None
 ) -> dict[str, Any]:
     provider, environment, name = path.split("/")
-    body = make_set(provider, environment, name, dict(entries or ENTRIES))
+    entries = dict(entries or ENTRIES)
+    # A set the proxy can use, so a dry run of a proxy use can be allowed.
+    profile = {"preset": "openai"} if "OPENAI_API_KEY" in entries else None
+    body = make_set(provider, environment, name, entries, profile=profile)
     created = await client.post("/v1/secret-sets", json=body)
     assert created.status_code == 201, created.text
     view: dict[str, Any] = created.json()

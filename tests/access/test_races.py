@@ -1,227 +1,194 @@
-"""Concurrent lease use from four processes at once: use caps and rate limits hold exactly.
+"""Concurrent uses of one lease through the real proxy: use caps and rate limits hold
+exactly, across two server processes sharing one database, on SQLite and PostgreSQL.
 
-One race per backend: four worker processes (tests/support/race_worker.py) are released
-together and fire every scenario's uses at once, each scenario on its own secret set. The
-tests then read what the workers saw and what the audit log recorded.
+Two ``keyfob serve`` processes (nodes) on the same database; many clients fire at once,
+spread over both nodes, at one single-use lease, a lease good for three uses, and the
+leases of a grant allowing five uses a minute (and exports of a three-use lease). The
+fake upstream counts what reached it: exactly the allowed number, every other request
+refused with its reason and audited.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from keyfob.clock import isoformat
+from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
-from keyfob.vault import Context, Vault
+from tests.proxy.factories import Proxied, local_profile, proxied, unique
 from tests.support.backends import BACKENDS, reset_postgres
-from tests.support.server import env_for
+from tests.support.server import LiveServer, start_server
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKERS = 4
-OPERATOR = Context(actor="operator:race-setup")
-USES = {"lease.use", "secret_set.export", "lease.deny"}
+REQUESTS = 60
 
 
 @dataclass
-class Scenario:
-    name: str
-    grant: dict[str, Any]
-    lease: dict[str, Any]
-    leases: int
-    uses: int
-    action: str = "proxy"
-    tokens: list[str] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return f"race/prod/{self.name}"
+class Nodes:
+    servers: list[LiveServer]
+    upstream: FakeUpstream
+    operator: httpx.Client
 
 
-def scenarios() -> list[Scenario]:
-    return [
-        # 200 uses of one single-use lease.
-        Scenario("single", {}, {}, leases=1, uses=200),
-        # 100 exports through one workflow lease good for 3 uses.
-        Scenario(
-            "workflow",
-            {"actions": ["export"], "scopes": ["workflow"]},
-            {"scope": "workflow", "max_uses": 3},
-            leases=1,
-            uses=100,
-            action="export",
-        ),
-        # 100 uses spread over 5 uncapped workflow leases of a grant allowing 5 a minute.
-        Scenario("rate", {"scopes": ["workflow"], "rate_limit": 5}, {"scope": "workflow"}, 5, 100),
-    ]
-
-
-@dataclass
-class Raced:
-    outcome: dict[str, dict[str, Any]]  # what the workers saw, per scenario
-    audit: dict[str, Counter[tuple[str, str | None]]]  # (action, reason) per scenario
-    lease_uses: dict[str, int]
-    grant_uses: dict[str, int]
-    verify: dict[str, Any]
-
-
-async def _prepare(settings: Settings, plan: list[Scenario]) -> None:
-    vault, _ = await Vault.initialise(settings)
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream().start()
     try:
-        _, token = await vault.agents.create(OPERATOR, "racer")
-        agent = await vault.agents.authenticate(token.reveal(), OPERATOR, "setup")
-        for s in plan:
-            provider, environment, name = s.path.split("/")
-            await vault.sets.create(
-                OPERATOR,
-                provider=provider,
-                environment=environment,
-                name=name,
-                entries={"API_KEY": f"race-canary-{name}"},
-            )
-            await vault.grants.create(OPERATOR, {"agent": "racer", "secret_set": s.path, **s.grant})
-            for _ in range(s.leases):
-                status, lease = await vault.leases.mint(
-                    agent, OPERATOR, secret_set=s.path, **s.lease
-                )
-                assert status == 201
-                s.tokens.append(lease["token"].reveal())
+        yield fake
     finally:
-        await vault.close()
-
-
-def _race(settings: Settings, workdir: Path, plan: list[Scenario]) -> dict[str, dict[str, Any]]:
-    start = workdir / "start"
-    # One frozen moment for every worker, so the whole race falls in one rate-limit minute.
-    moment = isoformat(datetime.now(UTC))
-    procs = []
-    for i in range(WORKERS):
-        job = {
-            "ready": str(workdir / f"ready-{i}"),
-            "start": str(start),
-            "clock": moment,
-            "scenarios": [
-                {
-                    "name": s.name,
-                    "tokens": s.tokens,
-                    "count": s.uses // WORKERS + (1 if i < s.uses % WORKERS else 0),
-                    "action": s.action,
-                    "secret_set": s.path,
-                }
-                for s in plan
-            ],
-        }
-        path = workdir / f"job-{i}.json"
-        path.write_text(json.dumps(job))
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.support.race_worker", str(path)],
-                cwd=ROOT,
-                env=env_for(settings),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not all((workdir / f"ready-{i}").exists() for i in range(WORKERS)):
-            assert all(p.poll() is None for p in procs), "a worker exited before the start"
-            assert time.monotonic() < deadline, "the workers did not get ready"
-            time.sleep(0.02)
-        start.touch()
-        outputs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    total: dict[str, dict[str, Any]] = {
-        s.name: {"ok": 0, "refused": Counter(), "errors": Counter()} for s in plan
-    }
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err.decode(errors="replace")
-        for name, seen in json.loads(out.decode().strip().splitlines()[-1]).items():
-            total[name]["ok"] += seen["ok"]
-            total[name]["refused"].update(seen["refused"])
-            total[name]["errors"].update(seen["errors"])
-    return {
-        name: {"ok": t["ok"], "refused": dict(t["refused"]), "errors": dict(t["errors"])}
-        for name, t in total.items()
-    }
-
-
-async def _collect(settings: Settings, plan: list[Scenario]) -> tuple[Any, ...]:
-    vault = await Vault.open(settings)
-    try:
-        audit, lease_uses, grant_uses = {}, {}, {}
-        for s in plan:
-            events = await vault.audit.query(target=f"secret_set:{s.path}", limit=10_000)
-            audit[s.name] = Counter(
-                (e.action, e.details.get("reason")) for e in events if e.action in USES
-            )
-            leases = await vault.leases.search(set_path=s.path, active=False)
-            lease_uses[s.name] = sum(v["uses"] for v in leases)
-            (grant,) = await vault.grants.search(secret_set=s.path)
-            grant_uses[s.name] = grant["uses"]
-        verify = await vault.audit.verify()
-    finally:
-        await vault.close()
-    return audit, lease_uses, grant_uses, verify
+        fake.stop()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def raced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Raced:
-    """One four-process race over every scenario, on a fresh vault of the given backend."""
-    workdir = tmp_path_factory.mktemp(f"race-{request.param}")
+def nodes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+) -> Iterator[Nodes]:
+    workdir: Path = tmp_path_factory.mktemp(f"race-{request.param}")
     url = reset_postgres() if request.param == "postgresql" else None
     settings = Settings(data_dir=workdir / "data", database_url=url)
-    plan = scenarios()
-    asyncio.run(_prepare(settings, plan))
-    outcome = _race(settings, workdir, plan)
-    audit, lease_uses, grant_uses, verify = asyncio.run(_collect(settings, plan))
-    return Raced(outcome, audit, lease_uses, grant_uses, verify)
+    init = init_vault(settings)
+    assert init.operator_token is not None
+    token = init.operator_token.reveal()
+    servers: list[LiveServer] = []
+    try:
+        for i in range(2):
+            servers.append(start_server(settings, token, workdir / f"server-{i}.log"))
+        with httpx.Client(
+            base_url=servers[0].url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as operator:
+            yield Nodes(servers, upstream, operator)
+    finally:
+        for server in servers:
+            server.stop()
 
 
-def test_single_use_lease_has_exactly_one_winner(raced: Raced) -> None:
-    assert raced.outcome["single"] == {"ok": 1, "refused": {"exhausted": 199}, "errors": {}}
-    assert raced.audit["single"] == {("lease.use", None): 1, ("lease.deny", "exhausted"): 199}
-    assert raced.lease_uses["single"] == 1
-    assert raced.grant_uses["single"] == 1
+def lease(p: Proxied, **body: Any) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{p.server_url}/v1/leases",
+        json={"secret_set": p.set_path, **body},
+        headers={"Authorization": f"Bearer {p.agent_token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    view: dict[str, Any] = answer.json()
+    return view
 
 
-def test_workflow_lease_with_three_uses_has_three_winners(raced: Raced) -> None:
-    assert raced.outcome["workflow"] == {"ok": 3, "refused": {"exhausted": 97}, "errors": {}}
-    assert raced.audit["workflow"] == {
-        ("secret_set.export", None): 3,
-        ("lease.deny", "exhausted"): 97,
-    }
-    assert raced.lease_uses["workflow"] == 3
-    assert raced.grant_uses["workflow"] == 3
+def away_from_minute_end() -> None:
+    """Rate windows are wall-clock minutes: don't start a rate race just before one ends."""
+    left = 60 - time.time() % 60
+    if left < 10:
+        time.sleep(left + 0.2)
 
 
-def test_rate_limit_holds_across_leases_and_processes(raced: Raced) -> None:
-    seen = raced.outcome["rate"]
-    assert 1 <= seen["ok"] <= 5
-    # Every worker's clock stands in one minute, so exactly the limit gets through.
-    assert seen == {"ok": 5, "refused": {"rate_limited": 95}, "errors": {}}
-    assert raced.audit["rate"] == {("lease.use", None): 5, ("lease.deny", "rate_limited"): 95}
-    # Refused attempts gave their lease use back.
-    assert raced.lease_uses["rate"] == 5
-    assert raced.grant_uses["rate"] == 5
+async def race(nodes: Nodes, calls: list[tuple[str, str, str]]) -> Counter[str]:
+    """Fire every (method, path, lease) at once, alternating between the nodes; returns
+    "ok" or the refusal reason per request."""
+    limits = httpx.Limits(max_connections=len(calls))
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+
+        async def one(i: int, method: str, path: str, token: str) -> str:
+            url = nodes.servers[i % len(nodes.servers)].url + path
+            answer = await http.request(method, url, headers={"Authorization": f"Bearer {token}"})
+            if answer.status_code == 200:
+                return "ok"
+            assert answer.status_code in (403, 429), answer.text
+            reason: str = answer.json()["reason"]
+            return reason
+
+        outcomes = await asyncio.gather(*(one(i, *call) for i, call in enumerate(calls)))
+    return Counter(outcomes)
 
 
-def test_the_audit_chain_is_intact_after_the_race(raced: Raced) -> None:
-    assert raced.verify["ok"] is True, raced.verify
-    raced_events = sum(sum(c.values()) for c in raced.audit.values())
-    assert raced_events == 400
+def audited(nodes: Nodes, p: Proxied) -> Counter[tuple[str, str | None]]:
+    answer = nodes.operator.get(
+        "/v1/audit", params={"target": f"secret_set:{p.set_path}", "limit": 1000}
+    )
+    assert answer.status_code == 200, answer.text
+    uses = ("lease.use", "lease.deny", "secret_set.export")
+    return Counter(
+        (e["action"], e["details"].get("reason"))
+        for e in answer.json()["items"]
+        if e["action"] in uses
+    )
+
+
+def counters(nodes: Nodes, p: Proxied) -> tuple[int, int]:
+    leases = nodes.operator.get("/v1/leases", params={"secret_set": p.set_path, "all": "true"})
+    grant = nodes.operator.get(f"/v1/grants/{p.grant_id}")
+    return sum(v["uses"] for v in leases.json()["items"]), grant.json()["uses"]
+
+
+async def test_a_single_use_lease_reaches_upstream_once(nodes: Nodes) -> None:
+    p = proxied(nodes.operator, local_profile(nodes.upstream))
+    token = lease(p, scope="request")["token"]
+    marker = unique("single")
+
+    seen = await race(nodes, [("GET", f"/proxy/{p.set_path}/echo/{marker}/x", token)] * REQUESTS)
+
+    assert seen == {"ok": 1, "exhausted": REQUESTS - 1}
+    assert nodes.upstream.count(f"/echo/{marker}/") == 1
+    assert audited(nodes, p) == {("lease.use", None): 1, ("lease.deny", "exhausted"): 59}
+    assert counters(nodes, p) == (1, 1)
+
+
+async def test_a_three_use_lease_reaches_upstream_three_times(nodes: Nodes) -> None:
+    p = proxied(nodes.operator, local_profile(nodes.upstream))
+    token = lease(p, scope="workflow", max_uses=3)["token"]
+    marker = unique("three")
+
+    seen = await race(nodes, [("POST", f"/proxy/{p.set_path}/echo/{marker}/x", token)] * REQUESTS)
+
+    assert seen == {"ok": 3, "exhausted": REQUESTS - 3}
+    assert nodes.upstream.count(f"/echo/{marker}/") == 3
+    assert audited(nodes, p) == {("lease.use", None): 3, ("lease.deny", "exhausted"): 57}
+    assert counters(nodes, p) == (3, 3)
+
+
+async def test_a_rate_limit_holds_across_leases_and_nodes(nodes: Nodes) -> None:
+    p = proxied(nodes.operator, local_profile(nodes.upstream), grant={"rate_limit": 5})
+    tokens = [lease(p, scope="workflow")["token"] for _ in range(5)]
+    marker = unique("rate")
+    away_from_minute_end()
+
+    calls = [
+        ("GET", f"/proxy/{p.set_path}/echo/{marker}/x", tokens[i % 5]) for i in range(REQUESTS)
+    ]
+    seen = await race(nodes, calls)
+
+    assert seen == {"ok": 5, "rate_limited": REQUESTS - 5}
+    assert nodes.upstream.count(f"/echo/{marker}/") == 5
+    assert audited(nodes, p) == {("lease.use", None): 5, ("lease.deny", "rate_limited"): 55}
+    # Refused requests took no use of their lease.
+    assert counters(nodes, p) == (5, 5)
+
+
+async def test_exports_of_a_three_use_lease(nodes: Nodes) -> None:
+    p = proxied(
+        nodes.operator,
+        local_profile(nodes.upstream),
+        grant={"actions": ["export"], "scopes": ["workflow"]},
+    )
+    token = lease(p, scope="workflow", max_uses=3)["token"]
+    path = f"/v1/secret-sets/{p.set_path}/export"
+
+    seen = await race(nodes, [("POST", path, token)] * 40)
+
+    assert seen == {"ok": 3, "exhausted": 37}
+    assert audited(nodes, p) == {("secret_set.export", None): 3, ("lease.deny", "exhausted"): 37}
+    assert counters(nodes, p) == (3, 3)
+
+
+def test_the_audit_chain_is_intact_after_the_races(nodes: Nodes) -> None:
+    verify = nodes.operator.get("/v1/audit/verify").json()
+    assert verify["ok"] is True, verify

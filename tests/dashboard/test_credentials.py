@@ -7,7 +7,8 @@ import re
 import httpx
 import pytest
 
-from keyfob.vault import Context, Principal, Vault
+from keyfob.vault import Context, Principal, ProxyRequest, Vault
+from keyfob.vault.leases import IssuedLease
 from tests.conftest import CANARY
 from tests.dashboard.conftest import Ui
 
@@ -276,13 +277,15 @@ async def test_grants_and_last_use_per_key(ui: Ui, vault: Vault) -> None:
         ctx, {"agent": "billing-bot", "secret_set": "openai/prod/default", "scopes": ["workflow"]}
     )
     bot = Principal("agent", view["id"], "billing-bot")
-    status, lease = await vault.leases.mint(
+    issued = await vault.leases.mint(
         bot, Context(bot.actor), secret_set="openai/prod/default", scope="workflow", max_uses=3
     )
-    assert status == 201
-    await vault.lease_use.use(lease["token"].reveal(), Context(bot.actor), method="GET", path="/")
+    assert isinstance(issued, IssuedLease)
+    token = issued.token.reveal()
+    request = ProxyRequest(token, "openai/prod/default", "GET", "/", (), "r1", None, "/proxy")
+    await vault.proxy.begin(request)
 
     page = clean(await ui.get(OPENAI))
     assert re.search(r"<code>OPENAI_API_KEY</code>.*?by billing-bot \(proxy\)", page.text, re.S)
     assert re.search(r"<td>billing-bot</td><td>proxy", page.text)
-    assert lease["token"].reveal() not in page.text
+    assert token not in page.text

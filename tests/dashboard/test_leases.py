@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from keyfob.vault import Context, Principal, Vault
+from keyfob.vault.leases import IssuedLease, LeaseRequestView
 from tests.conftest import CANARY
 from tests.dashboard.conftest import Ui
 
@@ -34,16 +35,16 @@ async def make_agent(vault: Vault, name: str, set_path: str = SET, **grant: Any)
     return Principal("agent", view["id"], name)
 
 
-async def mint(vault: Vault, agent: Principal, set_path: str = SET) -> dict[str, Any]:
-    status, lease = await vault.leases.mint(
+async def mint(vault: Vault, agent: Principal, set_path: str = SET) -> IssuedLease:
+    issued = await vault.leases.mint(
         agent, Context(agent.actor), secret_set=set_path, scope="workflow", max_uses=3
     )
-    assert status == 201
-    return lease
+    assert isinstance(issued, IssuedLease)
+    return issued
 
 
 async def active_ids(vault: Vault) -> set[str]:
-    return {v["id"] for v in await vault.leases.search(active=True)}
+    return {v.id for v in await vault.leases.search(active=True)}
 
 
 @pytest.fixture
@@ -55,17 +56,17 @@ async def seeded(vault: Vault) -> Vault:
 async def test_lists_active_leases_without_tokens(ui: Ui, seeded: Vault) -> None:
     bot = await make_agent(seeded, "billing-bot")
     lease = await mint(seeded, bot)
-    token = lease["token"].reveal()
+    token = lease.token.reveal()
 
     answer = await ui.get(PAGE)
 
     assert answer.status_code == 200
     html = answer.text
-    assert lease["id"] in html
+    assert lease.lease.id in html
     assert "billing-bot" in html
     assert SET in html
     assert "0 / 3" in html
-    assert lease["expires_at"][:19] in html
+    assert lease.lease.expires_at[:19] in html
     assert token not in html
     assert "kfl_" not in html
     assert "script-src 'self'" in answer.headers["content-security-policy"]
@@ -75,25 +76,25 @@ async def test_revoke_one_lease(ui: Ui, seeded: Vault) -> None:
     bot = await make_agent(seeded, "billing-bot")
     keep, gone = await mint(seeded, bot), await mint(seeded, bot)
 
-    answer = await ui.post(f"/ui/leases/{gone['id']}/revoke", {}, form_page=PAGE)
+    answer = await ui.post(f"/ui/leases/{gone.lease.id}/revoke", {}, form_page=PAGE)
 
     assert answer.status_code == 303
     assert answer.headers["location"] == "/ui/leases?done=revoked"
-    assert await active_ids(seeded) == {keep["id"]}
+    assert await active_ids(seeded) == {keep.lease.id}
     page = (await ui.get(answer.headers["location"])).text
     assert "Revoked." in page
-    assert gone["id"] not in page
+    assert gone.lease.id not in page
     (event,) = await seeded.audit.query(action="lease.revoke")
     assert event.actor == f"user:{ui.user_id}"
-    assert event.details["lease_id"] == gone["id"]
+    assert event.details["lease_id"] == gone.lease.id
 
 
 async def test_revoking_a_revoked_lease_is_refused(ui: Ui, seeded: Vault) -> None:
     bot = await make_agent(seeded, "billing-bot")
     lease = await mint(seeded, bot)
-    await ui.post(f"/ui/leases/{lease['id']}/revoke", {}, form_page=PAGE)
+    await ui.post(f"/ui/leases/{lease.lease.id}/revoke", {}, form_page=PAGE)
 
-    again = await ui.post(f"/ui/leases/{lease['id']}/revoke", {}, form_page=PAGE)
+    again = await ui.post(f"/ui/leases/{lease.lease.id}/revoke", {}, form_page=PAGE)
     missing = await ui.post("/ui/leases/nope/revoke", {}, form_page=PAGE)
 
     assert again.status_code == 409
@@ -111,7 +112,7 @@ async def test_revoke_all_of_one_agent(ui: Ui, seeded: Vault) -> None:
     answer = await ui.post("/ui/leases/revoke-agent", {"agent": bot.id}, form_page=PAGE)
 
     assert answer.status_code == 303
-    assert await active_ids(seeded) == {spared["id"]}
+    assert await active_ids(seeded) == {spared.lease.id}
     (event,) = await seeded.audit.query(action="lease.revoke")
     assert event.actor == f"user:{ui.user_id}"
     assert event.details["agent_id"] == bot.id
@@ -132,9 +133,9 @@ async def test_revoke_all_needs_a_known_agent(ui: Ui, seeded: Vault) -> None:
 
 async def pending_request(vault: Vault, name: str = "billing-bot") -> tuple[Principal, str]:
     bot = await make_agent(vault, name, approval="required")
-    status, request = await vault.leases.mint(bot, Context(bot.actor), secret_set=SET)
-    assert status == 202
-    return bot, str(request["id"])
+    request = await vault.leases.mint(bot, Context(bot.actor), secret_set=SET)
+    assert isinstance(request, LeaseRequestView)
+    return bot, request.id
 
 
 async def test_pending_request_is_listed_and_approved(ui: Ui, seeded: Vault) -> None:
@@ -150,15 +151,16 @@ async def test_pending_request_is_listed_and_approved(ui: Ui, seeded: Vault) -> 
     assert answer.status_code == 303
     assert answer.headers["location"] == "/ui/leases?done=approved"
     (view,) = await seeded.approvals.requests()
-    assert view["status"] == "approved"
-    assert view["decided_by"] == f"user:{ui.user_id}"
+    assert view.status == "approved"
+    assert view.decided_by == f"user:{ui.user_id}"
     (event,) = await seeded.audit.query(action="lease.approve")
     assert event.actor == f"user:{ui.user_id}"
     assert request_id not in (await ui.get(PAGE)).text
     issued = await seeded.approvals.poll(bot, Context(bot.actor), request_id)
-    assert issued["status"] == "issued"
-    assert issued["lease_id"] in await active_ids(seeded)
-    assert issued["lease"]["token"].reveal() not in (await ui.get(PAGE)).text
+    assert issued.status == "issued"
+    assert issued.lease_id in await active_ids(seeded)
+    assert issued.lease is not None
+    assert issued.lease.token.reveal() not in (await ui.get(PAGE)).text
 
 
 async def test_pending_request_is_denied(ui: Ui, seeded: Vault) -> None:
@@ -169,11 +171,11 @@ async def test_pending_request_is_denied(ui: Ui, seeded: Vault) -> None:
     assert answer.status_code == 303
     assert answer.headers["location"] == "/ui/leases?done=denied"
     (view,) = await seeded.approvals.requests()
-    assert view["status"] == "denied"
+    assert view.status == "denied"
     (event,) = await seeded.audit.query(action="lease.reject")
     assert event.actor == f"user:{ui.user_id}"
     polled = await seeded.approvals.poll(bot, Context(bot.actor), request_id)
-    assert polled["status"] == "denied"
+    assert polled.status == "denied"
     again = await ui.post(f"/ui/lease-requests/{request_id}/approve", {}, form_page=PAGE)
     assert again.status_code == 409
 
@@ -185,7 +187,7 @@ async def test_posts_without_csrf_change_nothing(ui: Ui, seeded: Vault) -> None:
     before = len(await seeded.audit.query(limit=1000))
 
     for url, data in [
-        (f"/ui/leases/{lease['id']}/revoke", {}),
+        (f"/ui/leases/{lease.lease.id}/revoke", {}),
         ("/ui/leases/revoke-agent", {"agent": bot.id}),
         (f"/ui/lease-requests/{request_id}/approve", {}),
         (f"/ui/lease-requests/{request_id}/deny", {}),
@@ -195,8 +197,8 @@ async def test_posts_without_csrf_change_nothing(ui: Ui, seeded: Vault) -> None:
         assert bare.status_code == 403, url
         assert wrong.status_code == 403, url
 
-    assert await active_ids(seeded) == {lease["id"]}
-    assert [v["status"] for v in await seeded.approvals.requests()] == ["pending"]
+    assert await active_ids(seeded) == {lease.lease.id}
+    assert [v.status for v in await seeded.approvals.requests()] == ["pending"]
     assert len(await seeded.audit.query(limit=1000)) == before
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from keyfob.proxy import paths
-from keyfob.proxy.paths import (
+from keyfob import paths
+from keyfob.paths import (
     REFUSALS,
     PathRefused,
     check_query,

@@ -17,16 +17,22 @@ from keyfob.api.deps import (
 )
 from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRevoke
 from keyfob.api.views import items
+from keyfob.vault.leases import IssuedLease, LeaseRequestView
 
 router = APIRouter(tags=["leases"])
 
 
-def _reveal_token(view: dict[str, Any]) -> dict[str, Any]:
-    if "token" in view:
-        return {**view, "token": view["token"].reveal()}
-    if "lease" in view:
-        return {**view, "lease": _reveal_token(view["lease"])}
-    return view
+def issued_json(issued: IssuedLease) -> dict[str, Any]:
+    """A minted lease with its token revealed: the one answer that carries it."""
+    return {**issued.lease.as_dict(), "token": issued.token.reveal(), "ttl": issued.ttl}
+
+
+def request_json(view: LeaseRequestView) -> dict[str, Any]:
+    body = view.as_dict()
+    lease = body.pop("lease")
+    if lease is not None:
+        body["lease"] = issued_json(lease)
+    return body
 
 
 @router.post(
@@ -37,7 +43,7 @@ def _reveal_token(view: dict[str, Any]) -> dict[str, Any]:
 )
 async def mint(body: LeaseMint, who: AgentDep, vault: VaultDep) -> JSONResponse:
     principal, ctx = who
-    status, view = await vault.leases.mint(
+    minted = await vault.leases.mint(
         principal,
         ctx,
         secret_set=body.secret_set,
@@ -45,9 +51,10 @@ async def mint(body: LeaseMint, who: AgentDep, vault: VaultDep) -> JSONResponse:
         ttl=body.ttl,
         max_uses=body.max_uses,
     )
-    if status == 202:
-        view = {**view, "poll": f"/v1/me/lease-requests/{view['id']}"}
-    return JSONResponse(_reveal_token(view), status_code=status)
+    if isinstance(minted, IssuedLease):
+        return JSONResponse(issued_json(minted), status_code=201)
+    pending = {**request_json(minted), "poll": f"/v1/me/lease-requests/{minted.id}"}
+    return JSONResponse(pending, status_code=202)
 
 
 @router.get("/v1/me/grants", summary="The calling agent's grants (never values)")
@@ -64,24 +71,24 @@ async def poll_request(
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> dict[str, Any]:
     principal, ctx = who
-    return _reveal_token(await vault.approvals.poll(principal, ctx, request_id, wait))
+    return request_json(await vault.approvals.poll(principal, ctx, request_id, wait))
 
 
 @router.get("/v1/lease-requests", summary="Lease requests waiting for (or given) a decision")
 async def list_requests(
     ctx: OperatorDep, vault: VaultDep, status: str | None = "pending"
 ) -> dict[str, Any]:
-    return {"items": await vault.approvals.requests(status or None)}
+    return {"items": [request_json(v) for v in await vault.approvals.requests(status or None)]}
 
 
 @router.post("/v1/lease-requests/{request_id}/approve", summary="Approve a lease request")
 async def approve(request_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
-    return await vault.approvals.decide(ctx, request_id, approve=True)
+    return request_json(await vault.approvals.decide(ctx, request_id, approve=True))
 
 
 @router.post("/v1/lease-requests/{request_id}/deny", summary="Deny a lease request")
 async def deny(request_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
-    return await vault.approvals.decide(ctx, request_id, approve=False)
+    return request_json(await vault.approvals.decide(ctx, request_id, approve=False))
 
 
 @router.get("/v1/leases", summary="List leases (active only unless all=true)")
@@ -97,27 +104,28 @@ async def list_leases(
     items = await vault.leases.search(
         agent_id=agent_id, grant_id=grant, set_path=secret_set, active=not all
     )
-    return {"items": items}
+    return {"items": [v.as_dict() for v in items]}
 
 
 @router.post("/v1/leases/revoke", summary="Revoke every lease of an agent, grant or set")
 async def revoke_many(body: LeaseRevoke, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
     agent_id = (await vault.agents.get(body.agent)).id if body.agent else None
-    return await vault.leases.revoke_all(
+    revoked = await vault.leases.revoke_all(
         ctx, agent_id=agent_id, grant_id=body.grant, set_path=body.secret_set
     )
+    return {"revoked": revoked.revoked, "lease_ids": revoked.lease_ids}
 
 
 @router.delete("/v1/leases/{lease_id}", summary="Revoke one lease")
 async def revoke_one(lease_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
-    return await vault.leases.revoke(ctx, lease_id)
+    return (await vault.leases.revoke(ctx, lease_id)).as_dict()
 
 
 @router.post("/v1/leases/check", summary="Dry run: would this lease allow this request?")
 async def check(
     body: LeaseCheck, request: Request, token: LeaseTokenDep, ctx: AnonymousDep, vault: VaultDep
 ) -> dict[str, Any]:
-    return await vault.lease_use.check(
+    checked = await vault.lease_use.check(
         token,
         ctx,
         action=body.action,
@@ -126,6 +134,7 @@ async def check(
         path=body.path,
         route=request.url.path,
     )
+    return {"allowed": checked.allowed, "reason": checked.reason, "lease": checked.lease.as_dict()}
 
 
 @router.post(
@@ -150,4 +159,5 @@ async def export(
         body.keys if body else None,
         request.url.path,
     )
-    return {**result, "entries": {k: v.reveal() for k, v in result["entries"].items()}}
+    entries = {k: v.reveal() for k, v in result.entries.items()}
+    return {"secret_set": result.secret_set, "entries": entries}

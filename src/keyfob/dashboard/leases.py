@@ -5,14 +5,13 @@ Only lease ids are ever shown: a lease token is given to its agent once and not 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from keyfob.dashboard.render import done, page
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import InvalidRequest
+from keyfob.vault.leases import LeaseView
 
 router = APIRouter()
 
@@ -25,9 +24,9 @@ async def leases_page(request: Request) -> Response:
     vault = vault_of(request)
     names = {a["id"]: a["name"] for a in await vault.agents.list_all()}
     active = await vault.leases.search(active=True)
-    by_agent: dict[str, list[dict[str, Any]]] = {}
-    for lease in sorted(active, key=lambda v: (names.get(v["agent_id"], ""), v["expires_at"])):
-        by_agent.setdefault(lease["agent_id"], []).append(lease)
+    by_agent: dict[str, list[LeaseView]] = {}
+    for lease in sorted(active, key=lambda v: (names.get(v.agent_id, ""), v.expires_at)):
+        by_agent.setdefault(lease.agent_id, []).append(lease)
     pending = await vault.approvals.requests("pending")
     return page(
         request,
@@ -37,7 +36,7 @@ async def leases_page(request: Request) -> Response:
         names=names,
         by_agent=by_agent,
         count=len(active),
-        pending=sorted(pending, key=lambda v: str(v["created_at"])),
+        pending=sorted(pending, key=lambda v: v.created_at),
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 
+from keyfob import paths
 from keyfob.errors import (
     PROBLEM_JSON,
     BadGateway,
@@ -33,14 +34,14 @@ from keyfob.errors import (
     PayloadTooLarge,
 )
 from keyfob.profiles.model import AwsSigV4
-from keyfob.proxy import egress, headers, inject, paths
+from keyfob.proxy import egress, headers, inject
 from keyfob.proxy.scrub import Scrubber, StreamScrub
 from keyfob.settings import Settings
 from keyfob.vault import ProxyRequest, ProxyUse, Vault, new_request_id
 
 log = logging.getLogger("keyfob.proxy")
 
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+METHODS = paths.METHODS
 _DECOMPRESSIBLE = frozenset({"gzip", "x-gzip", "deflate"})
 SCRUBBERS_KEPT = 128
 _HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
@@ -144,8 +145,10 @@ class ProxyApp:
             query = paths.check_query(scope.get("query_string", b""))
         except paths.PathRefused as exc:
             raise InvalidRequest(str(exc)) from None
-        if method not in METHODS:
-            raise MethodNotAllowed(f"{method} is not proxied")
+        try:
+            method = paths.normalise_method(method)
+        except paths.MethodRefused as exc:
+            raise MethodNotAllowed(str(exc)) from None
         incoming = headers.read_request(
             scope["headers"], max_bytes=self._max_headers, max_body=self._max_body
         )

@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 
 import yarl
 
+from keyfob import paths
 from keyfob.errors import BadGateway, InvalidRequest
 from keyfob.profiles import Profile
 from keyfob.profiles.model import AwsSigV4, Basic, Bearer, Header, Query
-from keyfob.proxy import paths, sigv4
+from keyfob.proxy import sigv4
 from keyfob.secret import SECRET, Masked, Secret
 
 _PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")

@@ -1,10 +1,10 @@
-"""SQL for agents, grants, leases and lease requests, including the atomic use counters."""
+"""SQL for agents, grants, leases and lease requests (uses are counted in ``batch.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.store.records import (
@@ -116,35 +116,6 @@ async def revoke_grants(
     return [g.id for g in live]
 
 
-async def take_grant_use(conn: AsyncConnection, grant_id: str, window: int) -> bool:
-    """Count one use against the grant's total cap and its per-minute window, atomically.
-
-    One conditional UPDATE: under any concurrency, on SQLite or PostgreSQL, at most
-    ``max_uses`` uses and at most ``rate_limit`` per window ever succeed.
-    """
-    result = await conn.execute(
-        update(grants)
-        .where(
-            grants.c.id == grant_id,
-            grants.c.revoked_at.is_(None),
-            or_(grants.c.max_uses.is_(None), grants.c.uses < grants.c.max_uses),
-            or_(
-                grants.c.rate_limit.is_(None),
-                grants.c.rate_window < window,
-                grants.c.rate_count < grants.c.rate_limit,
-            ),
-        )
-        .values(
-            uses=grants.c.uses + 1,
-            # Windows only move forward: a node whose clock lags counts into the newer
-            # window instead of resetting it.
-            rate_count=case((grants.c.rate_window < window, 1), else_=grants.c.rate_count + 1),
-            rate_window=case((grants.c.rate_window < window, window), else_=grants.c.rate_window),
-        )
-    )
-    return bool(result.rowcount)
-
-
 # -- leases ---------------------------------------------------------------------------
 
 
@@ -158,6 +129,16 @@ async def lease_by(
     column = leases.c.id if id is not None else leases.c.digest
     row = (await conn.execute(select(leases).where(column == (id or digest)))).first()
     return from_columns(LeaseRow, row) if row else None
+
+
+def _live(when: str) -> ColumnElement[bool]:
+    """Not revoked, not expired, uses left: the lease view's "active", as a SQL filter
+    (the decision itself is ``vault.decision``; this only selects rows to list or revoke)."""
+    return and_(
+        leases.c.revoked_at.is_(None),
+        leases.c.expires_at > when,
+        or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
+    )
 
 
 async def list_leases(
@@ -177,33 +158,9 @@ async def list_leases(
     if set_id is not None:
         query = query.where(leases.c.set_id == set_id)
     if active_at is not None:
-        query = query.where(
-            leases.c.revoked_at.is_(None),
-            leases.c.expires_at > active_at,
-            or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
-        )
+        query = query.where(_live(active_at))
     rows = await conn.execute(query.order_by(leases.c.created_at.desc()).limit(limit))
     return [from_columns(LeaseRow, r) for r in rows.all()]
-
-
-async def take_lease_use(conn: AsyncConnection, lease_id: str, now: str) -> bool:
-    """Consume one use: exactly one winner for a single-use lease, exactly N for N uses."""
-    result = await conn.execute(
-        update(leases)
-        .where(
-            leases.c.id == lease_id,
-            leases.c.revoked_at.is_(None),
-            leases.c.expires_at > now,
-            or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
-        )
-        .values(uses=leases.c.uses + 1)
-    )
-    return bool(result.rowcount)
-
-
-async def return_lease_use(conn: AsyncConnection, lease_id: str) -> None:
-    """Give back a use taken earlier in the same transaction (the grant refused it)."""
-    await conn.execute(update(leases).where(leases.c.id == lease_id).values(uses=leases.c.uses - 1))
 
 
 async def revoke_leases(
@@ -217,12 +174,8 @@ async def revoke_leases(
     set_id: str | None = None,
 ) -> list[str]:
     """Revoke every live lease matching the filters; returns their ids."""
-    # Live = the same test as list_leases(active_at=...): spent leases are left as they are.
-    clauses = [
-        leases.c.revoked_at.is_(None),
-        leases.c.expires_at > when,
-        or_(leases.c.max_uses.is_(None), leases.c.uses < leases.c.max_uses),
-    ]
+    # Live, as list_leases(active_at=...) means it: spent leases are left as they are.
+    clauses = [_live(when)]
     for column, value in (
         (leases.c.id, lease_id),
         (leases.c.agent_id, agent_id),
@@ -263,6 +216,25 @@ async def list_requests(
         query = query.where(lease_requests.c.agent_id == agent_id)
     rows = await conn.execute(query.order_by(lease_requests.c.created_at.desc()).limit(500))
     return [from_columns(LeaseRequestRow, r) for r in rows.all()]
+
+
+async def count_pending(
+    conn: AsyncConnection, now: str, agent_id: str, grant_id: str
+) -> tuple[int, int]:
+    """Requests still waiting for approval (pending, not expired): the agent's, the grant's."""
+    waiting = (lease_requests.c.status == "pending") & (lease_requests.c.expires_at > now)
+    row = (
+        await conn.execute(
+            select(
+                func.count().filter(lease_requests.c.agent_id == agent_id),
+                func.count().filter(lease_requests.c.grant_id == grant_id),
+            ).where(
+                waiting,
+                or_(lease_requests.c.agent_id == agent_id, lease_requests.c.grant_id == grant_id),
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 async def decide_request(

@@ -25,8 +25,9 @@ from sqlalchemy.engine import Connection
 from keyfob.secret import SECRET, Masked
 from keyfob.store.audit_writer import SQL_INSERT, AuditChain, Row, as_mappings
 from keyfob.store.audit_writer import Draft as Draft  # where the vault has always found it
-from keyfob.store.records import GrantRow, LeaseRow, from_mapping
+from keyfob.store.records import AgentRow, GrantRow, LeaseRow, from_mapping
 from keyfob.store.tables import (
+    agents,
     audit_events,
     audit_head,
     grants,
@@ -38,7 +39,8 @@ from keyfob.store.tables import (
 
 @dataclass(frozen=True, slots=True)
 class SetState(Masked):
-    """What the proxy needs of a set: its profile text and current version's ciphertext."""
+    """What a use needs of a set: its profile text and current version's ciphertext and
+    key names (JSON text, parsed only by export)."""
 
     id: str
     profile: str | None
@@ -47,6 +49,7 @@ class SetState(Masked):
     kek_term: int
     wrapped_dek: bytes = field(metadata=SECRET)
     ciphertext: bytes = field(metadata=SECRET)
+    keys_json: str
 
 
 class LostRace(RuntimeError):
@@ -69,6 +72,10 @@ class Batch(AuditChain, ABC):
     def grants(self, ids: Collection[str]) -> dict[str, GrantRow]: ...
 
     @abstractmethod
+    def agents(self, ids: Collection[str]) -> dict[str, AgentRow]:
+        """Agents by id (a deleted agent is missing)."""
+
+    @abstractmethod
     def sets(self, ids: Collection[str]) -> dict[str, SetState]:
         """Sets by id with their current version's sealed entries (nothing is opened)."""
 
@@ -78,6 +85,10 @@ class Batch(AuditChain, ABC):
 
     @abstractmethod
     def grant_uses(self, changes: Sequence[GrantChange]) -> None: ...
+
+    @abstractmethod
+    def exported(self, set_ids: Collection[str], when: str) -> None:
+        """Mark the sets as exported at ``when``."""
 
     @abstractmethod
     def _insert(self, rows: list[Row]) -> None: ...
@@ -103,6 +114,7 @@ def _set_state(r: Any) -> SetState:
         r["kek_term"],
         bytes(r["wrapped_dek"]),
         bytes(r["ciphertext"]),
+        r["keys"],
     )
 
 
@@ -138,11 +150,17 @@ _SETS = select(
     secret_versions.c.kek_term,
     secret_versions.c.wrapped_dek,
     secret_versions.c.ciphertext,
+    secret_versions.c["keys"],
 ).join(
     secret_versions,
     (secret_versions.c.set_id == secret_sets.c.id)
     & (secret_versions.c.version == secret_sets.c.version),
 )
+
+
+# Never the token digest: a batch has no use for it.
+_AGENT_COLUMNS = ("id", "name", "disabled_at", "created_at", "created_by", "updated_at")
+_AGENTS = select(*(agents.c[name] for name in _AGENT_COLUMNS))
 
 
 class CoreBatch(Batch):
@@ -167,6 +185,20 @@ class CoreBatch(Batch):
             return {}
         rows = self.conn.execute(_SETS.where(secret_sets.c.id.in_(list(ids))))
         return {r.id: _set_state(r._mapping) for r in rows}
+
+    def agents(self, ids: Collection[str]) -> dict[str, AgentRow]:
+        if not ids:
+            return {}
+        rows = self.conn.execute(_AGENTS.where(agents.c.id.in_(list(ids))))
+        return {r.id: from_mapping(AgentRow, r._mapping) for r in rows}
+
+    def exported(self, set_ids: Collection[str], when: str) -> None:
+        if set_ids:
+            self.conn.execute(
+                update(secret_sets)
+                .where(secret_sets.c.id.in_(list(set_ids)))
+                .values(exported_at=when)
+            )
 
     def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
         self._each(_LEASE_USES, [{"b_id": i, "b_old": o, "b_new": n} for i, o, n in changes])
@@ -205,8 +237,13 @@ def _marks(n: int) -> str:
 
 _SQL_LEASES = f"SELECT {_columns(leases)} FROM leases WHERE digest IN "  # noqa: S608
 _SQL_GRANTS = f"SELECT {_columns(grants)} FROM grants WHERE id IN "  # noqa: S608
+_SQL_AGENTS = (
+    f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE id IN "  # noqa: S608
+)
+_SQL_EXPORTED = "UPDATE secret_sets SET exported_at = ? WHERE id = ?"
 _SQL_SETS = (
-    "SELECT s.id, s.profile, s.deleted_at, s.version, v.kek_term, v.wrapped_dek, v.ciphertext "
+    "SELECT s.id, s.profile, s.deleted_at, s.version, v.kek_term, v.wrapped_dek, v.ciphertext, "
+    "v.keys "
     "FROM secret_sets s JOIN secret_versions v ON v.set_id = s.id AND v.version = s.version "
     "WHERE s.id IN "
 )
@@ -232,6 +269,7 @@ class RowCache:
         self.leases: dict[str, LeaseRow] = {}
         self.digests: dict[str, str] = {}  # lease id -> digest
         self.grants: dict[str, GrantRow] = {}
+        self.agents: dict[str, AgentRow] = {}
         self.sets: dict[str, SetState] = {}
 
     def check(self, version: int) -> None:
@@ -246,6 +284,7 @@ class RowCache:
         self.leases.clear()
         self.digests.clear()
         self.grants.clear()
+        self.agents.clear()
         self.sets.clear()
 
 
@@ -285,6 +324,17 @@ class SqliteBatch(Batch):
             for r in self._select(_SQL_SETS, missing):
                 known[r["id"]] = _set_state(r)
         return {i: known[i] for i in ids if i in known}
+
+    def agents(self, ids: Collection[str]) -> dict[str, AgentRow]:
+        known = self.cache.agents
+        missing = [i for i in ids if i not in known]
+        if missing:
+            for r in self._select(_SQL_AGENTS, missing):
+                known[r["id"]] = from_mapping(AgentRow, r)
+        return {i: known[i] for i in ids if i in known}
+
+    def exported(self, set_ids: Collection[str], when: str) -> None:
+        self.conn.executemany(_SQL_EXPORTED, [(when, i) for i in set_ids])
 
     def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
         self._each(_SQL_LEASE_USES, [(n, i, o) for i, o, n in changes])

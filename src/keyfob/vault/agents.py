@@ -93,7 +93,10 @@ class Agents:
             row = await self.find(tx.conn, ref)
             now = self._core.now()
             await sql.update_agent(tx.conn, row.id, digest=self._digest(token), updated_at=now)
-            await self._audit(tx, ctx, "rotate_token", row, {"name": row.name})
+            # Leases minted with the old token go with it: rotation is how a leak is closed.
+            revoked = await sql.revoke_leases(tx.conn, now, "token_rotated", agent_id=row.id)
+            details = {"name": row.name, "leases_revoked": len(revoked)}
+            await self._audit(tx, ctx, "rotate_token", row, details)
             row = await self.find(tx.conn, row.id)
         return agent_view(row), Secret(token)
 
@@ -123,10 +126,11 @@ class Agents:
         """The agent behind a ``kfa_`` token, or an audited ``Unauthorized``."""
         reason = "missing" if not token else "malformed"
         if token and tokens.looks_like(token, tokens.AGENT):
+            digest = self._digest(token)
             async with self._core.db.read() as conn:
-                row = await sql.agent_by(conn, digest=self._digest(token))
+                row = await sql.agent_by(conn, digest=digest)
             if row is not None and row.disabled_at is None:
-                return Principal("agent", row.id, row.name)
+                return Principal("agent", row.id, row.name, digest)
             reason = "agent_disabled" if row is not None else "unknown"
         await self._core.audit_auth_failure(ctx, route, reason, token)
         raise Unauthorized(UNAUTHORIZED)

@@ -1,13 +1,15 @@
 """Leases: short-lived capability tokens an agent mints under a grant; listing, revoking.
 
-Approval lives in ``approvals.py``, using a lease in ``lease_use.py``. A refusal is
+Approval lives in ``approvals.py``; using a lease is decided in ``decision.py`` and
+applied in ``consume.py``. The agent, its token and the grant are checked inside the
+transaction that mints. A refusal is
 audited in its own committed transaction and raised after, so every denial leaves a
 record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ from keyfob.errors import (
     KeyfobError,
     NotFound,
     TooManyRequests,
+    Unauthorized,
     ValidationFailed,
 )
 from keyfob.secret import Secret
@@ -29,7 +32,8 @@ from keyfob.store import secrets as sets_sql
 from keyfob.store.records import GrantRow, LeaseRequestRow, LeaseRow
 from keyfob.vault import validation
 from keyfob.vault.context import Context
-from keyfob.vault.core import Core
+from keyfob.vault.core import UNAUTHORIZED, Core
+from keyfob.vault.decision import Now, mint_refusal, spent
 from keyfob.vault.grants import SCOPES
 from keyfob.vault.operators import Principal
 
@@ -37,67 +41,121 @@ REQUEST_TTL = 60
 WORKFLOW_TTL = 900
 APPROVAL_TIMEOUT = 600
 MAX_WAIT = 30
+MAX_PENDING = 20  # lease requests waiting for approval, per agent and per grant
 NOT_GRANTED = "no usable grant for this agent and secret set"
 
 
-@dataclass(frozen=True)
-class LeaseUse:
-    """What a consumed use allows: the set, its keys, the lease and agent ids."""
+class _View:
+    """A frozen view that becomes JSON as it is: its fields, in order."""
 
-    lease_id: str
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView(_View):
+    """A lease as operators and its agent see it (never its token)."""
+
+    id: str
     agent_id: str
     grant_id: str
-    set_path: str
+    secret_set: str
+    scope: str
+    actions: list[str]
     keys: list[str] | None
+    max_uses: int | None
+    uses: int
+    status: str  # active, expired, revoked or exhausted
+    created_at: str
+    expires_at: str
+    revoked_at: str | None
+    revoke_reason: str | None
 
 
-def lease_view(row: LeaseRow, now: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class IssuedLease:
+    """A lease just minted, with its token: shown this once, never stored."""
+
+    lease: LeaseView
+    token: Secret[str]
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequestView(_View):
+    """A lease request waiting for approval (or decided); ``lease`` once it is issued."""
+
+    id: str
+    agent_id: str
+    grant_id: str
+    secret_set: str
+    scope: str
+    ttl: int
+    max_uses: int | None
+    status: str  # pending, approved, denied, issued or expired
+    created_at: str
+    expires_at: str
+    decided_at: str | None
+    decided_by: str | None
+    lease_id: str | None
+    lease: IssuedLease | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedLeases:
+    revoked: int
+    lease_ids: list[str]
+
+
+def lease_view(row: LeaseRow, now: str) -> LeaseView:
     if row.revoked_at:
         status = "revoked"
     elif row.expires_at <= now:
         status = "expired"
-    elif row.max_uses is not None and row.uses >= row.max_uses:
+    elif spent(row.uses, row.max_uses):
         status = "exhausted"
     else:
         status = "active"
-    return {
-        "id": row.id,
-        "agent_id": row.agent_id,
-        "grant_id": row.grant_id,
-        "secret_set": row.set_path,
-        "scope": row.scope,
-        "actions": row.actions,
-        "keys": row.keys,
-        "max_uses": row.max_uses,
-        "uses": row.uses,
-        "status": status,
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "revoked_at": row.revoked_at,
-        "revoke_reason": row.revoke_reason,
-    }
+    return LeaseView(
+        row.id,
+        row.agent_id,
+        row.grant_id,
+        row.set_path,
+        row.scope,
+        row.actions,
+        row.keys,
+        row.max_uses,
+        row.uses,
+        status,
+        row.created_at,
+        row.expires_at,
+        row.revoked_at,
+        row.revoke_reason,
+    )
 
 
-def request_view(row: LeaseRequestRow, now: str) -> dict[str, Any]:
+def request_view(row: LeaseRequestRow, now: str) -> LeaseRequestView:
     status = row.status
     # Approval must be collected in time too: an approved request left lying expires.
     if status in ("pending", "approved") and row.expires_at <= now:
         status = "expired"
-    return {
-        "id": row.id,
-        "agent_id": row.agent_id,
-        "grant_id": row.grant_id,
-        "secret_set": row.set_path,
-        "scope": row.scope,
-        "ttl": row.ttl,
-        "max_uses": row.max_uses,
-        "status": status,
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "decided_at": row.decided_at,
-        "decided_by": row.decided_by,
-        "lease_id": row.lease_id,
-    }
+    return LeaseRequestView(
+        row.id,
+        row.agent_id,
+        row.grant_id,
+        row.set_path,
+        row.scope,
+        row.ttl,
+        row.max_uses,
+        status,
+        row.created_at,
+        row.expires_at,
+        row.decided_at,
+        row.decided_by,
+        row.lease_id,
+    )
 
 
 REASONS = {
@@ -113,19 +171,22 @@ REASONS = {
     "path_not_allowed": "the grant does not allow this path",
     "rate_limited": "the grant's rate limit is reached; retry after Retry-After seconds",
     "no_profile": "the secret set has no usable injection profile; an operator must set one",
+    "agent_disabled": "the agent is disabled or deleted",
+    "too_many_pending": "too many lease requests are waiting for approval; retry later",
 }
 
 
 def denial(reason: str, retry_after: int | None = None) -> KeyfobError:
     """The error an agent sees for a refusal; the same body for the same reason everywhere."""
-    if reason == "rate_limited":
+    if reason in ("rate_limited", "too_many_pending"):
         return TooManyRequests(REASONS[reason], reason=reason, retry_after=retry_after)
     return Forbidden(REASONS.get(reason, "denied"), reason=reason)
 
 
 class Leases:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, max_pending: int = MAX_PENDING) -> None:
         self._core = core
+        self._max_pending = max_pending
 
     # -- minting ----------------------------------------------------------------------
 
@@ -138,8 +199,9 @@ class Leases:
         scope: str = "request",
         ttl: int | None = None,
         max_uses: int | None = None,
-    ) -> tuple[int, dict[str, Any]]:
-        """``(201, lease with token)``, or ``(202, pending request)`` under approval."""
+        route: str = "/v1/leases",
+    ) -> IssuedLease | LeaseRequestView:
+        """A lease with its token, or a pending request when the grant needs approval."""
         path = "/".join(validation.split_path(secret_set))
         if scope not in SCOPES:
             raise invalid("scope", "request or workflow")
@@ -150,33 +212,63 @@ class Leases:
         if scope == "request" and max_uses not in (None, 1):
             raise invalid("max_uses", "request-scoped leases are single use")
         refused: KeyfobError | None = None
-        result: tuple[int, dict[str, Any]] = (0, {})
+        result: IssuedLease | LeaseRequestView | None = None
         async with self._core.write() as tx:
-            grant = await self._grant_for(tx, agent, path)
-            reason = self.mint_refusal(grant, scope)
-            if reason is not None or grant is None:
-                refused = denial(reason or "not_granted")
-                await self.audit(
-                    tx,
-                    ctx,
-                    "lease.deny",
-                    path,
-                    "denied",
-                    {"reason": reason or "not_granted", "agent_id": agent.id, "stage": "mint"},
-                )
+            # The agent, its token and the grant are read inside the transaction that
+            # mints: once a disable, rotation or revocation has committed, no mint passes.
+            if not await self.still_valid(tx, agent, ctx, route):
+                refused = Unauthorized(UNAUTHORIZED)
             else:
-                lease_ttl = self._ttl(grant, scope, ttl)
-                uses = 1 if scope == "request" else _cap(max_uses, grant.max_lease_uses)
-                if grant.approval == "required":
-                    result = (
-                        202,
-                        await self._request(tx, ctx, agent, grant, scope, lease_ttl, uses),
+                grant = await self._grant_for(tx, agent, path)
+                reason = mint_refusal(grant, scope, Now(self._core.clock.now()))
+                if grant is not None and reason is None and grant.approval == "required":
+                    reason = await self._pending_refusal(tx, agent, grant)
+                if reason is not None or grant is None:
+                    refused = denial(reason or "not_granted")
+                    await self.audit(
+                        tx,
+                        ctx,
+                        "lease.deny",
+                        path,
+                        "denied",
+                        {"reason": reason or "not_granted", "agent_id": agent.id, "stage": "mint"},
                     )
                 else:
-                    result = (201, await self.issue(tx, ctx, grant, scope, lease_ttl, uses, None))
+                    lease_ttl = self._ttl(grant, scope, ttl)
+                    uses = 1 if scope == "request" else _cap(max_uses, grant.max_lease_uses)
+                    if grant.approval == "required":
+                        result = await self._request(tx, ctx, agent, grant, scope, lease_ttl, uses)
+                    else:
+                        result = await self.issue(tx, ctx, grant, scope, lease_ttl, uses, None)
         if refused is not None:
             raise refused
+        assert result is not None
         return result
+
+    async def still_valid(self, tx: Tx, agent: Principal, ctx: Context, route: str) -> bool:
+        """Is the agent still enabled and its token still current, inside ``tx``? If not,
+        records the failed authentication in ``tx`` (the caller raises after commit)."""
+        if agent.credential is not None:
+            row = await sql.agent_by(tx.conn, digest=agent.credential)
+        else:
+            row = await sql.agent_by(tx.conn, id=agent.id)
+        if row is not None and row.id == agent.id and row.disabled_at is None:
+            return True
+        anonymous = Context("anonymous", ctx.request_id, ctx.client)
+        reason = "unknown" if row is None else "agent_disabled"
+        details = {"reason": reason, "token_kind": tokens.AGENT, "client": ctx.client}
+        await self._core.record(
+            tx, anonymous, "auth.failed", f"route:{route}"[:300], details=details, outcome="denied"
+        )
+        return False
+
+    async def _pending_refusal(self, tx: Tx, agent: Principal, grant: GrantRow) -> str | None:
+        """``too_many_pending`` if the agent or the grant has the most requests waiting."""
+        now = self._core.now()
+        by_agent, by_grant = await sql.count_pending(tx.conn, now, agent.id, grant.id)
+        if by_agent >= self._max_pending or by_grant >= self._max_pending:
+            return "too_many_pending"
+        return None
 
     async def _grant_for(self, tx: Tx, agent: Principal, path: str) -> GrantRow | None:
         row = await sets_sql.get_set(tx.conn, *path.split("/"))
@@ -194,18 +286,7 @@ class Leases:
 
     def mint_refusal(self, grant: GrantRow | None, scope: str) -> str | None:
         """Why a lease cannot be minted under ``grant`` now, or None."""
-        if grant is None or grant.revoked_at is not None:
-            return "not_granted"
-        now = self._core.now()
-        if grant.not_before and grant.not_before > now:
-            return "not_yet_valid"
-        if grant.expires_at and grant.expires_at <= now:
-            return "expired"
-        if scope not in grant.scopes:
-            return "scope_not_allowed"
-        if grant.max_uses is not None and grant.uses >= grant.max_uses:
-            return "exhausted"
-        return None
+        return mint_refusal(grant, scope, Now(self._core.clock.now()))
 
     def _ttl(self, grant: GrantRow, scope: str, asked: int | None) -> int:
         ttl = asked or (REQUEST_TTL if scope == "request" else WORKFLOW_TTL)
@@ -226,7 +307,7 @@ class Leases:
         ttl: int,
         max_uses: int | None,
         request_id: str | None,
-    ) -> dict[str, Any]:
+    ) -> IssuedLease:
         token = tokens.new_token(tokens.LEASE)
         now = self._core.clock.now()
         row = LeaseRow(
@@ -262,7 +343,7 @@ class Leases:
                 "request": request_id,
             },
         )
-        return {**lease_view(row, self._core.now()), "token": Secret(token), "ttl": ttl}
+        return IssuedLease(lease_view(row, self._core.now()), Secret(token), ttl)
 
     async def _request(
         self,
@@ -273,7 +354,7 @@ class Leases:
         scope: str,
         ttl: int,
         max_uses: int | None,
-    ) -> dict[str, Any]:
+    ) -> LeaseRequestView:
         now = self._core.clock.now()
         row = LeaseRequestRow(
             id=tokens.new_id(),
@@ -310,7 +391,7 @@ class Leases:
         grant_id: str | None = None,
         set_path: str | None = None,
         active: bool = True,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LeaseView]:
         now = self._core.now()
         async with self._core.db.read() as conn:
             set_id = None
@@ -328,14 +409,14 @@ class Leases:
             )
         return [lease_view(r, now) for r in rows]
 
-    async def revoke(self, ctx: Context, lease_id: str) -> dict[str, Any]:
+    async def revoke(self, ctx: Context, lease_id: str) -> LeaseView:
         async with self._core.write() as tx:
             row = await sql.lease_by(tx.conn, id=lease_id)
             if row is None:
                 raise NotFound(f"lease {lease_id} does not exist")
             now = self._core.now()
             if not await sql.revoke_leases(tx.conn, now, "revoked", lease_id=lease_id):
-                raise Conflict(f"lease {lease_id} is already {lease_view(row, now)['status']}")
+                raise Conflict(f"lease {lease_id} is already {lease_view(row, now).status}")
             await self.audit(
                 tx,
                 ctx,
@@ -354,7 +435,7 @@ class Leases:
         agent_id: str | None = None,
         grant_id: str | None = None,
         set_path: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RevokedLeases:
         if not (agent_id or grant_id or set_path):
             raise invalid("agent", "name an agent, a grant or a secret set")
         async with self._core.write() as tx:
@@ -380,7 +461,7 @@ class Leases:
                 "ok",
                 {"lease_ids": ids, "agent_id": agent_id, "grant_id": grant_id},
             )
-        return {"revoked": len(ids), "lease_ids": ids}
+        return RevokedLeases(len(ids), ids)
 
     def digest(self, token: str) -> str:
         return tokens.digest(self._core.ring.system.token_key, token)

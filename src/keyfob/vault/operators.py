@@ -6,7 +6,7 @@ authentication is audited, and the answer is the same whatever the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from keyfob import tokens
@@ -28,6 +28,9 @@ class Principal:
     kind: str
     id: str
     name: str
+    # The digest of the token that authenticated it: the transaction that acts for the
+    # principal checks it is still current (a rotated or disabled agent acts no more).
+    credential: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def actor(self) -> str:

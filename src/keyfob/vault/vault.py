@@ -21,6 +21,7 @@ from keyfob.store import keyring as keyring_sql
 from keyfob.vault.agents import Agents
 from keyfob.vault.approvals import Approvals
 from keyfob.vault.auditing import Auditing
+from keyfob.vault.consume import Consumer
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
 from keyfob.vault.grants import Grants
@@ -73,9 +74,11 @@ class Vault:
         self.audit = Auditing(core)
         self.agents = Agents(core)
         self.grants = Grants(core, self.agents)
-        self.leases = Leases(core)
+        self.leases = Leases(core, settings.max_pending_requests)
         self.approvals = Approvals(core, self.leases)
-        self.lease_use = LeaseUsage(core, self.leases, self.sets)
+        # Every use of a lease (proxy, export) goes through this one grouped commit.
+        self.consumer = Consumer(core)
+        self.lease_use = LeaseUsage(core, self.leases, self.consumer)
         self.users = Users(
             core,
             Passwords(
@@ -83,7 +86,7 @@ class Vault:
                 memory_kib=settings.password_hash_memory_kib,
             ),
         )
-        self.proxy = Proxying(core)
+        self.proxy = Proxying(core, self.consumer)
 
     @property
     def db(self) -> Database:
@@ -189,7 +192,7 @@ class Vault:
 
     async def close(self) -> None:
         try:
-            await self.proxy.close()
+            await self.consumer.close()
         finally:
             self.users.passwords.close()
             await self.db.close()

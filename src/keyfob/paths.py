@@ -1,4 +1,7 @@
-"""The path and query an agent asks the proxy for: split, normalised, checked.
+"""The method, path and query an agent asks the proxy for: split, normalised, checked.
+
+Kernel-level, so the proxy and the vault's dry run (``POST /v1/leases/check``) judge a
+request from the same normalised method and path.
 
 The route is ``/proxy/{provider}/{environment}/{name}/{rest}``. ``rest`` is normalised
 so that the path keyfob checks against a grant is the path the upstream serves: RFC 3986
@@ -17,6 +20,7 @@ import re
 from typing import Final
 from urllib.parse import quote, unquote_plus
 
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_PATH: Final = 2048
 _PREFIX: Final = b"/proxy/"
 # Three slugs of at most 64 characters each, their slashes, and the longest rest.
@@ -137,6 +141,18 @@ def normalise(rest: str) -> str:
         if segment.partition(";")[0] in (".", ".."):
             raise PathRefused(DOT_SEGMENT)
     return path
+
+
+class MethodRefused(ValueError):
+    """A method the proxy does not forward; the message names the ones it does."""
+
+
+def normalise_method(method: str) -> str:
+    """The method as the proxy checks and forwards it (upper case), or MethodRefused."""
+    upper = method.upper()
+    if upper not in METHODS:
+        raise MethodRefused(f"{method[:16]} is not proxied; methods: {', '.join(sorted(METHODS))}")
+    return upper
 
 
 def join(base_path: str, path: str) -> str:
