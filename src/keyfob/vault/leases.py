@@ -9,7 +9,7 @@ record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from keyfob.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from keyfob.secret import Secret
+from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
@@ -75,11 +75,11 @@ class LeaseView(_View):
 
 
 @dataclass(frozen=True, slots=True)
-class IssuedLease:
+class IssuedLease(Masked):
     """A lease just minted, with its token: shown this once, never stored."""
 
     lease: LeaseView
-    token: Secret[str]
+    token: Secret[str] = field(metadata=SECRET)
     ttl: int
 
 

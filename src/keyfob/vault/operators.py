@@ -11,7 +11,7 @@ from typing import Any
 
 from keyfob import tokens
 from keyfob.errors import Conflict, NotFound, Unauthorized, ValidationFailed
-from keyfob.secret import Secret
+from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store import TokenRow
 from keyfob.store import tokens as sql
 from keyfob.vault import validation
@@ -22,7 +22,7 @@ MAX_NAME = 64
 
 
 @dataclass(frozen=True)
-class Principal:
+class Principal(Masked):
     """An authenticated operator; ``actor`` is what the audit log records."""
 
     kind: str
@@ -30,7 +30,7 @@ class Principal:
     name: str
     # The digest of the token that authenticated it: the transaction that acts for the
     # principal checks it is still current (a rotated or disabled agent acts no more).
-    credential: str | None = field(default=None, repr=False, compare=False)
+    credential: str | None = field(default=None, compare=False, metadata=SECRET)
 
     @property
     def actor(self) -> str:
