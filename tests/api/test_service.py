@@ -144,7 +144,8 @@ async def test_openapi_lists_every_documented_route(anonymous: httpx.AsyncClient
         for method in item
     }
 
-    documented = {(m, shape(p)) for m, p in documented_routes() if p not in ("/openapi.json", "/docs")}
+    unlisted = ("/openapi.json", "/docs")
+    documented = {(m, shape(p)) for m, p in documented_routes() if p not in unlisted}
 
     assert len(documented) >= 30
     assert documented - published == set()
