@@ -193,8 +193,7 @@ class ProxyApp:
     ) -> None:
         profile = use.profile
         upstream = inject.target(profile, use.request.method, use.request.path, query)
-        own = inject.own_headers(profile)
-        forward = [(n, v) for n, v in incoming.forward if n not in own]
+        forward = inject.forwarded(profile, incoming.forward)
         scrubber = None
         if profile.scrub:
             scrubber = self._scrubber(use)

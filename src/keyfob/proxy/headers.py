@@ -5,6 +5,11 @@ only ``chunked``), CR/LF/NUL and oversize headers are refused, upgrades are refu
 every credential the agent sent (the lease included) is taken out, with hop-by-hop
 headers and any header ``Connection`` names. The proxy then drops the agent's copies of
 the profile's own headers and adds keyfob's, so nothing the agent names can remove it.
+
+Nothing the agent sends may change the method, host or path its grant was checked
+against: method-override, URL-rewrite and forwarding headers (``STEERING``) are dropped,
+and headers that name another upstream resource (``x-amz-copy-source``) are refused
+before the lease is used (``ForbiddenHeader``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keyfob import tokens
-from keyfob.errors import HeadersTooLarge, InvalidRequest, PayloadTooLarge
+from keyfob.errors import ForbiddenHeader, HeadersTooLarge, InvalidRequest, PayloadTooLarge
 
 HOP_BY_HOP = frozenset(
     {
@@ -40,6 +45,41 @@ CREDENTIALS = frozenset(
         "x-keyfob-lease",
     }
 )
+# Headers some upstreams (or the proxies and frameworks in front of them) honour to run
+# another method, path or host than the request line's: the grant was checked against
+# the request line, so none of these may reach the upstream.
+STEERING = frozenset(
+    {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "x-envoy-original-path",
+        "x-envoy-original-url",
+        "x-forwarded-host",
+        "x-forwarded-server",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-path",
+        "x-forwarded-uri",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-url-scheme",
+        "x-original-host",
+        "x-host",
+        "forwarded",
+        # WebDAV's COPY/MOVE target; those methods are not proxied, but an override could
+        # make one out of a POST on an upstream that honours both.
+        "destination",
+    }
+)
+# x-amz-* headers that make S3 read or write a second object (a copy or rename source, a
+# redirect target): the grant's path rules saw only the request's own path.
+_FOREIGN_RESOURCE = frozenset({"x-amz-website-redirect-location"})
 # uvicorn writes its own Date.
 _RESPONSE_DROP = HOP_BY_HOP | {"date"}
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -115,9 +155,11 @@ def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body
         raise PayloadTooLarge("the request body is too large for the proxy")
     found: dict[str, str] = {}
     amz_sha = None
-    removed = HOP_BY_HOP | CREDENTIALS | nominated
+    removed = HOP_BY_HOP | CREDENTIALS | STEERING | nominated
     forward = []
     for key, text in pairs:
+        if key.startswith("x-amz-") and ("source" in key or key in _FOREIGN_RESOURCE):
+            raise ForbiddenHeader(f"the header {key} names another resource and is not proxied")
         if key in LEASE_HEADERS and key not in found:
             found[key] = text
         if key == "x-amz-content-sha256":
