@@ -413,20 +413,23 @@ def _too_large() -> KeyfobError:
 def _scrub_headers(
     scrubber: Scrubber, out: list[tuple[bytes, bytes]], ex: _Exchange
 ) -> list[tuple[bytes, bytes]]:
-    """Every header value scrubbed in one pass: joined by NUL, which no secret value and
-    no header value holds, so no match can span two headers and the split is exact."""
-    values = [value for _, value in out]
-    if any(b"\0" in value for value in values):
+    """Every header name and value scrubbed in one pass: joined by LF, which no header
+    holds, so a match cannot span two of them; if masking ever swallowed a separator (a
+    value with a line break), each is scrubbed on its own."""
+    items = [part for pair in out for part in pair]
+    joined, hits = scrubber.bytes(b"\n".join(items))
+    if not hits:
+        return out
+    masked = joined.split(b"\n")
+    if len(masked) != len(items):
         masked = []
-        for value in values:
-            clean, hits = scrubber.bytes(value)
-            ex.scrubbed += hits
+        hits = 0
+        for item in items:
+            clean, found = scrubber.bytes(item)
+            hits += found
             masked.append(clean)
-    else:
-        joined, hits = scrubber.bytes(b"\0".join(values))
-        ex.scrubbed += hits
-        masked = joined.split(b"\0") if hits else values
-    return [(name, value) for (name, _), value in zip(out, masked, strict=True)]
+    ex.scrubbed += hits
+    return list(zip(masked[::2], masked[1::2], strict=True))
 
 
 async def _watch(receive: Receive, response: aiohttp.ClientResponse, ex: _Exchange) -> None:
