@@ -290,7 +290,12 @@ def test_any_chunking_masks_exactly_every_occurrence(
     whole, count = scrubber.bytes(body)
     assert (sent, stream.count) == (whole, count)
     assert len(sent) == len(body)
-    assert sent == every_occurrence_masked(patterns, body)
+    spec = every_occurrence_masked(patterns, body)
+    assert [i for i, b in enumerate(spec) if b == MASK and sent[i] != MASK] == []
+    if b"%" not in body and b"\\" not in body:
+        # No view applies: exactly the literal occurrences. (With escapes, a decoded view
+        # can find more: "400%300000" is "4000000" percent-encoded in part.)
+        assert sent == spec
     assert [p for p in patterns if p in sent] == []
     assert (count == 0) == (sent == body)
 
@@ -430,8 +435,10 @@ def test_escaped_forms_in_any_chunking_are_masked_like_the_blob(
             value = data.draw(st.sampled_from(values))
             piece = {**FORMS, **ESCAPED}[data.draw(encodings)](value)
             if kind == "cut":
-                piece = piece[: data.draw(st.integers(0, len(piece)))]
-            elif len(value.encode()) >= MIN_LENGTH:
+                # Ended by a space, so a cut-off escape cannot swallow the next form's start.
+                piece = piece[: data.draw(st.integers(0, len(piece)))] + b" "
+            elif len(value.encode()) >= MIN_LENGTH and len(piece) >= MIN_LENGTH:
+                # (A base64 alignment of a short value can be shorter than MIN_LENGTH.)
                 inserted.append((at, at + len(piece)))
         pieces.append(piece)
         at += len(piece)
