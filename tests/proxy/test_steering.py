@@ -72,6 +72,9 @@ FOREIGN = [
     ("x-amz-rename-source", "/other-bucket/secret.txt"),
     ("x-amz-source-expected-bucket-owner", "111122223333"),
     ("x-amz-website-redirect-location", "/other-bucket/secret.txt"),
+    # The same on other object stores.
+    ("x-ms-copy-source", "https://acct.blob.core.windows.net/other/secret.txt"),
+    ("x-goog-copy-source", "/other-bucket/secret.txt"),
 ]
 
 

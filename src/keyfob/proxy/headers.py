@@ -77,9 +77,15 @@ STEERING = frozenset(
         "destination",
     }
 )
-# x-amz-* headers that make S3 read or write a second object (a copy or rename source, a
-# redirect target): the grant's path rules saw only the request's own path.
+# Headers that make a storage API read or write a second object (a copy or rename source,
+# a redirect target): the grant's path rules saw only the request's own path. Every
+# x-amz-*source* header, and the copy/rename sources of the other object stores
+# (x-ms-copy-source, x-goog-copy-source, x-oss-copy-source, …).
 _FOREIGN_RESOURCE = frozenset({"x-amz-website-redirect-location"})
+
+
+def _names_a_source(name: str) -> bool:
+    return name.startswith("x-amz-") or "copy-source" in name or "rename-source" in name
 # uvicorn writes its own Date.
 _RESPONSE_DROP = HOP_BY_HOP | {"date"}
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -158,7 +164,7 @@ def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body
     removed = HOP_BY_HOP | CREDENTIALS | STEERING | nominated
     forward = []
     for key, text in pairs:
-        if key.startswith("x-amz-") and ("source" in key or key in _FOREIGN_RESOURCE):
+        if ("source" in key and _names_a_source(key)) or key in _FOREIGN_RESOURCE:
             raise ForbiddenHeader(f"the header {key} names another resource and is not proxied")
         if key in LEASE_HEADERS and key not in found:
             found[key] = text
