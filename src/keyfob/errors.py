@@ -2,6 +2,7 @@
 
     KeyfobError                      base; ``type`` and ``status`` are stable
     ├── InvalidRequest        400    malformed JSON, header or parameter
+    │   └── ForbiddenHeader   400    proxy: a header that would steer the upstream
     ├── Unauthorized          401    missing, unknown or revoked token
     ├── Forbidden             403    authenticated but not allowed
     ├── NotFound              404    no such resource
@@ -75,6 +76,12 @@ class InvalidRequest(KeyfobError):
     slug, status, title = "invalid-request", 400, "Invalid request"
 
 
+class ForbiddenHeader(InvalidRequest):
+    """The agent sent a header that names another resource upstream (``x-amz-copy-source``)."""
+
+    slug, status, title = "forbidden-header", 400, "Forbidden header"
+
+
 class Unauthorized(KeyfobError):
     slug, status, title = "unauthorized", 401, "Unauthorized"
 
@@ -144,6 +151,7 @@ class ConfigurationError(KeyfobError):
 ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     KeyfobError,
     InvalidRequest,
+    ForbiddenHeader,
     Unauthorized,
     Forbidden,
     NotFound,

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest total size of a proxied request's headers (431 above it).",
     )
+    proxy_max_decompressed_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest size a compressed upstream answer may decode to while it is "
+        "scrubbed (502, or the stream cut, above it).",
+    )
     proxy_connect_timeout: float = Field(
         10.0, gt=0, description="Seconds the proxy waits to connect to an upstream (504 after)."
     )

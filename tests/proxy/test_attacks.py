@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import pytest
@@ -862,6 +862,37 @@ def test_a_credential_split_across_sse_chunks_comes_back_masked(
     record = _proxy_record(operator, p, answer.headers["x-keyfob-request-id"])
     assert record["details"]["scrubbed"] >= 3
     assert_unseen(server, operator, listener, before, stream=shown(answer))
+
+
+def test_a_credential_in_a_header_name_or_encoded_in_a_header_comes_back_masked(
+    sets: dict[str, Proxied],
+    agent: httpx.Client,
+    server: LiveServer,
+    operator: httpx.Client,
+    listener: Listener,
+) -> None:
+    """An upstream that names a header after the key, or sends it as upper-case hex, URL-
+    encoded twice or as JSON \\u escapes: all masked. (Fails before issue 10 item 8: header
+    names were not scrubbed, and none of those three forms was known.)"""
+    p = sets["bearer"]
+    before = listener.connections
+    every_u = "".join(f"\\u{ord(c):04x}" for c in CANARY)
+    masked = {
+        "x-hex": CANARY.encode().hex().upper(),
+        "x-url2": quote(quote(CANARY, safe=""), safe=""),
+        "x-json": every_u,
+    }
+    pairs = [("set", f"x-leak-{CANARY}:1"), *(("set", f"{k}:{v}") for k, v in masked.items())]
+    answer = agent.get(
+        p.url("/headers"), params=pairs, headers={"X-Keyfob-Lease": mint(agent, p)}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-leak-" + MASK] == "1"
+    for name, sent in masked.items():
+        assert answer.headers[name] == "*" * len(sent)
+    record = _proxy_record(operator, p, answer.headers["x-keyfob-request-id"])
+    assert record["details"]["scrubbed"] == 4
+    assert_unseen(server, operator, listener, before, echo=shown(answer))
 
 
 def test_a_compressed_echo_is_decompressed_and_masked_or_refused(

@@ -34,7 +34,7 @@ from keyfob.errors import (
     PayloadTooLarge,
 )
 from keyfob.profiles.model import AwsSigV4
-from keyfob.proxy import egress, headers, inject
+from keyfob.proxy import decoding, egress, headers, inject
 from keyfob.proxy.scrub import Scrubber, StreamScrub
 from keyfob.settings import Settings
 from keyfob.vault import ProxyRequest, ProxyUse, Vault, new_request_id
@@ -42,7 +42,6 @@ from keyfob.vault import ProxyRequest, ProxyUse, Vault, new_request_id
 log = logging.getLogger("keyfob.proxy")
 
 METHODS = paths.METHODS
-_DECOMPRESSIBLE = frozenset({"gzip", "x-gzip", "deflate"})
 SCRUBBERS_KEPT = 128
 _HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
 
@@ -93,6 +92,7 @@ class ProxyApp:
         self._vault = vault
         self._max_body = settings.proxy_max_body_bytes
         self._max_headers = settings.proxy_max_header_bytes
+        self._max_decoded = settings.proxy_max_decompressed_bytes
         self.egress = egress.Egress(settings.upstream_ca_file)
         self._scrubbers: dict[tuple[str, int], Scrubber] = {}
         self._options = egress.request_options(
@@ -196,8 +196,7 @@ class ProxyApp:
     ) -> None:
         profile = use.profile
         upstream = inject.target(profile, use.request.method, use.request.path, query)
-        own = inject.own_headers(profile)
-        forward = [(n, v) for n, v in incoming.forward if n not in own]
+        forward = inject.forwarded(profile, incoming.forward)
         scrubber = None
         if profile.scrub:
             scrubber = self._scrubber(use)
@@ -322,16 +321,21 @@ class ProxyApp:
         ex: _Exchange,
     ) -> None:
         out = headers.response_headers(response.raw_headers)
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        inflate = None
-        if scrubber is not None and encoding not in ("", "identity"):
-            if encoding not in _DECOMPRESSIBLE:
+        decoder = None
+        if scrubber is not None:
+            try:
+                applied = decoding.codings(
+                    response.headers.getall("content-encoding", ()),
+                    response.headers.getall("transfer-encoding", ()),
+                )
+            except decoding.Undecodable:
                 raise BadGateway(
                     "the upstream sent a compressed answer that cannot be scrubbed",
                     reason="compressed_response",
-                )
-            inflate = zlib.decompressobj(32 + zlib.MAX_WBITS)
-            out = [(n, v) for n, v in out if n not in (b"content-encoding", b"content-length")]
+                ) from None
+            if applied:
+                decoder = decoding.Decoder(applied, self._max_decoded)
+                out = [(n, v) for n, v in out if n not in (b"content-encoding", b"content-length")]
         stream: StreamScrub | None = None
         if scrubber is not None and not scrubber.empty:
             out = _scrub_headers(scrubber, out, ex)
@@ -340,6 +344,21 @@ class ProxyApp:
         if content_type.startswith("text/event-stream"):
             out.append((b"x-accel-buffering", b"no"))
         out.append((b"x-keyfob-request-id", rid.encode()))
+        chunks = response.content.iter_any()
+        first = b""
+        if decoder is not None:
+            # The first piece is decoded before the answer starts, so a small answer that
+            # inflates past the limit (the usual bomb) still gets a clean 502.
+            try:
+                first = decoder.feed(await anext(chunks, b""))
+            except decoding.TooLarge:
+                raise _too_large() from None
+            except zlib.error:
+                raise BadGateway(
+                    "the upstream's compressed answer is corrupt", reason="compressed_response"
+                ) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._upstream_error(exc, ex) from None
         ex.status = response.status
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         ex.started = True
@@ -350,17 +369,18 @@ class ProxyApp:
             watcher = asyncio.ensure_future(_watch(receive, response, ex))
         in_headers = ex.scrubbed
         try:
-            async for chunk in response.content.iter_any():
-                if inflate is not None:
-                    chunk = inflate.decompress(chunk)
-                if stream is not None:
-                    chunk = stream.feed(chunk)
-                if chunk:
-                    ex.bytes_down += len(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            tail = inflate.flush() if inflate is not None else b""
+            if first:
+                await self._send_body(first, stream, send, ex)
+            async for chunk in chunks:
+                if decoder is not None:
+                    chunk = decoder.feed(chunk)
+                await self._send_body(chunk, stream, send, ex)
+            tail = decoder.flush() if decoder is not None else b""
             if stream is not None:
                 tail = stream.feed(tail) + stream.flush()
+        except decoding.TooLarge:
+            ex.error = "decompressed_too_large"
+            raise StreamAborted("the decoded answer is larger than the limit") from None
         except (aiohttp.ClientError, TimeoutError, zlib.error) as exc:
             if ex.client_gone:
                 ex.error = "client_disconnected"
@@ -375,24 +395,44 @@ class ProxyApp:
         ex.bytes_down += len(tail)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
+    @staticmethod
+    async def _send_body(
+        chunk: bytes, stream: StreamScrub | None, send: Send, ex: _Exchange
+    ) -> None:
+        if stream is not None:
+            chunk = stream.feed(chunk)
+        if chunk:
+            ex.bytes_down += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+def _too_large() -> KeyfobError:
+    return BadGateway(
+        "the upstream's compressed answer decodes to more than the proxy accepts",
+        reason="decompressed_too_large",
+    )
+
 
 def _scrub_headers(
     scrubber: Scrubber, out: list[tuple[bytes, bytes]], ex: _Exchange
 ) -> list[tuple[bytes, bytes]]:
-    """Every header value scrubbed in one pass: joined by NUL, which no secret value and
-    no header value holds, so no match can span two headers and the split is exact."""
-    values = [value for _, value in out]
-    if any(b"\0" in value for value in values):
+    """Every header name and value scrubbed in one pass: joined by LF, which no header
+    holds, so a match cannot span two of them; if masking ever swallowed a separator (a
+    value with a line break), each is scrubbed on its own."""
+    items = [part for pair in out for part in pair]
+    joined, hits = scrubber.bytes(b"\n".join(items))
+    if not hits:
+        return out
+    masked = joined.split(b"\n")
+    if len(masked) != len(items):
         masked = []
-        for value in values:
-            clean, hits = scrubber.bytes(value)
-            ex.scrubbed += hits
+        hits = 0
+        for item in items:
+            clean, found = scrubber.bytes(item)
+            hits += found
             masked.append(clean)
-    else:
-        joined, hits = scrubber.bytes(b"\0".join(values))
-        ex.scrubbed += hits
-        masked = joined.split(b"\0") if hits else values
-    return [(name, value) for (name, _), value in zip(out, masked, strict=True)]
+    ex.scrubbed += hits
+    return list(zip(masked[::2], masked[1::2], strict=True))
 
 
 async def _watch(receive: Receive, response: aiohttp.ClientResponse, ex: _Exchange) -> None:

@@ -5,6 +5,11 @@ only ``chunked``), CR/LF/NUL and oversize headers are refused, upgrades are refu
 every credential the agent sent (the lease included) is taken out, with hop-by-hop
 headers and any header ``Connection`` names. The proxy then drops the agent's copies of
 the profile's own headers and adds keyfob's, so nothing the agent names can remove it.
+
+Nothing the agent sends may change the method, host or path its grant was checked
+against: method-override, URL-rewrite and forwarding headers (``STEERING``) are dropped,
+and headers that name another upstream resource (``x-amz-copy-source``) are refused
+before the lease is used (``ForbiddenHeader``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from keyfob import tokens
-from keyfob.errors import HeadersTooLarge, InvalidRequest, PayloadTooLarge
+from keyfob.errors import ForbiddenHeader, HeadersTooLarge, InvalidRequest, PayloadTooLarge
 from keyfob.secret import SECRET, Masked
 
 HOP_BY_HOP = frozenset(
@@ -41,6 +46,47 @@ CREDENTIALS = frozenset(
         "x-keyfob-lease",
     }
 )
+# Headers some upstreams (or the proxies and frameworks in front of them) honour to run
+# another method, path or host than the request line's: the grant was checked against
+# the request line, so none of these may reach the upstream.
+STEERING = frozenset(
+    {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "x-envoy-original-path",
+        "x-envoy-original-url",
+        "x-forwarded-host",
+        "x-forwarded-server",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-path",
+        "x-forwarded-uri",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-url-scheme",
+        "x-original-host",
+        "x-host",
+        "forwarded",
+        # WebDAV's COPY/MOVE target; those methods are not proxied, but an override could
+        # make one out of a POST on an upstream that honours both.
+        "destination",
+    }
+)
+# Headers that make a storage API read or write a second object (a copy or rename source,
+# a redirect target): the grant's path rules saw only the request's own path. Every
+# x-amz-*source* header, and the copy/rename sources of the other object stores
+# (x-ms-copy-source, x-goog-copy-source, x-oss-copy-source, …).
+_FOREIGN_RESOURCE = frozenset({"x-amz-website-redirect-location"})
+
+
+def _names_a_source(name: str) -> bool:
+    return name.startswith("x-amz-") or "copy-source" in name or "rename-source" in name
 # uvicorn writes its own Date.
 _RESPONSE_DROP = HOP_BY_HOP | {"date"}
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -113,9 +159,11 @@ def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body
         raise PayloadTooLarge("the request body is too large for the proxy")
     found: dict[str, str] = {}
     amz_sha = None
-    removed = HOP_BY_HOP | CREDENTIALS | nominated
+    removed = HOP_BY_HOP | CREDENTIALS | STEERING | nominated
     forward = []
     for key, text in pairs:
+        if ("source" in key and _names_a_source(key)) or key in _FOREIGN_RESOURCE:
+            raise ForbiddenHeader(f"the header {key} names another resource and is not proxied")
         if key in LEASE_HEADERS and key not in found:
             found[key] = text
         if key == "x-amz-content-sha256":

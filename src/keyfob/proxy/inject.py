@@ -71,6 +71,19 @@ def own_headers(profile: Profile) -> frozenset[str]:
     return frozenset()
 
 
+def forwarded(profile: Profile, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The agent's headers that go upstream: not the profile's own, and for SigV4 no
+    ``x-amz-*`` header keyfob would not sign (so every one that goes is signed)."""
+    own = own_headers(profile)
+    if isinstance(profile.inject, AwsSigV4):
+        return [
+            (n, v)
+            for n, v in pairs
+            if n not in own and (not n.startswith("x-amz-") or sigv4.signed_amz(n))
+        ]
+    return [(n, v) for n, v in pairs if n not in own]
+
+
 def target(profile: Profile, method: str, path: str, query: str) -> Upstream:
     """Where the request goes: the profile's base URL joined with the normalised path."""
     base = urlsplit(profile.base_url)

@@ -27,6 +27,52 @@ _OWN: Final = frozenset(
     {"authorization", "host", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"}
 )
 _ALSO_SIGNED: Final = frozenset({"content-type", "content-md5"})
+# The x-amz-* headers keyfob signs, and so the only ones it forwards: what S3, DynamoDB and
+# STS clients (botocore's service models) send on ordinary calls. Any other x-amz-* header
+# is dropped (S3 refuses unsigned ones anyway); those naming a second resource
+# (x-amz-copy-source…) never get here (``headers.read_request`` refuses them).
+SIGNED_AMZ: Final = frozenset(
+    {
+        "x-amz-acl",
+        "x-amz-target",
+        "x-amz-api-version",
+        "x-amz-storage-class",
+        "x-amz-tagging",
+        "x-amz-tagging-directive",
+        "x-amz-metadata-directive",
+        "x-amz-sdk-checksum-algorithm",
+        "x-amz-decoded-content-length",
+        "x-amz-trailer",
+        "x-amz-expected-bucket-owner",
+        "x-amz-request-payer",
+        "x-amz-mfa",
+        "x-amz-bypass-governance-retention",
+        "x-amz-bucket-object-lock-enabled",
+        "x-amz-bucket-object-lock-token",
+        "x-amz-object-ownership",
+        "x-amz-object-attributes",
+        "x-amz-optional-object-attributes",
+        "x-amz-max-parts",
+        "x-amz-part-number-marker",
+        "x-amz-client-token",
+        "x-amz-write-offset-bytes",
+        "x-amz-confirm-remove-self-bucket-access",
+        "x-amz-skip-destination-validation",
+        "x-amz-if-match-size",
+        "x-amz-if-match-last-modified-time",
+        "x-amz-if-match-initiated-time",
+        "x-amz-mp-object-size",
+        "x-amz-object-size",
+        "x-amz-user-agent",
+    }
+)
+SIGNED_AMZ_PREFIXES: Final = (
+    "x-amz-meta-",
+    "x-amz-checksum-",
+    "x-amz-server-side-encryption",
+    "x-amz-grant-",
+    "x-amz-object-lock-",
+)
 _HEX_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 _SCOPE_PART: Final = re.compile(r"[A-Za-z0-9_.-]+")
 # Credentials end up in a header line: printable ASCII only, so nothing can split it.
@@ -100,8 +146,13 @@ def sign(
     return [("authorization", authorization), *added]
 
 
+def signed_amz(name: str) -> bool:
+    """Whether keyfob signs (and forwards) the agent's ``x-amz-*`` header ``name`` (lower case)."""
+    return name in SIGNED_AMZ or name.startswith(SIGNED_AMZ_PREFIXES)
+
+
 def _is_signed(name: str) -> bool:
-    return name in _ALSO_SIGNED or (name.startswith("x-amz-") and name not in _OWN)
+    return name in _ALSO_SIGNED or (name not in _OWN and signed_amz(name))
 
 
 def _canonical_headers(pairs: list[tuple[str, str]]) -> tuple[str, str]:
