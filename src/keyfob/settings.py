@@ -85,6 +85,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a whole proxied exchange may take, streams included.",
     )
+    # argon2-cffi's RFC 9106 low-memory profile (argon2id, t=3, 64 MiB, p=4) by default;
+    # the test suite lowers them, since it hashes hundreds of passwords.
+    password_hash_time_cost: int = Field(
+        3, ge=1, description="argon2id passes for dashboard user passwords."
+    )
+    password_hash_memory_kib: int = Field(
+        65536, ge=8, description="argon2id memory per password hash, in KiB."
+    )
+    password_hash_parallelism: int = Field(
+        4, ge=1, description="argon2id lanes per password hash."
+    )
     upstream_ca_file: Path | None = Field(
         None,
         description="PEM file of extra CA certificates the proxy trusts for upstream TLS "

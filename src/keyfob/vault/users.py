@@ -21,6 +21,7 @@ from keyfob.clock import isoformat, parse_iso
 from keyfob.errors import Conflict, TooManyRequests, Unauthorized, ValidationFailed
 from keyfob.profiles import SLUG_RE
 from keyfob.secret import Secret
+from keyfob.settings import Settings
 from keyfob.store import users as sql
 from keyfob.store.users import UserRow
 from keyfob.vault import validation
@@ -36,14 +37,22 @@ MAX_LOCK = 900
 SESSION_TTL = 8 * 3600
 BAD_LOGIN = "wrong user name or password"
 
-_hasher = PasswordHasher()
+
+
+def password_hasher(settings: Settings) -> PasswordHasher:
+    """The argon2id hasher the ``KEYFOB_PASSWORD_HASH_*`` settings describe."""
+    return PasswordHasher(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+        parallelism=settings.password_hash_parallelism,
+    )
 
 
 @functools.cache
-def _dummy_hash() -> str:
+def _dummy_hash(hasher: PasswordHasher) -> str:
     """Verified against when the user does not exist, so timing does not tell names apart.
     Made on first use: hashing costs 64 MiB and a fraction of a second at start-up."""
-    return _hasher.hash(secrets.token_hex(16))
+    return hasher.hash(secrets.token_hex(16))
 
 
 def _fail(field: str, msg: str) -> ValidationFailed:
@@ -69,8 +78,9 @@ def user_view(row: UserRow) -> dict[str, Any]:
 
 
 class Users:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, hasher: PasswordHasher | None = None) -> None:
         self._core = core
+        self._hasher = hasher or PasswordHasher()
 
     async def create(self, ctx: Context, name: str, password: Secret[str]) -> dict[str, Any]:
         if not SLUG_RE.match(name):
@@ -78,7 +88,7 @@ class Users:
         plain = password.reveal()
         if not validation.is_text(plain) or not MIN_PASSWORD <= len(plain) <= MAX_PASSWORD:
             raise _fail("password", f"{MIN_PASSWORD} to {MAX_PASSWORD} characters")
-        digest = _hasher.hash(plain)
+        digest = self._hasher.hash(plain)
         async with self._core.write() as tx:
             if await sql.user_by(tx.conn, name=name) is not None:
                 raise Conflict(f"user {name} already exists")
@@ -133,9 +143,9 @@ class Users:
 
     def _verify(self, row: UserRow | None, password: str) -> bool:
         # Made on the first sign-in whoever signs in, so even that one tells no names apart.
-        dummy = _dummy_hash()
+        dummy = _dummy_hash(self._hasher)
         try:
-            return _hasher.verify(row.password_hash if row else dummy, password) and (
+            return self._hasher.verify(row.password_hash if row else dummy, password) and (
                 row is not None
             )
         except (VerifyMismatchError, VerificationError, InvalidHashError):

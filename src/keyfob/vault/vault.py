@@ -29,7 +29,7 @@ from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.secret_sets import SecretSets
-from keyfob.vault.users import Users
+from keyfob.vault.users import Users, password_hasher
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Vault:
         self.leases = Leases(core)
         self.approvals = Approvals(core, self.leases)
         self.lease_use = LeaseUsage(core, self.leases, self.sets)
-        self.users = Users(core)
+        self.users = Users(core, password_hasher(settings))
         self.proxy = Proxying(core)
 
     @property
