@@ -13,7 +13,7 @@ from keyfob.app.bootstrap import init_vault
 from keyfob.clock import FrozenClock
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
-from tests.support.backends import BACKENDS, fresh_sqlite, reset_postgres
+from tests.support.backends import BACKENDS, drop_worker_database, fresh_sqlite, reset_postgres
 from tests.support.hashing import FAST_HASHING
 from tests.support.server import LiveServer, serve_in_thread
 
@@ -116,3 +116,8 @@ def make_set(
         "entries": entries if entries is not None else {"OPENAI_API_KEY": CANARY},
         **extra,
     }
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop this xdist worker's PostgreSQL database (the named one is left alone)."""
+    drop_worker_database()
