@@ -22,8 +22,11 @@ lint: $(BIN)/.installed
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# Two workers per core (pytest-xdist): most tests wait on sockets, SQLite or PostgreSQL.
+# The 15 slowest tests are printed at the end, so CI's log shows where the time goes.
+PYTEST_WORKERS ?= 4
 pytest: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15
 
 # The proxy benchmark (docs/benchmarks.md); e.g. make bench BENCH_ARGS=--quick
 bench: $(BIN)/.installed
