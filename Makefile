@@ -22,8 +22,12 @@ lint: $(BIN)/.installed
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# Two workers per core (pytest-xdist): many tests wait on sockets, fsync, PostgreSQL or a
+# child process. --dist loadscope keeps a module on one worker, so a module-scoped server
+# or race is set up once. The 15 slowest tests are printed, so CI's log shows the time.
+PYTEST_WORKERS ?= 4
 pytest: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=15
 
 # The proxy benchmark (docs/benchmarks.md); e.g. make bench BENCH_ARGS=--quick
 bench: $(BIN)/.installed

@@ -13,8 +13,9 @@ from keyfob.app.bootstrap import init_vault
 from keyfob.clock import FrozenClock
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
-from tests.support.backends import BACKENDS, reset_postgres
-from tests.support.server import LiveServer, start_server
+from tests.support.backends import BACKENDS, drop_worker_database, fresh_sqlite, reset_postgres
+from tests.support.hashing import FAST_HASHING
+from tests.support.server import LiveServer, serve_in_thread
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"
 
@@ -26,14 +27,23 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(backend: str, tmp_path: Path) -> Settings:
-    """Settings for a fresh vault on ``backend`` (the data dir is always a temp dir)."""
-    url = reset_postgres() if backend == "postgresql" else None
-    return Settings(data_dir=tmp_path / "data", database_url=url)
+    """Settings for a fresh vault on ``backend`` (the data dir is always a temp dir).
+
+    The database is already migrated (a copy of a per-process template) and passwords
+    are hashed cheaply; everything else is as ``keyfob serve`` would have it.
+    """
+    if backend == "postgresql":
+        url: str | None = reset_postgres()
+    else:
+        url = None
+        fresh_sqlite(tmp_path / "data")
+    return Settings(data_dir=tmp_path / "data", database_url=url, **FAST_HASHING)
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+    fresh_sqlite(tmp_path / "data")
+    return Settings(data_dir=tmp_path / "data", **FAST_HASHING)
 
 
 @pytest.fixture
@@ -81,10 +91,10 @@ async def client(
 
 @pytest.fixture
 def live_server(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
-    """A real server process on a loopback port, initialised, with its log captured."""
+    """A real server (uvicorn, in this process) on a loopback port, initialised, its log kept."""
     result = init_vault(settings)
     assert result.operator_token is not None
-    server = start_server(settings, result.operator_token.reveal(), tmp_path / "server.log")
+    server = serve_in_thread(settings, result.operator_token.reveal(), tmp_path / "server.log")
     try:
         yield server
     finally:
@@ -106,3 +116,15 @@ def make_set(
         "entries": entries if entries is not None else {"OPENAI_API_KEY": CANARY},
         **extra,
     }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first, each kept whole: xdist hands modules out in this
+    order, so the longest start at once instead of finishing last on one worker."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop this xdist worker's PostgreSQL database (the named one is left alone)."""
+    drop_worker_database()

@@ -418,6 +418,7 @@ def upstream() -> Iterator[FakeUpstream]:
         fake.stop()
 
 
+@pytest.mark.slow
 def test_the_api_and_cli_leak_no_secret(
     live_server: LiveServer, http: httpx.Client, evidence: Evidence, upstream: FakeUpstream
 ) -> None:

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         description="argon2 memory per dashboard password hash, in KiB (64 MiB by default; "
         "hashes run on a small worker pool, two at a time).",
     )
+    # With the two above: argon2-cffi's RFC 9106 low-memory profile (argon2id, t=3, 64 MiB,
+    # p=4) by default; the test suite lowers them, since it hashes hundreds of passwords.
+    password_hash_parallelism: int = Field(
+        4, ge=1, le=64, description="argon2 lanes per dashboard password hash."
+    )
 
     @field_validator("allowed_hosts", "trusted_proxies", mode="before")
     @classmethod

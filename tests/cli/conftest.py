@@ -1,21 +1,28 @@
-"""Fixtures for CLI tests: a fake keyfob API on ``httpx.MockTransport`` and a runner for the app."""
+"""Fixtures for CLI tests: the real keyfob app in-process (``real``, ``real_cli``), a fake API
+on ``httpx.MockTransport`` for what a real server cannot be made to answer, and a runner."""
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from keyfob.app import create_app as create_server_app
 from keyfob.cli.context import Bootstrap, Wiring
 from keyfob.cli.main import create_app
+from keyfob.settings import Settings
+from keyfob.vault import Vault
+from tests.support.asgi import BackgroundLoop, SyncASGITransport
 from tests.support.server import LiveServer
+
+T = TypeVar("T")
 
 OPERATOR_TOKEN = "kfo_" + "T" * 43
 AGENT_TOKEN = "kfa_" + "A" * 43
@@ -239,10 +246,69 @@ def api() -> FakeKeyfob:
 
 
 @dataclass
+class RealKeyfob:
+    """The real app and vault on an event loop in a thread; the CLI reaches it via ``transport``."""
+
+    settings: Settings
+    vault: Vault
+    operator_token: str
+    loop: BackgroundLoop
+    transport: SyncASGITransport
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine (a vault call, say) on the app's loop and return its result."""
+        return self.loop.run(coro)
+
+    @property
+    def requests(self) -> list[httpx.Request]:
+        """Every request the CLI sent, in order."""
+        return self.transport.requests
+
+    def calls(self, method: str, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.path == path]
+
+    def http(self) -> httpx.Client:
+        """An operator client of the same app (to compare the CLI with the API)."""
+        return httpx.Client(
+            transport=self.transport,
+            base_url="http://keyfob.test",
+            headers={"Authorization": f"Bearer {self.operator_token}"},
+        )
+
+
+@pytest.fixture
+def real(sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[RealKeyfob]:
+    """A fresh vault behind the real app; ``KEYFOB_TOKEN`` is its first operator token."""
+    loop = BackgroundLoop()
+
+    async def start() -> tuple[Vault, str]:
+        vault, done = await Vault.initialise(sqlite_settings)
+        return vault, done.operator_token.reveal()
+
+    vault, token = loop.run(start())
+    app = create_server_app(sqlite_settings, vault=vault)
+    monkeypatch.setenv("KEYFOB_TOKEN", token)
+    try:
+        yield RealKeyfob(sqlite_settings, vault, token, loop, SyncASGITransport(app, loop))
+    finally:
+        try:
+            loop.run(_close(app, vault))
+        finally:
+            loop.close()
+
+
+async def _close(app: Any, vault: Vault) -> None:
+    try:
+        await app.aclose()
+    finally:
+        await vault.close()
+
+
+@dataclass
 class Cli:
     """Runs the real Typer app with injected seams."""
 
-    api: FakeKeyfob
+    api: FakeKeyfob | RealKeyfob
     bootstrap: Bootstrap | None = None
     sleeps: list[float] = field(default_factory=list)
     max_sleeps: int = 1_000  # the sleep that reaches this count is a Ctrl-C
@@ -281,6 +347,12 @@ class Cli:
 @pytest.fixture
 def cli(api: FakeKeyfob) -> Cli:
     return Cli(api)
+
+
+@pytest.fixture
+def real_cli(real: RealKeyfob) -> Cli:
+    """The CLI against the real app in-process (``real``)."""
+    return Cli(real)
 
 
 @pytest.fixture

@@ -1,145 +1,171 @@
-"""``keyfob agent …`` against a fake API: tokens shown once, refs checked, confirmation."""
+"""``keyfob agent …`` against the real app in-process: tokens shown once, refs checked,
+confirmation."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from .conftest import AGENT_TOKEN, Cli, FakeKeyfob, agent_view, problem
+from .conftest import AGENT_TOKEN, Cli, RealKeyfob
 
 ONE = "/v1/agents/billing-bot"
 
 
-def test_create_prints_the_token_once(cli: Cli, api: FakeKeyfob):
-    api.on("POST", "/v1/agents", {**agent_view(), "token": AGENT_TOKEN}, status=201)
+def agent(real: RealKeyfob, ref: str = "billing-bot") -> dict[str, Any] | None:
+    """The agent as the API shows it, or None if there is none."""
+    with real.http() as http:
+        answer = http.get(f"/v1/agents/{ref}")
+    if answer.status_code == 404:
+        return None
+    assert answer.status_code == 200, answer.text
+    view: dict[str, Any] = answer.json()
+    return view
 
-    result = cli("agent", "create", "billing-bot")
+
+def create(real_cli: Cli) -> dict[str, Any]:
+    created: dict[str, Any] = json.loads(
+        real_cli("agent", "create", "billing-bot", "--json").stdout
+    )
+    return created
+
+
+def test_create_prints_the_token_once(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("agent", "create", "billing-bot")
 
     assert result.exit_code == 0, result.output
-    assert api.bodies("POST", "/v1/agents") == [{"name": "billing-bot"}]
-    assert result.stdout.count(AGENT_TOKEN) == 1
+    tokens = [line for line in result.stdout.splitlines() if line.startswith("kfa_")]
+    assert len(tokens) == 1  # alone on its line, easy to copy
+    assert result.stdout.count(tokens[0]) == 1
     assert "you will not see it again" in result.stdout
-    assert AGENT_TOKEN in result.stdout.splitlines()  # alone on its line, easy to copy
     assert "KEYFOB_TOKEN" in result.stdout
+    assert agent(real) is not None
 
 
-def test_create_json_is_the_server_answer(cli: Cli, api: FakeKeyfob):
-    answer = {**agent_view(), "token": AGENT_TOKEN}
-    api.on("POST", "/v1/agents", answer, status=201)
+def test_create_json_is_the_server_answer(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("agent", "create", "billing-bot", "--json")
 
-    result = cli("agent", "create", "billing-bot", "--json")
+    answer = json.loads(result.stdout)
+    assert answer["token"].startswith("kfa_")
+    assert result.stdout.count(answer["token"]) == 1
+    assert {k: v for k, v in answer.items() if k != "token"} == agent(real)
 
-    assert json.loads(result.stdout) == answer
-    assert result.stdout.count(AGENT_TOKEN) == 1
 
+def test_create_of_a_taken_name_is_one_error_line(real_cli: Cli, real: RealKeyfob):
+    create(real_cli)
 
-def test_create_of_a_taken_name_is_one_error_line(cli: Cli, api: FakeKeyfob):
-    api.on(
-        "POST",
-        "/v1/agents",
-        lambda _r: problem(409, "conflict", "agent billing-bot already exists"),
-    )
-
-    result = cli("agent", "create", "billing-bot")
+    result = real_cli("agent", "create", "billing-bot")
 
     assert result.exit_code == 1
-    assert result.stderr == "error: agent billing-bot already exists (HTTP 409 conflict)\n"
+    assert result.stderr.startswith("error: ")
+    assert "billing-bot" in result.stderr
+    assert result.stderr.endswith(" (HTTP 409 conflict)\n")
+    assert len(result.stderr.splitlines()) == 1
 
 
-def test_list_table_and_empty(cli: Cli, api: FakeKeyfob):
-    api.on(
-        "GET",
-        "/v1/agents",
-        {"items": [agent_view(), agent_view("ops", id="b2", status="disabled")]},
-    )
+def test_list_table_and_empty(real_cli: Cli, real: RealKeyfob):
+    assert real_cli("agent", "list").stdout == "no agents\n"
+    assert json.loads(real_cli("agent", "list", "--json").stdout)["items"] == []
+    first = create(real_cli)
+    real_cli("agent", "create", "ops")
+    real_cli("agent", "disable", "ops")
 
-    lines = cli("agent", "list").stdout.splitlines()
+    lines = real_cli("agent", "list").stdout.splitlines()
 
     assert lines[0].split() == ["ID", "NAME", "STATUS", "CREATED", "DISABLED"]
-    assert lines[1].split() == [
-        "a1b2c3d4e5f60708",
-        "billing-bot",
-        "active",
-        "2026-11-24",
-        "04:48:00",
-        "-",
-    ]
-    assert lines[2].split()[:3] == ["b2", "ops", "disabled"]
-
-    api.on("GET", "/v1/agents", {"items": []})
-    assert cli("agent", "list").stdout == "no agents\n"
-    assert json.loads(cli("agent", "list", "--json").stdout) == {"items": []}
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    ts = first["created_at"]
+    assert rows["billing-bot"] == [first["id"], "billing-bot", "active", ts[:10], ts[11:19], "-"]
+    assert rows["ops"][2] == "disabled"
 
 
-def test_show_by_name(cli: Cli, api: FakeKeyfob):
-    api.on("GET", ONE, agent_view())
+def test_show_by_name(real_cli: Cli, real: RealKeyfob):
+    create(real_cli)
 
-    result = cli("agent", "show", "billing-bot")
+    result = real_cli("agent", "show", "billing-bot")
 
     assert "name:        billing-bot" in result.stdout
-    assert "created by:  operator:admin" in result.stdout
-    assert json.loads(cli("agent", "show", "billing-bot", "--json").stdout) == agent_view()
+    assert "created by:  operator:" in result.stdout
+    assert json.loads(real_cli("agent", "show", "billing-bot", "--json").stdout) == agent(real)
 
 
 @pytest.mark.parametrize(
-    ("verb", "expected"),
+    ("verb", "expected", "status"),
     [
-        ("disable", "disabled agent billing-bot (a1b2c3d4e5f60708); its leases are revoked"),
-        ("enable", "enabled agent billing-bot (a1b2c3d4e5f60708)"),
+        ("disable", "disabled agent billing-bot ({id}); its leases are revoked", "disabled"),
+        ("enable", "enabled agent billing-bot ({id})", "active"),
     ],
 )
-def test_disable_and_enable(cli: Cli, api: FakeKeyfob, verb: str, expected: str):
-    api.on("POST", f"{ONE}/{verb}", agent_view())
+def test_disable_and_enable(
+    real_cli: Cli, real: RealKeyfob, verb: str, expected: str, status: str
+):
+    created = create(real_cli)
+    if verb == "enable":
+        real_cli("agent", "disable", "billing-bot")
 
-    result = cli("agent", verb, "billing-bot")
+    result = real_cli("agent", verb, "billing-bot")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(expected)
-    assert len(api.calls("POST", f"{ONE}/{verb}")) == 1
+    assert result.stdout.startswith(expected.format(id=created["id"]))
+    shown = agent(real)
+    assert shown is not None
+    assert shown["status"] == status
 
 
-def test_rotate_token_prints_the_new_token_once(cli: Cli, api: FakeKeyfob):
-    api.on("POST", f"{ONE}/rotate-token", {**agent_view(), "token": AGENT_TOKEN})
+def test_rotate_token_prints_the_new_token_once(real_cli: Cli, real: RealKeyfob):
+    old = create(real_cli)["token"]
 
-    result = cli("agent", "rotate-token", "billing-bot")
+    result = real_cli("agent", "rotate-token", "billing-bot")
 
-    assert result.stdout.count(AGENT_TOKEN) == 1
+    (new,) = [line for line in result.stdout.splitlines() if line.startswith("kfa_")]
+    assert new != old
+    assert result.stdout.count(new) == 1
     assert "new agent token for billing-bot" in result.stdout
     assert "you will not see it again" in result.stdout
+    # The new token is the one that works now.
+    assert real_cli("me", "grants", env={"KEYFOB_TOKEN": new}).exit_code == 0
+    assert real_cli("me", "grants", env={"KEYFOB_TOKEN": old}).exit_code == 1
 
 
-def test_delete_needs_confirmation(cli: Cli, api: FakeKeyfob):
-    api.on("DELETE", ONE, {**agent_view(), "deleted": True})
+def test_delete_needs_confirmation(real_cli: Cli, real: RealKeyfob):
+    create(real_cli)
+    real.requests.clear()
 
-    refused = cli("agent", "delete", "billing-bot")
+    refused = real_cli("agent", "delete", "billing-bot")
     assert refused.exit_code == 1
     assert "pass --yes" in refused.stderr
-    cancelled = cli("agent", "delete", "billing-bot", input="n\n", tty=True)
+    cancelled = real_cli("agent", "delete", "billing-bot", input="n\n", tty=True)
     assert cancelled.exit_code == 1
     assert "nothing was changed" in cancelled.stderr
-    assert api.requests == []
+    assert real.requests == []
 
-    confirmed = cli("agent", "delete", "billing-bot", input="y\n", tty=True)
+    confirmed = real_cli("agent", "delete", "billing-bot", input="y\n", tty=True)
     assert confirmed.exit_code == 0, confirmed.output
     assert "deleted agent billing-bot" in confirmed.stdout
-    assert json.loads(cli("agent", "delete", "billing-bot", "--yes", "--json").stdout)["deleted"]
-    assert len(api.calls("DELETE", ONE)) == 2
+    assert agent(real) is None
+    create(real_cli)
+    assert json.loads(
+        real_cli("agent", "delete", "billing-bot", "--yes", "--json").stdout
+    )["deleted"]
+    assert len(real.calls("DELETE", ONE)) == 2
 
 
 @pytest.mark.parametrize("command", ["show", "disable", "enable", "rotate-token"])
-def test_a_pasted_token_is_refused_unsent_and_unechoed(cli: Cli, api: FakeKeyfob, command: str):
-    result = cli("agent", command, AGENT_TOKEN)
+def test_a_pasted_token_is_refused_unsent_and_unechoed(
+    real_cli: Cli, real: RealKeyfob, command: str
+):
+    result = real_cli("agent", command, AGENT_TOKEN)
 
     assert result.exit_code == 1
     assert AGENT_TOKEN not in result.output
     assert "that is a token" in result.stderr
-    assert api.requests == []
+    assert real.requests == []
 
 
-def test_a_ref_that_would_leave_its_url_segment_is_refused(cli: Cli, api: FakeKeyfob):
-    result = cli("agent", "show", "../tokens")
+def test_a_ref_that_would_leave_its_url_segment_is_refused(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("agent", "show", "../tokens")
 
     assert result.exit_code == 1
     assert "is not an agent id or name" in result.stderr
-    assert api.requests == []
+    assert real.requests == []

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from keyfob.settings import Settings
 from keyfob.store import Database
 from keyfob.store.tables import metadata
+from tests.support.backends import blank_postgres
 
 
-async def test_migrations_match_table_definitions(settings: Settings) -> None:
-    db = Database(settings.resolved_database_url)
+@pytest.fixture
+def blank(backend: str, tmp_path: Path) -> Settings:
+    """A database with no schema at all (the ``settings`` fixture's is already migrated)."""
+    url = blank_postgres() if backend == "postgresql" else None
+    return Settings(data_dir=tmp_path / "data", database_url=url)
+
+
+async def test_migrations_match_table_definitions(blank: Settings) -> None:
+    db = Database(blank.resolved_database_url)
     try:
         await db.migrate()
 
@@ -27,8 +37,8 @@ async def test_migrations_match_table_definitions(settings: Settings) -> None:
     assert changes == []
 
 
-async def test_migrating_twice_changes_nothing(settings: Settings) -> None:
-    db = Database(settings.resolved_database_url)
+async def test_migrating_twice_changes_nothing(blank: Settings) -> None:
+    db = Database(blank.resolved_database_url)
     try:
         await db.migrate()
         await db.migrate()

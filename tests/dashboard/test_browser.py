@@ -21,10 +21,13 @@ from tests.conftest import CANARY
 from tests.support.browser import Tour, chromium_path, launch, step
 from tests.support.server import LiveServer
 
-pytestmark = pytest.mark.skipif(
-    chromium_path() is None,
-    reason="no chromium binary (apt-get install chromium) for the dashboard browser test",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None,
+        reason="no chromium binary (apt-get install chromium) for the dashboard browser test",
+    ),
+]
 
 USER = "alice"
 PASSWORD = "correct horse battery staple"

@@ -10,7 +10,8 @@ import pytest
 from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from tests.proxy import factories
-from tests.support.server import LiveServer, start_server
+from tests.support.hashing import FAST_HASHING
+from tests.support.server import LiveServer, serve_in_thread
 from tests.support.upstream import FakeUpstream, Listener
 
 
@@ -35,17 +36,17 @@ def listener() -> Iterator[Listener]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A real keyfob server process (SQLite), its log captured."""
+    """A real keyfob server (SQLite, uvicorn in this process), its log captured."""
     workdir = tmp_path_factory.mktemp("proxy-server")
-    settings = Settings(data_dir=workdir / "data")
+    settings = Settings(
+        data_dir=workdir / "data",
+        proxy_read_timeout=2,
+        proxy_connect_timeout=2,
+        **FAST_HASHING,
+    )
     init = init_vault(settings)
     assert init.operator_token is not None
-    live = start_server(
-        settings,
-        init.operator_token.reveal(),
-        workdir / "server.log",
-        {"KEYFOB_PROXY_READ_TIMEOUT": "2", "KEYFOB_PROXY_CONNECT_TIMEOUT": "2"},
-    )
+    live = serve_in_thread(settings, init.operator_token.reveal(), workdir / "server.log")
     try:
         yield live
     finally:

@@ -19,7 +19,7 @@ from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied, audit, local_profile, proxied, unique
 from tests.support.http import assert_problem
-from tests.support.server import LiveServer, free_port, start_server
+from tests.support.server import LiveServer, free_port, serve_in_thread, start_server
 from tests.support.upstream import FakeUpstream, Listener
 from tests.test_leak import leaks
 
@@ -81,14 +81,14 @@ def lease(p: Proxied) -> str:
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A keyfob server with small proxy body and header limits."""
     workdir = tmp_path_factory.mktemp("proxy-limited")
-    settings = Settings(data_dir=workdir / "data")
+    settings = Settings(
+        data_dir=workdir / "data",
+        proxy_max_body_bytes=MAX_BODY,
+        proxy_max_header_bytes=MAX_HEADERS,
+    )
     init = init_vault(settings)
     assert init.operator_token is not None
-    env = {
-        "KEYFOB_PROXY_MAX_BODY_BYTES": str(MAX_BODY),
-        "KEYFOB_PROXY_MAX_HEADER_BYTES": str(MAX_HEADERS),
-    }
-    live = start_server(settings, init.operator_token.reveal(), workdir / "server.log", env)
+    live = serve_in_thread(settings, init.operator_token.reveal(), workdir / "server.log")
     try:
         yield live
     finally:

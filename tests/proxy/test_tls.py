@@ -21,7 +21,7 @@ from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import BEARER, proxied
 from tests.support.http import assert_problem
-from tests.support.server import LiveServer, start_server
+from tests.support.server import LiveServer, serve_in_thread
 from tests.support.upstream import FakeUpstream
 
 
@@ -156,12 +156,13 @@ def trusting(
     It asks for the upstreams so that it stops first: a TLS upstream stopped under an open
     keep-alive connection leaves that socket unclosed (a ResourceWarning, an error here)."""
     workdir = tmp_path_factory.mktemp("tls-server")
-    settings = Settings(data_dir=workdir / "data")
+    settings = Settings(
+        data_dir=workdir / "data", upstream_ca_file=pki.ca_file, proxy_connect_timeout=5
+    )
     init = init_vault(settings)
     assert init.operator_token is not None
     token = init.operator_token.reveal()
-    env = {"KEYFOB_UPSTREAM_CA_FILE": str(pki.ca_file), "KEYFOB_PROXY_CONNECT_TIMEOUT": "5"}
-    live: LiveServer = start_server(settings, token, workdir / "server.log", env)
+    live: LiveServer = serve_in_thread(settings, token, workdir / "server.log")
     try:
         with httpx.Client(
             base_url=live.url, headers={"Authorization": f"Bearer {token}"}, timeout=30

@@ -36,7 +36,7 @@ def build_dashboard(parent: FastAPI) -> SecurityHeaders:
     ui.state.parent = parent
     ui.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for module in PAGES:
-        ui.include_router(module.router)
+        ui.router.routes.extend(module.router.routes)  # not include_router: see build_api
 
     @ui.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: Exception) -> Response:

@@ -9,6 +9,7 @@ it yields a ``Tx`` whose ``audit()`` appends to that chain in the same transacti
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -39,6 +41,18 @@ class _Busy(Exception):
     """The SQLite write lock is held elsewhere; the batch goes to the writer thread."""
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration's revision id (read from the scripts once per process)."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def async_url(url: str) -> str:
@@ -149,12 +163,24 @@ class Database:
     def display_url(self) -> str:
         return redact(self.url)
 
+    async def at_head(self) -> bool:
+        """True when the schema already carries the newest migration."""
+        try:
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        except DBAPIError:
+            return False  # no schema yet (or no database: ``migrate`` reports that)
+        return [row[0] for row in rows] == [_head_revision()]
+
     async def migrate(self) -> None:
         """Apply every Alembic migration not yet applied (serialised across nodes on PG)."""
+        # Start-up (and every test's fresh vault) skips loading Alembic's scripts when
+        # there is nothing to apply.
+        if await self.at_head():
+            return
 
         def _upgrade(sync_conn: Connection) -> None:
-            config = Config()
-            config.set_main_option("script_location", str(_MIGRATIONS))
+            config = _alembic_config()
             config.attributes["connection"] = sync_conn
             command.upgrade(config, "head")
 

@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from keyfob.errors import TooManyRequests
+from keyfob.settings import Settings
 
 WORKERS = 2
 QUEUE = 8
@@ -27,11 +28,20 @@ BUSY_RETRY_AFTER = 1
 T = TypeVar("T")
 
 
+def password_hasher(settings: Settings) -> PasswordHasher:
+    """The argon2id hasher the ``KEYFOB_PASSWORD_HASH_*`` settings describe."""
+    return PasswordHasher(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+        parallelism=settings.password_hash_parallelism,
+    )
+
+
 class Passwords:
     """Hash and verify passwords on a bounded worker pool (429 when it is full)."""
 
-    def __init__(self, *, time_cost: int, memory_kib: int) -> None:
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self._hasher = hasher
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight = 0
         self._dummy: str | None = None

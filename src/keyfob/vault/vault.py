@@ -29,7 +29,7 @@ from keyfob.vault.keys import Keys
 from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
-from keyfob.vault.passwords import Passwords
+from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.users import Users
@@ -81,10 +81,7 @@ class Vault:
         self.lease_use = LeaseUsage(core, self.leases, self.consumer)
         self.users = Users(
             core,
-            Passwords(
-                time_cost=settings.password_hash_time_cost,
-                memory_kib=settings.password_hash_memory_kib,
-            ),
+            Passwords(password_hasher(settings)),
         )
         self.proxy = Proxying(core, self.consumer)
 
