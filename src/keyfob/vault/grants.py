@@ -25,9 +25,7 @@ from keyfob.vault.grant_checks import clean_constraints
 from keyfob.vault.grant_checks import fail as _fail
 from keyfob.vault.views import GrantView, MyGrantView
 
-ACTIONS = BY_NAME["actions"].choices
 SCOPES = BY_NAME["scopes"].choices
-EDITABLE = NAMES
 
 
 def grant_view(row: GrantRow, agent_name: str | None = None) -> GrantView:
@@ -63,7 +61,7 @@ class Grants:
         if not isinstance(set_path, str):
             raise _fail("secret_set", "provider/environment/name")
         provider, environment, name = validation.split_path(set_path)
-        unknown = set(spec) - {"agent", "secret_set", *EDITABLE}
+        unknown = set(spec) - {"agent", "secret_set", *NAMES}
         if unknown:
             raise _fail(sorted(unknown)[0], "unknown field")
         async with self._core.write() as tx:
@@ -98,7 +96,7 @@ class Grants:
         return grant_view(row, agent.name)
 
     async def update(self, ctx: Context, grant_id: str, spec: Mapping[str, Any]) -> GrantView:
-        unknown = set(spec) - set(EDITABLE)
+        unknown = set(spec) - set(NAMES)
         if unknown:
             raise _fail(sorted(unknown)[0], "cannot be changed (revoke and grant anew)")
         async with self._core.write() as tx:
