@@ -299,3 +299,10 @@ def test_a_forbidden_header_name_holding_a_credential_is_not_echoed(name: str) -
     detail = refused.value.render().decode()
     assert name.split("-", 3)[-1] not in detail
     assert "copy or rename source" in detail
+
+
+def test_a_forbidden_header_with_an_ordinary_name_is_named() -> None:
+    name = "x-amz-copy-source-server-side-encryption-customer-algorithm"
+    with pytest.raises(ForbiddenHeader) as refused:
+        proxy_headers.read_request([(name.encode(), b"AES256")], max_bytes=65536, max_body=1024)
+    assert name in refused.value.render().decode()

@@ -185,7 +185,7 @@ def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body
 
 # A header name the agent chose is echoed only if it reads as words: a name carrying a
 # token or key (``x-amz-copy-source-kfl_…``) must not come back in the problem detail.
-_WORDS = re.compile(r"[a-z]{1,24}(?:-[a-z]{1,24}){0,7}\Z")
+_WORDS = re.compile(r"[a-z]{1,24}(?:-[a-z]{1,24}){0,11}\Z")
 
 
 def _shown(name: str) -> str:
