@@ -73,7 +73,7 @@ async def check(settings: Settings, acked: list[tuple[int, str]]) -> None:
         for version, value in acked:
             entries = await vault.sets.reveal(SET, version)
             assert entries["VALUE"].reveal() == value, f"version {version} lost its value"
-        current = (await vault.sets.get(SET))["version"]
+        current = (await vault.sets.get(SET)).version
         assert current >= max(version for version, _ in acked)
         report = await vault.audit.verify()
         assert report["ok"] is True, report["first_bad"]

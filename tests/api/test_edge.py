@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from keyfob.app import create_app
+from keyfob.app.edge import Edge
 from keyfob.settings import Settings
 from keyfob.vault import Vault
 from tests.dashboard.conftest import PASSWORD, csrf_of, sign_in
@@ -144,6 +145,21 @@ def test_trusted_proxies_must_be_addresses() -> None:
     with pytest.raises(ValueError, match="CIDR"):
         Settings(trusted_proxies=["not-an-address"])
     assert Settings(trusted_proxies="10.0.0.0/8, ::1").trusted_proxies == ["10.0.0.0/8", "::1"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        (b'for="[2001:db8::1]:4711";proto=https', "2001:db8::1"),
+        (b"for=198.51.100.7:8080;proto=https", "198.51.100.7"),
+        (b'for=203.0.113.9, for="[::1]"', "203.0.113.9"),
+    ],
+)
+def test_forwarded_for_is_an_address_without_port_or_brackets(header: bytes, client: str) -> None:
+    """The sign-in limits key on the address: ``[2001:db8::1]:4711`` is 2001:db8::1."""
+    edge = Edge(Settings(trusted_proxies=["127.0.0.1", "::1"]))
+    scope = {"client": ("127.0.0.1", 5000), "scheme": "http", "headers": [(b"forwarded", header)]}
+    assert edge.forwarded(scope)["client"] == (client, 0)
 
 
 # --- item 16: /docs from the package ---------------------------------------------------------

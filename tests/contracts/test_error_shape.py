@@ -247,6 +247,13 @@ CASES: dict[str, tuple[int, Case]] = {
     "rate-limited": (429, rate_limited),
     "unready": (503, checkpoint_gone),
     "proxy-bad-path": (400, lambda e: e.anonymous.get("/proxy/openai/prod/default/a%2fb")),
+    # A header naming another object, its name carrying a credential that must not echo.
+    "proxy-forbidden-header": (
+        400,
+        lambda e: e.anonymous.get(
+            "/proxy/openai/prod/default/v1", headers={f"x-amz-copy-source-{CANARY}": "/b/k"}
+        ),
+    ),
     "proxy-headers-too-large": (
         431,
         lambda e: e.anonymous.get("/proxy/openai/prod/default/v1", headers={"x-big": "x" * 40000}),

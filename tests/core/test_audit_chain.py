@@ -209,7 +209,7 @@ def test_an_inserted_row_with_a_made_up_hash_is_named_at_its_seq(
 async def busy_vault(vault: Vault, ctx: Context) -> Vault:
     """A vault with a handful of audited changes (init and token make the first two)."""
     created = await create_set(vault, ctx)
-    await vault.sets.update(ctx, created["path"], entries={"OPENAI_API_KEY": CANARY + "2"})
+    await vault.sets.update(ctx, created.path, entries={"OPENAI_API_KEY": CANARY + "2"})
     await create_set(vault, ctx, "stripe/prod/billing", entries={"STRIPE_SECRET_KEY": "sk_x"})
     await vault.sets.delete(ctx, "stripe/prod/billing")
     await vault.sets.restore(ctx, "stripe/prod/billing")
@@ -496,9 +496,9 @@ async def test_a_no_op_update_writes_nothing(vault: Vault, ctx: Context):
     created = await create_set(vault, ctx)
     before = await snapshot(vault)
 
-    view = await vault.sets.update(ctx, created["path"], entries={"OPENAI_API_KEY": CANARY})
+    view = await vault.sets.update(ctx, created.path, entries={"OPENAI_API_KEY": CANARY})
 
-    assert view["version"] == 1
+    assert view.version == 1
     assert await snapshot(vault) == before
 
 
@@ -507,13 +507,13 @@ async def test_failing_changes_write_no_record(vault: Vault, ctx: Context):
     before = await snapshot(vault)
 
     with pytest.raises(Conflict):
-        await vault.sets.update(ctx, created["path"], entries={"A": "b"}, expected_version=7)
+        await vault.sets.update(ctx, created.path, entries={"A": "b"}, expected_version=7)
     with pytest.raises(Conflict):
         await create_set(vault, ctx)
     with pytest.raises(ValidationFailed):
-        await vault.sets.update(ctx, created["path"], entries={"lower": "x"})
+        await vault.sets.update(ctx, created.path, entries={"lower": "x"})
     with pytest.raises(Conflict):
-        await vault.sets.purge(ctx, created["path"])
+        await vault.sets.purge(ctx, created.path)
     with pytest.raises(Conflict):
         await vault.keys.retire(ctx, 1)
 
@@ -531,7 +531,7 @@ async def test_a_change_whose_audit_record_fails_does_not_happen(
 
     monkeypatch.setattr(Tx, "audit", broken_audit)
     with pytest.raises(Unavailable):
-        await vault.sets.update(ctx, created["path"], entries={"OPENAI_API_KEY": "v2"})
+        await vault.sets.update(ctx, created.path, entries={"OPENAI_API_KEY": "v2"})
     with pytest.raises(Unavailable):
         await create_set(vault, ctx, "openai/prod/second")
     with pytest.raises(Unavailable):
@@ -540,6 +540,6 @@ async def test_a_change_whose_audit_record_fails_does_not_happen(
 
     assert await snapshot(vault) == before
     assert await version_count(vault) == 1
-    assert (await vault.sets.reveal(created["path"]))["OPENAI_API_KEY"].reveal() == CANARY
+    assert (await vault.sets.reveal(created.path))["OPENAI_API_KEY"].reveal() == CANARY
 
 

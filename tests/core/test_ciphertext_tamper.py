@@ -73,7 +73,7 @@ async def assert_reveal_fails(vault: Vault, path: str, version: int | None = Non
 async def two_sets(vault: Vault, ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
     """openai/prod/default at v2 (v1 = CANARY) and openai/prod/other at v1 (OTHER)."""
     first = await create_set(vault, ctx)
-    await vault.sets.update(ctx, first["path"], entries={"OPENAI_API_KEY": CANARY + "-v2"})
+    await vault.sets.update(ctx, first.path, entries={"OPENAI_API_KEY": CANARY + "-v2"})
     second = await create_set(vault, ctx, "openai/prod/other", entries={"OPENAI_API_KEY": OTHER})
     return first, second
 
@@ -83,10 +83,10 @@ async def test_swapping_versions_of_one_set_fails_to_open(
     vault: Vault, two_sets: tuple[dict[str, Any], dict[str, Any]], columns: tuple[str, ...]
 ):
     first, _ = two_sets
-    await swap(vault, (first["id"], 1), (first["id"], 2), columns)
+    await swap(vault, (first.id, 1), (first.id, 2), columns)
 
-    await assert_reveal_fails(vault, first["path"], 1)
-    await assert_reveal_fails(vault, first["path"], 2)
+    await assert_reveal_fails(vault, first.path, 1)
+    await assert_reveal_fails(vault, first.path, 2)
 
 
 @pytest.mark.parametrize("columns", BLOB_COLUMNS)
@@ -94,12 +94,12 @@ async def test_swapping_rows_across_sets_never_yields_the_other_sets_plaintext(
     vault: Vault, two_sets: tuple[dict[str, Any], dict[str, Any]], columns: tuple[str, ...]
 ):
     first, second = two_sets
-    await swap(vault, (first["id"], 1), (second["id"], 1), columns)
+    await swap(vault, (first.id, 1), (second.id, 1), columns)
 
-    await assert_reveal_fails(vault, first["path"], 1)
-    await assert_reveal_fails(vault, second["path"], 1)
+    await assert_reveal_fails(vault, first.path, 1)
+    await assert_reveal_fails(vault, second.path, 1)
     # Untouched rows still open: the failure is about the swapped rows, not the vault.
-    assert (await vault.sets.reveal(first["path"], 2))["OPENAI_API_KEY"].reveal() == CANARY + "-v2"
+    assert (await vault.sets.reveal(first.path, 2))["OPENAI_API_KEY"].reveal() == CANARY + "-v2"
 
 
 @pytest.mark.parametrize("column", ["ciphertext", "wrapped_dek"])
@@ -108,9 +108,9 @@ async def test_one_flipped_bit_in_a_stored_blob_fails_to_open(
     vault: Vault, ctx: Context, column: str, index: int
 ):
     created = await create_set(vault, ctx)
-    await flip_bit(vault, created["id"], 1, column, index)
+    await flip_bit(vault, created.id, 1, column, index)
 
-    await assert_reveal_fails(vault, created["path"])
+    await assert_reveal_fails(vault, created.path)
 
 
 async def test_reading_the_untampered_sets_works(
@@ -118,21 +118,21 @@ async def test_reading_the_untampered_sets_works(
 ):
     first, second = two_sets
 
-    assert (await vault.sets.reveal(first["path"], 1))["OPENAI_API_KEY"].reveal() == CANARY
-    assert (await vault.sets.reveal(second["path"]))["OPENAI_API_KEY"].reveal() == OTHER
+    assert (await vault.sets.reveal(first.path, 1))["OPENAI_API_KEY"].reveal() == CANARY
+    assert (await vault.sets.reveal(second.path))["OPENAI_API_KEY"].reveal() == OTHER
 
 
 async def test_update_of_a_tampered_set_fails_and_changes_nothing(
     vault: Vault, ctx: Context, two_sets: tuple[dict[str, Any], dict[str, Any]]
 ):
     first, second = two_sets
-    await swap(vault, (first["id"], 2), (second["id"], 1), ("ciphertext", "wrapped_dek"))
+    await swap(vault, (first.id, 2), (second.id, 1), ("ciphertext", "wrapped_dek"))
     before = await snapshot(vault)
 
     with pytest.raises(DecryptionFailed):
-        await vault.sets.update(ctx, first["path"], entries={"EXTRA": "x"})
+        await vault.sets.update(ctx, first.path, entries={"EXTRA": "x"})
     with pytest.raises(DecryptionFailed):
-        await vault.sets.rollback(ctx, first["path"], 2)
+        await vault.sets.rollback(ctx, first.path, 2)
 
     assert await snapshot(vault) == before
 
@@ -142,7 +142,7 @@ async def test_patch_over_http_of_a_tampered_set_is_a_decryption_problem(
 ):
     first = (await client.post("/v1/secret-sets", json=make_set())).json()
     second = await create_set(vault, ctx, "openai/prod/other", entries={"OPENAI_API_KEY": OTHER})
-    await swap(vault, (first["id"], 1), (second["id"], 1), ("ciphertext", "wrapped_dek"))
+    await swap(vault, (first["id"], 1), (second.id, 1), ("ciphertext", "wrapped_dek"))
     before = await snapshot(vault)
     events_before = await audit_count(vault)
 

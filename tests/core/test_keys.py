@@ -119,7 +119,7 @@ async def test_rewrap_finishes_when_the_term_column_disagrees_with_the_blob(
     created = await write(vault, ctx, written, "openai/prod/default", CANARY)
     await vault.keys.rotate(ctx)
     await write(vault, ctx, written, "openai/prod/default", "on-term-2")
-    set_id = (await vault.sets.get("openai/prod/default"))["id"]
+    set_id = (await vault.sets.get("openai/prod/default")).id
     await run_sql(
         vault,
         update(secret_versions)
@@ -198,11 +198,11 @@ async def test_a_second_node_sees_the_rotated_term(vault: Vault, second_node: Va
     await write(vault, ctx, written, path, CANARY + "-after-rotation")
 
     await assert_all_readable(second_node, written)
-    assert (await second_node.keys.status())["active_term"] == 2
+    assert (await second_node.keys.status()).active_term == 2
 
     # The second node's own writes go to the new term, not the one it loaded at start.
     await write(second_node, ctx, written, path, "written-by-node-two")
-    assert (await vault.sets.versions(path))[0]["kek_term"] == 2
+    assert (await vault.sets.versions(path))[0].kek_term == 2
     await vault.keys.rewrap(ctx)
     await vault.keys.retire(ctx, 1)
     await write(second_node, ctx, written, path, "after-retire-by-node-two")
@@ -221,7 +221,7 @@ async def test_a_second_node_writes_to_a_term_rotated_by_the_first(
 
     await write(vault, ctx, written, "openai/prod/default", "after")
 
-    assert (await vault.sets.versions("openai/prod/default"))[0]["kek_term"] == 2
+    assert (await vault.sets.versions("openai/prod/default"))[0].kek_term == 2
     await assert_all_readable(second_node, written)
 
 

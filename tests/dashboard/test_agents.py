@@ -25,7 +25,7 @@ async def create(ui: Ui, name: str = "billing-bot") -> tuple[str, str]:
 
 
 async def agent_id(vault: Vault, name: str) -> str:
-    return str((await vault.agents.get(name))["id"])
+    return str((await vault.agents.get(name)).id)
 
 
 async def lease(ui: Ui, token: str) -> httpx.Response:
@@ -46,7 +46,7 @@ async def test_create_shows_the_token_exactly_once(ui: Ui, vault: Vault) -> None
     assert "billing-bot" in answer.text
     assert token not in answer.text
     assert token not in (await ui.get("/ui/agents")).text
-    assert (await vault.agents.get("billing-bot"))["status"] == "active"
+    assert (await vault.agents.get("billing-bot")).status == "active"
 
 
 async def test_token_page_is_not_cached_and_not_redirected(ui: Ui) -> None:
@@ -87,12 +87,12 @@ async def test_disable_and_enable(ui: Ui, vault: Vault) -> None:
     answer = await ui.post(f"/ui/agents/{ident}/disable", {}, form_page="/ui/agents")
     assert answer.status_code == 303
     assert answer.headers["location"] == "/ui/agents?done=disabled"
-    assert (await vault.agents.get(ident))["status"] == "disabled"
+    assert (await vault.agents.get(ident)).status == "disabled"
     page = await ui.get("/ui/agents")
     assert "Disabled." in (await ui.get(answer.headers["location"])).text
     assert f"/ui/agents/{ident}/enable" in page.text
     await ui.post(f"/ui/agents/{ident}/enable", {}, form_page="/ui/agents")
-    assert (await vault.agents.get(ident))["status"] == "active"
+    assert (await vault.agents.get(ident)).status == "active"
 
 
 async def test_delete_asks_first(ui: Ui, vault: Vault) -> None:
@@ -129,7 +129,7 @@ async def test_posts_without_csrf_change_nothing(ui: Ui, vault: Vault) -> None:
         refused = await ui.http.post(f"/ui/agents/{ident}/{verb}", data={"csrf": "wrong"})
         assert refused.status_code == 403
         assert "kfa_" not in refused.text
-    assert (await vault.agents.get(ident))["status"] == "active"
+    assert (await vault.agents.get(ident)).status == "active"
 
 
 async def test_changes_are_audited_as_the_user(ui: Ui, vault: Vault) -> None:

@@ -79,7 +79,7 @@ async def test_filters_by_actor_action_outcome_and_set(ui: Ui, vault: Vault) -> 
     await make_set(vault, "openai/prod/default")
     await make_set(vault, "stripe/prod/billing")
     view, _ = await vault.agents.create(CTX, "billing-bot")
-    bot = Principal("agent", view["id"], "billing-bot")
+    bot = Principal("agent", view.id, "billing-bot")
     with pytest.raises(Forbidden):
         await vault.leases.mint(bot, Context(bot.actor), secret_set="stripe/prod/billing")
 

@@ -53,8 +53,8 @@ async def test_add_openai_through_picker_form_and_save(ui: Ui, vault: Vault) -> 
     assert saved.headers["location"] == f"{OPENAI}?done=created"
 
     view = await vault.sets.get("openai/prod/default")
-    assert view["provider"] == "openai"
-    assert view["profile"]["hosts"] == ["api.openai.com"]
+    assert view.provider == "openai"
+    assert view.profile["hosts"] == ["api.openai.com"]
     setpage = clean(await ui.get(saved.headers["location"]))
     assert setpage.status_code == 200
     assert "Saved." in setpage.text
@@ -103,7 +103,7 @@ async def test_aws_options_shape_the_profile(ui: Ui, vault: Vault) -> None:
         },
     )
     assert saved.status_code == 303
-    profile = (await vault.sets.get("aws/prod/default"))["profile"]
+    profile = (await vault.sets.get("aws/prod/default")).profile
     assert profile["hosts"] == ["sqs.eu-west-1.amazonaws.com"]
     assert profile["inject"]["region"] == "eu-west-1"
     page = clean(await ui.get("/ui/credentials/aws/prod/default"))
@@ -127,8 +127,8 @@ async def test_generic_uses_the_given_key_name_and_host(ui: Ui, vault: Vault) ->
     assert saved.status_code == 303
     view = await vault.sets.get("generic/prod/acme")
     assert [k.name for k in view.keys] == ["ACME_TOKEN"]
-    assert view["profile"]["hosts"] == ["api.acme.example"]
-    assert view["profile"]["inject"] == {"kind": "bearer", "key": "ACME_TOKEN"}
+    assert view.profile["hosts"] == ["api.acme.example"]
+    assert view.profile["inject"] == {"kind": "bearer", "key": "ACME_TOKEN"}
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ async def test_missing_required_key_and_taken_name(ui: Ui, vault: Vault) -> None
     )
     assert taken.status_code == 409
     assert "already exists" in taken.text
-    assert (await vault.sets.get("openai/prod/default"))["version"] == 1
+    assert (await vault.sets.get("openai/prod/default")).version == 1
 
 
 async def test_update_rollback_delete_restore(ui: Ui, vault: Vault) -> None:
@@ -178,7 +178,7 @@ async def test_update_rollback_delete_restore(ui: Ui, vault: Vault) -> None:
     )
     assert updated.headers["location"] == f"{OPENAI}?done=updated"
     view = await vault.sets.get(path)
-    assert view["version"] == 2
+    assert view.version == 2
     assert view.keys[0].fingerprint != first
     page = clean(await ui.get(OPENAI))
     assert "Roll back to v1" in page.text
@@ -198,12 +198,12 @@ async def test_update_rollback_delete_restore(ui: Ui, vault: Vault) -> None:
 
     deleted = clean(await ui.post(f"{OPENAI}/delete", {}, form_page=OPENAI))
     assert deleted.headers["location"] == f"{OPENAI}?done=deleted"
-    assert (await vault.sets.get(path))["deleted_at"] is not None
+    assert (await vault.sets.get(path)).deleted_at is not None
     assert "openai/prod/default" not in (await ui.get("/ui/credentials")).text
     assert "deleted" in clean(await ui.get("/ui/credentials?deleted=1")).text
     restored = clean(await ui.post(f"{OPENAI}/restore", {}, form_page=OPENAI))
     assert restored.headers["location"] == f"{OPENAI}?done=restored"
-    assert (await vault.sets.get(path))["deleted_at"] is None
+    assert (await vault.sets.get(path)).deleted_at is None
 
     assert await user_actions(vault, ui, path) == [
         "secret_set.create",
@@ -232,7 +232,7 @@ async def test_refused_changes_show_the_reason(ui: Ui, vault: Vault) -> None:
     no_version = clean(await ui.post(f"{OPENAI}/rollback", {"version": "9"}, form_page=OPENAI))
     assert no_version.status_code == 404
     assert "no version 9" in no_version.text
-    assert (await vault.sets.get("openai/prod/default"))["version"] == 1
+    assert (await vault.sets.get("openai/prod/default")).version == 1
     missing = await ui.get("/ui/credentials/openai/prod/nope")
     assert missing.status_code == 404
 
@@ -252,7 +252,7 @@ async def test_post_without_csrf_changes_nothing(ui: Ui, vault: Vault) -> None:
         forged = clean(await ui.http.post(url, data={**data, "csrf": "forged"}))
         assert forged.status_code == 403
     sets, _ = await vault.sets.search(include_deleted=True)
-    assert [(s["path"], s["version"], s["deleted_at"]) for s in sets] == [
+    assert [(s.path, s.version, s.deleted_at) for s in sets] == [
         ("openai/prod/default", 1, None)
     ]
 
@@ -276,7 +276,7 @@ async def test_grants_and_last_use_per_key(ui: Ui, vault: Vault) -> None:
     await vault.grants.create(
         ctx, {"agent": "billing-bot", "secret_set": "openai/prod/default", "scopes": ["workflow"]}
     )
-    bot = Principal("agent", view["id"], "billing-bot")
+    bot = Principal("agent", view.id, "billing-bot")
     issued = await vault.leases.mint(
         bot, Context(bot.actor), secret_set="openai/prod/default", scope="workflow", max_uses=3
     )

@@ -33,7 +33,7 @@ async def agent(vault: Vault) -> dict[str, Any]:
 
 def form(agent: dict[str, Any], **fields: str) -> dict[str, str]:
     return {
-        "agent": agent["id"],
+        "agent": agent.id,
         "secret_set": SET,
         "actions": "proxy",
         "scopes": "request",
@@ -85,17 +85,17 @@ async def test_create_with_constraints_and_list(
     answer = await ui.post("/ui/grants", data, form_page="/ui/grants/new")
     assert answer.status_code == 303, answer.text
     (grant,) = await vault.grants.search(agent="billing-bot")
-    assert answer.headers["location"] == f"/ui/grants/{grant['id']}?done=created"
-    assert grant["keys"] == ["OPENAI_API_KEY"]
-    assert grant["scopes"] == ["workflow"]
-    assert grant["max_lease_ttl"] == 600
-    assert grant["max_lease_uses"] == 5
-    assert grant["rate_limit"] == 30
-    assert grant["max_uses"] == 1000
-    assert grant["expires_at"].startswith("2999-01-01T00:00:00")
-    assert grant["methods"] == ["POST"]
-    assert grant["paths"] == ["/v1/chat/*", "/v1/embeddings"]
-    assert grant["approval"] == "required"
+    assert answer.headers["location"] == f"/ui/grants/{grant.id}?done=created"
+    assert grant.keys == ["OPENAI_API_KEY"]
+    assert grant.scopes == ["workflow"]
+    assert grant.max_lease_ttl == 600
+    assert grant.max_lease_uses == 5
+    assert grant.rate_limit == 30
+    assert grant.max_uses == 1000
+    assert grant.expires_at.startswith("2999-01-01T00:00:00")
+    assert grant.methods == ["POST"]
+    assert grant.paths == ["/v1/chat/*", "/v1/embeddings"]
+    assert grant.approval == "required"
     listing = (await ui.get("/ui/grants")).text
     for shown in (
         "billing-bot",
@@ -109,7 +109,7 @@ async def test_create_with_constraints_and_list(
         "required",
     ):
         assert shown in listing
-    edit = (await ui.get(f"/ui/grants/{grant['id']}")).text
+    edit = (await ui.get(f"/ui/grants/{grant.id}")).text
     assert 'value="2999-01-01T00:00:00"' in edit
     assert 'name="max_uses" value="1000"' in edit
 
@@ -118,9 +118,9 @@ async def test_defaults_are_least_privilege(ui: Ui, vault: Vault, agent: dict[st
     answer = await ui.post("/ui/grants", form(agent), form_page="/ui/grants/new")
     assert answer.status_code == 303
     (grant,) = await vault.grants.search()
-    assert grant["actions"] == ["proxy"]
-    assert grant["keys"] is None
-    assert grant["max_lease_ttl"] == 900
+    assert grant.actions == ["proxy"]
+    assert grant.keys is None
+    assert grant.max_lease_ttl == 900
 
 
 async def test_filter_by_agent_and_set(ui: Ui, vault: Vault, agent: dict[str, Any]) -> None:
@@ -129,7 +129,7 @@ async def test_filter_by_agent_and_set(ui: Ui, vault: Vault, agent: dict[str, An
     await vault.grants.create(
         OPERATOR, {"agent": "report-bot", "secret_set": "stripe/prod/default"}
     )
-    mine = (await ui.get(f"/ui/grants?agent={agent['id']}")).text
+    mine = (await ui.get(f"/ui/grants?agent={agent.id}")).text
     assert SET in mine
     assert "<td>stripe/prod/default</td>" not in mine
     by_set = (await ui.get("/ui/grants?secret_set=stripe/prod/default")).text
@@ -141,14 +141,14 @@ async def test_edit_sends_only_the_changed_fields(
     ui: Ui, vault: Vault, agent: dict[str, Any]
 ) -> None:
     made = await vault.grants.create(OPERATOR, {"agent": "billing-bot", "secret_set": SET})
-    url = f"/ui/grants/{made['id']}"
+    url = f"/ui/grants/{made.id}"
     data = form(agent, rate_limit="10", actions="proxy")
     data["keys"] = "OPENAI_ORG"
     answer = await ui.post(url, data, form_page=url)
     assert answer.headers["location"] == f"{url}?done=updated"
-    grant = await vault.grants.get(made["id"])
-    assert grant["rate_limit"] == 10
-    assert grant["keys"] == ["OPENAI_ORG"]
+    grant = await vault.grants.get(made.id)
+    assert grant.rate_limit == 10
+    assert grant.keys == ["OPENAI_ORG"]
     (event,) = await vault.audit.query(action="grant.update")
     assert event.details["changed"] == ["keys", "rate_limit"]
     assert event.actor == f"user:{ui.user_id}"
@@ -156,14 +156,14 @@ async def test_edit_sends_only_the_changed_fields(
 
 async def test_revoke(ui: Ui, vault: Vault, agent: dict[str, Any]) -> None:
     made = await vault.grants.create(OPERATOR, {"agent": "billing-bot", "secret_set": SET})
-    url = f"/ui/grants/{made['id']}"
+    url = f"/ui/grants/{made.id}"
     answer = await ui.post(f"{url}/revoke", {}, form_page=url)
     assert answer.headers["location"] == f"{url}?done=revoked"
-    assert (await vault.grants.get(made["id"]))["revoked_at"] is not None
+    assert (await vault.grants.get(made.id)).revoked_at is not None
     page = (await ui.get(answer.headers["location"])).text
     assert "Revoked." in page
     assert "cannot be changed" in page
-    revoked_at = (await vault.grants.get(made["id"]))["revoked_at"]
+    revoked_at = (await vault.grants.get(made.id)).revoked_at
     assert revoked_at[:19] in (await ui.get("/ui/grants")).text
     assert "No grants match." in (await ui.get("/ui/grants?active=1")).text
 
@@ -192,20 +192,20 @@ async def test_validation_errors_show_the_reason_and_change_nothing(
     answer = await ui.post("/ui/grants", form(agent, **fields), form_page="/ui/grants/new")
     assert answer.status_code in (400, 422)
     assert reason in answer.text
-    assert f'<option value="{agent["id"]}" selected>' in answer.text  # refilled
+    assert f'<option value="{agent.id}" selected>' in answer.text  # refilled
     assert await vault.grants.search(include_revoked=True) == []
 
 
 async def test_invalid_edit_changes_nothing(ui: Ui, vault: Vault, agent: dict[str, Any]) -> None:
     made = await vault.grants.create(OPERATOR, {"agent": "billing-bot", "secret_set": SET})
-    url = f"/ui/grants/{made['id']}"
+    url = f"/ui/grants/{made.id}"
     answer = await ui.post(
         url, form(agent, expires_at="2001-01-01T00:00", rate_limit="7"), form_page=url
     )
     assert answer.status_code == 422
     assert "must be in the future" in answer.text
     assert 'name="rate_limit" value="7"' in answer.text
-    assert await vault.grants.get(made["id"]) == made
+    assert await vault.grants.get(made.id) == made
 
 
 async def test_posts_without_csrf_change_nothing(
@@ -215,16 +215,16 @@ async def test_posts_without_csrf_change_nothing(
     assert answer.status_code == 403
     assert await vault.grants.search() == []
     made = await vault.grants.create(OPERATOR, {"agent": "billing-bot", "secret_set": SET})
-    url = f"/ui/grants/{made['id']}"
+    url = f"/ui/grants/{made.id}"
     assert (await ui.http.post(url, data=form(agent, rate_limit="3"))).status_code == 403
     assert (await ui.http.post(f"{url}/revoke", data={"csrf": "x"})).status_code == 403
-    assert await vault.grants.get(made["id"]) == made
+    assert await vault.grants.get(made.id) == made
 
 
 async def test_changes_are_audited_as_the_user(ui: Ui, vault: Vault, agent: dict[str, Any]) -> None:
     await ui.post("/ui/grants", form(agent), form_page="/ui/grants/new")
     (grant,) = await vault.grants.search()
-    await ui.post(f"/ui/grants/{grant['id']}/revoke", {}, form_page="/ui/grants")
+    await ui.post(f"/ui/grants/{grant.id}/revoke", {}, form_page="/ui/grants")
     actions = [e.action for e in await vault.audit.query(actor=f"user:{ui.user_id}")]
     assert "grant.create" in actions
     assert "grant.revoke" in actions

@@ -32,7 +32,7 @@ async def make_agent(vault: Vault, name: str, set_path: str = SET, **grant: Any)
     view, _ = await vault.agents.create(CTX, name)
     spec = {"agent": name, "secret_set": set_path, "scopes": ["request", "workflow"], **grant}
     await vault.grants.create(CTX, spec)
-    return Principal("agent", view["id"], name)
+    return Principal("agent", view.id, name)
 
 
 async def mint(vault: Vault, agent: Principal, set_path: str = SET) -> IssuedLease:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from keyfob.errors import ForbiddenHeader
 from keyfob.proxy import headers as proxy_headers
 from keyfob.proxy import sigv4
 from tests.conftest import CANARY
@@ -280,3 +281,28 @@ def test_boto3_copy_object_from_outside_the_grant_is_refused(
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert len(upstream.seen) == before
     assert "granted/stolen.txt" not in upstream.objects
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"x-amz-copy-source-{CANARY}",
+        "x-ms-copy-source-kfl_Zq3vX9mK2pL7nR4tY8wB1cD5fG0hJ6sA",
+        "x-goog-copy-source-" + "a" * 40,
+    ],
+)
+def test_a_forbidden_header_name_holding_a_credential_is_not_echoed(name: str) -> None:
+    """The problem detail names ordinary headers, never a name that carries a token."""
+    raw = [(b"x-keyfob-lease", b"kfl_lease"), (name.encode(), b"/other/object")]
+    with pytest.raises(ForbiddenHeader) as refused:
+        proxy_headers.read_request(raw, max_bytes=65536, max_body=1024)
+    detail = refused.value.render().decode()
+    assert name.split("-", 3)[-1] not in detail
+    assert "copy or rename source" in detail
+
+
+def test_a_forbidden_header_with_an_ordinary_name_is_named() -> None:
+    name = "x-amz-copy-source-server-side-encryption-customer-algorithm"
+    with pytest.raises(ForbiddenHeader) as refused:
+        proxy_headers.read_request([(name.encode(), b"AES256")], max_bytes=65536, max_body=1024)
+    assert name in refused.value.render().decode()

@@ -22,7 +22,7 @@ async def write_forever(path: str, first: int) -> None:
     while True:
         value = f"v{n}"
         view = await vault.sets.update(ctx, path, entries={"VALUE": value})
-        print(f"ACK {view['version']} {value}", flush=True)
+        print(f"ACK {view.version} {value}", flush=True)
         n += 1
 
 

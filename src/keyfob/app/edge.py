@@ -131,7 +131,7 @@ def _forwarded_fields(scope: Scope) -> tuple[str | None, list[str]]:
                 key, _, value = pair.strip().partition("=")
                 value = value.strip().strip('"')
                 if key.lower() == "for":
-                    hops.append(_strip_port(value))
+                    hops.append(host_name(value).strip("[]"))
                 elif key.lower() == "proto":
                     proto = value.lower()
         return proto, hops
@@ -140,12 +140,6 @@ def _forwarded_fields(scope: Scope) -> tuple[str | None, list[str]]:
     proto = raw_proto.decode("latin-1").split(",")[-1].strip().lower() if raw_proto else None
     hops = [h.strip() for h in raw_for.decode("latin-1").split(",")] if raw_for else []
     return proto, [h for h in hops if h]
-
-
-def _strip_port(value: str) -> str:
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    return value.rpartition(":")[0] if value.count(":") == 1 else value
 
 
 async def misdirected(send: Send) -> None:

@@ -15,17 +15,14 @@ from keyfob.clock import BadTime, isoformat, parse_iso
 from keyfob.constraints import CONSTRAINTS, Constraint
 from keyfob.dashboard.render import done, page
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
-from keyfob.errors import KeyfobError, ValidationFailed
+from keyfob.errors import KeyfobError
 from keyfob.vault import Principal
+from keyfob.vault.validation import field_error
 from keyfob.vault.views import GrantView
 
 router = APIRouter()
 
 LISTS = ("keys", "subset", "methods")
-
-
-def _fail(field: str, msg: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
 
 
 def _raw(c: Constraint, value: Any) -> Any:
@@ -83,14 +80,14 @@ def _moment(field: str, text: str) -> str | None:
     try:
         return isoformat(parse_iso(text))
     except BadTime as exc:
-        raise _fail(field, str(exc)) from None
+        raise field_error(field, str(exc)) from None
 
 
 def _number(field: str, text: str) -> int | None:
     if not text:
         return None
     if not text.isdigit():
-        raise _fail(field, "a whole number of at least 1, or empty")
+        raise field_error(field, "a whole number of at least 1, or empty")
     return int(text)
 
 

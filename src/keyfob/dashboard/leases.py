@@ -22,7 +22,7 @@ PAGE = "/ui/leases"
 async def leases_page(request: Request) -> Response:
     user = await current_user(request)
     vault = vault_of(request)
-    names = {a["id"]: a["name"] for a in await vault.agents.list_all()}
+    names = {a.id: a.name for a in await vault.agents.list_all()}
     active = await vault.leases.search(active=True)
     by_agent: dict[str, list[LeaseView]] = {}
     for lease in sorted(active, key=lambda v: (names.get(v.agent_id, ""), v.expires_at)):
@@ -49,7 +49,7 @@ async def revoke_agent(request: Request) -> Response:
         raise InvalidRequest("Choose an agent whose leases to revoke.")
     vault = vault_of(request)
     agent = await vault.agents.get(ref)
-    await vault.leases.revoke_all(context(request, user), agent_id=agent["id"])
+    await vault.leases.revoke_all(context(request, user), agent_id=agent.id)
     return done(PAGE, "revoked")
 
 

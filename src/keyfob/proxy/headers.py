@@ -163,7 +163,9 @@ def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body
     forward = []
     for key, text in pairs:
         if ("source" in key and _names_a_source(key)) or key in _FOREIGN_RESOURCE:
-            raise ForbiddenHeader(f"the header {key} names another resource and is not proxied")
+            raise ForbiddenHeader(
+                f"the header {_shown(key)} names another resource and is not proxied"
+            )
         if key in LEASE_HEADERS and key not in found:
             found[key] = text
         if key == "x-amz-content-sha256":
@@ -179,6 +181,15 @@ def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body
     if length is not None:
         forward.append(("content-length", str(length)))
     return Incoming(forward, lease, length, bool(encodings), amz_sha)
+
+
+# A header name the agent chose is echoed only if it reads as words: a name carrying a
+# token or key (``x-amz-copy-source-kfl_…``) must not come back in the problem detail.
+_WORDS = re.compile(r"[a-z]{1,24}(?:-[a-z]{1,24}){0,11}\Z")
+
+
+def _shown(name: str) -> str:
+    return name if _WORDS.match(name) else "(a copy or rename source)"
 
 
 def _content_length(lengths: set[bytes], encodings: list[bytes]) -> int | None:

@@ -12,12 +12,8 @@ from typing import Any
 
 from keyfob.clock import FORMAT_HINT, BadTime, in_range, isoformat, parse_iso
 from keyfob.constraints import BY_NAME, Constraint
-from keyfob.errors import ValidationFailed
 from keyfob.vault import rules
-
-
-def fail(field: str, msg: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
+from keyfob.vault.validation import field_error as fail
 
 
 def _keys(c: Constraint, value: Any, set_keys: set[str]) -> list[str]:

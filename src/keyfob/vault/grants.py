@@ -22,12 +22,9 @@ from keyfob.vault.agents import Agents
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
 from keyfob.vault.grant_checks import clean_constraints
-from keyfob.vault.grant_checks import fail as _fail
 from keyfob.vault.views import GrantView, MyGrantView
 
-ACTIONS = BY_NAME["actions"].choices
 SCOPES = BY_NAME["scopes"].choices
-EDITABLE = NAMES
 
 
 def grant_view(row: GrantRow, agent_name: str | None = None) -> GrantView:
@@ -59,13 +56,13 @@ class Grants:
         agent_ref = spec.get("agent")
         set_path = spec.get("secret_set")
         if not isinstance(agent_ref, str) or not agent_ref:
-            raise _fail("agent", "an agent id or name")
+            raise validation.field_error("agent", "an agent id or name")
         if not isinstance(set_path, str):
-            raise _fail("secret_set", "provider/environment/name")
+            raise validation.field_error("secret_set", "provider/environment/name")
         provider, environment, name = validation.split_path(set_path)
-        unknown = set(spec) - {"agent", "secret_set", *EDITABLE}
+        unknown = set(spec) - {"agent", "secret_set", *NAMES}
         if unknown:
-            raise _fail(sorted(unknown)[0], "unknown field")
+            raise validation.field_error(sorted(unknown)[0], "unknown field")
         async with self._core.write() as tx:
             agent = await self._agents.find(tx.conn, agent_ref)
             target = await sets_sql.get_set(tx.conn, provider, environment, name)
@@ -98,9 +95,11 @@ class Grants:
         return grant_view(row, agent.name)
 
     async def update(self, ctx: Context, grant_id: str, spec: Mapping[str, Any]) -> GrantView:
-        unknown = set(spec) - set(EDITABLE)
+        unknown = set(spec) - set(NAMES)
         if unknown:
-            raise _fail(sorted(unknown)[0], "cannot be changed (revoke and grant anew)")
+            raise validation.field_error(
+                sorted(unknown)[0], "cannot be changed (revoke and grant anew)"
+            )
         async with self._core.write() as tx:
             row = await self._live(tx, grant_id)
             clean = clean_constraints(spec, await sets_sql.current_key_names(tx.conn, row.set_id))
@@ -188,9 +187,9 @@ class Grants:
         """The window must be ordered; a newly set end must be in the future."""
         start, end = clean.get("not_before"), clean.get("expires_at")
         if start and end and start >= end:
-            raise _fail("expires_at", "must be after not_before")
+            raise validation.field_error("expires_at", "must be after not_before")
         if new_end and end and end <= self._core.now():
-            raise _fail("expires_at", "must be in the future")
+            raise validation.field_error("expires_at", "must be in the future")
 
     async def _audit(
         self, tx: Tx, ctx: Context, verb: str, row: GrantRow, details: dict[str, Any]

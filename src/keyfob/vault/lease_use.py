@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from keyfob import paths, tokens
 from keyfob.errors import Unauthorized
-from keyfob.errors import ValidationFailed as Invalid
 from keyfob.profiles import Profile
 from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store import access as sql
@@ -27,6 +26,7 @@ from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.decision import EXPORT, PROXY, Deny, Now, Target, Use, decide
 from keyfob.vault.leases import Leases, LeaseView, lease_view
 from keyfob.vault.operators import Principal
+from keyfob.vault.validation import field_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +106,11 @@ class LeaseUsage:
         try:
             method = paths.normalise_method(method) if method is not None else None
         except paths.MethodRefused as exc:
-            raise _invalid("method", str(exc)) from None
+            raise field_error("method", str(exc)) from None
         try:
             path = paths.normalise(path) if path is not None else None
         except paths.PathRefused as exc:
-            raise _invalid("path", str(exc)) from None
+            raise field_error("path", str(exc)) from None
         if action != PROXY:
             method = path = None  # an export has neither, so neither can refuse it
         lease = await self._lookup(token, ctx, route)
@@ -148,7 +148,3 @@ class LeaseUsage:
             reason = "unknown"
         await self._core.audit_auth_failure(ctx, route, reason, token)
         raise Unauthorized(UNAUTHORIZED)
-
-
-def _invalid(field: str, msg: str) -> Invalid:
-    return Invalid(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])

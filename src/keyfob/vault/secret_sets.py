@@ -101,16 +101,6 @@ class SecretSets:
             raise NotFound(f"secret set {path} has no version {version}")
         return {k: Secret(v) for k, v in (await self._open(stored)).items()}
 
-    async def open_current(self, conn: Any, set_id: str) -> dict[str, str]:
-        """Decrypt a set's current version inside the caller's transaction (export)."""
-        row = await sql.get_set_by_id(conn, set_id)
-        if row is None:
-            raise NotFound("secret set does not exist")
-        stored = await sql.get_version(conn, set_id, row.version)
-        if stored is None:
-            raise DecryptionFailed()
-        return await self._open(stored)
-
     # -- writing ----------------------------------------------------------------------
 
     async def create(

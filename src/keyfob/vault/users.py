@@ -22,7 +22,7 @@ from typing import Any
 
 from keyfob import tokens
 from keyfob.clock import isoformat, parse_iso
-from keyfob.errors import Conflict, NotFound, TooManyRequests, Unauthorized, ValidationFailed
+from keyfob.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 from keyfob.profiles import SLUG_RE
 from keyfob.secret import Secret
 from keyfob.store import users as sql
@@ -43,10 +43,6 @@ FORGET_AFTER = 3600  # a counter with no failure for this long starts again
 SESSION_TTL = 8 * 3600
 BAD_LOGIN = "wrong user name or password"
 MAX_NAME = 64
-
-
-def _fail(field: str, msg: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {msg}", errors=[{"loc": [field], "msg": msg}])
 
 
 def lock_seconds(failures: int, free: int = FREE_ATTEMPTS) -> int:
@@ -84,7 +80,7 @@ def user_view(row: UserRow, locked_until: str | None = None) -> dict[str, Any]:
 
 def _check_password(plain: str) -> None:
     if not validation.is_text(plain) or not MIN_PASSWORD <= len(plain) <= MAX_PASSWORD:
-        raise _fail("password", f"{MIN_PASSWORD} to {MAX_PASSWORD} characters")
+        raise validation.field_error("password", f"{MIN_PASSWORD} to {MAX_PASSWORD} characters")
 
 
 class Users:
@@ -94,7 +90,7 @@ class Users:
 
     async def create(self, ctx: Context, name: str, password: Secret[str]) -> dict[str, Any]:
         if not SLUG_RE.match(name):
-            raise _fail("name", "1-64 characters of a-z, 0-9, '-' or '_'")
+            raise validation.field_error("name", "1-64 characters of a-z, 0-9, '-' or '_'")
         _check_password(password.reveal())
         digest = await self.passwords.hash(password.reveal())
         async with self._core.write() as tx:

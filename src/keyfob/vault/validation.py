@@ -32,6 +32,11 @@ def _fail(loc: list[str | int], msg: str) -> ValidationFailed:
     return ValidationFailed(f"{'.'.join(map(str, loc))}: {msg}", errors=[{"loc": loc, "msg": msg}])
 
 
+def field_error(field: str, msg: str) -> ValidationFailed:
+    """The 422 for one bad field: ``field: msg``, and ``errors[0].loc`` is ``[field]``."""
+    return _fail([field], msg)
+
+
 def path_parts(provider: str, environment: str, name: str) -> tuple[str, str, str]:
     for field, value in (("provider", provider), ("environment", environment), ("name", name)):
         try:

@@ -6,7 +6,7 @@ gives the JSON field names, in order) and the dashboard reads their attributes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from keyfob.store import KeyMeta, SetRow, VersionRow
@@ -35,12 +35,6 @@ class View:
     """Base of every view."""
 
     __slots__ = ()
-
-    def __getitem__(self, name: str) -> Any:
-        """Transitional: ``view["field"]`` for callers not yet moved to attributes."""
-        if name not in {f.name for f in fields(self)}:  # type: ignore[arg-type]
-            raise KeyError(name)
-        return getattr(self, name)
 
 
 @dataclass(frozen=True)
