@@ -1,5 +1,5 @@
-"""Fixtures for CLI tests: the real keyfob app in-process (``real``, ``real_cli``), a fake API
-on ``httpx.MockTransport`` for what a real server cannot be made to answer, and a runner."""
+"""Fixtures for CLI tests: the real keyfob app in-process (``real``, ``real_cli``), a fake
+transport for what no keyfob answers (timeouts, a proxy's HTML page), and a runner."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -31,201 +31,35 @@ NOW = datetime(2026, 11, 24, 6, 0, 0, tzinfo=UTC)
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def problem(status: int, slug: str, detail: str, **extra: Any) -> httpx.Response:
-    """A problem+json answer as the server sends it."""
-    body = {
-        "type": f"urn:keyfob:problem:{slug}",
-        "title": slug.replace("-", " ").capitalize(),
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    return httpx.Response(
-        status, content=json.dumps(body), headers={"content-type": "application/problem+json"}
-    )
+class Reaches(Protocol):
+    """Anything the CLI can be pointed at: it hands over an ``httpx`` transport."""
 
-
-def set_view(
-    path: str = "openai/prod/default",
-    version: int = 1,
-    keys: tuple[str, ...] = ("OPENAI_API_KEY",),
-    deleted_at: str | None = None,
-    labels: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """A set view as the API documents it (names and fingerprints, never values)."""
-    provider, environment, name = path.split("/")
-    return {
-        "id": "set_" + secrets.token_hex(4),
-        "path": path,
-        "provider": provider,
-        "environment": environment,
-        "name": name,
-        "labels": labels or {},
-        "version": version,
-        "keys": [
-            {"name": key, "fingerprint": "hmac-sha256:1a2b3c4d5e6f", "version": version}
-            for key in keys
-        ],
-        "profile": {
-            "preset": provider,
-            "base_url": f"https://api.{provider}.com",
-            "hosts": [f"api.{provider}.com"],
-            "inject": {"kind": "bearer", "key": keys[0] if keys else None},
-            "allow_private_upstream": False,
-        },
-        "created_at": "2026-11-24T04:48:00Z",
-        "updated_at": "2026-11-24T05:00:00Z",
-        "deleted_at": deleted_at,
-        "exported_at": None,
-    }
-
-
-def audit_event(seq: int, action: str = "set.create", **overrides: Any) -> dict[str, Any]:
-    """An audit event as the API documents it."""
-    event = {
-        "seq": seq,
-        "ts": "2026-11-24T04:48:00.000000Z",
-        "actor": "operator:admin",
-        "action": action,
-        "target": "openai/prod/default",
-        "outcome": "ok",
-        "request_id": f"req-{seq}",
-        "details": {},
-        "prev_hash": "0" * 64,
-        "hash": f"{seq:064x}",
-    }
-    event.update(overrides)
-    return event
-
-
-def agent_view(name: str = "billing-bot", **overrides: Any) -> dict[str, Any]:
-    """An agent view as the API documents it (never its token)."""
-    view = {
-        "id": "a1b2c3d4e5f60708",
-        "name": name,
-        "status": "active",
-        "disabled_at": None,
-        "created_at": "2026-11-24T04:48:00Z",
-        "created_by": "operator:admin",
-        "updated_at": "2026-11-24T04:48:00Z",
-    }
-    view.update(overrides)
-    return view
-
-
-def grant_view(**overrides: Any) -> dict[str, Any]:
-    """A grant view with the documented defaults."""
-    view = {
-        "id": "g1a2b3c4d5e6f708",
-        "agent_id": "a1b2c3d4e5f60708",
-        "agent": "billing-bot",
-        "secret_set": "openai/prod/default",
-        "keys": None,
-        "actions": ["proxy"],
-        "not_before": None,
-        "expires_at": None,
-        "scopes": ["request"],
-        "max_lease_ttl": 900,
-        "max_lease_uses": None,
-        "rate_limit": None,
-        "max_uses": None,
-        "uses": 0,
-        "methods": None,
-        "paths": None,
-        "approval": "none",
-        "created_at": "2026-11-24T04:48:00Z",
-        "created_by": "operator:admin",
-        "updated_at": "2026-11-24T04:48:00Z",
-        "revoked_at": None,
-    }
-    view.update(overrides)
-    return view
-
-
-def lease_view(**overrides: Any) -> dict[str, Any]:
-    """A lease view (no token: add ``token=`` for a freshly minted one)."""
-    view = {
-        "id": "l1a2b3c4d5e6f708",
-        "agent_id": "a1b2c3d4e5f60708",
-        "grant_id": "g1a2b3c4d5e6f708",
-        "secret_set": "openai/prod/default",
-        "scope": "request",
-        "actions": ["proxy"],
-        "keys": None,
-        "max_uses": 1,
-        "uses": 0,
-        "status": "active",
-        "created_at": "2026-11-24T06:00:00Z",
-        "expires_at": "2026-11-24T06:01:00Z",
-        "revoked_at": None,
-        "revoke_reason": None,
-    }
-    view.update(overrides)
-    return view
-
-
-def request_view(status: str = "pending", **overrides: Any) -> dict[str, Any]:
-    """A lease request view."""
-    view = {
-        "id": "r1a2b3c4d5e6f708",
-        "agent_id": "a1b2c3d4e5f60708",
-        "grant_id": "g1a2b3c4d5e6f708",
-        "secret_set": "openai/prod/default",
-        "scope": "request",
-        "ttl": 60,
-        "max_uses": 1,
-        "status": status,
-        "created_at": "2026-11-24T06:00:00Z",
-        "expires_at": "2026-11-24T06:10:00Z",
-        "decided_at": None,
-        "decided_by": None,
-        "lease_id": None,
-    }
-    view.update(overrides)
-    return view
+    @property
+    def transport(self) -> httpx.BaseTransport: ...
 
 
 @dataclass
-class FakeKeyfob:
-    """Routes ``(METHOD, path)`` to canned answers and records every request it gets."""
+class FakeTransport:
+    """Answers every request with ``handler``: only for what the real app cannot do.
 
-    routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
+    That is transport-level trouble (a read timeout, an HTML page from a proxy in front)
+    and commands that must send nothing at all; everything else uses ``real``.
+    """
+
+    handler: Handler
     requests: list[httpx.Request] = field(default_factory=list)
 
-    def on(
-        self,
-        method: str,
-        path: str,
-        answer: dict[str, Any] | Handler | None = None,
-        status: int = 200,
-    ) -> None:
-        if callable(answer):
-            self.routes[(method, path)] = answer
-        else:
-            body = answer if answer is not None else {}
-            self.routes[(method, path)] = lambda _request: httpx.Response(status, json=body)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        route = self.routes.get((request.method, request.url.path))
-        if route is None:
-            return problem(404, "not-found", f"no route {request.method} {request.url.path}")
-        return route(request)
+        return self.handler(request)
 
     @property
     def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+        return httpx.MockTransport(self._handle)
 
-    def bodies(self, method: str, path: str) -> list[Any]:
-        """The JSON bodies sent to one route, in order."""
-        return [
-            json.loads(r.content)
-            for r in self.requests
-            if r.method == method and r.url.path == path and r.content
-        ]
 
-    def calls(self, method: str, path: str) -> list[httpx.Request]:
-        return [r for r in self.requests if r.method == method and r.url.path == path]
+def _no_request(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"this command should send nothing, sent {request.method} {request.url}")
 
 
 @pytest.fixture(autouse=True)
@@ -238,11 +72,6 @@ def keyfob_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("KEYFOB_TOKEN", OPERATOR_TOKEN)
     monkeypatch.setenv("KEYFOB_ADDR", "http://127.0.0.1:8200")
-
-
-@pytest.fixture
-def api() -> FakeKeyfob:
-    return FakeKeyfob()
 
 
 @dataclass
@@ -308,7 +137,7 @@ async def _close(app: Any, vault: Vault) -> None:
 class Cli:
     """Runs the real Typer app with injected seams."""
 
-    api: FakeKeyfob | RealKeyfob
+    api: Reaches
     bootstrap: Bootstrap | None = None
     sleeps: list[float] = field(default_factory=list)
     max_sleeps: int = 1_000  # the sleep that reaches this count is a Ctrl-C
@@ -345,8 +174,9 @@ class Cli:
 
 
 @pytest.fixture
-def cli(api: FakeKeyfob) -> Cli:
-    return Cli(api)
+def cli() -> Cli:
+    """The CLI for commands that never talk to a server (``init``, ``serve``)."""
+    return Cli(FakeTransport(_no_request))
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""``keyfob user create|list`` against a fake API: the password never in argv or output."""
+"""``keyfob user create|list`` against the real app in-process: the password never in argv
+or output."""
 
 from __future__ import annotations
 
@@ -8,149 +9,167 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import httpx
-
+from keyfob.errors import KeyfobError
 from keyfob.secret import Secret
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
 
-from .conftest import OPERATOR_TOKEN, Cli, FakeKeyfob, problem
+from .conftest import Cli, RealKeyfob
 
 PASSWORD = "correct horse battery staple"
 
 
-def user_view(name: str = "alice", **overrides: object) -> dict[str, object]:
-    """A user view as the API documents it (never a password or hash)."""
-    view: dict[str, object] = {
-        "id": "u1a2b3c4d5e6f708",
-        "name": name,
-        "created_at": "2026-11-24T05:00:00Z",
-        "created_by": "operator:admin",
-        "disabled_at": None,
-        "locked_until": None,
-    }
-    view.update(overrides)
+def users(real: RealKeyfob) -> list[dict[str, Any]]:
+    """The dashboard users as the API shows them."""
+    with real.http() as http:
+        answer = http.get("/v1/users")
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
+def signs_in(real: RealKeyfob, name: str, password: str) -> bool:
+    """Whether the vault lets ``name`` sign in with ``password``."""
+
+    async def attempt() -> bool:
+        try:
+            await real.vault.users.sign_in(name, Secret(password), Context("anonymous"))
+        except KeyfobError:
+            return False
+        return True
+
+    return real.run(attempt())
+
+
+def make(real: RealKeyfob, name: str) -> dict[str, Any]:
+    """A user created through the API (not the CLI under test)."""
+    with real.http() as http:
+        answer = http.post("/v1/users", json={"name": name, "password": PASSWORD})
+    assert answer.status_code == 201, answer.text
+    view: dict[str, Any] = answer.json()
     return view
 
 
-def created(request: httpx.Request) -> httpx.Response:
-    body = json.loads(request.content)
-    return httpx.Response(201, json=user_view(body["name"]))
-
-
-def test_create_reads_the_password_from_stdin(cli: Cli, api: FakeKeyfob):
-    api.on("POST", "/v1/users", created)
-
-    result = cli("user", "create", "alice", input=PASSWORD + "\nignored second line\n")
+def test_create_reads_the_password_from_stdin(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", input=PASSWORD + "\nignored second line\n")
 
     assert result.exit_code == 0, result.output
-    assert api.bodies("POST", "/v1/users") == [{"name": "alice", "password": PASSWORD}]
-    request = api.calls("POST", "/v1/users")[0]
-    assert request.headers["authorization"] == f"Bearer {OPERATOR_TOKEN}"
+    (request,) = real.calls("POST", "/v1/users")
+    assert request.headers["authorization"] == f"Bearer {real.operator_token}"
+    (alice,) = users(real)
     assert result.stdout.splitlines() == [
-        "created dashboard user alice (u1a2b3c4d5e6f708)",
+        f"created dashboard user alice ({alice['id']})",
         "Sign in at http://127.0.0.1:8200/ui/",
     ]
     assert PASSWORD not in result.output
+    assert signs_in(real, "alice", PASSWORD)  # the first line, exactly, is the password
 
 
-def test_create_prompts_twice_hidden_on_a_terminal(cli: Cli, api: FakeKeyfob):
-    api.on("POST", "/v1/users", created)
-
-    result = cli("user", "create", "alice", input=f"{PASSWORD}\n{PASSWORD}\n", tty=True)
+def test_create_prompts_twice_hidden_on_a_terminal(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", input=f"{PASSWORD}\n{PASSWORD}\n", tty=True)
 
     assert result.exit_code == 0, result.output
     assert "Password (hidden)" in result.output
     assert "Repeat the password" in result.output
     assert PASSWORD not in result.output  # hidden input is not echoed
-    assert api.bodies("POST", "/v1/users") == [{"name": "alice", "password": PASSWORD}]
+    assert signs_in(real, "alice", PASSWORD)
 
 
-def test_create_refuses_prompts_that_do_not_match(cli: Cli, api: FakeKeyfob):
-    result = cli("user", "create", "alice", input=f"{PASSWORD}\n{PASSWORD}x\n", tty=True)
+def test_create_refuses_prompts_that_do_not_match(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", input=f"{PASSWORD}\n{PASSWORD}x\n", tty=True)
 
     assert result.exit_code == 1
     assert result.stderr.endswith("error: the passwords did not match; nothing was created\n")
-    assert api.requests == []
+    assert real.requests == []
+    assert users(real) == []
 
 
-def test_create_refuses_a_short_password_before_sending(cli: Cli, api: FakeKeyfob):
-    result = cli("user", "create", "alice", input="short-pass\n")
+def test_create_refuses_a_short_password_before_sending(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", input="short-pass\n")
 
     assert result.exit_code == 1
     assert result.stderr == "error: the password is too short: use at least 12 characters\n"
     assert "short-pass" not in result.output
-    assert api.requests == []
+    assert real.requests == []
+    assert users(real) == []
 
 
-def test_create_without_a_password(cli: Cli, api: FakeKeyfob):
-    result = cli("user", "create", "alice", input="")
+def test_create_without_a_password(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", input="")
 
     assert result.exit_code == 1
     assert "no password" in result.stderr
-    assert api.requests == []
+    assert real.requests == []
 
 
-def test_create_has_no_password_option(cli: Cli, api: FakeKeyfob):
-    result = cli("user", "create", "alice", "--password", PASSWORD, input=PASSWORD + "\n")
+def test_create_has_no_password_option(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", "--password", PASSWORD, input=PASSWORD + "\n")
 
     assert result.exit_code == 2
-    assert api.requests == []
+    assert real.requests == []
+    assert users(real) == []
 
 
-def test_create_json_is_the_server_view(cli: Cli, api: FakeKeyfob):
-    api.on("POST", "/v1/users", created)
+def test_create_json_is_the_server_view(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", "--json", input=PASSWORD + "\n")
 
-    result = cli("user", "create", "alice", "--json", input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(result.stdout)] == users(real)
 
-    assert json.loads(result.stdout) == user_view("alice")
 
+def test_create_conflict_is_one_line(real_cli: Cli, real: RealKeyfob):
+    first = make(real, "alice")
+    with real.http() as http:
+        detail = http.post("/v1/users", json={"name": "alice", "password": PASSWORD}).json()[
+            "detail"
+        ]
 
-def test_create_conflict_is_one_line(cli: Cli, api: FakeKeyfob):
-    api.on("POST", "/v1/users", lambda _r: problem(409, "conflict", "user alice already exists"))
-
-    result = cli("user", "create", "alice", input=PASSWORD + "\n")
+    result = real_cli("user", "create", "alice", input=PASSWORD + "x\n")
 
     assert result.exit_code == 1
-    assert result.stderr == "error: user alice already exists (HTTP 409 conflict)\n"
+    assert result.stderr == f"error: {detail} (HTTP 409 conflict)\n"
+    assert "alice" in detail
     assert PASSWORD not in result.output
+    assert users(real) == [first]
+    assert signs_in(real, "alice", PASSWORD)  # the first password still holds
 
 
-def test_create_needs_an_operator_token(cli: Cli, api: FakeKeyfob):
-    result = cli("user", "create", "alice", input=PASSWORD + "\n", env={"KEYFOB_TOKEN": ""})
+def test_create_needs_an_operator_token(real_cli: Cli, real: RealKeyfob):
+    result = real_cli("user", "create", "alice", input=PASSWORD + "\n", env={"KEYFOB_TOKEN": ""})
 
     assert result.exit_code == 1
     assert "no operator token" in result.stderr
-    assert api.requests == []
+    assert real.requests == []
 
 
-def test_list_table(cli: Cli, api: FakeKeyfob):
-    api.on(
-        "GET",
-        "/v1/users",
-        {
-            "items": [
-                user_view("alice"),
-                user_view("bob", id="u2", locked_until="2026-11-24T05:10:00Z"),
-            ]
-        },
-    )
+def test_list_table(real_cli: Cli, real: RealKeyfob):
+    alice = make(real, "alice")
+    make(real, "bob")
+    for _ in range(20):  # wrong passwords until the vault locks bob
+        signs_in(real, "bob", "not the password at all")
+        (bob,) = [user for user in users(real) if user["name"] == "bob"]
+        if bob["locked_until"]:
+            break
+    assert bob["locked_until"]
 
-    result = cli("user", "list")
+    result = real_cli("user", "list")
 
     lines = result.stdout.splitlines()
     assert lines[0].split() == "ID NAME CREATED CREATED BY DISABLED LOCKED UNTIL".split()
-    assert lines[1].split()[:2] == ["u1a2b3c4d5e6f708", "alice"]
-    assert lines[2].split() == (
-        "u2 bob 2026-11-24 05:00:00 operator:admin - 2026-11-24 05:10:00".split()
-    )
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    made, locked = alice["created_at"], bob["locked_until"]
+    assert rows["alice"] == [alice["id"], "alice", made[:10], made[11:19], alice["created_by"],
+                             "-", "-"]  # fmt: skip
+    assert rows["bob"][-2:] == [locked[:10], locked[11:19]]
 
 
-def test_list_json(cli: Cli, api: FakeKeyfob):
-    api.on("GET", "/v1/users", {"items": [user_view()]})
+def test_list_json(real_cli: Cli, real: RealKeyfob):
+    assert json.loads(real_cli("user", "list", "--json").stdout) == {"items": []}
+    make(real, "alice")
 
-    assert json.loads(cli("user", "list", "--json").stdout) == {"items": [user_view()]}
+    assert json.loads(real_cli("user", "list", "--json").stdout) == {"items": users(real)}
 
 
 def test_init_with_user_makes_a_user_who_can_sign_in(tmp_path: Path) -> None:
