@@ -37,12 +37,24 @@ def request_json(view: LeaseRequestView) -> dict[str, Any]:
 
 @router.post(
     "/v1/leases",
-    summary="Mint a lease (agent token); 202 with a pending request under approval",
+    summary="Mint a lease, or `count` of them (agent token); 202 with a pending request "
+    "under approval",
     status_code=201,
     responses={202: {"description": "approval required: poll the request"}},
 )
 async def mint(body: LeaseMint, who: AgentDep, vault: VaultDep) -> JSONResponse:
     principal, ctx = who
+    if body.count is not None:
+        many = await vault.leases.mint_many(
+            principal,
+            ctx,
+            secret_set=body.secret_set,
+            count=body.count,
+            scope=body.scope,
+            ttl=body.ttl,
+            max_uses=body.max_uses,
+        )
+        return JSONResponse({"leases": [issued_json(i) for i in many]}, status_code=201)
     minted = await vault.leases.mint(
         principal,
         ctx,
