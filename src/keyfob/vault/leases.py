@@ -201,6 +201,7 @@ class MintOrder:
     ttl: int | None
     max_uses: int | None
     count: int
+    single: bool  # a plain mint, which may file a lease request; a batch mint may not
     actor: str
     request_id: str
     client: str | None
@@ -238,7 +239,7 @@ class Leases:
         """A lease with its token, or a pending request when the grant needs approval."""
         path = self._checked(secret_set, scope, ttl, max_uses, 1)
         if self.grouped is not None:
-            minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, 1, route)
+            minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, None, route)
             if minted.leases:
                 return minted.leases[0]
         # The grant needs approval (or no grouped commit runs): one transaction that files
@@ -294,7 +295,8 @@ class Leases:
         path = self._checked(secret_set, scope, ttl, max_uses, count)
         if self.grouped is None:
             raise RuntimeError("batch mint needs the grouped commit")
-        return (await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route)).leases
+        minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route)
+        return minted.leases
 
     def _checked(
         self, secret_set: str, scope: str, ttl: int | None, max_uses: int | None, count: int
@@ -321,9 +323,10 @@ class Leases:
         scope: str,
         ttl: int | None,
         max_uses: int | None,
-        count: int,
+        count: int | None,
         route: str,
     ) -> Minted:
+        """``count`` leases (None: one, or a lease request) decided in the grouped commit."""
         assert self.grouped is not None
         order = MintOrder(
             agent.id,
@@ -332,7 +335,8 @@ class Leases:
             scope,
             ttl,
             max_uses,
-            count,
+            count or 1,
+            count is None,
             ctx.actor,
             ctx.request_id,
             ctx.client,
@@ -371,7 +375,7 @@ class Leases:
             grant = batch.grant_for(o.agent_id, set_id) if set_id is not None else None
             refusal = mint_refusal(grant, o.scope, now)
             if grant is not None and refusal is None and grant.approval == "required":
-                if o.count == 1:
+                if o.single:
                     results.append(Minted([]))  # the transactional path files the request
                     continue
                 refusal = "approval_required"
