@@ -78,6 +78,40 @@ def test_mint_workflow_options_and_json(cli: Cli, api: FakeKeyfob):
     assert result.stdout.count(LEASE_TOKEN) == 1
 
 
+def test_mint_count_prints_each_token_once(cli: Cli, api: FakeKeyfob):
+    tokens = [LEASE_TOKEN[:-1] + c for c in "xyz"]
+    leases = [{**minted(id=f"l1a2b3c4d5e6f70{i}"), "token": t} for i, t in enumerate(tokens)]
+    api.on("POST", "/v1/leases", {"leases": leases}, status=201)
+
+    result = cli(*MINT, "--count", "3", env=AS_AGENT)
+
+    assert result.exit_code == 0, result.output
+    assert api.bodies("POST", "/v1/leases") == [
+        {"secret_set": "openai/prod/default", "scope": "request", "count": 3}
+    ]
+    lines = result.stdout.splitlines()
+    assert lines[1:] == tokens
+    assert "3 leases on openai/prod/default: request" in lines[0]
+    assert "you will not see them again" in lines[0]
+
+
+def test_mint_count_json_gives_the_list(cli: Cli, api: FakeKeyfob):
+    api.on("POST", "/v1/leases", {"leases": [minted(), minted()]}, status=201)
+
+    result = cli(*MINT, "--count", "2", "--json", env=AS_AGENT)
+
+    assert result.exit_code == 0, result.output
+    assert [lease["token"] for lease in json.loads(result.stdout)["leases"]] == [LEASE_TOKEN] * 2
+
+
+@pytest.mark.parametrize("count", ["0", "101"])
+def test_mint_count_out_of_range_sends_nothing(cli: Cli, api: FakeKeyfob, count: str):
+    result = cli(*MINT, "--count", count, env=AS_AGENT)
+
+    assert result.exit_code != 0
+    assert api.requests == []
+
+
 def test_a_denial_shows_the_reason(cli: Cli, api: FakeKeyfob):
     api.on(
         "POST",
