@@ -191,10 +191,19 @@ def denial(reason: str, retry_after: int | None = None) -> KeyfobError:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentClaim(Masked):
+    """An agent token's digest, not looked up yet: the mint's grouped commit finds its
+    agent and checks it (unknown or disabled: 401, audited as ``auth.failed``), which
+    spares a mint the separate read an authenticated ``Principal`` costs."""
+
+    digest: str = field(metadata=SECRET)
+
+
+@dataclass(frozen=True, slots=True)
 class MintOrder:
     """A mint asked for, decided inside a grouped commit (``Leases.mint_in_batch``)."""
 
-    agent_id: str
+    agent_id: str | None  # None: whichever agent holds the token (an ``AgentClaim``)
     credential: str | None  # the digest of the agent's token (None: look up by id)
     set_path: str
     scope: str
@@ -202,7 +211,6 @@ class MintOrder:
     max_uses: int | None
     count: int
     single: bool  # a plain mint, which may file a lease request; a batch mint may not
-    actor: str
     request_id: str
     client: str | None
     route: str
@@ -214,6 +222,7 @@ class Minted:
     then goes the transactional way, which files a lease request)."""
 
     leases: list[IssuedLease]
+    agent: Principal | None = None  # who minted (for the transactional path)
 
 
 class Leases:
@@ -227,7 +236,7 @@ class Leases:
 
     async def mint(
         self,
-        agent: Principal,
+        agent: Principal | AgentClaim,
         ctx: Context,
         *,
         secret_set: str,
@@ -242,6 +251,11 @@ class Leases:
             minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, None, route)
             if minted.leases:
                 return minted.leases[0]
+            assert minted.agent is not None
+            agent = minted.agent
+            ctx = Context(agent.actor, ctx.request_id, ctx.client)
+        if not isinstance(agent, Principal):
+            raise RuntimeError("an unchecked agent token needs the grouped commit")
         # The grant needs approval (or no grouped commit runs): one transaction that files
         # the request, checking every rule again.
         refused: KeyfobError | None = None
@@ -280,7 +294,7 @@ class Leases:
 
     async def mint_many(
         self,
-        agent: Principal,
+        agent: Principal | AgentClaim,
         ctx: Context,
         *,
         secret_set: str,
@@ -317,7 +331,7 @@ class Leases:
 
     async def _grouped(
         self,
-        agent: Principal,
+        agent: Principal | AgentClaim,
         ctx: Context,
         path: str,
         scope: str,
@@ -329,15 +343,14 @@ class Leases:
         """``count`` leases (None: one, or a lease request) decided in the grouped commit."""
         assert self.grouped is not None
         order = MintOrder(
-            agent.id,
-            agent.credential,
+            agent.id if isinstance(agent, Principal) else None,
+            agent.credential if isinstance(agent, Principal) else agent.digest,
             path,
             scope,
             ttl,
             max_uses,
             count or 1,
             count is None,
-            ctx.actor,
             ctx.request_id,
             ctx.client,
             route,
@@ -358,11 +371,13 @@ class Leases:
         rows: list[tuple[LeaseRow, str]] = []
         results: list[Minted | KeyfobError] = []
         for o in orders:
+            found = None
             if o.credential is not None:
                 found = batch.agent_by_digest(o.credential)
-            else:
+            elif o.agent_id is not None:
                 found = batch.agents([o.agent_id]).get(o.agent_id)
-            if found is None or found.id != o.agent_id or found.disabled_at is not None:
+            claimed = o.agent_id is not None and found is not None and found.id != o.agent_id
+            if found is None or claimed or found.disabled_at is not None:
                 reason = "unknown" if found is None else "agent_disabled"
                 details = {"reason": reason, "token_kind": tokens.AGENT, "client": o.client}
                 route = f"route:{o.route}"[:300]
@@ -371,20 +386,24 @@ class Leases:
                 drafts.append(failed)
                 results.append(Unauthorized(UNAUTHORIZED))
                 continue
+            assert found is not None
+            actor = f"agent:{found.id}"
             set_id = batch.live_set(o.set_path)
-            grant = batch.grant_for(o.agent_id, set_id) if set_id is not None else None
+            grant = batch.grant_for(found.id, set_id) if set_id is not None else None
             refusal = mint_refusal(grant, o.scope, now)
             if grant is not None and refusal is None and grant.approval == "required":
                 if o.single:
-                    results.append(Minted([]))  # the transactional path files the request
+                    # The transactional path files the request.
+                    principal = Principal("agent", found.id, found.name, o.credential)
+                    results.append(Minted([], principal))
                     continue
                 refusal = "approval_required"
             target = f"secret_set:{o.set_path}"
             if refusal is not None or grant is None:
                 refusal = refusal or "not_granted"
-                details = {"reason": refusal, "agent_id": o.agent_id, "stage": "mint"}
+                details = {"reason": refusal, "agent_id": found.id, "stage": "mint"}
                 drafts.append(
-                    Draft(now.iso, o.actor, "lease.deny", target, "denied", o.request_id, details)
+                    Draft(now.iso, actor, "lease.deny", target, "denied", o.request_id, details)
                 )
                 results.append(denial(refusal))
                 continue
@@ -397,7 +416,7 @@ class Leases:
                 rows.append((row, self.digest(token)))
                 details = _mint_details(row, ttl, None)
                 drafts.append(
-                    Draft(now.iso, o.actor, "lease.mint", target, "ok", o.request_id, details)
+                    Draft(now.iso, actor, "lease.mint", target, "ok", o.request_id, details)
                 )
                 issued.append(IssuedLease(lease_view(row, now.iso), Secret(token), ttl))
             results.append(Minted(issued))
