@@ -13,10 +13,12 @@ The statements are the same; the SQLite ones are written out from the table defi
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -311,8 +313,14 @@ _SQL_GRANT_FOR = (
     f"SELECT {_columns(grants)} FROM grants "  # noqa: S608
     "WHERE agent_id = ? AND set_id = ? AND revoked_at IS NULL"
 )
+# A lease row's fields in order (lists as JSON text), then its digest: ``asdict`` per row
+# was a fifth of a batch mint.
+_LEASE_FIELDS = tuple(f.name for f in fields(LeaseRow))
+_LEASE_VALUES = attrgetter(*_LEASE_FIELDS)
+_LEASE_LISTS = tuple(i for i, name in enumerate(_LEASE_FIELDS) if name in ("actions", "keys"))
 _SQL_INSERT_LEASE = (
-    f"INSERT INTO leases ({_columns(leases)}) VALUES ({_marks(len(leases.c))})"  # noqa: S608
+    f"INSERT INTO leases ({', '.join(_LEASE_FIELDS)}, digest) "  # noqa: S608
+    f"VALUES ({_marks(len(_LEASE_FIELDS) + 1)})"
 )
 _SQL_HEAD = "UPDATE audit_head SET seq = ?, head = ? WHERE id = 1"
 SQL_LOCK_HEAD = "SELECT seq, head FROM audit_head WHERE id = 1"
@@ -437,9 +445,12 @@ class SqliteBatch(Batch):
     def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
         params = []
         for row, digest in rows:
-            values = to_columns(row)
-            values["digest"] = digest
-            params.append(tuple(values[c.name] for c in leases.c))
+            values = list(_LEASE_VALUES(row))
+            for i in _LEASE_LISTS:
+                if values[i] is not None:
+                    values[i] = json.dumps(values[i])
+            values.append(digest)
+            params.append(values)
         self.conn.executemany(_SQL_INSERT_LEASE, params)
 
     def exported(self, set_ids: Collection[str], when: str) -> None:

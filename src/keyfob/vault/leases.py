@@ -57,7 +57,13 @@ class _View:
     __slots__ = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        names = _NAMES.get(type(self))
+        if names is None:
+            names = _NAMES[type(self)] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        return {name: getattr(self, name) for name in names}
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}  # a view's field names (``fields`` is slow)
 
 
 @dataclass(frozen=True, slots=True)
