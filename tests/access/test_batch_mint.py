@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keyfob import tokens
 from keyfob.errors import Unauthorized
 from keyfob.vault import Vault
 from keyfob.vault.context import Context
@@ -41,7 +42,7 @@ async def test_batch_mint_gives_distinct_single_use_leases(
     assert len(leases) == 5
     assert len({lease["id"] for lease in leases}) == 5
     assert len({lease["token"] for lease in leases}) == 5
-    assert all(lease["token"].startswith("kfl_") for lease in leases)
+    assert all(tokens.looks_like(lease["token"], tokens.LEASE) for lease in leases)
     assert {(lease["scope"], lease["max_uses"], lease["status"]) for lease in leases} == {
         ("request", 1, "active")
     }

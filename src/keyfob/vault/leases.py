@@ -416,9 +416,9 @@ class Leases:
             ttl = self._ttl(grant, o.scope, o.ttl, now.moment)
             uses = 1 if o.scope == "request" else _cap(o.max_uses, grant.max_lease_uses)
             issued = []
-            for _ in range(o.count):
-                token = tokens.new_token(tokens.LEASE)
-                row = self._lease_row(grant, o.scope, ttl, uses, now)
+            ids = tokens.new_ids(o.count)
+            for token, lease_id in zip(tokens.new_tokens(tokens.LEASE, o.count), ids, strict=True):
+                row = self._lease_row(grant, o.scope, ttl, uses, now, lease_id)
                 rows.append((row, self.digest(token)))
                 details = _mint_details(row, ttl, None)
                 drafts.append(
@@ -495,7 +495,7 @@ class Leases:
     ) -> IssuedLease:
         token = tokens.new_token(tokens.LEASE)
         now = Now(self._core.clock.now())
-        row = self._lease_row(grant, scope, ttl, max_uses, now)
+        row = self._lease_row(grant, scope, ttl, max_uses, now, tokens.new_id())
         await sql.insert_lease(tx.conn, row, self.digest(token))
         await self.audit(
             tx, ctx, "lease.mint", grant.set_path, "ok", _mint_details(row, ttl, request_id)
@@ -503,10 +503,10 @@ class Leases:
         return IssuedLease(lease_view(row, now.iso), Secret(token), ttl)
 
     def _lease_row(
-        self, grant: GrantRow, scope: str, ttl: int, max_uses: int | None, now: Now
+        self, grant: GrantRow, scope: str, ttl: int, max_uses: int | None, now: Now, lease_id: str
     ) -> LeaseRow:
         return LeaseRow(
-            id=tokens.new_id(),
+            id=lease_id,
             agent_id=grant.agent_id,
             grant_id=grant.id,
             set_id=grant.set_id,
