@@ -206,11 +206,12 @@ class AgentClaim(Masked):
 
 
 @dataclass(frozen=True, slots=True)
-class MintOrder:
+class MintOrder(Masked):
     """A mint asked for, decided inside a grouped commit (``Leases.mint_in_batch``)."""
 
     agent_id: str | None  # None: whichever agent holds the token (an ``AgentClaim``)
-    credential: str | None  # the digest of the agent's token (None: look up by id)
+    # The digest of the agent's token (None: look up by id).
+    credential: str | None = field(metadata=SECRET)
     set_path: str
     scope: str
     ttl: int | None
