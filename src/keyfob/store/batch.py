@@ -349,7 +349,13 @@ class RowCache:
 
     def check(self, version: int) -> None:
         """Forget everything if another connection committed since the last batch."""
-        if version != self.version or len(self.leases) > self.LIMIT:
+        # Unknown agent tokens are remembered too (as None): bounded like the rest.
+        if (
+            version != self.version
+            or len(self.leases) > self.LIMIT
+            or len(self.agent_digests) > self.LIMIT
+            or len(self.grant_ids) > self.LIMIT
+        ):
             self.clear()
             self.version = version
 
