@@ -13,6 +13,10 @@ Requests are pre-built bytes; responses are parsed by httptools and only their s
   largest gap between body arrivals (the wait for the first one included), and the
   events received. A stall is a gap above ``stall_gap`` seconds, a missing event, a
   non-200 status or a stream not finished within ``timeout`` seconds.
+- ``mint_call``: like ``http``, but each request is a pair: ``request`` mints a lease
+  (201, its body read for the token), then ``call`` (with ``{lease}`` in place of the
+  token) goes through the proxy with it; the pair's time is one request, the call's
+  status is judged against ``expect``.
 """
 
 from __future__ import annotations
@@ -151,6 +155,45 @@ class HttpClient(asyncio.Protocol):
             self.transport.close()
 
 
+class MintCallClient(HttpClient):
+    """A fresh single-use lease per call, as the SDK does it: mint, then call with it."""
+
+    def __init__(self, run: HttpRun) -> None:
+        super().__init__(run)
+        self.body = bytearray()
+        self.minting = True
+        self.call = str(run.spec["call"])
+
+    def send(self) -> None:
+        self.minting = True
+        self.body.clear()
+        super().send()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        if not self.minting:
+            super().on_message_complete()
+            return
+        status = self.parser.get_status_code()
+        try:
+            token = json.loads(bytes(self.body))["token"] if status == 201 else None
+        except (ValueError, KeyError):
+            token = None
+        if token is None:
+            # The mint failed: counted as this pair's status.
+            super().on_message_complete()
+            return
+        self.minting = False
+        assert self.transport is not None
+        self.transport.write(self.call.replace("{lease}", token).encode("latin-1"))
+
+
+def _client_kind(spec: dict[str, Any]) -> type[HttpClient]:
+    return MintCallClient if spec["mode"] == "mint_call" else HttpClient
+
+
 async def _http_client(run: HttpRun, first: HttpClient) -> None:
     """Keep one connection busy until the deadline, reconnecting if the server closes it."""
     client = first
@@ -169,7 +212,7 @@ async def _http_client(run: HttpRun, first: HttpClient) -> None:
 async def _reconnect(run: HttpRun) -> HttpClient | None:
     while time.perf_counter_ns() < run.deadline:
         try:
-            [client] = await _connect(run.spec, lambda: HttpClient(run), 1)
+            [client] = await _connect(run.spec, lambda: _client_kind(run.spec)(run), 1)
             return client
         except OSError:
             run.error("connect failed")
@@ -179,7 +222,7 @@ async def _reconnect(run: HttpRun) -> HttpClient | None:
 
 async def run_http(spec: dict[str, Any]) -> dict[str, Any]:
     run = HttpRun(spec)
-    clients = await _connect(spec, lambda: HttpClient(run), int(spec["connections"]))
+    clients = await _connect(spec, lambda: _client_kind(spec)(run), int(spec["connections"]))
     start = time.perf_counter_ns()
     run.warm_end = start + int(float(spec["warmup"]) * 1e9)
     run.deadline = run.warm_end + int(float(spec["duration"]) * 1e9)
@@ -351,7 +394,7 @@ async def run_sse(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    runner = run_http if spec["mode"] == "http" else run_sse
+    runner = run_sse if spec["mode"] == "sse" else run_http
     result = uvloop.run(runner(spec))
     json.dump(result, sys.stdout)
 

@@ -38,6 +38,7 @@ SET_PATH = "generic/bench/up"
 UPSTREAM_PATH = "/v1/chat/completions"
 JSON_BODY = b'{"model":"bench","messages":[{"role":"user","content":"hi"}],"max_tokens":1}'
 LOCAL_KEY = "sk-bench-" + "k" * 40  # the upstream key keyfob injects (never in responses)
+BATCH = 100  # leases per batch mint
 _B62 = string.digits + string.ascii_letters
 _SERVE = (
     "import sys; from pathlib import Path; from keyfob.settings import Settings; "
@@ -422,6 +423,20 @@ def run_round(procs: Processes, stack: Stack, cfg: Config, round_no: int) -> dic
     for clients in (1, 8):
         progress(f"round {round_no + 1}: lease mint, {clients} client(s)")
         out[f"mint_{clients}"] = procs.load(http_spec(kf, mint, clients, cfg, 201), server=kf.pid)
+    batch = raw_request(
+        "POST",
+        "/v1/leases",
+        kf.port,
+        stack.agent_token,
+        json.dumps({"secret_set": SET_PATH, "scope": "request", "count": BATCH}).encode(),
+    )
+    progress(f"round {round_no + 1}: batch mint (count {BATCH}), 8 clients")
+    out["mint_batch_8"] = procs.load(http_spec(kf, batch, 8, cfg, 201), server=kf.pid)
+    # A fresh single-use lease per call (mint + call, as the SDK does it), against the
+    # bare pass-through's rps_32 of this round.
+    progress(f"round {round_no + 1}: mint + call, 32 clients")
+    pair = {**http_spec(kf, mint, 32, cfg), "mode": "mint_call", "call": kf.json_request("{lease}")}
+    out["mint_call_32"] = procs.load(pair, server=kf.pid)
     return out
 
 

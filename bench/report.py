@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = ("direct", "bare", "keyfob")
+BATCH = 100  # leases per batch mint (``proxy.BATCH``)
 
 
 # -- summary -----------------------------------------------------------------------------
@@ -140,6 +141,28 @@ def summarise(rounds: list[dict[str, Any]], ramp: dict[str, Any], rss: dict[str,
         {"keyfob": med([r["mint_8"].get("server_cpu_share") for r in rounds])},
         unit="cores",
     )
+    batches = [r["mint_batch_8"] for r in rounds if "mint_batch_8" in r]
+    leases = med([b["rps"] * BATCH for b in batches])
+    add(
+        f"batch mint leases/s (count={BATCH}), 8 clients",
+        {"keyfob": leases},
+        "≥ 20,000/s",
+        _ge(leases, 20_000),
+        "leases/s",
+    )
+    add(
+        "batch mint server CPU per lease, 8 clients",
+        {"keyfob": med([_per_lease(b.get(cpu)) for b in batches])},
+    )
+    fresh = med([r["mint_call_32"]["rps"] for r in rounds if "mint_call_32" in r])
+    r = ratio(fresh, rps["bare"])
+    add(
+        "fresh single-use lease per request (mint + call), 32 clients",
+        {"bare": rps["bare"], "keyfob": fresh},
+        "≥ 0.45 x bare",
+        None if r is None else r >= 0.45,
+        "req/s",
+    )
     idle = rss["after_setup"]
     add("RSS idle after set-up", idle, "≤ 80 MB", _le(idle["keyfob"], 80), "MB")
     at256 = {n: ramp[n].get("256", {}).get("rss_mb_max") for n in ("bare", "keyfob")}
@@ -147,6 +170,10 @@ def summarise(rounds: list[dict[str, Any]], ramp: dict[str, Any], rss: dict[str,
     add("RSS idle after the runs", rss["after_runs"], unit="MB")
     add("RSS peak (VmHWM)", rss["peak"], unit="MB")
     return rows
+
+
+def _per_lease(per_request: float | None) -> float | None:
+    return per_request / BATCH if per_request is not None else None
 
 
 def _le(a: float | None, b: float) -> bool | None:
@@ -174,7 +201,7 @@ def max_without_stalls(levels: dict[str, Any]) -> int:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    if unit in ("req/s", "streams"):
+    if unit in ("req/s", "streams", "leases/s"):
         return f"{value:,.0f}"
     if unit == "MB":
         return f"{value:.1f}"

@@ -50,6 +50,21 @@ def digest(key: bytes, token: str) -> str:
     return hmac.new(key, token.encode("ascii", "replace"), hashlib.sha256).hexdigest()
 
 
+def new_tokens(prefix: str, count: int) -> list[str]:
+    """``count`` fresh tokens from one read of the system's randomness (a read per
+    token was a fifth of a batch mint's time); each is as random as ``new_token``'s."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown token prefix {prefix!r}")
+    pool = secrets.token_bytes(32 * count)
+    return [prefix + _base62(pool[i : i + 32], _BODY_LEN) for i in range(0, 32 * count, 32)]
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` public identifiers like ``new_id``'s, from one read of randomness."""
+    pool = secrets.token_hex(8 * count)
+    return [pool[i : i + 16] for i in range(0, 16 * count, 16)]
+
+
 def new_id(prefix: str = "") -> str:
     """A public identifier (not a secret): 8 random bytes as 16 hex characters."""
     return prefix + secrets.token_hex(8)

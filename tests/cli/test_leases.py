@@ -159,6 +159,42 @@ def test_mint_workflow_options_and_json(real_cli: Cli, real: RealKeyfob, world: 
     assert {k: v for k, v in shown.items() if k in lease} == lease
 
 
+def test_mint_count_prints_each_token_once(real_cli: Cli, real: RealKeyfob, world: World):
+    grant(real)
+    result = real_cli(*MINT, "--count", "3", env=world.env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    printed = lines[1:]
+    assert len(printed) == len(set(printed)) == 3
+    assert all(token.startswith("kfl_") for token in printed)
+    assert "3 leases on openai/prod/default: request" in lines[0]
+    assert "you will not see them again" in lines[0]
+    assert len(leases(real)) == 3
+    for token in printed:  # each printed token is a live lease of its own
+        assert call(real, "POST", "/v1/leases/check", token, json={"action": "proxy"})["allowed"]
+
+
+def test_mint_count_json_gives_the_list(real_cli: Cli, real: RealKeyfob, world: World):
+    grant(real)
+    result = real_cli(*MINT, "--count", "2", "--json", env=world.env)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)["leases"]
+    assert sorted(lease["id"] for lease in shown) == sorted(lease["id"] for lease in leases(real))
+    assert len({lease["token"] for lease in shown}) == 2
+
+
+@pytest.mark.parametrize("count", ["0", "101"])
+def test_mint_count_out_of_range_sends_nothing(
+    real_cli: Cli, real: RealKeyfob, world: World, count: str
+):
+    grant(real)
+    real.requests.clear()
+    result = real_cli(*MINT, "--count", count, env=world.env)
+    assert result.exit_code != 0
+    assert real.requests == []
+    assert leases(real) == []
+
+
 def test_a_denial_shows_the_reason(real_cli: Cli, real: RealKeyfob, world: World):
     # No grant at all.
     answer = refused(real, "POST", "/v1/leases", world.token, json={"secret_set": SET})

@@ -95,6 +95,30 @@ def test_request_lease_works_once(operator: httpx.Client, upstream: FakeUpstream
     assert lease_view(operator, p, lease["id"])["uses"] == 1
 
 
+def test_batch_minted_leases_each_work_once(
+    operator: httpx.Client, upstream: FakeUpstream
+) -> None:
+    p = proxied(operator, local_profile(upstream))
+    answer = httpx.post(
+        f"{p.server_url}/v1/leases",
+        json={"secret_set": p.set_path, "scope": "request", "count": 3},
+        headers={"Authorization": f"Bearer {p.agent_token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    assert CANARY not in answer.text
+    leases = answer.json()["leases"]
+    marker = unique("batch")
+
+    firsts = [call(p, lease["token"], f"/echo/{marker}") for lease in leases]
+    seconds = [call(p, lease["token"], f"/echo/{marker}") for lease in leases]
+
+    assert [a.status_code for a in firsts] == [200, 200, 200], firsts[-1].text
+    for lease, again in zip(leases, seconds, strict=True):
+        assert_denied_and_audited(operator, again, "exhausted", lease["id"])
+    assert upstream.count(marker) == 3
+
+
 def test_workflow_lease_max_uses(operator: httpx.Client, upstream: FakeUpstream) -> None:
     p = proxied(operator, local_profile(upstream))
     lease = mint(p, max_uses=3)

@@ -11,7 +11,8 @@ from keyfob.errors import Forbidden, InvalidRequest
 from keyfob.vault import Context, Principal, Vault, new_request_id
 
 
-def get_vault(request: Request) -> Vault:
+async def get_vault(request: Request) -> Vault:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
     vault: Vault = request.app.state.vault
     return vault
 

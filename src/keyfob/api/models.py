@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from keyfob.constraints import BY_NAME, CONSTRAINTS, Constraint
+from keyfob.vault.leases import MAX_COUNT
 
 
 class _Body(BaseModel):
@@ -96,6 +97,9 @@ class LeaseMint(_Body):
     ttl: int | None = Field(None, ge=1, le=2**63 - 1, description="seconds; capped by the grant")
     max_uses: int | None = Field(
         None, ge=1, le=BY_NAME["max_lease_uses"].maximum, description="workflow leases only"
+    )
+    count: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description='batch mint: answers {"leases": [...]}'
     )
 
 

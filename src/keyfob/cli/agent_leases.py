@@ -49,6 +49,21 @@ def _show_lease(lease: dict[str, Any]) -> None:
     show_new_token(token, _lease_summary(lease))
 
 
+def _show_leases(leases: Any) -> None:
+    """A batch mint: one summary line, then each token on a line of its own."""
+    if not isinstance(leases, list) or not all(
+        isinstance(lease, dict) and isinstance(lease.get("token"), str) for lease in leases
+    ):
+        raise CliError("the server issued leases but did not return their tokens")
+    first = leases[0] if leases else {}
+    print_line(
+        f"{len(leases)} leases on {first.get('secret_set')}: {first.get('scope')}, "
+        f"expire {when(first.get('expires_at'))} (store them now, you will not see them again):"
+    )
+    for lease in leases:
+        typer.echo(lease["token"])
+
+
 def mint(
     ctx: typer.Context,
     secret_set: Annotated[str, typer.Option("--set", metavar="P/E/N", help="The secret set.")],
@@ -61,6 +76,12 @@ def mint(
     max_uses: Annotated[
         int | None, typer.Option(metavar="N", min=1, help="Uses of a workflow lease.")
     ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", min=1, max=100, help="Mint N leases in one call; prints each token."
+        ),
+    ] = None,
     wait: Wait = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -71,6 +92,14 @@ def mint(
         body["ttl"] = ttl
     if max_uses is not None:
         body["max_uses"] = max_uses
+    if count is not None:
+        body["count"] = count
+        many = client.post("/v1/leases", body)
+        if json_out:
+            print_json(many)
+        else:
+            _show_leases(many.get("leases"))
+        return
     status, answer = client.post_status("/v1/leases", body)
     if status != 202:
         if json_out:

@@ -13,10 +13,12 @@ The statements are the same; the SQLite ones are written out from the table defi
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -25,7 +27,7 @@ from sqlalchemy.engine import Connection
 from keyfob.secret import SECRET, Masked
 from keyfob.store.audit_writer import SQL_INSERT, AuditChain, Row, as_mappings
 from keyfob.store.audit_writer import Draft as Draft  # where the vault has always found it
-from keyfob.store.records import AgentRow, GrantRow, LeaseRow, from_mapping
+from keyfob.store.records import AgentRow, GrantRow, LeaseRow, from_mapping, to_columns
 from keyfob.store.tables import (
     agents,
     audit_events,
@@ -89,6 +91,22 @@ class Batch(AuditChain, ABC):
     @abstractmethod
     def exported(self, set_ids: Collection[str], when: str) -> None:
         """Mark the sets as exported at ``when``."""
+
+    @abstractmethod
+    def agent_by_digest(self, digest: str) -> AgentRow | None:
+        """The agent whose token has ``digest``, as it is now (a mint re-checks it)."""
+
+    @abstractmethod
+    def live_set(self, path: str) -> str | None:
+        """The id of the set at ``provider/environment/name``, unless missing or deleted."""
+
+    @abstractmethod
+    def grant_for(self, agent_id: str, set_id: str) -> GrantRow | None:
+        """The agent's unrevoked grant on the set (what a mint issues under)."""
+
+    @abstractmethod
+    def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
+        """Insert new leases with their token digests."""
 
     @abstractmethod
     def _insert(self, rows: list[Row]) -> None: ...
@@ -200,6 +218,38 @@ class CoreBatch(Batch):
                 .values(exported_at=when)
             )
 
+    def agent_by_digest(self, digest: str) -> AgentRow | None:
+        row = self.conn.execute(_AGENTS.where(agents.c.digest == digest)).first()
+        return from_mapping(AgentRow, row._mapping) if row is not None else None
+
+    def live_set(self, path: str) -> str | None:
+        provider, environment, name = path.split("/")
+        found = self.conn.execute(
+            select(secret_sets.c.id).where(
+                secret_sets.c.provider == provider,
+                secret_sets.c.environment == environment,
+                secret_sets.c.name == name,
+                secret_sets.c.deleted_at.is_(None),
+            )
+        ).first()
+        return str(found.id) if found is not None else None
+
+    def grant_for(self, agent_id: str, set_id: str) -> GrantRow | None:
+        row = self.conn.execute(
+            select(grants).where(
+                grants.c.agent_id == agent_id,
+                grants.c.set_id == set_id,
+                grants.c.revoked_at.is_(None),
+            )
+        ).first()
+        return from_mapping(GrantRow, row._mapping) if row is not None else None
+
+    def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
+        if rows:
+            self.conn.execute(
+                leases.insert(), [{**to_columns(r), "digest": d} for r, d in rows]
+            )
+
     def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
         self._each(_LEASE_USES, [{"b_id": i, "b_old": o, "b_new": n} for i, o, n in changes])
 
@@ -252,6 +302,26 @@ _SQL_GRANT_USES = (
     "UPDATE grants SET uses = ?, rate_window = ?, rate_count = ? "
     "WHERE id = ? AND uses = ? AND revoked_at IS NULL"
 )
+_SQL_AGENT_BY_DIGEST = (
+    f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE digest = ?"  # noqa: S608
+)
+_SQL_LIVE_SET = (
+    "SELECT id FROM secret_sets "
+    "WHERE provider = ? AND environment = ? AND name = ? AND deleted_at IS NULL"
+)
+_SQL_GRANT_FOR = (
+    f"SELECT {_columns(grants)} FROM grants "  # noqa: S608
+    "WHERE agent_id = ? AND set_id = ? AND revoked_at IS NULL"
+)
+# A lease row's fields in order (lists as JSON text), then its digest: ``asdict`` per row
+# was a fifth of a batch mint.
+_LEASE_FIELDS = tuple(f.name for f in fields(LeaseRow))
+_LEASE_VALUES = attrgetter(*_LEASE_FIELDS)
+_LEASE_LISTS = tuple(i for i, name in enumerate(_LEASE_FIELDS) if name in ("actions", "keys"))
+_SQL_INSERT_LEASE = (
+    f"INSERT INTO leases ({', '.join(_LEASE_FIELDS)}, digest) "  # noqa: S608
+    f"VALUES ({_marks(len(_LEASE_FIELDS) + 1)})"
+)
 _SQL_HEAD = "UPDATE audit_head SET seq = ?, head = ? WHERE id = 1"
 SQL_LOCK_HEAD = "SELECT seq, head FROM audit_head WHERE id = 1"
 
@@ -271,10 +341,21 @@ class RowCache:
         self.grants: dict[str, GrantRow] = {}
         self.agents: dict[str, AgentRow] = {}
         self.sets: dict[str, SetState] = {}
+        # What a mint looks up: agent by token digest, set id by path, grant id by
+        # (agent, set). Dropped with the rest when another connection commits.
+        self.agent_digests: dict[str, AgentRow | None] = {}
+        self.set_paths: dict[str, str | None] = {}
+        self.grant_ids: dict[tuple[str, str], str | None] = {}
 
     def check(self, version: int) -> None:
         """Forget everything if another connection committed since the last batch."""
-        if version != self.version or len(self.leases) > self.LIMIT:
+        # Unknown agent tokens are remembered too (as None): bounded like the rest.
+        if (
+            version != self.version
+            or len(self.leases) > self.LIMIT
+            or len(self.agent_digests) > self.LIMIT
+            or len(self.grant_ids) > self.LIMIT
+        ):
             self.clear()
             self.version = version
 
@@ -286,6 +367,9 @@ class RowCache:
         self.grants.clear()
         self.agents.clear()
         self.sets.clear()
+        self.agent_digests.clear()
+        self.set_paths.clear()
+        self.grant_ids.clear()
 
 
 class SqliteBatch(Batch):
@@ -332,6 +416,48 @@ class SqliteBatch(Batch):
             for r in self._select(_SQL_AGENTS, missing):
                 known[r["id"]] = from_mapping(AgentRow, r)
         return {i: known[i] for i in ids if i in known}
+
+    def agent_by_digest(self, digest: str) -> AgentRow | None:
+        known = self.cache.agent_digests
+        if digest not in known:
+            r = self.conn.execute(_SQL_AGENT_BY_DIGEST, (digest,)).fetchone()
+            known[digest] = from_mapping(AgentRow, r) if r is not None else None
+        return known[digest]
+
+    def live_set(self, path: str) -> str | None:
+        known = self.cache.set_paths
+        if path not in known:
+            r = self.conn.execute(_SQL_LIVE_SET, tuple(path.split("/"))).fetchone()
+            known[path] = str(r["id"]) if r is not None else None
+        return known[path]
+
+    def grant_for(self, agent_id: str, set_id: str) -> GrantRow | None:
+        key = (agent_id, set_id)
+        known = self.cache.grant_ids
+        if key in known:
+            grant_id = known[key]
+            if grant_id is None:
+                return None
+            if grant_id in self.cache.grants:
+                return self.cache.grants[grant_id]
+        r = self.conn.execute(_SQL_GRANT_FOR, key).fetchone()
+        if r is None:
+            known[key] = None
+            return None
+        grant = self.cache.grants[r["id"]] = from_mapping(GrantRow, r)
+        known[key] = grant.id
+        return grant
+
+    def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
+        params = []
+        for row, digest in rows:
+            values = list(_LEASE_VALUES(row))
+            for i in _LEASE_LISTS:
+                if values[i] is not None:
+                    values[i] = json.dumps(values[i])
+            values.append(digest)
+            params.append(values)
+        self.conn.executemany(_SQL_INSERT_LEASE, params)
 
     def exported(self, set_ids: Collection[str], when: str) -> None:
         self.conn.executemany(_SQL_EXPORTED, [(when, i) for i in set_ids])

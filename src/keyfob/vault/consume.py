@@ -27,7 +27,7 @@ from keyfob.store.records import LeaseRow
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.decision import EXPORT, PROXY, Allow, Counts, Now, Target, Use, decide
 from keyfob.vault.group_commit import GroupCommit
-from keyfob.vault.leases import denial
+from keyfob.vault.leases import Leases, Minted, MintOrder, denial
 
 PROFILES_KEPT = 1024
 
@@ -63,20 +63,24 @@ class Consumed:
 
 
 class Consumer:
-    """The grouped commit every lease use goes through."""
+    """The grouped commit every lease use goes through; mints share it."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, leases: Leases | None = None) -> None:
         self._core = core
+        self._leases = leases
         self._profiles: dict[str, Profile | None] = {}
-        self.commit: GroupCommit[Attempt, Consumed | KeyfobError] = GroupCommit(
-            core, self._process
+        self.commit: GroupCommit[Attempt | MintOrder, Consumed | Minted | KeyfobError] = (
+            GroupCommit(core, self._process)
         )
+        if leases is not None:
+            leases.grouped = self.commit
 
     async def take(self, attempt: Attempt) -> Consumed:
         """Take one use (audited and committed before this returns) or raise the denial."""
         outcome = await self.commit.submit(attempt)
         if isinstance(outcome, KeyfobError):
             raise outcome
+        assert isinstance(outcome, Consumed)
         return outcome
 
     def profile(self, state: SetState | None) -> Profile | None:
@@ -101,8 +105,31 @@ class Consumer:
     # -- in the batch: synchronous, inside the locked transaction (on SQLite on the event
     # -- loop, or in the writer thread while another process holds the lock) ----------
 
-    def _process(self, batch: Batch, attempts: Sequence[Attempt]) -> list[Consumed | KeyfobError]:
+    def _process(
+        self, batch: Batch, items: Sequence[Attempt | MintOrder]
+    ) -> list[Consumed | Minted | KeyfobError]:
+        """Uses first, then mints; the answers in the order of ``items``."""
         now = Now(self._core.clock.now())
+        attempts = [i for i in items if isinstance(i, Attempt)]
+        orders = [i for i in items if isinstance(i, MintOrder)]
+        used = iter(self._uses(batch, attempts, now))
+        minted = iter(self._mints(batch, orders, now))
+        return [next(used) if isinstance(i, Attempt) else next(minted) for i in items]
+
+    def _mints(
+        self, batch: Batch, orders: list[MintOrder], now: Now
+    ) -> list[Minted | KeyfobError]:
+        if not orders:
+            return []
+        if self._leases is None:
+            raise RuntimeError("a mint reached a grouped commit without leases")
+        return self._leases.mint_in_batch(batch, orders, now)
+
+    def _uses(
+        self, batch: Batch, attempts: list[Attempt], now: Now
+    ) -> list[Consumed | KeyfobError]:
+        if not attempts:
+            return []
         leases = batch.leases({a.digest for a in attempts if a.digest is not None})
         grants = batch.grants({lease.grant_id for lease in leases.values()})
         agents = batch.agents({lease.agent_id for lease in leases.values()})

@@ -37,6 +37,10 @@ class Now:
         self.second = int(moment.timestamp())
         self._ago: dict[int, str] = {}
 
+    @property
+    def moment(self) -> datetime:
+        return self._moment
+
     def ago(self, seconds: int) -> str:
         """The moment ``seconds`` before this one, as text (memoised: grants share TTLs)."""
         text = self._ago.get(seconds)

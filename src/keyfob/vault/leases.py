@@ -9,9 +9,10 @@ record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyfob import tokens
 from keyfob.clock import isoformat as _iso
@@ -29,6 +30,7 @@ from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
+from keyfob.store.batch import Batch, Draft
 from keyfob.store.records import GrantRow, LeaseRequestRow, LeaseRow
 from keyfob.vault import validation
 from keyfob.vault.context import Context
@@ -37,11 +39,15 @@ from keyfob.vault.decision import Now, mint_refusal, spent
 from keyfob.vault.grants import SCOPES
 from keyfob.vault.operators import Principal
 
+if TYPE_CHECKING:
+    from keyfob.vault.group_commit import GroupCommit
+
 REQUEST_TTL = 60
 WORKFLOW_TTL = 900
 APPROVAL_TIMEOUT = 600
 MAX_WAIT = 30
 MAX_PENDING = 20  # lease requests waiting for approval, per agent and per grant
+MAX_COUNT = 100  # leases one batch mint may ask for
 NOT_GRANTED = "no usable grant for this agent and secret set"
 
 
@@ -51,7 +57,13 @@ class _View:
     __slots__ = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        names = _NAMES.get(type(self))
+        if names is None:
+            names = _NAMES[type(self)] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        return {name: getattr(self, name) for name in names}
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}  # a view's field names (``fields`` is slow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +185,7 @@ REASONS = {
     "no_profile": "the secret set has no usable injection profile; an operator must set one",
     "agent_disabled": "the agent is disabled or deleted",
     "too_many_pending": "too many lease requests are waiting for approval; retry later",
+    "approval_required": "the grant needs approval for each lease: mint them one at a time",
 }
 
 
@@ -183,16 +196,54 @@ def denial(reason: str, retry_after: int | None = None) -> KeyfobError:
     return Forbidden(REASONS.get(reason, "denied"), reason=reason)
 
 
+@dataclass(frozen=True, slots=True)
+class AgentClaim(Masked):
+    """An agent token's digest, not looked up yet: the mint's grouped commit finds its
+    agent and checks it (unknown or disabled: 401, audited as ``auth.failed``), which
+    spares a mint the separate read an authenticated ``Principal`` costs."""
+
+    digest: str = field(metadata=SECRET)
+
+
+@dataclass(frozen=True, slots=True)
+class MintOrder(Masked):
+    """A mint asked for, decided inside a grouped commit (``Leases.mint_in_batch``)."""
+
+    agent_id: str | None  # None: whichever agent holds the token (an ``AgentClaim``)
+    # The digest of the agent's token (None: look up by id).
+    credential: str | None = field(metadata=SECRET)
+    set_path: str
+    scope: str
+    ttl: int | None
+    max_uses: int | None
+    count: int
+    single: bool  # a plain mint, which may file a lease request; a batch mint may not
+    request_id: str
+    client: str | None
+    route: str
+
+
+@dataclass(frozen=True, slots=True)
+class Minted:
+    """The leases a grouped mint issued; empty when the grant needs approval (the mint
+    then goes the transactional way, which files a lease request)."""
+
+    leases: list[IssuedLease]
+    agent: Principal | None = None  # who minted (for the transactional path)
+
+
 class Leases:
     def __init__(self, core: Core, max_pending: int = MAX_PENDING) -> None:
         self._core = core
         self._max_pending = max_pending
+        # The grouped commit lease uses go through (``Consumer.commit``); mints share it.
+        self.grouped: GroupCommit[Any, Any] | None = None
 
     # -- minting ----------------------------------------------------------------------
 
     async def mint(
         self,
-        agent: Principal,
+        agent: Principal | AgentClaim,
         ctx: Context,
         *,
         secret_set: str,
@@ -202,15 +253,18 @@ class Leases:
         route: str = "/v1/leases",
     ) -> IssuedLease | LeaseRequestView:
         """A lease with its token, or a pending request when the grant needs approval."""
-        path = "/".join(validation.split_path(secret_set))
-        if scope not in SCOPES:
-            raise invalid("scope", "request or workflow")
-        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
-            raise invalid("ttl", "seconds, at least 1")
-        if max_uses is not None and (not isinstance(max_uses, int) or max_uses < 1):
-            raise invalid("max_uses", "at least 1")
-        if scope == "request" and max_uses not in (None, 1):
-            raise invalid("max_uses", "request-scoped leases are single use")
+        path = self._checked(secret_set, scope, ttl, max_uses, 1)
+        if self.grouped is not None:
+            minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, None, route)
+            if minted.leases:
+                return minted.leases[0]
+            assert minted.agent is not None
+            agent = minted.agent
+            ctx = Context(agent.actor, ctx.request_id, ctx.client)
+        if not isinstance(agent, Principal):
+            raise RuntimeError("an unchecked agent token needs the grouped commit")
+        # The grant needs approval (or no grouped commit runs): one transaction that files
+        # the request, checking every rule again.
         refused: KeyfobError | None = None
         result: IssuedLease | LeaseRequestView | None = None
         async with self._core.write() as tx:
@@ -234,7 +288,7 @@ class Leases:
                         {"reason": reason or "not_granted", "agent_id": agent.id, "stage": "mint"},
                     )
                 else:
-                    lease_ttl = self._ttl(grant, scope, ttl)
+                    lease_ttl = self._ttl(grant, scope, ttl, self._core.clock.now())
                     uses = 1 if scope == "request" else _cap(max_uses, grant.max_lease_uses)
                     if grant.approval == "required":
                         result = await self._request(tx, ctx, agent, grant, scope, lease_ttl, uses)
@@ -244,6 +298,138 @@ class Leases:
             raise refused
         assert result is not None
         return result
+
+    async def mint_many(
+        self,
+        agent: Principal | AgentClaim,
+        ctx: Context,
+        *,
+        secret_set: str,
+        count: int,
+        scope: str = "request",
+        ttl: int | None = None,
+        max_uses: int | None = None,
+        route: str = "/v1/leases",
+    ) -> list[IssuedLease]:
+        """``count`` leases, each with its own token, in one grouped commit. A grant that
+        needs approval refuses (403 ``approval_required``): approval is per lease."""
+        path = self._checked(secret_set, scope, ttl, max_uses, count)
+        if self.grouped is None:
+            raise RuntimeError("batch mint needs the grouped commit")
+        minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route)
+        return minted.leases
+
+    def _checked(
+        self, secret_set: str, scope: str, ttl: int | None, max_uses: int | None, count: int
+    ) -> str:
+        """The set's path; refuses a malformed mint before anything is looked up."""
+        path = "/".join(validation.split_path(secret_set))
+        if scope not in SCOPES:
+            raise invalid("scope", "request or workflow")
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+            raise invalid("ttl", "seconds, at least 1")
+        if max_uses is not None and (not isinstance(max_uses, int) or max_uses < 1):
+            raise invalid("max_uses", "at least 1")
+        if scope == "request" and max_uses not in (None, 1):
+            raise invalid("max_uses", "request-scoped leases are single use")
+        if not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            raise invalid("count", f"between 1 and {MAX_COUNT}")
+        return path
+
+    async def _grouped(
+        self,
+        agent: Principal | AgentClaim,
+        ctx: Context,
+        path: str,
+        scope: str,
+        ttl: int | None,
+        max_uses: int | None,
+        count: int | None,
+        route: str,
+    ) -> Minted:
+        """``count`` leases (None: one, or a lease request) decided in the grouped commit."""
+        assert self.grouped is not None
+        order = MintOrder(
+            agent.id if isinstance(agent, Principal) else None,
+            agent.credential if isinstance(agent, Principal) else agent.digest,
+            path,
+            scope,
+            ttl,
+            max_uses,
+            count or 1,
+            count is None,
+            ctx.request_id,
+            ctx.client,
+            route,
+        )
+        outcome = await self.grouped.submit(order)
+        if isinstance(outcome, KeyfobError):
+            raise outcome
+        assert isinstance(outcome, Minted)
+        return outcome
+
+    def mint_in_batch(
+        self, batch: Batch, orders: Sequence[MintOrder], now: Now
+    ) -> list[Minted | KeyfobError]:
+        """Decide and issue ``orders`` inside the grouped commit: the same checks as the
+        transactional mint (agent by its token now, the live set, ``mint_refusal``), the
+        lease rows and one ``lease.mint`` record per lease in the batch's transaction."""
+        drafts: list[Draft] = []
+        rows: list[tuple[LeaseRow, str]] = []
+        results: list[Minted | KeyfobError] = []
+        for o in orders:
+            found = None
+            if o.credential is not None:
+                found = batch.agent_by_digest(o.credential)
+            elif o.agent_id is not None:
+                found = batch.agents([o.agent_id]).get(o.agent_id)
+            claimed = o.agent_id is not None and found is not None and found.id != o.agent_id
+            if found is None or claimed or found.disabled_at is not None:
+                reason = "unknown" if found is None else "agent_disabled"
+                details = {"reason": reason, "token_kind": tokens.AGENT, "client": o.client}
+                route = f"route:{o.route}"[:300]
+                rid = o.request_id
+                failed = Draft(now.iso, "anonymous", "auth.failed", route, "denied", rid, details)
+                drafts.append(failed)
+                results.append(Unauthorized(UNAUTHORIZED))
+                continue
+            assert found is not None
+            actor = f"agent:{found.id}"
+            set_id = batch.live_set(o.set_path)
+            grant = batch.grant_for(found.id, set_id) if set_id is not None else None
+            refusal = mint_refusal(grant, o.scope, now)
+            if grant is not None and refusal is None and grant.approval == "required":
+                if o.single:
+                    # The transactional path files the request.
+                    principal = Principal("agent", found.id, found.name, o.credential)
+                    results.append(Minted([], principal))
+                    continue
+                refusal = "approval_required"
+            target = f"secret_set:{o.set_path}"
+            if refusal is not None or grant is None:
+                refusal = refusal or "not_granted"
+                details = {"reason": refusal, "agent_id": found.id, "stage": "mint"}
+                drafts.append(
+                    Draft(now.iso, actor, "lease.deny", target, "denied", o.request_id, details)
+                )
+                results.append(denial(refusal))
+                continue
+            ttl = self._ttl(grant, o.scope, o.ttl, now.moment)
+            uses = 1 if o.scope == "request" else _cap(o.max_uses, grant.max_lease_uses)
+            issued = []
+            ids = tokens.new_ids(o.count)
+            for token, lease_id in zip(tokens.new_tokens(tokens.LEASE, o.count), ids, strict=True):
+                row = self._lease_row(grant, o.scope, ttl, uses, now, lease_id)
+                rows.append((row, self.digest(token)))
+                details = _mint_details(row, ttl, None)
+                drafts.append(
+                    Draft(now.iso, actor, "lease.mint", target, "ok", o.request_id, details)
+                )
+                issued.append(IssuedLease(lease_view(row, now.iso), Secret(token), ttl))
+            results.append(Minted(issued))
+        batch.insert_leases(rows)
+        batch.append(drafts)
+        return results
 
     async def still_valid(self, tx: Tx, agent: Principal, ctx: Context, route: str) -> bool:
         """Is the agent still enabled and its token still current, inside ``tx``? If not,
@@ -288,13 +474,13 @@ class Leases:
         """Why a lease cannot be minted under ``grant`` now, or None."""
         return mint_refusal(grant, scope, Now(self._core.clock.now()))
 
-    def _ttl(self, grant: GrantRow, scope: str, asked: int | None) -> int:
+    def _ttl(self, grant: GrantRow, scope: str, asked: int | None, now: datetime) -> int:
         ttl = asked or (REQUEST_TTL if scope == "request" else WORKFLOW_TTL)
         ttl = min(ttl, grant.max_lease_ttl)
         if grant.expires_at:
             # Unbounded: older releases stored any year.
             expires = parse_iso(grant.expires_at, bounded=False)
-            left = (expires - self._core.clock.now()).total_seconds()
+            left = (expires - now).total_seconds()
             ttl = min(ttl, max(1, int(left)))
         return ttl
 
@@ -309,9 +495,19 @@ class Leases:
         request_id: str | None,
     ) -> IssuedLease:
         token = tokens.new_token(tokens.LEASE)
-        now = self._core.clock.now()
-        row = LeaseRow(
-            id=tokens.new_id(),
+        now = Now(self._core.clock.now())
+        row = self._lease_row(grant, scope, ttl, max_uses, now, tokens.new_id())
+        await sql.insert_lease(tx.conn, row, self.digest(token))
+        await self.audit(
+            tx, ctx, "lease.mint", grant.set_path, "ok", _mint_details(row, ttl, request_id)
+        )
+        return IssuedLease(lease_view(row, now.iso), Secret(token), ttl)
+
+    def _lease_row(
+        self, grant: GrantRow, scope: str, ttl: int, max_uses: int | None, now: Now, lease_id: str
+    ) -> LeaseRow:
+        return LeaseRow(
+            id=lease_id,
             agent_id=grant.agent_id,
             grant_id=grant.id,
             set_id=grant.set_id,
@@ -321,29 +517,11 @@ class Leases:
             scope=scope,
             max_uses=max_uses,
             uses=0,
-            created_at=self._core.now(),
-            expires_at=_lease_expiry(now, ttl, grant.expires_at),
+            created_at=now.iso,
+            expires_at=_lease_expiry(now.moment, ttl, grant.expires_at),
             revoked_at=None,
             revoke_reason=None,
         )
-        await sql.insert_lease(tx.conn, row, self.digest(token))
-        await self.audit(
-            tx,
-            ctx,
-            "lease.mint",
-            grant.set_path,
-            "ok",
-            {
-                "lease_id": row.id,
-                "agent_id": grant.agent_id,
-                "grant_id": grant.id,
-                "scope": scope,
-                "ttl": ttl,
-                "max_uses": max_uses,
-                "request": request_id,
-            },
-        )
-        return IssuedLease(lease_view(row, self._core.now()), Secret(token), ttl)
 
     async def _request(
         self,
@@ -488,6 +666,19 @@ def _lease_expiry(now: datetime, ttl: int, grant_expires: str | None) -> str:
     """``now + ttl``, but never past the grant, not even by a second of rounding."""
     expires = _iso(now + timedelta(seconds=ttl))
     return min(expires, grant_expires) if grant_expires else expires
+
+
+def _mint_details(row: LeaseRow, ttl: int, request_id: str | None) -> dict[str, Any]:
+    """What a ``lease.mint`` record says (never the token)."""
+    return {
+        "lease_id": row.id,
+        "agent_id": row.agent_id,
+        "grant_id": row.grant_id,
+        "scope": row.scope,
+        "ttl": ttl,
+        "max_uses": row.max_uses,
+        "request": request_id,
+    }
 
 
 def _cap(asked: int | None, ceiling: int | None) -> int | None:

@@ -76,8 +76,9 @@ class Vault:
         self.grants = Grants(core, self.agents)
         self.leases = Leases(core, settings.max_pending_requests)
         self.approvals = Approvals(core, self.leases)
-        # Every use of a lease (proxy, export) goes through this one grouped commit.
-        self.consumer = Consumer(core)
+        # Every use of a lease (proxy, export) and every mint goes through this one
+        # grouped commit.
+        self.consumer = Consumer(core, self.leases)
         self.lease_use = LeaseUsage(core, self.leases, self.consumer)
         self.users = Users(
             core,
