@@ -228,6 +228,15 @@ def make_aead() -> Case:
     return Case(Aead(RAW_KEY), key_forms(RAW_KEY))
 
 
+def make_data_keys() -> Case:
+    ring, _, _ = Keyring.create(MasterKey(Secret(RAW_KEY)))
+    keys = crypto.DataKeys()
+    sealed = crypto.seal(ring, CANARY.encode(), set_id="s", version=1)
+    crypto.open(ring, sealed, set_id="s", version=1, keys=keys)
+    dek = crypto.envelope._unwrap_dek(ring, sealed.wrapped_dek, "s", 1)
+    return Case(keys, (*key_forms(dek), sealed.wrapped_dek.hex(), CANARY))
+
+
 def make_signer() -> Case:
     return Case(Signer(SEED), key_forms(SEED))
 
@@ -344,6 +353,7 @@ FACTORIES: dict[type, Callable[[], Case]] = {
     Secret: make_secret,
     MasterKey: make_master_key,
     Aead: make_aead,
+    crypto.DataKeys: make_data_keys,
     Signer: make_signer,
     SystemKeys: make_system_keys,
     Keyring: make_keyring,

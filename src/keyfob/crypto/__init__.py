@@ -4,11 +4,12 @@ Knows nothing of the domain; only ``_aead`` imports ``cryptography.hazmat``.
 """
 
 from keyfob.crypto._aead import verify_signature
-from keyfob.crypto.envelope import Sealed, open, rewrap, seal, term_of
+from keyfob.crypto.envelope import DataKeys, Sealed, open, rewrap, seal, term_of
 from keyfob.crypto.keyring import Keyring, SystemKeys, WrappedKek
 from keyfob.crypto.master import MasterKey
 
 __all__ = [
+    "DataKeys",
     "Keyring",
     "MasterKey",
     "Sealed",

@@ -65,12 +65,57 @@ def seal(ring: Keyring, plaintext: bytes, *, set_id: str, version: int) -> Seale
     return Sealed(term, _wrap_dek(ring, dek, set_id, version, term), bytes([_V1]) + body)
 
 
-def open(ring: Keyring, sealed: Sealed, *, set_id: str, version: int) -> bytes:
+class DataKeys(Masked):
+    """Unwrapped data keys (never values), by set version and wrapped form, so a version
+    read again skips the unwrap. Bounded; ``forget`` a set on update or delete and
+    ``clear`` on rotation and rewrap, so no key outlives its use for long."""
+
+    __slots__ = ("_keys", "limit")
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._keys: dict[tuple[str, int, bytes], _aead.Aead] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, ring: Keyring, wrapped: bytes, set_id: str, version: int) -> _aead.Aead:
+        """The version's data key, unwrapped once; a row with other wrapped bytes (a rewrap,
+        a swapped row) is unwrapped again and checked against its AAD."""
+        key = (set_id, version, wrapped)
+        aead = self._keys.get(key)
+        if aead is None:
+            aead = _aead.Aead(_unwrap_dek(ring, wrapped, set_id, version))
+            if len(self._keys) >= self.limit:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys[key] = aead
+        return aead
+
+    def forget(self, set_id: str) -> None:
+        """Drop every cached key of the set (its versions changed, or it was deleted)."""
+        for key in [k for k in self._keys if k[0] == set_id]:
+            del self._keys[key]
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+
+def open(
+    ring: Keyring,
+    sealed: Sealed,
+    *,
+    set_id: str,
+    version: int,
+    keys: DataKeys | None = None,
+) -> bytes:
     """Decrypt one secret version; any mismatch is the same ``DecryptionFailed``."""
     if not sealed.ciphertext or sealed.ciphertext[0] != _V1:
         raise DecryptionFailed()
-    dek = _unwrap_dek(ring, sealed.wrapped_dek, set_id, version)
-    return _aead.Aead(dek).open(sealed.ciphertext[1:], _aead.aad(_DATA_LABEL, set_id, version))
+    if keys is not None:
+        aead = keys.get(ring, sealed.wrapped_dek, set_id, version)
+    else:
+        aead = _aead.Aead(_unwrap_dek(ring, sealed.wrapped_dek, set_id, version))
+    return aead.open(sealed.ciphertext[1:], _aead.aad(_DATA_LABEL, set_id, version))
 
 
 def rewrap(ring: Keyring, wrapped_dek: bytes, *, set_id: str, version: int) -> tuple[int, bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,14 @@ from keyfob.store.batch import SQL_LOCK_HEAD, Batch, CoreBatch, LostRace, RowCac
 
 T = TypeVar("T")
 
-# The writer connection checkpoints the WAL itself, every this many batches.
-CHECKPOINT_EVERY = 256
+log = logging.getLogger("keyfob.store")
+
+# Committed WAL pages are copied into the database at most this often (seconds), by a
+# connection of their own in a thread of their own: never inside a batch, never under
+# the write lock, so no request waits for one.
+WAL_CHECKPOINT_INTERVAL = 1.0
+# How long a batch in the writer thread waits for another process's write lock (seconds).
+LOCK_WAIT = 30.0
 
 
 class _Busy(Exception):
@@ -136,8 +143,11 @@ class Database:
         # only for waiting on another process's lock and for WAL checkpoints.
         self._writer: ThreadPoolExecutor | None = None
         self._writer_conn: sqlite3.Connection | None = None
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
         self._rows = RowCache()
-        self._commits = 0
         self._synchronous = sqlite_synchronous
         if self.is_sqlite:
             self._sqlite_events(sqlite_synchronous)
@@ -260,9 +270,10 @@ class Database:
                         done = await loop.run_in_executor(
                             self._writer_pool(), self._sqlite_batch, work, True
                         )
-                    self._commits += 1
-                    if self._commits % CHECKPOINT_EVERY == 0:
-                        await loop.run_in_executor(self._writer_pool(), self._wal_checkpoint)
+                    if self._checkpoint_timer is None:
+                        self._checkpoint_timer = loop.call_later(
+                            WAL_CHECKPOINT_INTERVAL, self._start_wal_checkpoint, loop
+                        )
                     return done
             async with self.engine.connect() as raw:
                 conn = await raw.execution_options(keyfob_write=True)
@@ -300,7 +311,7 @@ class Database:
         conn = self._writer_connection()
         try:
             if wait:
-                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT * 1000)}")
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -340,14 +351,32 @@ class Database:
             raise
         return result, batch
 
+    def _start_wal_checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer fired: checkpoint in the background (one at a time)."""
+        self._checkpoint_timer = None
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        if self._checkpointer is None:
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="keyfob-checkpoint")
+        self._checkpointing = loop.run_in_executor(self._checkpointer, self._wal_checkpoint)
+        self._checkpointing.add_done_callback(_checkpoint_done)
+
     def _wal_checkpoint(self) -> None:
-        """Move committed WAL pages into the database without blocking readers or writers."""
-        conn = self._writer_connection()
-        conn.execute("PRAGMA busy_timeout=30000")
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        finally:
-            conn.execute("PRAGMA busy_timeout=0")
+        """Move committed WAL pages into the database without blocking readers or writers
+        (PASSIVE: it copies what it can and never waits for a lock)."""
+        if self._checkpoint_conn is None:
+            path = self.url.removeprefix("sqlite+aiosqlite:///")
+            self._checkpoint_conn = sqlite3.connect(
+                path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+        self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpoint_conn is not None:
+            try:
+                self._checkpoint_conn.close()
+            finally:
+                self._checkpoint_conn = None
 
     def _close_writer(self) -> None:
         self._rows.clear()
@@ -358,8 +387,24 @@ class Database:
                 self._writer_conn = None
 
     async def close(self) -> None:
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
+        if self._checkpointer is not None:
+            if self._checkpointing is not None:
+                await asyncio.wait([self._checkpointing])
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._checkpointer, self._close_checkpointer)
+            self._checkpointer.shutdown(wait=True)
+            self._checkpointer = None
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, self._close_writer)
             self._writer.shutdown(wait=True)
             self._writer = None
         await self.engine.dispose()
+
+
+def _checkpoint_done(done: asyncio.Future[None]) -> None:
+    # Commits are durable in the WAL already; a failed copy is retried by the next timer.
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("WAL checkpoint failed: %s", type(done.exception()).__name__)

@@ -35,6 +35,8 @@ class Core:
         self.ring = ring
         self.clock = clock
         self.checkpoints = checkpoints
+        # Unwrapped data keys by set version: the proxy opens the same version per request.
+        self.data_keys = crypto.DataKeys()
         self._due: tuple[int, str] | None = None
         self._checkpointing: asyncio.Task[None] | None = None
 
@@ -112,7 +114,9 @@ class Core:
         """A stored version's entries, decrypted; any failure is ``DecryptionFailed``."""
         await self.ensure_term(wrapped_dek)
         sealed = crypto.Sealed(term, wrapped_dek, ciphertext)
-        plain = crypto.open(self.ring, sealed, set_id=set_id, version=version)
+        plain = crypto.open(
+            self.ring, sealed, set_id=set_id, version=version, keys=self.data_keys
+        )
         try:
             entries = json.loads(plain)
         except ValueError:

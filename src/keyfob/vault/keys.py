@@ -46,6 +46,7 @@ class Keys:
             await self._core.record(
                 tx, ctx, "keys.rotate", f"kek:{kek.term}", details={"term": kek.term}
             )
+        self._core.data_keys.clear()
         return Rotated(kek.term)
 
     async def rewrap(self, ctx: Context) -> Rewrapped:
@@ -74,6 +75,7 @@ class Keys:
                     tx, ctx, "keys.rewrap", f"kek:{term}", details={"term": term, "rewrapped": done}
                 )
                 moved += done
+        self._core.data_keys.clear()
         return Rewrapped(moved, self._core.ring.active_term)
 
     async def retire(self, ctx: Context, term: int) -> TermRetired:
@@ -96,4 +98,5 @@ class Keys:
             await keyring_sql.retire_term(tx.conn, term, self._core.now())
             await self._core.record(tx, ctx, "keys.retire", f"kek:{term}", details={"term": term})
         self._core.ring.forget(term)
+        self._core.data_keys.clear()
         return TermRetired(term)

@@ -199,6 +199,7 @@ class SecretSets:
                 profile_changed=clean_profile != row.profile,
             )
             row = await self._find(tx.conn, path)
+        self._core.data_keys.forget(row.id)
         return set_view(row, current)
 
     async def rollback(
@@ -222,6 +223,7 @@ class SecretSets:
             await sql.update_set(tx.conn, row.id, version=new_version, updated_at=self._core.now())
             await self._audit(tx, ctx, "rollback", path, version=new_version, rollback_of=version)
             row = await self._find(tx.conn, path)
+        self._core.data_keys.forget(row.id)
         return set_view(row, stored)
 
     async def delete(self, ctx: Context, path: str) -> SetView:
@@ -235,6 +237,7 @@ class SecretSets:
             )
             row = await self._find(tx.conn, path)
             current = await sql.get_version(tx.conn, row.id, row.version)
+        self._core.data_keys.forget(row.id)
         return set_view(row, current)
 
     async def restore(self, ctx: Context, path: str) -> SetView:
@@ -266,6 +269,7 @@ class SecretSets:
                 leases_revoked=len(revoked),
                 grants_revoked=len(grants),
             )
+        self._core.data_keys.forget(row.id)
         return Purged(purged=path, versions=removed)
 
     # -- helpers ----------------------------------------------------------------------
