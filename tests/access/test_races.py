@@ -1,11 +1,13 @@
 """Concurrent uses of one lease through the real proxy: use caps and rate limits hold
 exactly, across two server processes sharing one database, on SQLite and PostgreSQL.
 
-Two ``keyfob serve`` processes (nodes) on the same database; many clients fire at once,
-spread over both nodes, at one single-use lease, a lease good for three uses, and the
-leases of a grant allowing five uses a minute (and exports of a three-use lease). The
-fake upstream counts what reached it: exactly the allowed number, every other request
-refused with its reason and audited.
+Two ``keyfob serve`` processes (nodes) on the same database; 64 clients fire at once,
+spread over both nodes, at one single-use lease, a lease good for three uses, the
+leases of a grant allowing five uses a minute, the leases of a grant allowing four uses
+in all, and 64 fresh single-use leases each sent twice (and exports of a three-use
+lease). The fake upstream counts what reached it: exactly the allowed number, every other
+request refused with its reason and audited. This is the grouped commit's load: many uses
+in one batch, two processes contending for the write lock.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.slow
 
-REQUESTS = 60
+REQUESTS = 64
 
 
 @dataclass
@@ -138,7 +140,7 @@ async def test_a_single_use_lease_reaches_upstream_once(nodes: Nodes) -> None:
 
     assert seen == {"ok": 1, "exhausted": REQUESTS - 1}
     assert nodes.upstream.count(f"/echo/{marker}/") == 1
-    assert audited(nodes, p) == {("lease.use", None): 1, ("lease.deny", "exhausted"): 59}
+    assert audited(nodes, p) == {("lease.use", None): 1, ("lease.deny", "exhausted"): 63}
     assert counters(nodes, p) == (1, 1)
 
 
@@ -151,7 +153,7 @@ async def test_a_three_use_lease_reaches_upstream_three_times(nodes: Nodes) -> N
 
     assert seen == {"ok": 3, "exhausted": REQUESTS - 3}
     assert nodes.upstream.count(f"/echo/{marker}/") == 3
-    assert audited(nodes, p) == {("lease.use", None): 3, ("lease.deny", "exhausted"): 57}
+    assert audited(nodes, p) == {("lease.use", None): 3, ("lease.deny", "exhausted"): 61}
     assert counters(nodes, p) == (3, 3)
 
 
@@ -168,9 +170,56 @@ async def test_a_rate_limit_holds_across_leases_and_nodes(nodes: Nodes) -> None:
 
     assert seen == {"ok": 5, "rate_limited": REQUESTS - 5}
     assert nodes.upstream.count(f"/echo/{marker}/") == 5
-    assert audited(nodes, p) == {("lease.use", None): 5, ("lease.deny", "rate_limited"): 55}
+    assert audited(nodes, p) == {("lease.use", None): 5, ("lease.deny", "rate_limited"): 59}
     # Refused requests took no use of their lease.
     assert counters(nodes, p) == (5, 5)
+
+
+async def test_a_grant_use_cap_holds_across_leases_and_nodes(nodes: Nodes) -> None:
+    p = proxied(nodes.operator, local_profile(nodes.upstream), grant={"max_uses": 4})
+    tokens = [lease(p, scope="workflow")["token"] for _ in range(4)]
+    marker = unique("cap")
+
+    calls = [
+        ("GET", f"/proxy/{p.set_path}/echo/{marker}/x", tokens[i % 4]) for i in range(REQUESTS)
+    ]
+    seen = await race(nodes, calls)
+
+    assert seen == {"ok": 4, "exhausted": REQUESTS - 4}
+    assert nodes.upstream.count(f"/echo/{marker}/") == 4
+    assert audited(nodes, p) == {("lease.use", None): 4, ("lease.deny", "exhausted"): 60}
+    assert counters(nodes, p) == (4, 4)
+
+
+async def test_fresh_single_use_leases_each_reach_upstream_once(nodes: Nodes) -> None:
+    """The SDK's pattern, a new lease per call, with every lease sent twice at once."""
+    p = proxied(nodes.operator, local_profile(nodes.upstream))
+    answer = httpx.post(
+        f"{p.server_url}/v1/leases",
+        json={"secret_set": p.set_path, "scope": "request", "count": REQUESTS},
+        headers={"Authorization": f"Bearer {p.agent_token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    tokens = [minted["token"] for minted in answer.json()["leases"]]
+    marker = unique("fresh")
+
+    # Each lease twice, the two copies on different nodes (i and i + 1 alternate).
+    calls = [
+        ("POST", f"/proxy/{p.set_path}/echo/{marker}/{n}", token)
+        for n, token in enumerate(tokens)
+        for _ in range(2)
+    ]
+    seen = await race(nodes, calls)
+
+    assert seen == {"ok": REQUESTS, "exhausted": REQUESTS}
+    reached = [s.path for s in nodes.upstream.seen if f"/echo/{marker}/" in s.path]
+    assert sorted(reached) == sorted(f"/echo/{marker}/{n}" for n in range(REQUESTS))
+    assert audited(nodes, p) == {
+        ("lease.use", None): REQUESTS,
+        ("lease.deny", "exhausted"): REQUESTS,
+    }
+    assert counters(nodes, p) == (REQUESTS, REQUESTS)
 
 
 async def test_exports_of_a_three_use_lease(nodes: Nodes) -> None:
@@ -182,10 +231,13 @@ async def test_exports_of_a_three_use_lease(nodes: Nodes) -> None:
     token = lease(p, scope="workflow", max_uses=3)["token"]
     path = f"/v1/secret-sets/{p.set_path}/export"
 
-    seen = await race(nodes, [("POST", path, token)] * 40)
+    seen = await race(nodes, [("POST", path, token)] * REQUESTS)
 
-    assert seen == {"ok": 3, "exhausted": 37}
-    assert audited(nodes, p) == {("secret_set.export", None): 3, ("lease.deny", "exhausted"): 37}
+    assert seen == {"ok": 3, "exhausted": REQUESTS - 3}
+    assert audited(nodes, p) == {
+        ("secret_set.export", None): 3,
+        ("lease.deny", "exhausted"): REQUESTS - 3,
+    }
     assert counters(nodes, p) == (3, 3)
 
 
