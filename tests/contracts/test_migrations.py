@@ -48,3 +48,26 @@ async def test_migrating_twice_changes_nothing(blank: Settings) -> None:
             assert await audit_log.head(conn) == (0, "0" * 64)
     finally:
         await db.close()
+
+
+def test_the_head_read_without_alembic_is_alembics_head() -> None:
+    """Start-up finds the head from the scripts' assignments (Alembic stays unloaded)."""
+    from alembic.script import ScriptDirectory
+
+    from keyfob.store import engine
+
+    scripts = ScriptDirectory.from_config(engine._alembic_config())
+    assert engine._head_revision() == scripts.get_current_head()
+    assert len(scripts.get_heads()) == 1
+
+
+def test_a_serving_process_does_not_import_alembic() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keyfob.app.bootstrap, keyfob.store.engine as e; "
+        "e._head_revision(); print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -8,6 +8,7 @@ it yields a ``Tx`` whose ``audit()`` appends to that chain in the same transacti
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import logging
@@ -16,11 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -31,6 +29,9 @@ from keyfob.errors import ConfigurationError, Unavailable
 from keyfob.store import tables
 from keyfob.store.audit_writer import AuditChain, Draft, as_mappings
 from keyfob.store.batch import SQL_LOCK_HEAD, Batch, CoreBatch, LostRace, RowCache, SqliteBatch
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 T = TypeVar("T")
 
@@ -51,6 +52,10 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _alembic_config() -> Config:
+    # Alembic is imported only to migrate: a serving process that is at head never loads
+    # it (about 10 MB of its idle memory).
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     return config
@@ -58,8 +63,26 @@ def _alembic_config() -> Config:
 
 @functools.cache
 def _head_revision() -> str | None:
-    """The newest migration's revision id (read from the scripts once per process)."""
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    """The newest migration's revision id, read from the scripts' ``revision`` and
+    ``down_revision`` assignments (the one revision no other script builds on)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (_MIGRATIONS / "versions").glob("*.py"):
+        for node in ast.parse(script.read_text()).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.expr):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = {t.id for t in targets if isinstance(t, ast.Name)}
+                if not names & {"revision", "down_revision"}:
+                    continue
+                value = ast.literal_eval(node.value)
+                if "revision" in names and isinstance(value, str):
+                    revisions.add(value)
+                elif "down_revision" in names and value is not None:
+                    parents.update([value] if isinstance(value, str) else value)
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise ConfigurationError(f"the migrations have {len(heads)} heads, not one")
+    return heads.pop()
 
 
 def async_url(url: str) -> str:
@@ -190,6 +213,8 @@ class Database:
             return
 
         def _upgrade(sync_conn: Connection) -> None:
+            from alembic import command
+
             config = _alembic_config()
             config.attributes["connection"] = sync_conn
             command.upgrade(config, "head")
