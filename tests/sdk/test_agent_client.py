@@ -119,7 +119,7 @@ def test_approval_is_waited_for_and_a_denial_is_typed(
     world = generic_set(inproc.operator, upstream, approval="required")
     agent = inproc.agent(world.agent_token)
     with pytest.raises(sdk.ApprovalRequired) as caught:
-        agent.mint_lease(world.set_path)
+        agent.mint_lease(world.set_path, scope="workflow")
     first = caught.value.request_id
     assert first
 
@@ -132,6 +132,7 @@ def test_approval_is_waited_for_and_a_denial_is_typed(
     lease = agent.wait_for_approval(first, timeout=10)
     approver.join()
     assert lease.token.reveal().startswith("kfl_")
+    assert lease.scope == "workflow"
     with pytest.raises(sdk.Denied) as not_again:
         agent.renew(lease)
     assert not_again.value.reason == "not_renewable"
