@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +20,6 @@ from keyfob.vault import Vault
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied, close_clients, proxied
 from tests.support.asgi import BackgroundLoop, SyncASGITransport
-from tests.support.backends import fresh_sqlite
 from tests.support.hashing import FAST_HASHING
 from tests.support.server import LiveServer, serve_in_thread
 from tests.support.upstream import FakeUpstream
@@ -70,9 +68,8 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
-def inproc(tmp_path: Path) -> Iterator[InProcess]:
-    settings = Settings(data_dir=tmp_path / "data", **FAST_HASHING)
-    fresh_sqlite(settings.data_dir)
+def inproc(settings: Settings) -> Iterator[InProcess]:
+    """On each backend (``settings``): SQLite, and PostgreSQL when configured."""
     loop = BackgroundLoop()
     clock = FrozenClock(datetime.now(UTC))
 
