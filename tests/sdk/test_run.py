@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,47 @@ def test_keyfob_side_failures_are_one_line_and_exit_2(
     assert operator.get("/v1/leases", params={"secret_set": world.set_path}).json()["items"] == []
     secrets = [CANARY, world.agent_token, server.operator_token]
     assert leaks(secrets, {**outputs, "server log": server.log_text().encode()}) == []
+
+
+def test_approval_pending_or_denied_is_exit_2(
+    server: LiveServer, operator: httpx.Client, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    world = generic_set(operator, upstream, scopes=["workflow"], approval="required")
+    marker = tmp_path / "ran"
+    command = ("--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+    pending = keyfob_run(server.url, world.agent_token, "--set", world.set_path, *command)
+    assert pending.returncode == 2
+    assert "approve it (`keyfob lease approve " in pending.stderr
+    assert "--wait" in pending.stderr
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keyfob.cli",
+            "run",
+            "--set",
+            world.set_path,
+            "--wait",
+            "20",
+            *command,
+        ],
+        env=run_env(server.url, world.agent_token),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = pending.stderr.split("keyfob lease approve ")[1].split("`")[0]
+    requests: list[dict[str, Any]] = []
+    for _ in range(200):
+        items = operator.get("/v1/lease-requests").json()["items"]
+        requests = [r for r in items if r["id"] != first]
+        if requests:
+            break
+        time.sleep(0.05)
+    (request,) = requests
+    assert operator.post(f"/v1/lease-requests/{request['id']}/deny").status_code == 200
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "denied" in err
+    assert len(err.splitlines()) == 1
+    assert not marker.exists()
