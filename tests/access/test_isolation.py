@@ -28,6 +28,8 @@ AGENT_ROUTES = {
     ("POST", "/v1/leases"),
     ("GET", "/v1/me/grants"),
     ("GET", "/v1/me/lease-requests/{request_id}"),
+    ("POST", "/v1/me/leases/{lease_id}/renew"),
+    ("DELETE", "/v1/me/leases/{lease_id}"),
 }
 LEASE_ROUTES = {
     ("POST", "/v1/leases/check"),
