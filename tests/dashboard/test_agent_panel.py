@@ -49,7 +49,7 @@ async def test_openai_set_shows_every_snippet_for_that_set(ui: Ui, vault: Vault)
     assert server["args"][:2] == ["mcp", "--token-file"]
     assert server["env"] == {"KEYFOB_ADDR": addr}
     curl = snippets["snippet-curl"]
-    assert f"curl $KEYFOB_ADDR/proxy/openai/prod/default/v1/models" in curl
+    assert "curl $KEYFOB_ADDR/proxy/openai/prod/default/v1/models" in curl
     assert '"secret_set": "openai/prod/default"' in curl
     # Each snippet has its copy button, wired by the dashboard's script.
     for id_ in snippets:

@@ -21,7 +21,7 @@ _EXAMPLE_PATHS = {
     "stripe": "v1/balance",
     "slack": "api/auth.test",
 }
-TOKEN_FILE = "~/.config/keyfob/agent-token"
+TOKEN_FILE = "~/.config/keyfob/agent-token"  # noqa: S105 (a path, not a password)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _curl(path: str, addr: str, preset: str | None) -> str:
         'export KEYFOB_TOKEN="kfa_…"   # your agent token\n'
         "LEASE=$(curl -s -X POST $KEYFOB_ADDR/v1/leases \\\n"
         '  -H "Authorization: Bearer $KEYFOB_TOKEN" -H "Content-Type: application/json" \\\n'
-        f"  -d '{{\"secret_set\": \"{path}\"}}' | jq -r .token)   # kfl_…, single use\n"
+        f'  -d \'{{"secret_set": "{path}"}}\' | jq -r .token)   # kfl_…, single use\n'
         f'curl $KEYFOB_ADDR/proxy/{path}/{example} -H "Authorization: Bearer $LEASE"'
     )
 
