@@ -12,6 +12,7 @@ import typer
 
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
+from keyfob.cli.output import JsonFlag, print_json_line
 
 if TYPE_CHECKING:
     from keyfob.mcp.config import McpConfig
@@ -81,6 +82,7 @@ def mcp(
         float,
         typer.Option(min=1, max=600, metavar="S", help="Timeout of one proxied request."),
     ] = 60.0,
+    json_out: JsonFlag = False,
 ) -> None:
     """Serve keyfob to a model as MCP tools (list_secret_sets, http_request, request_access),
     holding only the agent token; no tool ever returns a key."""
@@ -100,6 +102,15 @@ def mcp(
         approval_timeout=approval_timeout,
         request_timeout=timeout,
     )
+    if listen is not None:
+        host, port = listen
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}{HTTP_PATH}"
+        if json_out:
+            print_json_line({"transport": "streamable-http", "url": url, "addr": config.addr})
+        else:
+            print(
+                f"keyfob mcp: streamable HTTP at {url} (keyfob at {config.addr})", file=sys.stderr
+            )
     try:
         asyncio.run(_serve(config, listen))
     except KeyboardInterrupt:
@@ -116,10 +127,6 @@ async def _serve(config: McpConfig, listen: tuple[str, int] | None) -> None:
             await server.run_stdio_async()
         else:
             host, port = listen
-            shown = f"[{host}]" if ":" in host else host
-            print(
-                f"keyfob mcp: streamable HTTP at http://{shown}:{port}{HTTP_PATH}", file=sys.stderr
-            )
             await server.run_streamable_http_async(
                 host=host, port=port, streamable_http_path=HTTP_PATH
             )
