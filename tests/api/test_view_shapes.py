@@ -32,6 +32,7 @@ MY_GRANT_FIELDS = [
     "remaining_uses",
     "base_url",
     "hosts",
+    "env",
 ]
 
 

@@ -17,7 +17,7 @@ from keyfob.api.deps import (
     OperatorDep,
     VaultDep,
 )
-from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRevoke
+from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRenew, LeaseRevoke
 from keyfob.api.views import items
 from keyfob.vault import Vault
 from keyfob.vault.context import Context
@@ -89,6 +89,25 @@ async def _minter(request: Request, vault: Vault) -> tuple[Principal | AgentClai
 async def my_grants(who: AgentDep, vault: VaultDep) -> dict[str, Any]:
     principal, _ = who
     return {"agent": principal.name, "items": items(await vault.grants.for_agent(principal.id))}
+
+
+@router.post(
+    "/v1/me/leases/{lease_id}/renew",
+    summary="A new term for one of the agent's workflow leases (same token; capped by the grant)",
+)
+async def renew(
+    lease_id: str, who: AgentDep, vault: VaultDep, body: LeaseRenew | None = None
+) -> dict[str, Any]:
+    principal, ctx = who
+    ttl = body.ttl if body is not None else None
+    view, new_ttl = await vault.leases.renew(principal, ctx, lease_id, ttl)
+    return {**view.as_dict(), "ttl": new_ttl}
+
+
+@router.delete("/v1/me/leases/{lease_id}", summary="Revoke one of the agent's own leases")
+async def revoke_mine(lease_id: str, who: AgentDep, vault: VaultDep) -> dict[str, Any]:
+    principal, ctx = who
+    return (await vault.leases.revoke(ctx, lease_id, agent_id=principal.id)).as_dict()
 
 
 @router.get("/v1/me/lease-requests/{request_id}", summary="Poll a pending lease request")

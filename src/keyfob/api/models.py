@@ -103,6 +103,10 @@ class LeaseMint(_Body):
     )
 
 
+class LeaseRenew(_Body):
+    ttl: int | None = Field(None, ge=1, le=2**63 - 1, description="seconds; capped by the grant")
+
+
 class LeaseRevoke(_Body):
     agent: str | None = None
     grant: str | None = None

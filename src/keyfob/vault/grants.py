@@ -12,6 +12,7 @@ from typing import Any
 
 from keyfob.constraints import BY_NAME, NAMES, defaults
 from keyfob.errors import Conflict, NotFound
+from keyfob.profiles.registry import env_of
 from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
@@ -176,6 +177,7 @@ class Grants:
                         remaining_uses=remaining,
                         base_url=profile.get("base_url"),
                         hosts=list(profile.get("hosts") or []),
+                        env=env_of(found.profile),
                     )
                 )
         return out

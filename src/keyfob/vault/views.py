@@ -138,6 +138,8 @@ class MyGrantView(View):
     remaining_uses: int | None
     base_url: str | None
     hosts: list[str]
+    # What ``keyfob run`` sets for the set's preset (templates over {proxy_url}, {lease}).
+    env: dict[str, str]
 
 
 @dataclass(frozen=True)
