@@ -64,6 +64,7 @@ async def test_request_access_waits_for_approval_then_the_call_goes_through(
     assert early.error
     assert "request_access" in early.text
     assert decided["status"] == "approved"
+    assert decided["reason"] == "summarise this week's invoices"  # what the approver read
     assert not granted_access.error, granted_access.text
     assert granted_access.data is not None
     assert granted_access.data["status"] == "approved"

@@ -141,13 +141,12 @@ class Access:
             )
         scope: Literal["request", "workflow"] = "workflow" if uses > 1 else "request"
         filed = await self.agent.request_approval(
-            secret_set, scope=scope, max_uses=uses if uses > 1 else None
+            secret_set, scope=scope, max_uses=uses if uses > 1 else None, reason=reason
         )
         if filed.lease is not None:
             self._held[secret_set] = Held(filed.lease)
             return None
-        # The reason goes to the operator's side of this server (its log), never a value.
-        log.warning("lease request %s on %s filed: %s", filed.id, secret_set, reason)
+        log.warning("lease request %s on %s is waiting for a person", filed.id, secret_set)
         self._pending[secret_set] = filed.id
         return filed.id
 
