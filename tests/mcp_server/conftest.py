@@ -149,22 +149,26 @@ def start_http_mcp(tmp_path: Path) -> Iterator[Any]:
     def start(addr: str, token: str) -> HttpMcp:
         port = free_port()
         log = tmp_path / f"mcp-http-{port}.log"
-        with log.open("wb") as out:
+        announced = tmp_path / f"mcp-http-{port}.json"
+        with log.open("wb") as err, announced.open("wb") as out:
             process = subprocess.Popen(
-                keyfob_mcp("--http", f"127.0.0.1:{port}"),
+                keyfob_mcp("--http", f"127.0.0.1:{port}", "--json"),
                 env=mcp_env(addr, token),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
-                stderr=subprocess.STDOUT,
+                stderr=err,
             )
-        server = HttpMcp(f"http://127.0.0.1:{port}/mcp", process, log)
-        started.append(server)
+        started.append(HttpMcp("", process, log))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert process.poll() is None, log.read_text()
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return server
+                # --json announced where it listens, on stdout, before serving.
+                line = json.loads(announced.read_text().splitlines()[0])
+                assert line == {"transport": "streamable-http", "url": line["url"], "addr": addr}
+                assert line["url"] == f"http://127.0.0.1:{port}/mcp"
+                return HttpMcp(line["url"], process, log)
             except OSError:
                 time.sleep(0.05)
         raise AssertionError(f"keyfob mcp --http did not start: {log.read_text()}")
