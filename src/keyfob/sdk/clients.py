@@ -1,18 +1,21 @@
 """Ready-wired clients: an ``httpx`` client for any set, and the official OpenAI and
 Anthropic clients, each pointed at keyfob's proxy route for the set with ``LeaseAuth``
-putting a lease where the key would go. The provider packages are optional: imported
-only when asked for.
+putting a lease on every request. The provider packages are optional: imported only
+when asked for. Releases of them built on ``httpx2`` (an httpx fork whose clients and
+``Auth`` are its own types) get an ``httpx2`` client with the same auth.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncGenerator, Generator
+from types import ModuleType
 from typing import Any
 
 import httpx
 
 from keyfob.sdk.agent import AgentClient, AsyncAgentClient, Scope
-from keyfob.sdk.auth import LeaseAuth
+from keyfob.sdk.auth import LEASE_HEADER, LeaseAuth
 from keyfob.sdk.errors import InvalidRequest
 from keyfob.sdk.wire import TIMEOUT
 
@@ -121,13 +124,118 @@ def async_http_client(
     return client
 
 
-def _provider(module: str, extra: str) -> Any:
+def _provider(module: str, extra: str) -> tuple[Any, ModuleType]:
+    """The provider package and the httpx flavour its clients take."""
     try:
-        return importlib.import_module(module)
+        package = importlib.import_module(module)
     except ImportError:
         raise InvalidRequest(
             f"keyfob.sdk.{module}() needs the {module} package: pip install {extra}"
         ) from None
+    base = importlib.import_module(f"{module}._base_client")
+    flavour = getattr(base, "httpx2", None)
+    return package, flavour if isinstance(flavour, ModuleType) else httpx
+
+
+def _foreign_auth(flavour: ModuleType, auth: LeaseAuth) -> Any:
+    """``auth`` as the ``Auth`` type of another httpx flavour (same flows, same pool)."""
+
+    class ForeignLeaseAuth(flavour.Auth):  # type: ignore[name-defined,misc]
+        def sync_auth_flow(self, request: Any) -> Generator[Any, Any]:
+            request.headers[LEASE_HEADER] = auth.take().token.reveal()
+            yield request
+
+        async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+            request.headers[LEASE_HEADER] = (await auth.atake()).token.reveal()
+            yield request
+
+    return ForeignLeaseAuth()
+
+
+def _wired(
+    flavour: ModuleType,
+    set: str,  # the documented keyword (DESIGN)
+    agent: AgentClient | AsyncAgentClient | None,
+    addr: str | None,
+    token: str | None,
+    scope: Scope,
+    transport: Any,
+    asynchronous: bool,
+) -> Any:
+    """A client of ``flavour`` on the proxy route for ``set``, with a lease per request."""
+    if flavour is httpx:
+        if asynchronous:
+            assert agent is None or isinstance(agent, AsyncAgentClient)
+            return async_http_client(
+                set, agent=agent, addr=addr, token=token, scope=scope, transport=transport
+            )
+        assert agent is None or isinstance(agent, AgentClient)
+        return http_client(
+            set, agent=agent, addr=addr, token=token, scope=scope, transport=transport
+        )
+    # Another flavour: keyfob is reached (for minting) with httpx, the provider with its own.
+    if asynchronous:
+        aagent = agent if isinstance(agent, AsyncAgentClient) else AsyncAgentClient(addr, token)
+        auth = LeaseAuth(set, async_agent=aagent, scope=scope)
+        owned_async = aagent if agent is None else None
+
+        class ClosingAsync(flavour.AsyncClient):  # type: ignore[name-defined,misc]
+            async def aclose(self) -> None:
+                try:
+                    await super().aclose()
+                finally:
+                    if owned_async is not None:
+                        await owned_async.aclose()
+
+        return ClosingAsync(
+            base_url=aagent.proxy_url(set),
+            auth=_foreign_auth(flavour, auth),
+            transport=transport,
+            timeout=TIMEOUT,
+            trust_env=False,
+        )
+    sagent = agent if isinstance(agent, AgentClient) else AgentClient(addr, token)
+    auth = LeaseAuth(set, agent=sagent, scope=scope)
+    owned = sagent if agent is None else None
+
+    class Closing(flavour.Client):  # type: ignore[name-defined,misc]
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                if owned is not None:
+                    owned.close()
+
+    return Closing(
+        base_url=sagent.proxy_url(set),
+        auth=_foreign_auth(flavour, auth),
+        transport=transport,
+        timeout=TIMEOUT,
+        trust_env=False,
+    )
+
+
+def _build(
+    module: str,
+    class_name: str,
+    set: str,  # the documented keyword (DESIGN)
+    agent: AgentClient | AsyncAgentClient | None,
+    addr: str | None,
+    token: str | None,
+    scope: Scope,
+    transport: Any,
+    path: str,
+    kwargs: dict[str, Any],
+) -> Any:
+    package, flavour = _provider(module, module)
+    asynchronous = class_name.startswith("Async")
+    http = _wired(flavour, set, agent, addr, token, scope, transport, asynchronous)
+    return getattr(package, class_name)(
+        base_url=str(http.base_url).rstrip("/") + path,
+        api_key=PLACEHOLDER_KEY,
+        http_client=http,
+        **kwargs,
+    )
 
 
 def openai(
@@ -137,19 +245,12 @@ def openai(
     addr: str | None = None,
     token: str | None = None,
     scope: Scope = "request",
-    transport: httpx.BaseTransport | None = None,
+    transport: Any = None,
     path: str = OPENAI_PATH,
     **kwargs: Any,
 ) -> Any:
     """``openai.OpenAI`` wired to keyfob for ``set``: a lease on every call, no key here."""
-    module = _provider("openai", "openai")
-    http = http_client(set, agent=agent, addr=addr, token=token, scope=scope, transport=transport)
-    return module.OpenAI(
-        base_url=str(http.base_url).rstrip("/") + path,
-        api_key=PLACEHOLDER_KEY,
-        http_client=http,
-        **kwargs,
-    )
+    return _build("openai", "OpenAI", set, agent, addr, token, scope, transport, path, kwargs)
 
 
 def async_openai(
@@ -159,21 +260,12 @@ def async_openai(
     addr: str | None = None,
     token: str | None = None,
     scope: Scope = "request",
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: Any = None,
     path: str = OPENAI_PATH,
     **kwargs: Any,
 ) -> Any:
     """``openai.AsyncOpenAI`` wired to keyfob for ``set``."""
-    module = _provider("openai", "openai")
-    http = async_http_client(
-        set, agent=agent, addr=addr, token=token, scope=scope, transport=transport
-    )
-    return module.AsyncOpenAI(
-        base_url=str(http.base_url).rstrip("/") + path,
-        api_key=PLACEHOLDER_KEY,
-        http_client=http,
-        **kwargs,
-    )
+    return _build("openai", "AsyncOpenAI", set, agent, addr, token, scope, transport, path, kwargs)
 
 
 def anthropic(
@@ -183,19 +275,12 @@ def anthropic(
     addr: str | None = None,
     token: str | None = None,
     scope: Scope = "request",
-    transport: httpx.BaseTransport | None = None,
+    transport: Any = None,
     path: str = "",
     **kwargs: Any,
 ) -> Any:
     """``anthropic.Anthropic`` wired to keyfob for ``set``."""
-    module = _provider("anthropic", "anthropic")
-    http = http_client(set, agent=agent, addr=addr, token=token, scope=scope, transport=transport)
-    return module.Anthropic(
-        base_url=str(http.base_url).rstrip("/") + path,
-        api_key=PLACEHOLDER_KEY,
-        http_client=http,
-        **kwargs,
-    )
+    return _build("anthropic", "Anthropic", set, agent, addr, token, scope, transport, path, kwargs)
 
 
 def async_anthropic(
@@ -205,18 +290,11 @@ def async_anthropic(
     addr: str | None = None,
     token: str | None = None,
     scope: Scope = "request",
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: Any = None,
     path: str = "",
     **kwargs: Any,
 ) -> Any:
     """``anthropic.AsyncAnthropic`` wired to keyfob for ``set``."""
-    module = _provider("anthropic", "anthropic")
-    http = async_http_client(
-        set, agent=agent, addr=addr, token=token, scope=scope, transport=transport
-    )
-    return module.AsyncAnthropic(
-        base_url=str(http.base_url).rstrip("/") + path,
-        api_key=PLACEHOLDER_KEY,
-        http_client=http,
-        **kwargs,
+    return _build(
+        "anthropic", "AsyncAnthropic", set, agent, addr, token, scope, transport, path, kwargs
     )
