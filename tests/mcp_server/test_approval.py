@@ -158,3 +158,31 @@ async def test_a_grant_without_approval_needs_no_request(
     assert pending_of(operator, agent_id, wait=0) == []
     assert empty.error
     assert "reason" in empty.text
+
+
+async def test_a_grant_that_gains_approval_is_asked_once(
+    server: LiveServer, operator: httpx.Client, upstream: FakeUpstream
+) -> None:
+    p, agent_id = granted(operator, upstream)
+    async with in_memory(server.url, p.agent_token, approval_timeout=30) as client:
+        assert not (await Recorder().call(client, "list_secret_sets")).error  # grants cached
+        changed = operator.patch(f"/v1/grants/{p.grant_id}", json={"approval": "required"})
+        assert changed.status_code == 200, changed.text
+        refused = await Recorder().call(
+            client, "http_request", secret_set=p.set_path, method="GET", path="/echo/late"
+        )
+        asking = asyncio.create_task(
+            Recorder().call(client, "request_access", secret_set=p.set_path, reason="now asked")
+        )
+        decided = await asyncio.to_thread(decide, operator, agent_id, "approve")
+        approved = await asking
+        call = await Recorder().call(
+            client, "http_request", secret_set=p.set_path, method="GET", path="/echo/late"
+        )
+    assert refused.error
+    assert "request_access" in refused.text
+    # The request keyfob filed for the refused call is the one approved and collected.
+    assert approved.data is not None, approved.text
+    assert approved.data["request_id"] == decided["id"]
+    assert body_of(call)["path"] == "/echo/late"
+    assert pending_of(operator, agent_id, wait=0) == []

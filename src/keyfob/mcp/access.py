@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from keyfob.sdk import (
     ApprovalDenied,
+    ApprovalRequired,
     ApprovalTimeout,
     AsyncAgentClient,
     Grant,
@@ -89,13 +90,17 @@ class Access:
         """The lease for one call: a fresh single-use one, or a use of an approved one."""
         grant = await self.grant(secret_set)
         if grant.approval != "required":
-            return await self.agent.mint_lease(secret_set, scope="request")
+            try:
+                return await self.agent.mint_lease(secret_set, scope="request")
+            except ApprovalRequired as exc:
+                # The grant gained approval since the listing: keyfob filed a request, so
+                # request_access waits on that one rather than filing another.
+                self._grants = None
+                self._pending.setdefault(secret_set, exc.request_id)
+                raise NeedsApproval(_ask(secret_set)) from None
         held = self.held(secret_set)
         if held is None:
-            raise NeedsApproval(
-                f"the grant on {secret_set} needs a person's approval for each lease: call "
-                f"request_access with secret_set={secret_set!r} and a reason, then retry"
-            )
+            raise NeedsApproval(_ask(secret_set))
         held.used += 1
         return held.lease
 
@@ -149,6 +154,13 @@ class Access:
         log.warning("lease request %s on %s is waiting for a person", filed.id, secret_set)
         self._pending[secret_set] = filed.id
         return filed.id
+
+
+def _ask(secret_set: str) -> str:
+    return (
+        f"the grant on {secret_set} needs a person's approval for each lease: call "
+        f"request_access with secret_set={secret_set!r} and a reason, then retry"
+    )
 
 
 def _approved(secret_set: str, held: Held, request_id: str | None) -> dict[str, Any]:
