@@ -92,6 +92,13 @@ async def test_streamable_http(
     (use,) = uses_by(operator, agent_id, p.set_path)
     assert use["details"]["path"] == "/echo/via-mcp"
     assert use["actor"] == f"agent:{agent_id}"
+    # A page that rebinds its DNS name to loopback cannot drive the endpoint.
+    rebound = httpx.post(
+        mcp.url,
+        headers={"Host": "attacker.example:8765", "Content-Type": "application/json"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+    )
+    assert rebound.status_code in (400, 403, 421), rebound.text
     mcp.process.terminate()
     mcp.process.wait(timeout=10)
     _clean(seen.text(), mcp.log.read_text(), server.log_text(), token=p.agent_token)

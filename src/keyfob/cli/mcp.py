@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,13 +19,9 @@ if TYPE_CHECKING:
 HTTP_PATH = "/mcp"
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+# The addresses the MCP SDK turns its DNS-rebinding protection on for (Host and Origin
+# checked); other loopback addresses would go without it.
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -34,7 +29,7 @@ def _listen(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CliError(f"--http takes HOST:PORT (e.g. 127.0.0.1:8765), not {value[:60]!r}")
     host = host.strip("[]")
-    if not _loopback(host):
+    if host not in LOOPBACK:
         # The HTTP transport has no authentication of its own: whoever reaches it acts as
         # the agent. Loopback only; put an authenticating proxy in front for anything else.
         raise CliError(
