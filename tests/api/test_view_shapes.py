@@ -22,8 +22,18 @@ GRANT_FIELDS = [
     "approval", "created_at", "created_by", "updated_at", "revoked_at",
 ]  # fmt: skip
 MY_GRANT_FIELDS = [
-    "grant_id", "secret_set", *CONSTRAINTS, "methods", "paths", "approval", "uses", "env",
-]  # fmt: skip
+    "grant_id",
+    "secret_set",
+    *CONSTRAINTS,
+    "methods",
+    "paths",
+    "approval",
+    "uses",
+    "remaining_uses",
+    "base_url",
+    "hosts",
+    "env",
+]
 
 
 def fields(body: dict[str, Any]) -> list[str]:
@@ -56,6 +66,9 @@ async def test_agent_and_grant_views(client: httpx.AsyncClient) -> None:
     (mine,) = (await client.get("/v1/me/grants", headers=bearer(agent["token"]))).json()["items"]
     assert fields(mine) == MY_GRANT_FIELDS
     assert mine["keys"] == ["OPENAI_API_KEY", "OPENAI_ORG_ID"]
+    assert mine["hosts"] == ["api.openai.com"]
+    assert mine["base_url"] == "https://api.openai.com"
+    assert mine["remaining_uses"] is None  # no use cap on this grant
     revoked = (await client.delete(f"/v1/grants/{grant['id']}")).json()
     assert fields(revoked) == GRANT_FIELDS
     deleted = (await client.delete("/v1/agents/billing-bot")).json()

@@ -9,6 +9,7 @@ redirect or the server log. A step whose page is missing or unfinished fails and
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -140,6 +141,28 @@ def create_grant(tour: Tour, operator: httpx.Client, agent: str, *, approval: bo
         ], f"the grant was not created as asked: {grants}"
 
 
+def copy_mcp_config(tour: Tour) -> None:
+    """The set page's agent panel: the MCP snippet's Copy button puts valid JSON on the
+    clipboard, naming this keyfob and no token."""
+    page = tour.page
+    hint = "the set page's 'Use it from an agent' panel: <pre id=snippet-mcp> and its Copy button"
+    with step(tour, "copy the MCP config from the set page", hint):
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=tour.base_url)
+        tour.goto(f"/ui/credentials/{SET}")
+        assert "Use it from an agent" in tour.snap("set page with the agent panel")
+        button = page.locator("button[data-copy='#snippet-mcp']")
+        button.click()
+        page.wait_for_function(
+            "document.querySelector(\"button[data-copy='#snippet-mcp']\").textContent === 'Copied'"
+        )
+        copied = page.evaluate("navigator.clipboard.readText()")
+        server = json.loads(copied)["mcpServers"]["keyfob"]
+        assert server["env"]["KEYFOB_ADDR"] == tour.base_url, server
+        assert server["args"][:2] == ["mcp", "--token-file"], server
+        assert not _AGENT_TOKEN.search(copied)
+        assert CANARY not in copied
+
+
 def see_in_audit(tour: Tour, *actions: str) -> None:
     with step(tour, f"see {', '.join(actions)} on the audit page", "/ui/audit"):
         tour.goto("/ui/audit")
@@ -162,6 +185,7 @@ def test_a_person_manages_keyfob_in_the_browser(
 
     add_openai_credential(tour, operator_api)
     see_in_audit(tour, "secret_set.create")
+    copy_mcp_config(tour)
 
     worker = create_agent(tour, "billing-bot")
     create_grant(tour, operator_api, "billing-bot", approval=False)

@@ -138,6 +138,19 @@ async def pending_request(vault: Vault, name: str = "billing-bot") -> tuple[Prin
     return bot, request.id
 
 
+async def test_pending_request_shows_the_agents_reason_escaped(ui: Ui, seeded: Vault) -> None:
+    bot = await make_agent(seeded, "billing-bot", approval="required")
+    said = "<b>summarise</b> the invoices"
+    await seeded.leases.mint(bot, Context(bot.actor), secret_set=SET, request_reason=said)
+    quiet = await make_agent(seeded, "quiet-bot", approval="required")
+    await seeded.leases.mint(quiet, Context(quiet.actor), secret_set=SET)
+
+    html = (await ui.get(PAGE)).text
+    assert "&lt;b&gt;summarise&lt;/b&gt; the invoices" in html
+    assert "<b>summarise</b>" not in html
+    assert "none given" in html
+
+
 async def test_pending_request_is_listed_and_approved(ui: Ui, seeded: Vault) -> None:
     bot, request_id = await pending_request(seeded)
 

@@ -12,7 +12,8 @@
   answer, or with ``"stream": true`` an SSE stream of ``chunks`` deltas ``delay`` apart.
 - ``GET /redirect?to=URL&status=302``: a redirect.
 - ``GET /status/N``, ``GET /slow?delay=S`` (headers after ``delay``), ``GET /stall``
-  (headers, then nothing), ``GET /gzip`` (a gzip body whatever was asked), ``GET /big?n=``.
+  (headers, then nothing), ``GET /gzip`` (a gzip body whatever was asked), ``GET /big?n=``,
+  ``GET /bytes?n=`` (n binary bytes 0, 1, … 255, 0, … as ``image/png``).
 - ``GET /headers?set=name:value&set=…``: 200 with each ``set`` pair as a response header
   (repeatable, written as given, hop-by-hop ones included).
 - ``ANY /s3/{bucket}/{key}``: a tiny S3 that checks every request's SigV4 signature
@@ -261,6 +262,10 @@ class FakeUpstream:
     async def _big(self, request: web.Request, _: bytes, __: str) -> web.StreamResponse:
         return web.Response(body=b"x" * int(request.query.get("n", "1000000")))
 
+    async def _bytes(self, request: web.Request, _: bytes, __: str) -> web.StreamResponse:
+        n = int(request.query.get("n", "256"))
+        return web.Response(body=bytes(i % 256 for i in range(n)), content_type="image/png")
+
     async def _headers(self, request: web.Request, _: bytes, __: str) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "application/json"})
         for pair in request.query.getall("set", []):
@@ -346,6 +351,7 @@ _ROUTES: list[tuple[str, Any]] = [
     ("/stall", FakeUpstream._stall),
     ("/gzip", FakeUpstream._gzip),
     ("/big", FakeUpstream._big),
+    ("/bytes", FakeUpstream._bytes),
     ("/headers", FakeUpstream._headers),
 ]
 

@@ -67,11 +67,19 @@ async def mint(body: LeaseMint, request: Request, vault: VaultDep) -> JSONRespon
         scope=body.scope,
         ttl=body.ttl,
         max_uses=body.max_uses,
+        request_reason=_one_line(body.reason),
     )
     if isinstance(minted, IssuedLease):
         return JSONResponse(issued_json(minted), status_code=201)
     pending = {**request_json(minted), "poll": f"/v1/me/lease-requests/{minted.id}"}
     return JSONResponse(pending, status_code=202)
+
+
+def _one_line(text: str | None) -> str | None:
+    """An agent's reason as the approver sees it: printable, on one line, or None."""
+    if text is None:
+        return None
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split()) or None
 
 
 async def _minter(request: Request, vault: Vault) -> tuple[Principal | AgentClaim, Context]:

@@ -101,6 +101,11 @@ class LeaseMint(_Body):
     count: int | None = Field(
         None, ge=1, le=MAX_COUNT, description='batch mint: answers {"leases": [...]}'
     )
+    reason: str | None = Field(
+        None,
+        max_length=500,
+        description="why the agent asks: kept with a request under approval for the approver",
+    )
 
 
 class LeaseRenew(_Body):

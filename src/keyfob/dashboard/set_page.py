@@ -11,6 +11,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from keyfob.dashboard.agent_snippets import snippets
 from keyfob.dashboard.render import done, page
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import Conflict, KeyfobError, NotFound, ValidationFailed
@@ -70,6 +71,7 @@ async def _show(
         versions=list(reversed(await vault.sets.versions(path))),
         last_use=await _last_uses(vault, path, keys),
         grants=await vault.grants.search(secret_set=path),
+        snippets=snippets(view, str(request.base_url).rstrip("/")),
         error=error,
     )
 

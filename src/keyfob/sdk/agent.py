@@ -44,10 +44,15 @@ Scope = Literal["request", "workflow"]
 
 
 def _mint_body(
-    secret_set: str, scope: str, ttl: int | None, max_uses: int | None, count: int | None
+    secret_set: str,
+    scope: str,
+    ttl: int | None,
+    max_uses: int | None,
+    count: int | None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"secret_set": secret_set, "scope": scope}
-    for name, value in (("ttl", ttl), ("max_uses", max_uses), ("count", count)):
+    for name, value in (("ttl", ttl), ("max_uses", max_uses), ("count", count), ("reason", reason)):
         if value is not None:
             body[name] = value
     return body
@@ -219,10 +224,12 @@ class AgentClient(Masked):
         scope: Scope = "request",
         ttl: int | None = None,
         max_uses: int | None = None,
+        reason: str | None = None,
     ) -> LeaseRequest:
-        """Ask for a lease; ``status`` is ``pending`` under approval, else ``issued``."""
+        """Ask for a lease; ``status`` is ``pending`` under approval, else ``issued``.
+        ``reason`` is shown to the person who approves."""
         sent_at = time.monotonic()
-        body = _mint_body(secret_set, scope, ttl, max_uses, None)
+        body = _mint_body(secret_set, scope, ttl, max_uses, None, reason)
         try:
             status, data = self._wire.call("POST", "/v1/leases", body=body)
         except NotGranted as exc:
@@ -375,9 +382,10 @@ class AsyncAgentClient(Masked):
         scope: Scope = "request",
         ttl: int | None = None,
         max_uses: int | None = None,
+        reason: str | None = None,
     ) -> LeaseRequest:
         sent_at = time.monotonic()
-        body = _mint_body(secret_set, scope, ttl, max_uses, None)
+        body = _mint_body(secret_set, scope, ttl, max_uses, None, reason)
         try:
             status, data = await self._wire.call("POST", "/v1/leases", body=body)
         except NotGranted as exc:

@@ -224,3 +224,4 @@ class LeaseRequestRow:
     decided_at: str | None
     decided_by: str | None
     lease_id: str | None
+    reason: str | None = None  # the agent's words to the approver (migration 0005m)

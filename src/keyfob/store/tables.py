@@ -203,6 +203,7 @@ lease_requests = Table(
     Column("decided_at", String(32), nullable=True),
     Column("decided_by", String(200), nullable=True),
     Column("lease_id", String(32), nullable=True),
+    Column("reason", String(500), nullable=True),  # migration 0005m
     Index("ix_lease_requests_status", "status"),
 )
 

@@ -166,12 +166,17 @@ class Grants:
                 if found is None or found.deleted_at is not None:
                     continue
                 keys = row.keys or sorted(await sets_sql.current_key_names(conn, row.set_id))
+                profile = found.profile or {}
+                remaining = None if row.max_uses is None else max(row.max_uses - row.uses, 0)
                 out.append(
                     MyGrantView(
                         grant_id=row.id,
                         secret_set=row.set_path,
                         **{**constraints_of(row), "keys": keys},
                         uses=row.uses,
+                        remaining_uses=remaining,
+                        base_url=profile.get("base_url"),
+                        hosts=list(profile.get("hosts") or []),
                         env=env_of(found.profile),
                     )
                 )

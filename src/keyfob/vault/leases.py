@@ -113,6 +113,7 @@ class LeaseRequestView(_View):
     decided_by: str | None
     lease_id: str | None
     lease: IssuedLease | None = None
+    reason: str | None = None  # why the agent asks, shown to the approver
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ def request_view(row: LeaseRequestRow, now: str) -> LeaseRequestView:
         row.decided_at,
         row.decided_by,
         row.lease_id,
+        reason=row.reason,
     )
 
 
@@ -252,8 +254,10 @@ class Leases:
         ttl: int | None = None,
         max_uses: int | None = None,
         route: str = "/v1/leases",
+        request_reason: str | None = None,
     ) -> IssuedLease | LeaseRequestView:
-        """A lease with its token, or a pending request when the grant needs approval."""
+        """A lease with its token, or a pending request when the grant needs approval
+        (``request_reason``, the agent's words to the approver, is kept with it)."""
         path = self._checked(secret_set, scope, ttl, max_uses, 1)
         if self.grouped is not None:
             minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, None, route)
@@ -292,7 +296,9 @@ class Leases:
                     lease_ttl = self._ttl(grant, scope, ttl, self._core.clock.now())
                     uses = 1 if scope == "request" else _cap(max_uses, grant.max_lease_uses)
                     if grant.approval == "required":
-                        result = await self._request(tx, ctx, agent, grant, scope, lease_ttl, uses)
+                        result = await self._request(
+                            tx, ctx, agent, grant, scope, lease_ttl, uses, request_reason
+                        )
                     else:
                         result = await self.issue(tx, ctx, grant, scope, lease_ttl, uses, None)
         if refused is not None:
@@ -533,6 +539,7 @@ class Leases:
         scope: str,
         ttl: int,
         max_uses: int | None,
+        reason: str | None,
     ) -> LeaseRequestView:
         now = self._core.clock.now()
         row = LeaseRequestRow(
@@ -549,6 +556,7 @@ class Leases:
             decided_at=None,
             decided_by=None,
             lease_id=None,
+            reason=reason,
         )
         await sql.insert_request(tx.conn, row)
         await self.audit(
@@ -557,7 +565,13 @@ class Leases:
             "lease.request",
             grant.set_path,
             "pending",
-            {"request": row.id, "agent_id": agent.id, "grant_id": grant.id, "scope": scope},
+            {
+                "request": row.id,
+                "agent_id": agent.id,
+                "grant_id": grant.id,
+                "scope": scope,
+                **({"reason": reason} if reason else {}),
+            },
         )
         return request_view(row, self._core.now())
 

@@ -133,6 +133,11 @@ class MyGrantView(View):
     paths: list[str] | None
     approval: str
     uses: int
+    # What an agent (or a model through MCP) needs to aim a request: uses left under
+    # ``max_uses`` (None: no cap), and where the proxy sends it.
+    remaining_uses: int | None
+    base_url: str | None
+    hosts: list[str]
     # What ``keyfob run`` sets for the set's preset (templates over {proxy_url}, {lease}).
     env: dict[str, str]
 
