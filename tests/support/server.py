@@ -205,6 +205,7 @@ def serve_in_thread(
 
         watcher = asyncio.ensure_future(watch())
         try:
+            await app.start()  # the forward proxy's listener, when configured
             await uv.serve(sockets=[sock])
         finally:
             watcher.cancel()

@@ -138,10 +138,9 @@ class Forwarding:
                 owner: dict[str, str] = {}
                 for path in paths:
                     row = await sets_sql.get_set(tx.conn, *path.split("/"))
-                    live = row is not None and row.deleted_at is None
-                    grant = (
-                        await access_sql.active_grant(tx.conn, agent.id, row.id) if live else None
-                    )  # type: ignore[union-attr]
+                    grant = None
+                    if row is not None and row.deleted_at is None:
+                        grant = await access_sql.active_grant(tx.conn, agent.id, row.id)
                     reason = mint_refusal(grant, "workflow", now)
                     if reason is None and grant is not None and grant.approval == "required":
                         reason = "approval_required"
@@ -224,11 +223,14 @@ class Forwarding:
             bundle_id, agent.id, [p for p, _ in chosen], expires, lease_ttl, views, Secret(token)
         )
 
-    async def revoke(self, ctx: Context, bundle_id: str) -> dict[str, Any] | None:
-        """Revoke a multi-set lease and each set's lease; None if no such bundle."""
+    async def revoke(
+        self, ctx: Context, bundle_id: str, agent_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Revoke a multi-set lease and each set's lease; None if no such bundle (of
+        ``agent_id``, when given: an agent revokes only its own)."""
         async with self._core.write() as tx:
             row = await sql.bundle_by(tx.conn, bundle_id=bundle_id)
-            if row is None:
+            if row is None or (agent_id is not None and row.agent_id != agent_id):
                 return None
             now = self._core.now()
             if not await sql.revoke_bundle(tx.conn, bundle_id, now):
