@@ -54,3 +54,100 @@ def test_curl(fwd: Forward) -> None:
     assert json.loads(out)["path"] == "/v1/echo"
     assert _last_auth(fwd) == f"Bearer {CANARY}"
     assert fwd.upstream.seen[-1].header("x-keyfob-lease") is None
+
+
+def _python(fwd: Forward, code: str) -> str:
+    return _run(fwd, [sys.executable, "-c", code])
+
+
+def test_python_requests(fwd: Forward) -> None:
+    fwd.upstream.clear()
+    out = _python(
+        fwd,
+        "import requests; r = requests.get('https://api.openai.com/v1/echo', "
+        f"headers={{'Authorization': 'Bearer {PLACEHOLDER}'}}); r.raise_for_status(); "
+        "print(r.json()['path'])",
+    )
+    assert out.strip() == "/v1/echo"
+    assert _last_auth(fwd) == f"Bearer {CANARY}"
+
+
+def test_httpx(fwd: Forward) -> None:
+    fwd.upstream.clear()
+    out = _python(
+        fwd,
+        "import httpx; r = httpx.post('https://api.openai.com/v1/echo', json={'a': 1}, "
+        f"headers={{'Authorization': 'Bearer {PLACEHOLDER}'}}); r.raise_for_status(); "
+        "print(r.json()['body'])",
+    )
+    assert json.loads(out) == {"a": 1}
+    assert _last_auth(fwd) == f"Bearer {CANARY}"
+
+
+def test_openai_sdk_without_base_url(fwd: Forward) -> None:
+    fwd.upstream.clear()
+    out = _python(
+        fwd,
+        "from openai import OpenAI; c = OpenAI(max_retries=0); "
+        "r = c.chat.completions.create(model='gpt-4o-mini', "
+        "messages=[{'role': 'user', 'content': 'hi'}]); print(r.choices[0].message.content)",
+    )
+    assert out.strip() == "hello from upstream"
+    seen = fwd.upstream.seen[-1]
+    assert seen.path == "/v1/chat/completions"
+    assert seen.header("authorization") == f"Bearer {CANARY}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_ls_remote(fwd: Forward) -> None:
+    fwd.upstream.clear()
+    out = _run(fwd, ["git", "ls-remote", f"https://{GIT_HOST}/org/repo.git"])
+    assert "refs/heads/main" in out
+    import base64
+
+    expected = base64.b64encode(f"x-access-token:{GIT_CANARY}".encode()).decode()
+    assert fwd.upstream.seen[-1].header("authorization") == f"Basic {expected}"
+
+
+# Node 20's fetch (undici) and https ignore HTTPS_PROXY; the documented way without
+# extra packages is a CONNECT of one's own, then TLS over that socket (docs/proxy.md).
+_NODE = r"""
+const http = require('http'), https = require('https'), tls = require('tls');
+const proxy = new URL(process.env.HTTPS_PROXY);
+const auth = Buffer.from(decodeURIComponent(proxy.username) + ':' +
+  decodeURIComponent(proxy.password)).toString('base64');
+const req = http.request({host: proxy.hostname, port: proxy.port, method: 'CONNECT',
+  path: 'api.openai.com:443', headers: {'Proxy-Authorization': 'Basic ' + auth}});
+req.on('connect', (res, socket) => {
+  if (res.statusCode !== 200) { console.error('CONNECT', res.statusCode); process.exit(1); }
+  const agent = new https.Agent({keepAlive: false});
+  agent.createConnection = () => tls.connect({socket, servername: 'api.openai.com'});
+  https.get({host: 'api.openai.com', path: '/v1/echo', agent,
+    headers: {Authorization: 'Bearer ' + process.env.OPENAI_API_KEY}}, (r) => {
+    let body = ''; r.on('data', (d) => body += d);
+    r.on('end', () => { console.log(JSON.parse(body).path); process.exit(0); });
+  });
+});
+req.end();
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_https(fwd: Forward) -> None:
+    fwd.upstream.clear()
+    out = _run(fwd, ["node", "-e", _NODE])
+    assert out.strip() == "/v1/echo"
+    assert _last_auth(fwd) == f"Bearer {CANARY}"
+
+
+def test_keep_alive_many_requests_one_tunnel(fwd: Forward) -> None:
+    fwd.upstream.clear()
+    out = _python(
+        fwd,
+        "import httpx\nwith httpx.Client() as c:\n"
+        "    for i in range(5):\n"
+        "        c.get('https://api.openai.com/v1/echo', params={'i': i}).raise_for_status()\n"
+        "print('ok')",
+    )
+    assert out.strip() == "ok"
+    assert [s.header("authorization") for s in fwd.upstream.seen] == [f"Bearer {CANARY}"] * 5

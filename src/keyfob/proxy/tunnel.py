@@ -26,6 +26,7 @@ from keyfob.vault.forwarding import Bundle, SetRoute
 
 READ_CHUNK = 64 * 1024
 IDLE_TIMEOUT = 120.0
+DRAIN_LIMIT = 64 * 1024
 _LEASE_HEADER = b"x-keyfob-lease"
 
 
@@ -181,9 +182,19 @@ class Interception:
 
         try:
             await self._app(scope, receive, send)
+            # A request without a body (or one the app refused before reading it): its end
+            # is still to be read before the next request on this connection.
+            # A large unread body is not worth reading: the connection closes instead.
+            left = DRAIN_LIMIT
+            while conn.their_state is h11.SEND_BODY and left > 0:
+                event = await self._next(reader)
+                if isinstance(event, h11.Data):
+                    left -= len(event.data)
+                elif not isinstance(event, h11.EndOfMessage):
+                    return False
         except StreamAborted:
             return False
-        except (h11.LocalProtocolError, ConnectionError):
+        except (h11.LocalProtocolError, h11.RemoteProtocolError, ConnectionError):
             return False
         finally:
             finished.set()
