@@ -1,7 +1,7 @@
 """A keyfob server with the forward proxy on, a TLS fake upstream that answers for real
 provider names (through ``test_resolve``), and an agent holding a multi-set lease.
 
-Shared by the forward-proxy test modules (imported fixtures, module scope).
+Shared by the forward-proxy test modules: each builds one per module (``build``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 import certifi
 import httpx
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -269,9 +268,7 @@ def build(tmp: Path) -> Iterator[Forward]:
         bundle = tmp / "bundle.pem"
         # Real clients trust the merged bundle; here the "public" roots are the test CA's.
         bundle.write_text(
-            Path(certifi.where()).read_text()
-            + pki.ca_file.read_text()
-            + ca.json()["certificate"]
+            Path(certifi.where()).read_text() + pki.ca_file.read_text() + ca.json()["certificate"]
         )
         yield Forward(
             server,
@@ -292,8 +289,3 @@ def build(tmp: Path) -> Iterator[Forward]:
         operator.close()
         server.stop()
         upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def fwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forward]:
-    yield from build(tmp_path_factory.mktemp("forward"))

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,14 +19,17 @@ from tests.proxy.forwarding import (
     OPENAI_HOST,
     PLACEHOLDER,
     Forward,
-    fwd,  # noqa: F401 - the module's fixture
+    build,
 )
 
-pytestmark = pytest.mark.usefixtures("fwd")
+
+@pytest.fixture(scope="module")
+def fwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forward]:
+    yield from build(tmp_path_factory.mktemp("forward"))
 
 
 def _run(fwd: Forward, args: list[str], **extra: str) -> str:
-    done = subprocess.run(  # noqa: S603 - the test's own commands
+    done = subprocess.run(
         args,
         env=fwd.child_env(**extra),
         capture_output=True,
@@ -48,8 +52,14 @@ def test_curl(fwd: Forward) -> None:
     fwd.upstream.clear()
     out = _run(
         fwd,
-        ["curl", "-sS", "--fail", "-H", f"Authorization: Bearer {PLACEHOLDER}",
-         f"https://{OPENAI_HOST}/v1/echo"],
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "-H",
+            f"Authorization: Bearer {PLACEHOLDER}",
+            f"https://{OPENAI_HOST}/v1/echo",
+        ],
     )
     assert json.loads(out)["path"] == "/v1/echo"
     assert _last_auth(fwd) == f"Bearer {CANARY}"

@@ -46,6 +46,7 @@ log = logging.getLogger("keyfob.forward")
 HEAD_LIMIT = 16 * 1024
 HEAD_TIMEOUT = 30.0
 PIPE_CHUNK = 64 * 1024
+TUNNEL_GRACE = 2.0
 
 
 class ForwardProxy:
@@ -131,6 +132,12 @@ class ForwardProxy:
             return
         try:
             host, port = _authority(event.target.decode("ascii", "replace"))
+        except _Literal:
+            error = Forbidden(
+                "CONNECT to an IP address is not allowed; name the host", reason="ip_literal"
+            )
+            await self._refuse(writer, bundle, ctx, "-", error)
+            return
         except ValueError as exc:
             await self._refuse(
                 writer, bundle, ctx, "-", InvalidRequest(str(exc), reason="bad_target")
@@ -275,9 +282,19 @@ class ForwardProxy:
             )
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
-            up, down = await asyncio.gather(
-                _pipe(reader, upstream_writer), _pipe(upstream_reader, writer)
-            )
+            counts = [0, 0]
+            pipes = {
+                asyncio.ensure_future(_pipe(reader, upstream_writer, counts, 0)),
+                asyncio.ensure_future(_pipe(upstream_reader, writer, counts, 1)),
+            }
+            _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            # One side has hung up: the other gets a moment to finish, not a kept socket.
+            if pending:
+                _, pending = await asyncio.wait(pending, timeout=TUNNEL_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            up, down = counts
         finally:
             upstream_writer.close()
         await vault.forwarding.record(
@@ -324,6 +341,10 @@ def _credential(header: bytes | None) -> str | None:
     return password or None
 
 
+class _Literal(ValueError):
+    """A CONNECT to an IP literal (or an odd form of one): refused, never resolved."""
+
+
 def _authority(target: str) -> tuple[str, int]:
     """``host:port`` of a CONNECT; an IP literal, a bad port or a bad name is refused."""
     host, sep, port = target.rpartition(":")
@@ -331,13 +352,13 @@ def _authority(target: str) -> tuple[str, int]:
         raise ValueError("CONNECT needs host:port")
     host = host.lower()
     if host.startswith("["):
-        raise ValueError("CONNECT to an IP address is not allowed; name the host")
+        raise _Literal(host)
     try:
         literal = addresses.parse_host(host)
     except ValueError:
-        raise ValueError("CONNECT to an ambiguous address is not allowed") from None
+        raise _Literal(host) from None
     if literal is not None:
-        raise ValueError("CONNECT to an IP address is not allowed; name the host")
+        raise _Literal(host)
     if not host or len(host) > 253 or any(not (c.isalnum() or c in "-.") for c in host):
         raise ValueError("CONNECT names no valid host")
     return host, int(port)
@@ -359,16 +380,16 @@ async def _answer(writer: asyncio.StreamWriter, error: KeyfobError, rid: str) ->
         await writer.drain()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """Copy until EOF; the byte count for the audit record."""
-    total = 0
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counts: list[int], index: int
+) -> None:
+    """Copy until EOF, counting bytes in ``counts[index]`` for the audit record."""
     try:
         while data := await reader.read(PIPE_CHUNK):
-            total += len(data)
+            counts[index] += len(data)
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
     except (ConnectionError, OSError):
         pass
-    return total
