@@ -107,16 +107,8 @@ class Authority:
         return "".join(r.cert_pem for r in await self.current())
 
     async def bundle_pem(self) -> str:
-        """The system's (or certifi's) roots plus keyfob's CA: clients that replace rather
-        than extend their roots with a bundle still reach every other host."""
-        roots = ""
-        for candidate in (*_SYSTEM_ROOTS, _certifi()):
-            if candidate and Path(candidate).is_file():
-                roots = Path(candidate).read_text()
-                break
-        if roots and not roots.endswith("\n"):
-            roots += "\n"
-        return roots + "# keyfob forward proxy CA\n" + await self.certificate_pem()
+        """The system's roots plus keyfob's CA (``merged_bundle``)."""
+        return merged_bundle(await self.certificate_pem())
 
     async def rewrap(self) -> int:
         """Move the CA keys' DEKs to the active KEK term (``keys rewrap`` calls this)."""
@@ -162,6 +154,19 @@ class Authority:
             der = crypto.open(self._core.ring, sealed, set_id=_aad_id(row.id), version=1)
             self._signing = (row.id, row.cert_pem.encode(), Secret(der))
         return self._signing
+
+
+def merged_bundle(ca_pem: str) -> str:
+    """The system's (or certifi's) roots plus keyfob's CA: clients that replace rather than
+    extend their roots with a bundle (rustls among them) still reach every other host."""
+    roots = ""
+    for candidate in (*_SYSTEM_ROOTS, _certifi()):
+        if candidate and Path(candidate).is_file():
+            roots = Path(candidate).read_text()
+            break
+    if roots and not roots.endswith("\n"):
+        roots += "\n"
+    return roots + "# keyfob forward proxy CA\n" + ca_pem
 
 
 def _certifi() -> str | None:
