@@ -77,6 +77,8 @@ class Authority:
             ]
         if not rows:
             rows = [await self.create(SYSTEM)]
+        # The signing CA first: the one not retiring, then the newest.
+        rows.sort(key=lambda r: (r.retires_at is None, r.created_at), reverse=True)
         return rows
 
     async def rotate(self, ctx: Context, overlap: int = DEFAULT_OVERLAP) -> CaRow:
