@@ -4,24 +4,27 @@ credential over several sets' leases) and each agent's egress policy."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.secret import SECRET, Masked
 from keyfob.store.tables import agents, ca_certificates, lease_bundles
 
 
 @dataclass(frozen=True)
-class CaRow:
+class CaRow(Masked):
+    """A CA certificate and its key, sealed (the key is opened only in ``vault``)."""
+
     id: str
     cert_pem: str
     kek_term: int
-    wrapped_dek: bytes
-    ciphertext: bytes
-    created_at: str
-    not_after: str
-    retires_at: str | None
+    wrapped_dek: bytes = field(metadata=SECRET)
+    ciphertext: bytes = field(metadata=SECRET)
+    created_at: str = ""
+    not_after: str = ""
+    retires_at: str | None = None
 
 
 @dataclass(frozen=True)
