@@ -233,7 +233,7 @@ def main() -> int:
         ca_file, pair = test_pki(work)
         up_port, kf_port, proxy_port = free_port(), free_port(), free_port()
         procs = [
-            subprocess.Popen(  # noqa: S603
+            subprocess.Popen(
                 [
                     sys.executable,
                     "-c",
@@ -253,7 +253,7 @@ def main() -> int:
             KEYFOB_UPSTREAM_CA_FILE=str(ca_file),
         )
         procs.append(
-            subprocess.Popen(  # noqa: S603
+            subprocess.Popen(
                 [sys.executable, "-c", _SERVE, str(data), str(kf_port)], env=env
             )
         )
