@@ -27,7 +27,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 import keyfob
-from keyfob import crypto
+from keyfob import crypto, sdk
 from keyfob.api.models import SetCreate, SetUpdate
 from keyfob.api.users import PasswordChange, UserCreate
 from keyfob.cli.client import KeyfobClient
@@ -37,6 +37,7 @@ from keyfob.profiles import Profile
 from keyfob.proxy import headers
 from keyfob.proxy.inject import Upstream
 from keyfob.proxy.scrub import Scrubber, StreamScrub
+from keyfob.sdk import wire as sdk_wire
 from keyfob.secret import SECRET, Masked, Secret, is_secret_field
 from keyfob.settings import Settings
 from keyfob.store import KeyMeta, VersionRow
@@ -47,6 +48,7 @@ RAW_KEY = bytes(range(32))
 SEED = bytes(range(100, 132))
 TOKEN = "kfo_" + "T0k3n" * 8 + "abc"
 LEASE = "kfl_" + "L3as3" * 8 + "abc"
+AGENT = "kfa_" + "Ag3nt" * 8 + "abc"
 
 # -- finding the types ---------------------------------------------------------------------
 
@@ -339,6 +341,45 @@ def make_client() -> Case:
     return Case(client, (TOKEN,), ("'http://127.0.0.1:8200'",), client.close)
 
 
+ADDR = "http://127.0.0.1:8200"
+SHOWN_ADDR = (f"'{ADDR}'",)
+
+
+def make_agent_client() -> Case:
+    client = sdk.AgentClient(ADDR, AGENT, transport=httpx.MockTransport(print))
+    return Case(client, (AGENT,), SHOWN_ADDR, client.close)
+
+
+def make_async_agent_client() -> Case:
+    return Case(sdk.AsyncAgentClient(ADDR, AGENT), (AGENT,), SHOWN_ADDR)
+
+
+def make_operator_client() -> Case:
+    client = sdk.OperatorClient(ADDR, TOKEN, transport=httpx.MockTransport(print))
+    return Case(client, (TOKEN,), SHOWN_ADDR, client.close)
+
+
+def make_wire() -> Case:
+    wire = sdk_wire.Wire(ADDR, AGENT, "an agent token", httpx.MockTransport(print))
+    return Case(wire, (AGENT,), SHOWN_ADDR, wire.close)
+
+
+def make_async_wire() -> Case:
+    return Case(sdk_wire.AsyncWire(ADDR, AGENT, "an agent token"), (AGENT,), SHOWN_ADDR)
+
+
+def make_wire_base() -> Case:
+    return Case(sdk_wire._Base(ADDR, AGENT, "an agent token"), (AGENT,), SHOWN_ADDR)
+
+
+def make_lease_auth() -> Case:
+    client = sdk.AgentClient(ADDR, AGENT, transport=httpx.MockTransport(print))
+    auth = sdk.LeaseAuth("openai/prod/default", agent=client)
+    lease = sdk.Lease("l1", Secret(LEASE), "openai/prod/default", "request", "", 60, 1, 0.0)
+    auth._pool.append((60.0, lease))
+    return Case(auth, (AGENT, LEASE), ("'openai/prod/default'",), client.close)
+
+
 # Realistic instances; every Masked type that is not a dataclass must have one here.
 FACTORIES: dict[type, Callable[[], Case]] = {
     Secret: make_secret,
@@ -362,6 +403,13 @@ FACTORIES: dict[type, Callable[[], Case]] = {
     Scrubber: make_scrubber,
     StreamScrub: make_stream_scrub,
     KeyfobClient: make_client,
+    sdk.AgentClient: make_agent_client,
+    sdk.AsyncAgentClient: make_async_agent_client,
+    sdk.OperatorClient: make_operator_client,
+    sdk.LeaseAuth: make_lease_auth,
+    sdk_wire.Wire: make_wire,
+    sdk_wire.AsyncWire: make_async_wire,
+    sdk_wire._Base: make_wire_base,
 }
 
 

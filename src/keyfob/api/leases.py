@@ -17,9 +17,8 @@ from keyfob.api.deps import (
     OperatorDep,
     VaultDep,
 )
-from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRevoke
+from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRenew, LeaseRevoke
 from keyfob.api.views import items
-from keyfob.errors import NotFound
 from keyfob.vault import Vault
 from keyfob.vault.context import Context
 from keyfob.vault.leases import AgentClaim, IssuedLease, LeaseRequestView, invalid
@@ -109,6 +108,29 @@ async def my_grants(who: AgentDep, vault: VaultDep) -> dict[str, Any]:
     return {"agent": principal.name, "items": items(await vault.grants.for_agent(principal.id))}
 
 
+@router.post(
+    "/v1/me/leases/{lease_id}/renew",
+    summary="A new term for one of the agent's workflow leases (same token; capped by the grant)",
+)
+async def renew(
+    lease_id: str, who: AgentDep, vault: VaultDep, body: LeaseRenew | None = None
+) -> dict[str, Any]:
+    principal, ctx = who
+    ttl = body.ttl if body is not None else None
+    view, new_ttl = await vault.leases.renew(principal, ctx, lease_id, ttl)
+    return {**view.as_dict(), "ttl": new_ttl}
+
+
+@router.delete("/v1/me/leases/{lease_id}", summary="Revoke one of the agent's own leases")
+async def revoke_mine(lease_id: str, who: AgentDep, vault: VaultDep) -> dict[str, Any]:
+    principal, ctx = who
+    # A multi-set lease's id revokes it and each set's lease.
+    bundle = await vault.forwarding.revoke(ctx, lease_id, agent_id=principal.id)
+    if bundle is not None:
+        return bundle
+    return (await vault.leases.revoke(ctx, lease_id, agent_id=principal.id)).as_dict()
+
+
 @router.get("/v1/me/lease-requests/{request_id}", summary="Poll a pending lease request")
 async def poll_request(
     request_id: str,
@@ -168,17 +190,6 @@ async def revoke_one(lease_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[s
     if bundle is not None:
         return bundle
     return (await vault.leases.revoke(ctx, lease_id)).as_dict()
-
-
-@router.delete(
-    "/v1/me/leases/{lease_id}", summary="Revoke one of the calling agent's multi-set leases"
-)
-async def revoke_mine(lease_id: str, who: AgentDep, vault: VaultDep) -> dict[str, Any]:
-    principal, ctx = who
-    bundle = await vault.forwarding.revoke(ctx, lease_id, agent_id=principal.id)
-    if bundle is None:
-        raise NotFound(f"lease {lease_id} does not exist")
-    return bundle
 
 
 @router.post("/v1/leases/check", summary="Dry run: would this lease allow this request?")

@@ -123,6 +123,10 @@ class AgentEgress(_Body):
     egress: str = Field(description='"tunnel" (default: bytes pass, audited) or "deny"')
 
 
+class LeaseRenew(_Body):
+    ttl: int | None = Field(None, ge=1, le=2**63 - 1, description="seconds; capped by the grant")
+
+
 class LeaseRevoke(_Body):
     agent: str | None = None
     grant: str | None = None

@@ -10,7 +10,20 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from keyfob import __version__
-from keyfob.cli import agents, audit, ca, grants, keys, leases, me, server, sets, tokens, users
+from keyfob.cli import (
+    agents,
+    audit,
+    ca,
+    grants,
+    keys,
+    leases,
+    me,
+    run,
+    server,
+    sets,
+    tokens,
+    users,
+)
 from keyfob.cli.context import CliState, Wiring
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line
@@ -107,6 +120,8 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
     app.add_typer(ca.app)
     app.add_typer(tokens.app)
     app.add_typer(users.app)
+    # Options stop at CMD: `keyfob run --set P/E/N python app.py -v` passes -v to python.
+    app.command("run", context_settings={"allow_interspersed_args": False})(run.run)
     app.command("version")(version)
     return app
 

@@ -49,6 +49,9 @@ class Preset:
     options: tuple[str, ...] = ()
     docs_url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The variables the provider's own clients read, for ``keyfob run``: templates over
+    # ``{proxy_url}`` (keyfob's route for the set) and ``{lease}``; never a key name.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 ENTRY_POINT_GROUP = "keyfob.presets"
@@ -107,6 +110,17 @@ def get_preset(name: str) -> Preset:
         raise ValueError(
             f"unknown preset {name!r}; known: {', '.join(sorted(_REGISTRY))}"
         ) from None
+
+
+def env_of(profile: Mapping[str, Any] | None) -> dict[str, str]:
+    """The client variables a stored profile's preset declares ({} for a custom profile)."""
+    name = profile.get("preset") if profile else None
+    if not isinstance(name, str):
+        return {}
+    try:
+        return dict(get_preset(name).env)
+    except ValueError:  # a plug-in preset no longer installed
+        return {}
 
 
 def resolve(spec: Mapping[str, Any]) -> Profile:

@@ -192,6 +192,16 @@ async def revoke_leases(
     return ids
 
 
+async def renew_lease(conn: AsyncConnection, lease_id: str, when: str, expires_at: str) -> bool:
+    """Start a new term for a live lease; False if it is no longer live."""
+    result = await conn.execute(
+        update(leases)
+        .where(leases.c.id == lease_id, _live(when))
+        .values(renewed_at=when, expires_at=expires_at)
+    )
+    return bool(result.rowcount)
+
+
 # -- lease requests -------------------------------------------------------------------
 
 

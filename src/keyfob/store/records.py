@@ -206,6 +206,7 @@ class LeaseRow:
     expires_at: str
     revoked_at: str | None
     revoke_reason: str | None
+    renewed_at: str | None = None  # the start of a renewed lease's current term
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,8 @@ leases = Table(
     Column("expires_at", String(32), nullable=False),
     Column("revoked_at", String(32), nullable=True),
     Column("revoke_reason", String(64), nullable=True),
+    # When the current term of a renewed workflow lease began (``POST /v1/me/leases/…/renew``).
+    Column("renewed_at", String(32), nullable=True),
     Index("ix_leases_agent", "agent_id"),
     Index("ix_leases_grant", "grant_id"),
     Index("ix_leases_set", "set_id"),

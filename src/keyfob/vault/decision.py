@@ -4,7 +4,8 @@
 proxy, export and the dry run (``POST /v1/leases/check``) all call it, and so must every
 future way of using a lease; ``vault/consume.py`` applies an ``Allow`` (the use, the
 grant's counters, the audit record) in one grouped commit. Minting asks
-``mint_refusal``, which shares the grant's rules.
+``mint_refusal``, which shares the grant's rules; renewing a workflow lease asks
+``renew_refusal``, which asks ``mint_refusal``.
 
 The grant is read as it is *now*: narrowing it (fewer actions, keys, methods, paths or
 scopes, a lower lease TTL, lease use cap or rate limit) applies to leases already
@@ -125,7 +126,7 @@ def decide(
         lease.expires_at <= iso
         or (grant.expires_at is not None and grant.expires_at <= iso)
         # A lower max_lease_ttl shortens the leases already minted under the grant.
-        or lease.created_at <= now.ago(grant.max_lease_ttl)
+        or term_start(lease) <= now.ago(grant.max_lease_ttl)
     ):
         return Deny("expired")
     if grant.not_before is not None and grant.not_before > iso:
@@ -178,6 +179,34 @@ def mint_refusal(grant: GrantRow | None, scope: str, now: Now) -> str | None:
         return "scope_not_allowed"
     if spent(grant.uses, grant.max_uses):
         return "exhausted"
+    return None
+
+
+def term_start(lease: LeaseRow) -> str:
+    """When the lease's current term began: its mint, or its last renewal."""
+    return lease.renewed_at or lease.created_at
+
+
+def renew_refusal(lease: LeaseRow, grant: GrantRow | None, now: Now) -> str | None:
+    """Why ``lease`` cannot be renewed under ``grant`` now, or None: it must still be
+    live (a renewal never revives a lease), a workflow lease, and the grant must pass the
+    mint rules without a human's approval (an approved lease is not stretched unseen)."""
+    if lease.revoked_at is not None or (grant is not None and grant.revoked_at is not None):
+        return "revoked"
+    if lease.expires_at <= now.iso or (
+        grant is not None and term_start(lease) <= now.ago(grant.max_lease_ttl)
+    ):
+        return "expired"
+    cap = lease.max_uses
+    if grant is not None and grant.max_lease_uses is not None:
+        cap = grant.max_lease_uses if cap is None else min(cap, grant.max_lease_uses)
+    if spent(lease.uses, cap):
+        return "exhausted"
+    refusal = mint_refusal(grant, lease.scope, now)
+    if refusal is not None:
+        return refusal
+    if lease.scope != "workflow" or (grant is not None and grant.approval == "required"):
+        return "not_renewable"
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from keyfob.constraints import BY_NAME, NAMES, defaults
 from keyfob.errors import Conflict, NotFound
+from keyfob.profiles.registry import env_of
 from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
@@ -171,6 +172,7 @@ class Grants:
                         secret_set=row.set_path,
                         **{**constraints_of(row), "keys": keys},
                         uses=row.uses,
+                        env=env_of(found.profile),
                     )
                 )
         return out

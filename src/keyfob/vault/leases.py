@@ -35,7 +35,7 @@ from keyfob.store.records import GrantRow, LeaseRequestRow, LeaseRow
 from keyfob.vault import validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
-from keyfob.vault.decision import Now, mint_refusal, spent
+from keyfob.vault.decision import Now, mint_refusal, renew_refusal, spent
 from keyfob.vault.grants import SCOPES
 from keyfob.vault.operators import Principal
 
@@ -186,6 +186,7 @@ REASONS = {
     "agent_disabled": "the agent is disabled or deleted",
     "too_many_pending": "too many lease requests are waiting for approval; retry later",
     "approval_required": "the grant needs approval for each lease: mint them one at a time",
+    "not_renewable": "only workflow leases under a grant without approval are renewed",
 }
 
 
@@ -587,10 +588,63 @@ class Leases:
             )
         return [lease_view(r, now) for r in rows]
 
-    async def revoke(self, ctx: Context, lease_id: str) -> LeaseView:
+    async def renew(
+        self,
+        agent: Principal,
+        ctx: Context,
+        lease_id: str,
+        ttl: int | None = None,
+        route: str = "/v1/me/leases",
+    ) -> tuple[LeaseView, int]:
+        """A new term for one of ``agent``'s workflow leases (same token): ``ttl`` capped
+        by the grant as a mint's is; refused (audited) as a mint would be. Returns the
+        lease and its new TTL."""
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+            raise invalid("ttl", "seconds, at least 1")
+        refused: KeyfobError | None = None
+        new_ttl = 0
         async with self._core.write() as tx:
             row = await sql.lease_by(tx.conn, id=lease_id)
-            if row is None:
+            if row is None or row.agent_id != agent.id:
+                raise NotFound(f"lease {lease_id} does not exist")
+            if not await self.still_valid(tx, agent, ctx, route):
+                refused = Unauthorized(UNAUTHORIZED)
+            else:
+                grant = await self.live_grant(tx, row.grant_id)
+                moment = self._core.clock.now()
+                now = Now(moment)
+                reason = renew_refusal(row, grant, now) if grant is not None else "revoked"
+                if reason is not None or grant is None:
+                    refused = denial(reason or "revoked")
+                    details = {
+                        "reason": reason,
+                        "agent_id": agent.id,
+                        "stage": "renew",
+                        "lease_id": lease_id,
+                    }
+                    await self.audit(tx, ctx, "lease.deny", row.set_path, "denied", details)
+                else:
+                    new_ttl = self._ttl(grant, row.scope, ttl, moment)
+                    expires = _lease_expiry(moment, new_ttl, grant.expires_at)
+                    if not await sql.renew_lease(tx.conn, lease_id, now.iso, expires):
+                        raise Conflict(f"lease {lease_id} changed while it was renewed")
+                    renewed = {
+                        "lease_id": lease_id,
+                        "agent_id": agent.id,
+                        "ttl": new_ttl,
+                        "expires_at": expires,
+                    }
+                    await self.audit(tx, ctx, "lease.renew", row.set_path, "ok", renewed)
+                    row = await sql.lease_by(tx.conn, id=lease_id) or row
+        if refused is not None:
+            raise refused
+        return lease_view(row, self._core.now()), new_ttl
+
+    async def revoke(self, ctx: Context, lease_id: str, agent_id: str | None = None) -> LeaseView:
+        """Revoke a live lease (``agent_id``: only if it is that agent's own)."""
+        async with self._core.write() as tx:
+            row = await sql.lease_by(tx.conn, id=lease_id)
+            if row is None or (agent_id is not None and row.agent_id != agent_id):
                 raise NotFound(f"lease {lease_id} does not exist")
             now = self._core.now()
             if not await sql.revoke_leases(tx.conn, now, "revoked", lease_id=lease_id):

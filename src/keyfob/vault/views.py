@@ -133,6 +133,8 @@ class MyGrantView(View):
     paths: list[str] | None
     approval: str
     uses: int
+    # What ``keyfob run`` sets for the set's preset (templates over {proxy_url}, {lease}).
+    env: dict[str, str]
 
 
 @dataclass(frozen=True)

@@ -12,4 +12,5 @@ PRESET = Preset(
         "inject": {"kind": "header", "name": "x-api-key", "template": "{ANTHROPIC_API_KEY}"},
     },
     docs_url="https://docs.anthropic.com/en/api/getting-started",
+    env={"ANTHROPIC_BASE_URL": "{proxy_url}", "ANTHROPIC_API_KEY": "{lease}"},
 )

@@ -12,4 +12,5 @@ PRESET = Preset(
         "inject": {"kind": "bearer", "key": "GITHUB_TOKEN"},
     },
     docs_url="https://docs.github.com/en/rest/authentication",
+    env={"GITHUB_API_URL": "{proxy_url}", "GITHUB_TOKEN": "{lease}", "GH_TOKEN": "{lease}"},
 )

@@ -12,4 +12,5 @@ PRESET = Preset(
         "inject": {"kind": "bearer", "key": "OPENAI_API_KEY"},
     },
     docs_url="https://platform.openai.com/docs/api-reference/authentication",
+    env={"OPENAI_BASE_URL": "{proxy_url}/v1", "OPENAI_API_KEY": "{lease}"},
 )
