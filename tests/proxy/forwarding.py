@@ -216,17 +216,14 @@ def build(tmp: Path) -> Iterator[Forward]:
             (
                 openai_set,
                 {"OPENAI_API_KEY": CANARY},
-                _profile(
-                    f"https://{OPENAI_HOST}/v1",
-                    OPENAI_HOST,
-                    {"kind": "bearer", "key": "OPENAI_API_KEY"},
-                ),
+                # The real preset: its base URL is the provider's own.
+                {"preset": "openai"},
             ),
             (
                 git_set,
                 {"GIT_USER": "x-access-token", "GIT_TOKEN": GIT_CANARY},
                 _profile(
-                    f"https://{GIT_HOST}",
+                    f"https://{GIT_HOST}/org",
                     GIT_HOST,
                     {"kind": "basic", "username": "{GIT_USER}", "password": "{GIT_TOKEN}"},
                 ),

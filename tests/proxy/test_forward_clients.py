@@ -5,6 +5,7 @@ receives the set's real credential, and the child sees none of it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -161,3 +162,75 @@ def test_keep_alive_many_requests_one_tunnel(fwd: Forward) -> None:
     )
     assert out.strip() == "ok"
     assert [s.header("authorization") for s in fwd.upstream.seen] == [f"Bearer {CANARY}"] * 5
+
+
+def test_keyfob_run_uses_the_forward_proxy_and_revokes_its_credential(fwd: Forward) -> None:
+    """``keyfob run --forward-proxy``: CMD (here curl and Python) sees a placeholder key,
+    the proxy and the bundle, never the set's value or the agent token; the upstream gets
+    the real key; the credential is revoked when CMD exits."""
+    fwd.upstream.clear()
+    script = (
+        "import json, os, httpx; "
+        "r = httpx.get('https://api.openai.com/v1/echo', "
+        "headers={'Authorization': 'Bearer ' + os.environ['OPENAI_API_KEY']}); "
+        "print(json.dumps({'status': r.status_code, 'env': dict(os.environ)}))"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(fwd.workdir),
+        "KEYFOB_ADDR": fwd.server.url,
+        "KEYFOB_TOKEN": fwd.agent_token,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keyfob.cli",
+            "run",
+            "--forward-proxy",
+            f"127.0.0.1:{fwd.proxy_port}",
+            "--set",
+            fwd.openai_set,
+            "--set",
+            fwd.git_set,
+            "--",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 0, output
+    child = json.loads(done.stdout)
+    assert child["status"] == 200
+    assert fwd.upstream.seen[-1].header("authorization") == f"Bearer {CANARY}"
+    seen_env = child["env"]
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert seen_env[name].startswith("http://keyfob:kfl_")
+    for name in (
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+        "AWS_CA_BUNDLE",
+    ):
+        assert seen_env[name].endswith("bundle.pem")
+    assert seen_env["NO_PROXY"] == "127.0.0.1"
+    assert seen_env["OPENAI_API_KEY"] == "keyfob-placeholder"
+    assert "OPENAI_BASE_URL" not in seen_env
+    assert "KEYFOB_TOKEN" not in seen_env
+    for secret in (CANARY, GIT_CANARY, fwd.agent_token):
+        assert secret not in output
+    # The credential ended with CMD.
+    revoked = fwd.audit(action="lease.revoke")[-1]
+    assert revoked["target"].startswith("lease_bundle:")
+    credential = seen_env["HTTPS_PROXY"].split("keyfob:", 1)[1].split("@", 1)[0]
+    sock, answer = fwd.connect(f"{OPENAI_HOST}:443", fwd.proxy_auth(credential))
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 407")

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import CANARY
 from tests.proxy.forwarding import (
     GIT_CANARY,
+    GIT_HOST,
     OPENAI_HOST,
     OTHER_HOST,
     PLACEHOLDER,
@@ -200,9 +201,11 @@ def test_credentials_the_client_sends_in_the_tunnel_are_dropped(fwd: Forward) ->
 
 def test_a_path_outside_the_sets_base_url_is_refused(fwd: Forward) -> None:
     fwd.upstream.clear()
-    sock, _ = fwd.connect(f"{OPENAI_HOST}:443", fwd.proxy_auth())
-    with _intercepted(fwd, sock) as tls:
-        answer = _exchange(tls, f"GET /v2/echo HTTP/1.1\r\nHost: {OPENAI_HOST}\r\n\r\n".encode())
+    sock, _ = fwd.connect(f"{GIT_HOST}:443", fwd.proxy_auth())
+    with _intercepted(fwd, sock, GIT_HOST) as tls:
+        answer = _exchange(
+            tls, f"GET /elsewhere/info/refs HTTP/1.1\r\nHost: {GIT_HOST}\r\n\r\n".encode()
+        )
     assert _status(answer) == 400
     assert _problem(answer)["reason"] == "outside_base_path"
     assert fwd.upstream.seen == []

@@ -2,7 +2,7 @@
 each agent's egress policy for hosts outside its sets.
 
 Revision ID: 0005f
-Revises: 0004
+Revises: 0005k
 Create Date: 2026-12-04
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005f"
-down_revision = "0004"
+down_revision = "0005k"  # re-chained after merging sdk (0005k); was 0004
 branch_labels = None
 depends_on = None
 
