@@ -32,6 +32,7 @@ pytest: $(BIN)/.installed
 # The proxy benchmark (docs/benchmarks.md); e.g. make bench BENCH_ARGS=--quick
 bench: $(BIN)/.installed
 	$(BIN)/python bench/proxy.py $(BENCH_ARGS)
+	$(BIN)/python bench/forward.py $(FORWARD_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@
     ├── InvalidRequest        400    malformed JSON, header or parameter
     │   └── ForbiddenHeader   400    proxy: a header that would steer the upstream
     ├── Unauthorized          401    missing, unknown or revoked token
+    ├── ProxyAuthRequired     407    forward proxy: no usable Proxy-Authorization
     ├── Forbidden             403    authenticated but not allowed
     ├── NotFound              404    no such resource
     ├── MethodNotAllowed      405
@@ -86,6 +87,15 @@ class Unauthorized(KeyfobError):
     slug, status, title = "unauthorized", 401, "Unauthorized"
 
 
+class ProxyAuthRequired(KeyfobError):
+    """The forward proxy's 401: ``Proxy-Authorization`` missing, unknown or revoked."""
+
+    slug, status, title = "proxy-auth-required", 407, "Proxy authentication required"
+
+    def headers(self) -> dict[str, str]:
+        return {"Proxy-Authenticate": 'Basic realm="keyfob"'}
+
+
 class Forbidden(KeyfobError):
     slug, status, title = "forbidden", 403, "Forbidden"
 
@@ -153,6 +163,7 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     InvalidRequest,
     ForbiddenHeader,
     Unauthorized,
+    ProxyAuthRequired,
     Forbidden,
     NotFound,
     MethodNotAllowed,

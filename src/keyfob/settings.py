@@ -104,6 +104,29 @@ class Settings(BaseSettings):
         description="PEM file of extra CA certificates the proxy trusts for upstream TLS "
         "(on-prem upstreams, tests). The system store is always trusted.",
     )
+    proxy_listen: str | None = Field(
+        None,
+        description="`HOST:PORT` for the forward proxy (HTTP CONNECT with TLS interception "
+        "for the hosts of a caller's sets; `HTTPS_PROXY=http://keyfob:<lease>@HOST:PORT`). "
+        "Default: off (`keyfob serve --forward-proxy` turns it on).",
+    )
+    operator_listen: str | None = Field(
+        None,
+        description="`HOST:PORT` serving only the operator API, dashboard and service routes "
+        "(the control plane). Set with `agent_listen` to split the planes; "
+        "each listener answers 404 for the other's routes.",
+    )
+    agent_listen: str | None = Field(
+        None,
+        description="`HOST:PORT` serving only the agent surface: lease mint, `/v1/me/…`, the "
+        "reverse proxy and service routes (the agent plane).",
+    )
+    test_resolve: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Tests only, never in production: `HOST:PORT=ADDRESS:PORT` pairs "
+        "(comma-separated) the proxy connects to instead of resolving `HOST`, as curl's "
+        "`--resolve` does; the address is trusted as if public. Default: none.",
+    )
     allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
         None,
         description="Host names (comma-separated, a port is ignored; `*` allows any) that "
@@ -134,7 +157,7 @@ class Settings(BaseSettings):
         4, ge=1, le=64, description="argon2 lanes per dashboard password hash."
     )
 
-    @field_validator("allowed_hosts", "trusted_proxies", mode="before")
+    @field_validator("allowed_hosts", "trusted_proxies", "test_resolve", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -151,6 +174,32 @@ class Settings(BaseSettings):
                 raise ValueError("each entry must be an IP address or a CIDR") from None
         return value
 
+    @field_validator("proxy_listen", "operator_listen", "agent_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
+        return value
+
+    @field_validator("test_resolve")
+    @classmethod
+    def _resolve(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, _, target = item.partition("=")
+            split_listen(name)
+            split_listen(target)
+        return value
+
+    @property
+    def resolve_map(self) -> dict[tuple[str, int], tuple[str, int]]:
+        """``test_resolve`` as ``(host, port) -> (address, port)``."""
+        pairs = (item.partition("=") for item in self.test_resolve)
+        return {
+            (h.lower(), p): split_listen(target)
+            for name, _, target in pairs
+            for h, p in [split_listen(name)]
+        }
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -164,3 +213,12 @@ class Settings(BaseSettings):
     @property
     def resolved_checkpoint_file(self) -> Path:
         return self.audit_checkpoint_file or self.data_dir / "audit-checkpoint.json"
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) as ``(host, port)``; ValueError if malformed."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host, int(port)

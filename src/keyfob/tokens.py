@@ -68,3 +68,10 @@ def new_ids(count: int) -> list[str]:
 def new_id(prefix: str = "") -> str:
     """A public identifier (not a secret): 8 random bytes as 16 hex characters."""
     return prefix + secrets.token_hex(8)
+
+
+def derive(token: str, label: str) -> str:
+    """A lease token derived from ``token`` for ``label`` (one set of a multi-set lease):
+    one-way, so the derived token never yields the credential or another set's token."""
+    mac = hmac.new(token.encode("ascii", "replace"), label.encode(), hashlib.sha256).digest()
+    return LEASE + _base62(mac, _BODY_LEN)

@@ -180,9 +180,7 @@ async def upstream_silent(env: Env) -> httpx.Response:
     port = server.sockets[0].getsockname()[1]
     try:
         route, lease = await _proxy_lease(env, f"http://127.0.0.1:{port}")
-        return await env.impatient.get(
-            f"{route}/v1", headers={"Authorization": f"Bearer {lease}"}
-        )
+        return await env.impatient.get(f"{route}/v1", headers={"Authorization": f"Bearer {lease}"})
     finally:
         done.set()
         server.close()
@@ -198,6 +196,28 @@ def closed_port() -> int:
 async def retire_used_term(env: Env) -> httpx.Response:
     await env.client.post("/v1/keys/rotate")
     return await env.client.post("/v1/keys/1/retire")
+
+
+async def forward_unauthenticated(env: Env) -> httpx.Response:
+    """The forward proxy's CONNECT without Proxy-Authorization, as an httpx response."""
+    from keyfob.proxy.app import ProxyApp
+    from keyfob.proxy.forward import ForwardProxy
+
+    app = ProxyApp(env.vault.settings, lambda: env.vault)
+    forward = ForwardProxy(env.vault.settings, lambda: env.vault, app)
+    await forward.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", forward.port)
+        writer.write(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+        raw = await reader.read()
+        writer.close()
+    finally:
+        await forward.close()
+        await app.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
+    return httpx.Response(int(lines[0].split()[1]), headers=headers, content=body)
 
 
 Case = Callable[[Env], Awaitable[httpx.Response]]
@@ -225,6 +245,7 @@ CASES: dict[str, tuple[int, Case]] = {
         lambda e: e.anonymous.get("/v1/keys", headers={"Authorization": "Bearer kfo_" + "x" * 43}),
     ),
     "wrong-kind-of-token": (403, wrong_kind_of_token),
+    "forward-no-credential": (407, forward_unauthenticated),
     "no-route": (404, lambda e: e.client.get("/v1/nothing")),
     "no-set": (404, lambda e: e.client.get("/v1/secret-sets/a/b/c")),
     "no-token-id": (404, lambda e: e.client.delete("/v1/tokens/ffffffffffffffff")),
@@ -291,6 +312,8 @@ async def test_error_response_is_a_problem(env: Env, name: str) -> None:
     assert CANARY not in response.text
     if status == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
+    if status == 407:
+        assert response.headers["proxy-authenticate"].startswith("Basic")
     if "errors" in body:
         assert all(set(e) == {"loc", "msg"} for e in body["errors"])
 

@@ -83,9 +83,10 @@ def start_server(
     operator_token: str,
     log_path: Path,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> ProcessServer:
     """Start ``keyfob serve``'s server; ``extra_env`` adds ``KEYFOB_*`` settings (and others)."""
-    port = free_port()
+    port = port or free_port()
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [sys.executable, "-c", _SERVE, str(port)],
@@ -205,6 +206,7 @@ def serve_in_thread(
 
         watcher = asyncio.ensure_future(watch())
         try:
+            await app.start()  # the forward proxy's listener, when configured
             await uv.serve(sockets=[sock])
         finally:
             watcher.cancel()

@@ -159,6 +159,29 @@ class FakeUpstream:
         }
         return web.json_response(answer, headers=headers)
 
+    async def _git_refs(self, request: web.Request, _: bytes, __: str) -> web.StreamResponse:
+        """Just enough of git's smart HTTP for ``git ls-remote``: 401 without credentials
+        (git asks only then), one ref with them."""
+        if not request.headers.get("authorization"):
+            return web.Response(
+                status=401, headers={"www-authenticate": 'Basic realm="fake git"'}
+            )
+
+        def pkt(line: str) -> bytes:
+            return f"{len(line) + 4:04x}{line}".encode()
+
+        sha = "1" * 40
+        body = (
+            pkt("# service=git-upload-pack\n")
+            + b"0000"
+            + pkt(f"{sha} HEAD\0symref=HEAD:refs/heads/main\n")
+            + pkt(f"{sha} refs/heads/main\n")
+            + b"0000"
+        )
+        return web.Response(
+            body=body, content_type="application/x-git-upload-pack-advertisement"
+        )
+
     async def _sse(self, request: web.Request, _: bytes, __: str) -> web.StreamResponse:
         events = int(request.query.get("events", "3"))
         delay = float(request.query.get("delay", "0"))
@@ -340,6 +363,7 @@ def _unchunk(body: bytes, seen: Seen) -> bytes:
 
 
 _ROUTES: list[tuple[str, Any]] = [
+    ("/info/refs", FakeUpstream._git_refs),
     ("/s3/", FakeUpstream._s3),
     ("/echo", FakeUpstream._echo),
     ("/sse", FakeUpstream._sse),

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from keyfob.api.deps import OperatorDep, VaultDep
-from keyfob.api.models import AgentCreate, GrantCreate, GrantFields
+from keyfob.api.models import AgentCreate, AgentEgress, GrantCreate, GrantFields
 from keyfob.api.views import items, to_json
 
 router = APIRouter(tags=["agents and grants"])
@@ -37,6 +37,18 @@ async def disable_agent(agent: str, ctx: OperatorDep, vault: VaultDep) -> dict[s
 @router.post("/v1/agents/{agent}/enable", summary="Enable a disabled agent")
 async def enable_agent(agent: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
     return to_json(await vault.agents.set_disabled(ctx, agent, False))
+
+
+@router.post(
+    "/v1/agents/{agent}/egress",
+    summary="Set the agent's forward-proxy policy for hosts outside its sets (tunnel or deny)",
+)
+async def set_egress(
+    agent: str, body: AgentEgress, ctx: OperatorDep, vault: VaultDep
+) -> dict[str, Any]:
+    found = await vault.agents.get(agent)
+    await vault.forwarding.set_egress(ctx, found.id, body.egress)
+    return {"id": found.id, "name": found.name, "egress": body.egress}
 
 
 @router.post("/v1/agents/{agent}/rotate-token", summary="New agent token; the old one stops")

@@ -91,6 +91,17 @@ async def agent(
     return principal, acting(principal, ctx)
 
 
+async def operator_or_agent(
+    request: Request, vault: Annotated[Vault, Depends(get_vault)]
+) -> Context:
+    """An authenticated operator or agent (the CA certificate is for both); 401 otherwise."""
+    token = bearer(request)
+    ctx = anonymous(request)
+    kind = tokens.AGENT if _kind(token) == tokens.AGENT else tokens.OPERATOR
+    principal = await _authenticate(vault, kind, token, ctx, request.url.path)
+    return acting(principal, ctx)
+
+
 async def lease_token(request: Request, vault: Annotated[Vault, Depends(get_vault)]) -> str | None:
     """The lease from ``Authorization: Bearer``, ``X-Keyfob-Lease`` or ``x-api-key``; the
     lease itself is checked (and a failure audited) where it is used."""
@@ -116,3 +127,4 @@ OperatorDep = Annotated[Context, Depends(operator)]
 AgentDep = Annotated[tuple[Principal, Context], Depends(agent)]
 LeaseTokenDep = Annotated[str | None, Depends(lease_token)]
 AnonymousDep = Annotated[Context, Depends(anonymous)]
+OperatorOrAgentDep = Annotated[Context, Depends(operator_or_agent)]

@@ -21,7 +21,7 @@ from keyfob.api.models import Export, LeaseCheck, LeaseMint, LeaseRenew, LeaseRe
 from keyfob.api.views import items
 from keyfob.vault import Vault
 from keyfob.vault.context import Context
-from keyfob.vault.leases import AgentClaim, IssuedLease, LeaseRequestView
+from keyfob.vault.leases import AgentClaim, IssuedLease, LeaseRequestView, invalid
 from keyfob.vault.operators import Principal
 
 router = APIRouter(tags=["leases"])
@@ -48,6 +48,10 @@ def request_json(view: LeaseRequestView) -> dict[str, Any]:
     responses={202: {"description": "approval required: poll the request"}},
 )
 async def mint(body: LeaseMint, request: Request, vault: VaultDep) -> JSONResponse:
+    if body.secret_sets is not None:
+        return await _mint_bundle(body, request, vault)
+    if body.secret_set is None:
+        raise invalid("secret_set", "name a secret set (or secret_sets for a multi-set lease)")
     principal, ctx = await _minter(request, vault)
     if body.count is not None:
         many = await vault.leases.mint_many(
@@ -80,6 +84,17 @@ def _one_line(text: str | None) -> str | None:
     if text is None:
         return None
     return " ".join("".join(c if c.isprintable() else " " for c in text).split()) or None
+async def _mint_bundle(body: LeaseMint, request: Request, vault: Vault) -> JSONResponse:
+    """A multi-set lease: workflow scope only, one set or the other named, never both."""
+    if body.secret_set is not None or body.count is not None:
+        raise invalid("secret_sets", "give secret_sets alone, without secret_set or count")
+    if body.scope != "workflow":
+        raise invalid("scope", "a multi-set lease is workflow-scoped")
+    principal, ctx = await deps.agent(request, vault)
+    issued = await vault.forwarding.mint(
+        principal, ctx, secret_sets=body.secret_sets or [], ttl=body.ttl, max_uses=body.max_uses
+    )
+    return JSONResponse({**issued.as_dict(), "token": issued.token.reveal()}, status_code=201)
 
 
 async def _minter(request: Request, vault: Vault) -> tuple[Principal | AgentClaim, Context]:
@@ -115,6 +130,10 @@ async def renew(
 @router.delete("/v1/me/leases/{lease_id}", summary="Revoke one of the agent's own leases")
 async def revoke_mine(lease_id: str, who: AgentDep, vault: VaultDep) -> dict[str, Any]:
     principal, ctx = who
+    # A multi-set lease's id revokes it and each set's lease.
+    bundle = await vault.forwarding.revoke(ctx, lease_id, agent_id=principal.id)
+    if bundle is not None:
+        return bundle
     return (await vault.leases.revoke(ctx, lease_id, agent_id=principal.id)).as_dict()
 
 
@@ -171,8 +190,11 @@ async def revoke_many(body: LeaseRevoke, ctx: OperatorDep, vault: VaultDep) -> d
     return {"revoked": revoked.revoked, "lease_ids": revoked.lease_ids}
 
 
-@router.delete("/v1/leases/{lease_id}", summary="Revoke one lease")
+@router.delete("/v1/leases/{lease_id}", summary="Revoke one lease (or a multi-set lease)")
 async def revoke_one(lease_id: str, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
+    bundle = await vault.forwarding.revoke(ctx, lease_id)
+    if bundle is not None:
+        return bundle
     return (await vault.leases.revoke(ctx, lease_id)).as_dict()
 
 

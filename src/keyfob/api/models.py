@@ -91,7 +91,14 @@ class GrantCreate(GrantFields):
 
 
 class LeaseMint(_Body):
-    secret_set: str = Field(min_length=1, max_length=200)
+    secret_set: str | None = Field(None, min_length=1, max_length=200)
+    secret_sets: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="a multi-set lease (workflow scope): one credential over each set, on "
+        "its own hosts — the forward proxy's credential",
+    )
     scope: str = Field("request", description='"request" (single use) or "workflow"')
     # A longer TTL is capped by the grant; past int64 it is not a number anyone meant.
     ttl: int | None = Field(None, ge=1, le=2**63 - 1, description="seconds; capped by the grant")
@@ -106,6 +113,19 @@ class LeaseMint(_Body):
         max_length=500,
         description="why the agent asks: kept with a request under approval for the approver",
     )
+
+
+class CaRotate(_Body):
+    overlap: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=10 * 365 * 24 * 3600,
+        description="seconds the previous CA stays trusted",
+    )
+
+
+class AgentEgress(_Body):
+    egress: str = Field(description='"tunnel" (default: bytes pass, audited) or "deny"')
 
 
 class LeaseRenew(_Body):

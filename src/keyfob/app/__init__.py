@@ -17,11 +17,13 @@ from starlette.types import Receive, Scope, Send
 from keyfob.api import build_api
 from keyfob.api.middleware import ApiMiddleware
 from keyfob.app.edge import Edge, misdirected, with_hsts
+from keyfob.app.planes import Planes, not_here
 from keyfob.clock import Clock
 from keyfob.dashboard import build_dashboard
 from keyfob.proxy import openapi
 from keyfob.proxy.app import ProxyApp
-from keyfob.settings import Settings
+from keyfob.proxy.forward import ForwardProxy
+from keyfob.settings import Settings, split_listen
 from keyfob.vault import Vault
 
 PROXY_PREFIX = "/proxy/"
@@ -30,10 +32,21 @@ PROXY_PREFIX = "/proxy/"
 class Keyfob:
     """Dispatches ``/proxy/…`` to the proxy and everything else to the API."""
 
-    def __init__(self, api: FastAPI, proxy: ProxyApp, edge: Edge) -> None:
+    def __init__(
+        self,
+        api: FastAPI,
+        proxy: ProxyApp,
+        edge: Edge,
+        planes: Planes | None = None,
+        forward: ForwardProxy | None = None,
+        forward_listen: str | None = None,
+    ) -> None:
         self.api = api
         self.proxy = proxy
         self.edge = edge
+        self.planes = planes or Planes(api.state.settings)
+        self.forward = forward
+        self._forward_listen = forward_listen
 
     def __getattr__(self, name: str) -> Any:
         # Compatibility: callers that configured the FastAPI app (state, routers) still can.
@@ -48,6 +61,9 @@ class Keyfob:
         if not self.edge.admits(scope):
             await misdirected(send)
             return
+        if not self.planes.admits(scope):
+            await not_here(send)
+            return
         if scope.get("scheme") in ("https", "wss"):
             send = with_hsts(send)
         if scope["path"].startswith(PROXY_PREFIX):
@@ -55,9 +71,20 @@ class Keyfob:
         else:
             await self.api(scope, receive, send)
 
+    async def start(self) -> None:
+        """Open the forward proxy's listener, if one is configured (the lifespan does this
+        when it owns the vault)."""
+        if self.forward is not None and self._forward_listen:
+            await self.forward.start(*split_listen(self._forward_listen))
+
     async def aclose(self) -> None:
-        """Close the proxy's upstream sessions (the lifespan does this when it owns them)."""
-        await self.proxy.close()
+        """Close the forward listener and the proxy's upstream sessions (the lifespan does
+        this when it owns them)."""
+        try:
+            if self.forward is not None:
+                await self.forward.close()
+        finally:
+            await self.proxy.close()
 
 
 def settle_heap() -> None:
@@ -77,6 +104,8 @@ def create_app(
     app.state.settings = settings
     proxy = ProxyApp(settings, lambda: app.state.vault)
     app.state.proxy = proxy
+    # The forward proxy hands every intercepted request to the same proxy app.
+    forward = ForwardProxy(settings, lambda: app.state.vault, proxy)
     if vault is not None:
         app.state.vault = vault
     else:
@@ -84,12 +113,13 @@ def create_app(
         @asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             app.state.vault = await Vault.open(settings, clock=clock)
+            await keyfob.start()
             settle_heap()
             try:
                 yield
             finally:
                 try:
-                    await proxy.close()
+                    await keyfob.aclose()
                 finally:
                     await app.state.vault.close()
 
@@ -104,4 +134,5 @@ def create_app(
     app.openapi = with_proxy  # type: ignore[method-assign]
     app.mount("/ui", build_dashboard(app))
     app.add_middleware(ApiMiddleware, max_body=settings.max_body_bytes)
-    return Keyfob(app, proxy, Edge(settings))
+    keyfob = Keyfob(app, proxy, Edge(settings), Planes(settings), forward, settings.proxy_listen)
+    return keyfob

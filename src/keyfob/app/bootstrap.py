@@ -6,6 +6,7 @@ import asyncio
 import copy
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,14 +130,30 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        log_config=_log_config(),
-        server_header=False,
-        proxy_headers=False,
-    )
+    options: dict[str, Any] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "log_config": _log_config(),
+        "server_header": False,
+        "proxy_headers": False,
+    }
+    app = create_app(settings)
+    if settings.operator_listen and settings.agent_listen:
+        # Split planes: two listeners, one app; the app tells them apart by port.
+        sockets = [_bound(settings.operator_listen), _bound(settings.agent_listen)]
+        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
+        return
+    uvicorn.run(app, host=host, port=port, **options)
+
+
+def _bound(listen: str) -> socket.socket:
+    from keyfob.settings import split_listen
+
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock

@@ -13,6 +13,7 @@ from keyfob import __version__
 from keyfob.cli import (
     agents,
     audit,
+    ca,
     grants,
     keys,
     leases,
@@ -117,6 +118,7 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
     app.add_typer(me.app)
     app.add_typer(audit.app)
     app.add_typer(keys.app)
+    app.add_typer(ca.app)
     app.add_typer(tokens.app)
     app.add_typer(users.app)
     app.command("mcp")(mcp.mcp)

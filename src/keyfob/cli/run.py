@@ -16,14 +16,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
@@ -78,13 +82,37 @@ class Target:
         }
 
 
-def forward_proxy_env(targets: list[Target], leases: Mapping[str, Lease]) -> dict[str, str]:
-    """Variables for keyfob's forward proxy mode (``HTTPS_PROXY`` and its CA bundle).
+PLACEHOLDER = "keyfob-placeholder"  # what the provider's key variables hold via the proxy
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+BUNDLE_VARIABLES = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "AWS_CA_BUNDLE",
+)
 
-    None yet: the forward proxy lands here, so CMD's plain HTTPS clients reach keyfob
-    without a base URL. It gets the targets and their leases, returns what to add.
-    """
-    return {}
+
+def forward_proxy_env(
+    targets: list[Target], credential: str, proxy: str, bundle: str, keyfob_addr: str
+) -> dict[str, str]:
+    """Variables for the forward proxy mode: the proxy (with the credential) in both
+    cases, keyfob itself left direct, every CA-bundle variable at the merged bundle, and a
+    placeholder where each provider's key would be (SDKs insist on one). Base-URL
+    variables are left out: clients go to the provider's own URL through the proxy."""
+    url = f"http://keyfob:{credential}@{proxy}"
+    env = dict.fromkeys(PROXY_VARIABLES, url)
+    direct = urlsplit(keyfob_addr).hostname or "127.0.0.1"
+    env["NO_PROXY"] = env["no_proxy"] = direct
+    env.update(dict.fromkeys(BUNDLE_VARIABLES, bundle))
+    for target in targets:
+        for name, template in target.grant.env.items():
+            if "{proxy_url}" in template:
+                continue
+            env[name] = template.replace("{lease}", PLACEHOLDER)
+    return env
 
 
 def plan_env(
@@ -266,6 +294,15 @@ def run(
         typer.Option("--dry-run", help="Print the variables CMD would get (leases masked)."),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="With --dry-run: as JSON.")] = False,
+    forward_proxy: Annotated[
+        str | None,
+        typer.Option(
+            "--forward-proxy",
+            metavar="HOST:PORT",
+            help="Use keyfob's forward proxy there (default KEYFOB_PROXY_LISTEN): "
+            "HTTPS_PROXY, a CA bundle and placeholder keys instead of base URLs.",
+        ),
+    ] = None,
 ) -> None:
     """Run CMD with leases for the sets where its keys would be (agent token)."""
     if not command:
@@ -275,8 +312,12 @@ def run(
         agent = AgentClient(cli.addr, _agent_token(ctx), transport=cli.wiring.transport)
     except (CliError, KeyfobError) as exc:
         _fail(exc)
+    proxy = forward_proxy or cli.settings.proxy_listen
     try:
-        code = _run(agent, command, secret_sets, ttl, wait, dry_run, json_out)
+        if proxy:
+            code = _run_forward(agent, command, secret_sets, ttl, proxy, dry_run, json_out)
+        else:
+            code = _run(agent, command, secret_sets, ttl, wait, dry_run, json_out)
     finally:
         agent.close()
     raise typer.Exit(code)
@@ -303,7 +344,6 @@ def _run(
     try:
         tokens = {name: lease.token.reveal() for name, lease in leases.items()}
         env = plan_env(targets, tokens, os.environ)
-        env.update(forward_proxy_env(targets, leases))
     except CliError as exc:
         _revoke(agent, leases, _stderr)
         _fail(exc)
@@ -317,6 +357,51 @@ def _run(
     finally:
         renewer.stop()
         _revoke(agent, leases, _stderr)
+    return _exit_code(returncode)
+
+
+def _run_forward(
+    agent: AgentClient,
+    command: list[str],
+    secret_sets: list[str],
+    ttl: int | None,
+    proxy: str,
+    dry_run: bool,
+    json_out: bool,
+) -> int:
+    """CMD through the forward proxy: one multi-set credential, revoked when CMD exits."""
+    from keyfob.vault.authority import merged_bundle
+
+    try:
+        targets = _targets(agent, secret_sets)
+        if dry_run:
+            env = forward_proxy_env(targets, MASKED, proxy, "<bundle>", agent.addr)
+            _print_plan(env, command, json_out)
+            return 0
+        # One credential for CMD's whole run: its term is the shortest grant's cap.
+        term = ttl or min(t.grant.max_lease_ttl for t in targets)
+        credential = agent.mint_proxy_credential([t.secret_set for t in targets], ttl=term)
+    except (CliError, KeyfobError) as exc:
+        _fail(exc)
+    workdir = Path(tempfile.mkdtemp(prefix="keyfob-run-"))
+    try:
+        bundle = workdir / "bundle.pem"
+        bundle.write_text(merged_bundle(agent.ca_certificate()))
+        env = {k: v for k, v in os.environ.items() if k not in WITHHELD}
+        env.update(
+            forward_proxy_env(targets, credential.token.reveal(), proxy, str(bundle), agent.addr)
+        )
+        try:
+            returncode = supervise(command, env)
+        except OSError as exc:
+            _stderr(f"cannot start {command[0]}: {exc.strerror or exc}")
+            returncode = NOT_FOUND
+    except KeyfobError as exc:
+        _fail(exc)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        # Revoked whatever happened: CMD's credential must not outlive it.
+        _revoke(agent, {"the forward proxy": credential}, _stderr)
     return _exit_code(returncode)
 
 

@@ -18,6 +18,7 @@ from keyfob.cli.output import (
     show_new_token,
 )
 from keyfob.cli.users import read_password
+from keyfob.settings import Settings
 
 
 def _describe(result: InitOutcome) -> dict[str, Any]:
@@ -82,10 +83,26 @@ def serve(
         int | None,
         typer.Option(min=0, max=65535, help="Port to bind (default KEYFOB_PORT, 8200)."),
     ] = None,
+    forward_proxy: Annotated[
+        str | None,
+        typer.Option(
+            "--forward-proxy",
+            metavar="HOST:PORT",
+            help="Also serve the forward proxy (HTTPS_PROXY) here (default KEYFOB_PROXY_LISTEN).",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Serve the API and dashboard; initialises the data dir first if needed."""
     cli = state(ctx)
+    settings = cli.settings
+    if forward_proxy is not None:
+        try:
+            settings = Settings.model_validate(
+                {**settings.model_dump(), "proxy_listen": forward_proxy}
+            )
+        except ValueError:
+            raise CliError(f"--forward-proxy {forward_proxy!r} is not HOST:PORT") from None
     bind_host = host or cli.settings.host
     bind_port = cli.settings.port if port is None else port
     core = cli.wiring.bootstrap()
@@ -100,6 +117,8 @@ def serve(
         else:
             print_line(f"data dir {result.data_dir}, database {result.database_url}")
         print_line(f"keyfob serving on {url} (dashboard {url}/ui/, API reference {url}/docs)")
+        if settings.proxy_listen:
+            print_line(f"forward proxy on {settings.proxy_listen} (HTTPS_PROXY)")
     if not _is_loopback(bind_host):
         typer.echo(
             f"warning: {bind_host} is reachable from other machines; put TLS in front "
@@ -107,7 +126,7 @@ def serve(
             err=True,
         )
     try:
-        core.run_server(cli.settings, bind_host, bind_port)
+        core.run_server(settings, bind_host, bind_port)
     except OSError as exc:
         raise CliError(f"cannot serve on {url}: {exc.strerror or exc}") from None
 

@@ -93,7 +93,7 @@ class ProxyApp:
         self._max_body = settings.proxy_max_body_bytes
         self._max_headers = settings.proxy_max_header_bytes
         self._max_decoded = settings.proxy_max_decompressed_bytes
-        self.egress = egress.Egress(settings.upstream_ca_file)
+        self.egress = egress.Egress(settings.upstream_ca_file, settings.resolve_map)
         self._scrubbers: dict[tuple[str, int], Scrubber] = {}
         self._options = egress.request_options(
             settings.proxy_connect_timeout,

@@ -58,16 +58,52 @@ def _literal_refusal(host: str, allow_private: bool) -> str | None:
     return None if allowed(reason, allow_private) else reason
 
 
+Overrides = dict[tuple[str, int], tuple[str, int]]
+
+
+def _result(host: str, address: str, port: int) -> ResolveResult:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return {
+        "hostname": host,
+        "host": address,
+        "port": port,
+        "family": family,
+        "proto": 0,
+        "flags": socket.AI_NUMERICHOST,
+    }
+
+
+async def resolve_checked(
+    host: str, port: int, overrides: Overrides | None = None
+) -> tuple[str, int]:
+    """One address for ``host`` that the strict policy allows (the forward proxy's
+    tunnels): resolved once, so the caller connects to what was checked."""
+    mapped = (overrides or {}).get((host.lower(), port))
+    if mapped is not None:
+        return mapped
+    resolver = CheckedResolver(allow_private=False)
+    try:
+        found = await resolver.resolve(host, port, socket.AF_UNSPEC)
+    finally:
+        await resolver.close()
+    return found[0]["host"], port
+
+
 class CheckedResolver(AbstractResolver):
     """Resolves with the system resolver, then drops every address the policy refuses."""
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, overrides: Overrides | None = None) -> None:
         self._allow_private = allow_private
         self._inner = ThreadedResolver()
+        self._overrides = overrides or {}
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        mapped = self._overrides.get((host.lower(), port))
+        if mapped is not None:
+            # ``test_resolve`` (tests only): the address is the operator's choice.
+            return [_result(host, *mapped)]
         check_literal(host, self._allow_private)
         found = await self._inner.resolve(host, port, family)
         kept: list[ResolveResult] = []
@@ -102,8 +138,9 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
 class Egress:
     """The process's upstream sessions, created on first use inside the running loop."""
 
-    def __init__(self, ca_file: Path | None) -> None:
+    def __init__(self, ca_file: Path | None, overrides: Overrides | None = None) -> None:
         self._ca_file = ca_file
+        self._overrides = overrides
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._tls: ssl.SSLContext | None = None
 
@@ -113,7 +150,7 @@ class Egress:
             if self._tls is None:
                 self._tls = tls_context(self._ca_file)
             connector = aiohttp.TCPConnector(
-                resolver=CheckedResolver(allow_private),
+                resolver=CheckedResolver(allow_private, self._overrides),
                 use_dns_cache=False,
                 limit=4096,
                 limit_per_host=0,

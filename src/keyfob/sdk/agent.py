@@ -281,6 +281,21 @@ class AgentClient(Masked):
         _, data = self._wire.call("POST", "/v1/leases/check", body=body, bearer=_token_of(lease))
         return Check(data.get("allowed") is True, data.get("reason"), data.get("lease") or {})
 
+    def mint_proxy_credential(self, secret_sets: list[str], *, ttl: int | None = None) -> Lease:
+        """A multi-set workflow lease: the forward proxy's credential over ``secret_sets``
+        (``Proxy-Authorization: Basic base64("keyfob:" + token)``)."""
+        body: dict[str, Any] = {"secret_sets": list(secret_sets), "scope": "workflow"}
+        if ttl is not None:
+            body["ttl"] = ttl
+        sent_at = time.monotonic()
+        _, data = self._wire.call("POST", "/v1/leases", body=body)
+        return lease_of({**data, "secret_set": ",".join(secret_sets)}, sent_at)
+
+    def ca_certificate(self) -> str:
+        """keyfob's CA certificate(s), PEM, for clients of the forward proxy."""
+        _, data = self._wire.call("GET", "/v1/ca")
+        return str(data.get("certificate", ""))
+
     def renew(self, lease: Lease, ttl: int | None = None) -> Lease:
         """Push out the expiry of one of the agent's workflow leases (capped by its grant);
         the token stays the same, so a process holding it keeps working."""

@@ -130,6 +130,8 @@ agents = Table(
     Column("created_at", String(32), nullable=False),
     Column("created_by", String(200), nullable=False),
     Column("updated_at", String(32), nullable=False),
+    # Hosts outside the agent's sets, through the forward proxy: "tunnel" or "deny" (0005f).
+    Column("egress", String(16), nullable=False, server_default="tunnel"),
 )
 
 grants = Table(
@@ -245,4 +247,35 @@ signin_limits = Table(
     Column("locked_until", String(32), nullable=True),
     Column("expires_at", String(32), nullable=False),
     Index("ix_signin_limits_expires", "expires_at"),
+)
+
+# -- forward proxy (migration 0005f) ----------------------------------------------------
+
+# keyfob's own CA: its key sealed like a secret version (AAD names "ca:<id>", version 1).
+ca_certificates = Table(
+    "ca_certificates",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("cert_pem", Text, nullable=False),
+    Column("kek_term", Integer, nullable=False),
+    Column("wrapped_dek", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("not_after", String(32), nullable=False),
+    Column("retires_at", String(32), nullable=True),
+)
+
+# A multi-set lease: one credential over one workflow lease per set (``lease_ids``).
+lease_bundles = Table(
+    "lease_bundles",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("agent_id", String(32), nullable=False),
+    Column("lease_ids", Text, nullable=False),
+    Column("set_paths", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Column("revoked_at", String(32), nullable=True),
+    Index("ix_lease_bundles_agent", "agent_id"),
 )

@@ -6,6 +6,7 @@ from keyfob import crypto
 from keyfob.errors import Conflict, NotFound
 from keyfob.store import keyring as keyring_sql
 from keyfob.store import secrets as sql
+from keyfob.vault.authority import Authority
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
 from keyfob.vault.views import KeyStatus, KeyTerm, Rewrapped, Rotated, TermRetired
@@ -76,6 +77,9 @@ class Keys:
                 )
                 moved += done
         self._core.data_keys.clear()
+        # keyfob's CA key is sealed like a secret version and moves with them (not
+        # counted: ``rewrapped`` counts secret versions).
+        await Authority(self._core).rewrap()
         return Rewrapped(moved, self._core.ring.active_term)
 
     async def retire(self, ctx: Context, term: int) -> TermRetired:
@@ -95,6 +99,8 @@ class Keys:
                     f"key term {term} still wraps {still} records; run keys rewrap first",
                     records=still,
                 )
+            # keyfob's CA key moves along by itself: there is no CA without it.
+            await Authority(self._core).rewrap_in(tx)
             await keyring_sql.retire_term(tx.conn, term, self._core.now())
             await self._core.record(tx, ctx, "keys.retire", f"kek:{term}", details={"term": term})
         self._core.ring.forget(term)

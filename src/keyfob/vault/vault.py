@@ -21,9 +21,11 @@ from keyfob.store import keyring as keyring_sql
 from keyfob.vault.agents import Agents
 from keyfob.vault.approvals import Approvals
 from keyfob.vault.auditing import Auditing
+from keyfob.vault.authority import Authority
 from keyfob.vault.consume import Consumer
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
+from keyfob.vault.forwarding import Forwarding
 from keyfob.vault.grants import Grants
 from keyfob.vault.keys import Keys
 from keyfob.vault.lease_use import LeaseUsage
@@ -85,6 +87,8 @@ class Vault:
             Passwords(password_hasher(settings)),
         )
         self.proxy = Proxying(core, self.consumer)
+        self.authority = Authority(core)
+        self.forwarding = Forwarding(core, self.leases)
 
     @property
     def db(self) -> Database:
@@ -170,6 +174,9 @@ class Vault:
                     details={"kek_term": kek.term, "database": db.display_url.split("://")[0]},
                 )
                 row, token = await vault.operators.insert_token(tx, ctx, token_name)
+            # keyfob's CA is made with the vault, so its certificate can be handed out
+            # before the forward proxy first runs.
+            await vault.authority.create(ctx)
         except BaseException:
             await db.close()
             raise
