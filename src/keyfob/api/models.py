@@ -57,6 +57,7 @@ _JSON_TYPES: dict[str, Any] = {
     "moment": str | None,
     "count": int | None,
     "choice": str | None,
+    "budgets": list[dict[str, Any]] | None,
 }
 
 

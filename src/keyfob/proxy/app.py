@@ -34,6 +34,7 @@ from keyfob.errors import (
     PayloadTooLarge,
 )
 from keyfob.profiles.model import AwsSigV4
+from keyfob.profiles.taps import Tap
 from keyfob.proxy import decoding, egress, headers, inject
 from keyfob.proxy.scrub import Scrubber, StreamScrub
 from keyfob.settings import Settings
@@ -63,6 +64,7 @@ class _Exchange:
         "scrubbed",
         "started",
         "status",
+        "tap",
         "too_large",
     )
 
@@ -76,6 +78,7 @@ class _Exchange:
         self.body_done = False
         self.client_gone = False
         self.too_large = False
+        self.tap: Tap | None = None
 
     def details(self) -> dict[str, Any]:
         return {
@@ -155,6 +158,12 @@ class ProxyApp:
         declared = inject.payload_hash(incoming.amz_content_sha256)
         set_path = f"{provider}/{environment}/{name}"
         client = scope.get("client")
+        # The body is read before the lease is used: a budget reserves from what it asks.
+        data: bytes | AsyncIterator[bytes] | None = None
+        if incoming.content_length or incoming.chunked:
+            data = await self._body(receive, ex)
+        else:
+            ex.body_done = True
         request = ProxyRequest(
             token=incoming.lease,
             set_path=set_path,
@@ -164,11 +173,13 @@ class ProxyApp:
             request_id=rid,
             client=client[0] if client else None,
             route=f"/proxy/{set_path}{path}",
+            body=data if isinstance(data, bytes) else None,
+            size=len(data) if isinstance(data, bytes) else incoming.content_length or 0,
         )
         vault = self._vault()
         use = await vault.proxy.begin(request)
         try:
-            await self._forward(vault, use, incoming, query, declared, receive, send, rid, ex)
+            await self._forward(vault, use, incoming, query, declared, data, receive, send, rid, ex)
         except KeyfobError as error:
             ex.error = str(error.extra.get("reason") or error.slug)
             raise
@@ -180,7 +191,7 @@ class ProxyApp:
             raise
         finally:
             outcome = "ok" if ex.status is not None and ex.error is None else "error"
-            vault.proxy.finish(use, outcome, **ex.details())
+            vault.proxy.finish(use, outcome, ex.tap, **ex.details())
 
     async def _forward(
         self,
@@ -189,6 +200,7 @@ class ProxyApp:
         incoming: headers.Incoming,
         query: str,
         declared: str | None,
+        data: bytes | AsyncIterator[bytes] | None,
         receive: Receive,
         send: Send,
         rid: str,
@@ -203,17 +215,23 @@ class ProxyApp:
             # Only an uncompressed answer can be scrubbed.
             forward = [(n, v) for n, v in forward if n != "accept-encoding"]
             forward.append(("accept-encoding", "identity"))
+        plan = use.plan
+        if plan is not None:
+            if not profile.scrub:
+                # Usage can be read only off an uncompressed answer.
+                forward = [(n, v) for n, v in forward if n != "accept-encoding"]
+                forward.append(("accept-encoding", "identity"))
+            if plan.body is not None:
+                # Usage asked for on the client's behalf (removed again from the answer).
+                data = plan.body
+                forward = [(n, v) for n, v in forward if n != "content-length"]
+                forward.append(("content-length", str(len(data))))
         upstream.headers = [("host", upstream.authority), *forward]
         try:
             egress.check_literal(upstream.host, profile.allow_private_upstream)
         except egress.DestinationRefused as refused:
             raise _refused(refused) from None
 
-        data: bytes | AsyncIterator[bytes] | None = None
-        if incoming.content_length or incoming.chunked:
-            data = await self._body(receive, ex)
-        else:
-            ex.body_done = True
         body_hash = ""
         if isinstance(profile.inject, AwsSigV4):
             body_hash = declared or ""
@@ -237,7 +255,7 @@ class ProxyApp:
         except Exception as exc:
             raise self._upstream_error(exc, ex) from None
         try:
-            await self._relay(response, scrubber, receive, send, rid, ex)
+            await self._relay(response, scrubber, receive, send, rid, ex, vault, use)
         finally:
             response.release()
 
@@ -319,6 +337,8 @@ class ProxyApp:
         send: Send,
         rid: str,
         ex: _Exchange,
+        vault: Vault,
+        use: ProxyUse,
     ) -> None:
         out = headers.response_headers(response.raw_headers)
         decoder = None
@@ -343,6 +363,13 @@ class ProxyApp:
         content_type = response.headers.get("content-type", "")
         if content_type.startswith("text/event-stream"):
             out.append((b"x-accel-buffering", b"no"))
+        tap = None
+        readable = decoder is not None or "content-encoding" not in response.headers
+        if use.plan is not None and readable:
+            tap = ex.tap = vault.proxy.tap(use, content_type)
+            if tap is not None and tap.stream:
+                # What keyfob strips or cuts changes the length: the answer is chunked.
+                out = [(n, v) for n, v in out if n != b"content-length"]
         out.append((b"x-keyfob-request-id", rid.encode()))
         chunks = response.content.iter_any()
         first = b""
@@ -370,12 +397,16 @@ class ProxyApp:
         in_headers = ex.scrubbed
         try:
             if first:
-                await self._send_body(first, stream, send, ex)
+                await self._send_body(first, stream, send, ex, tap)
             async for chunk in chunks:
                 if decoder is not None:
                     chunk = decoder.feed(chunk)
-                await self._send_body(chunk, stream, send, ex)
+                await self._send_body(chunk, stream, send, ex, tap)
+                if tap is not None and tap.cut:
+                    break
             tail = decoder.flush() if decoder is not None else b""
+            if tap is not None:
+                tail = tap.feed(tail) + tap.flush()
             if stream is not None:
                 tail = stream.feed(tail) + stream.flush()
         except decoding.TooLarge:
@@ -397,8 +428,10 @@ class ProxyApp:
 
     @staticmethod
     async def _send_body(
-        chunk: bytes, stream: StreamScrub | None, send: Send, ex: _Exchange
+        chunk: bytes, stream: StreamScrub | None, send: Send, ex: _Exchange, tap: Tap | None
     ) -> None:
+        if tap is not None:
+            chunk = tap.feed(chunk)
         if stream is not None:
             chunk = stream.feed(chunk)
         if chunk:

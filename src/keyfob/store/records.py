@@ -188,6 +188,7 @@ class GrantRow:
     created_by: str
     updated_at: str
     revoked_at: str | None
+    budgets: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class LeaseRow:
     expires_at: str
     revoked_at: str | None
     revoke_reason: str | None
+    budgets: list[dict[str, Any]] | None = None  # a lease's own, tighter than its grant's
 
 
 @dataclass(frozen=True)

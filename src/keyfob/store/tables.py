@@ -158,6 +158,7 @@ grants = Table(
     Column("created_by", String(200), nullable=False),
     Column("updated_at", String(32), nullable=False),
     Column("revoked_at", String(32), nullable=True),
+    Column("budgets", Text, nullable=True),  # migration 0005b
     Index("ix_grants_agent", "agent_id"),
     Index("ix_grants_set", "set_id"),
 )
@@ -180,6 +181,7 @@ leases = Table(
     Column("expires_at", String(32), nullable=False),
     Column("revoked_at", String(32), nullable=True),
     Column("revoke_reason", String(64), nullable=True),
+    Column("budgets", Text, nullable=True),  # migration 0005b
     Index("ix_leases_agent", "agent_id"),
     Index("ix_leases_grant", "grant_id"),
     Index("ix_leases_set", "set_id"),
@@ -242,4 +244,31 @@ signin_limits = Table(
     Column("locked_until", String(32), nullable=True),
     Column("expires_at", String(32), nullable=False),
     Index("ix_signin_limits_expires", "expires_at"),
+)
+
+# -- budgets and prices (migration 0005b) --------------------------------------------------
+
+# What a grant's or lease's budgets have taken: one row per owner (``grant:<id>`` or
+# ``lease:<id>``), unit and period (``total``, ``2026-12``, ``2026-12-04``). ``used`` is in
+# the unit's base (nano-dollars for usd) and includes reservations not yet settled.
+budget_usage = Table(
+    "budget_usage",
+    metadata,
+    Column("owner", String(48), primary_key=True),
+    Column("unit", String(16), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("used", BigInteger, nullable=False),
+)
+
+# The operator's prices (USD per million tokens, decimal text), over the bundled table.
+prices = Table(
+    "prices",
+    metadata,
+    Column("model", String(128), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("input", String(32), nullable=False),
+    Column("output", String(32), nullable=False),
+    Column("cached", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("updated_by", String(200), nullable=False),
 )

@@ -18,6 +18,7 @@ from keyfob import tokens
 from keyfob.clock import isoformat as _iso
 from keyfob.clock import parse_iso
 from keyfob.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     KeyfobError,
@@ -186,11 +187,18 @@ REASONS = {
     "agent_disabled": "the agent is disabled or deleted",
     "too_many_pending": "too many lease requests are waiting for approval; retry later",
     "approval_required": "the grant needs approval for each lease: mint them one at a time",
+    "budget_exceeded": "a budget of the grant or lease has no room for this request",
 }
 
 
-def denial(reason: str, retry_after: int | None = None) -> KeyfobError:
+def denial(
+    reason: str, retry_after: int | None = None, budget: dict[str, Any] | None = None
+) -> KeyfobError:
     """The error an agent sees for a refusal; the same body for the same reason everywhere."""
+    if reason == "budget_exceeded":
+        return BudgetExceeded(
+            REASONS[reason], reason=reason, retry_after=retry_after, **(budget or {})
+        )
     if reason in ("rate_limited", "too_many_pending"):
         return TooManyRequests(REASONS[reason], reason=reason, retry_after=retry_after)
     return Forbidden(REASONS.get(reason, "denied"), reason=reason)

@@ -32,6 +32,7 @@ from keyfob.vault.operators import Operators
 from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.secret_sets import SecretSets
+from keyfob.vault.usage import Pricing, Usage, fallback_price
 from keyfob.vault.users import Users
 
 
@@ -85,6 +86,8 @@ class Vault:
             Passwords(password_hasher(settings)),
         )
         self.proxy = Proxying(core, self.consumer)
+        self.pricing = Pricing(core, self.consumer, fallback_price(settings.unknown_model_price))
+        self.usage = Usage(core)
 
     @property
     def db(self) -> Database:
@@ -130,7 +133,9 @@ class Vault:
         except BaseException:
             await db.close()
             raise
-        return cls._assemble(db, ring, settings, clock)
+        vault = cls._assemble(db, ring, settings, clock)
+        await vault.pricing.load()
+        return vault
 
     @classmethod
     def _assemble(

@@ -108,6 +108,7 @@ class GrantView(View):
     methods: list[str] | None
     paths: list[str] | None
     approval: str
+    budgets: list[dict[str, Any]] | None
     created_at: str
     created_by: str
     updated_at: str
@@ -132,6 +133,7 @@ class MyGrantView(View):
     methods: list[str] | None
     paths: list[str] | None
     approval: str
+    budgets: list[dict[str, Any]] | None
     uses: int
 
 
