@@ -102,6 +102,11 @@ class LeaseMint(_Body):
     count: int | None = Field(
         None, ge=1, le=MAX_COUNT, description='batch mint: answers {"leases": [...]}'
     )
+    budgets: list[dict[str, Any]] | None = Field(
+        None,
+        description="the lease's own budgets ({unit, limit, window}), each no looser than "
+        "the grant's of the same unit and window",
+    )
 
 
 class LeaseRevoke(_Body):

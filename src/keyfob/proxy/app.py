@@ -44,6 +44,9 @@ log = logging.getLogger("keyfob.proxy")
 
 METHODS = paths.METHODS
 SCRUBBERS_KEPT = 128
+# A body of known length up to this size is read whole before the lease is used, so a
+# budget can read what it asks for; a larger or chunked one streams to the upstream.
+WHOLE_BODY = 1024 * 1024
 _HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
 
 
@@ -161,7 +164,8 @@ class ProxyApp:
         # The body is read before the lease is used: a budget reserves from what it asks.
         data: bytes | AsyncIterator[bytes] | None = None
         if incoming.content_length or incoming.chunked:
-            data = await self._body(receive, ex)
+            whole = (incoming.content_length or 0) <= WHOLE_BODY
+            data = await self._body(receive, ex, whole=whole)
         else:
             ex.body_done = True
         request = ProxyRequest(
@@ -273,13 +277,24 @@ class ProxyApp:
             self._scrubbers.pop(next(iter(self._scrubbers)))
         return scrubber
 
-    async def _body(self, receive: Receive, ex: _Exchange) -> bytes | AsyncIterator[bytes]:
-        """The request body: bytes if it came in one piece (the usual case), else a stream."""
+    async def _body(
+        self, receive: Receive, ex: _Exchange, *, whole: bool = False
+    ) -> bytes | AsyncIterator[bytes]:
+        """The request body: bytes if it came in one piece (the usual case) or is small
+        and of known length (``whole``: what a budget reads), else a stream."""
         first = await receive()
         chunk = self._count(first, ex)
         if not first.get("more_body", False):
             ex.body_done = True
             return chunk
+        if whole:
+            pieces = [chunk]
+            while True:
+                message = await receive()
+                pieces.append(self._count(message, ex))
+                if not message.get("more_body", False):
+                    ex.body_done = True
+                    return b"".join(pieces)
 
         async def rest() -> AsyncIterator[bytes]:
             if chunk:

@@ -37,6 +37,7 @@ from keyfob.vault import validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.decision import Now, mint_refusal, spent
+from keyfob.vault.grant_checks import clean_budgets
 from keyfob.vault.grants import SCOPES
 from keyfob.vault.operators import Principal
 
@@ -85,6 +86,7 @@ class LeaseView(_View):
     expires_at: str
     revoked_at: str | None
     revoke_reason: str | None
+    budgets: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ def lease_view(row: LeaseRow, now: str) -> LeaseView:
         row.expires_at,
         row.revoked_at,
         row.revoke_reason,
+        row.budgets,
     )
 
 
@@ -191,6 +194,16 @@ REASONS = {
 }
 
 
+def _looser(lease: list[dict[str, Any]] | None, grant: list[dict[str, Any]] | None) -> str | None:
+    """Why a lease's budgets are looser than its grant's (same unit and window), or None."""
+    held = {(b["unit"], b["window"]): b["limit"] for b in grant or ()}
+    for b in lease or ():
+        cap = held.get((b["unit"], b["window"]))
+        if cap is not None and b["limit"] > cap:
+            return f"the {b['unit']} {b['window']} budget may not exceed the grant's ({cap})"
+    return None
+
+
 def denial(
     reason: str, retry_after: int | None = None, budget: dict[str, Any] | None = None
 ) -> KeyfobError:
@@ -229,6 +242,7 @@ class MintOrder(Masked):
     request_id: str
     client: str | None
     route: str
+    budgets: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +273,15 @@ class Leases:
         ttl: int | None = None,
         max_uses: int | None = None,
         route: str = "/v1/leases",
+        budgets: list[dict[str, Any]] | None = None,
     ) -> IssuedLease | LeaseRequestView:
         """A lease with its token, or a pending request when the grant needs approval."""
         path = self._checked(secret_set, scope, ttl, max_uses, 1)
+        budgets = clean_budgets(budgets) if budgets is not None else None
         if self.grouped is not None:
-            minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, None, route)
+            minted = await self._grouped(
+                agent, ctx, path, scope, ttl, max_uses, None, route, budgets
+            )
             if minted.leases:
                 return minted.leases[0]
             assert minted.agent is not None
@@ -271,6 +289,9 @@ class Leases:
             ctx = Context(agent.actor, ctx.request_id, ctx.client)
         if not isinstance(agent, Principal):
             raise RuntimeError("an unchecked agent token needs the grouped commit")
+        if budgets is not None:
+            # A lease request does not carry budgets: approved leases take the grant's.
+            raise invalid("budgets", "a grant that needs approval takes no lease budgets")
         # The grant needs approval (or no grouped commit runs): one transaction that files
         # the request, checking every rule again.
         refused: KeyfobError | None = None
@@ -318,13 +339,15 @@ class Leases:
         ttl: int | None = None,
         max_uses: int | None = None,
         route: str = "/v1/leases",
+        budgets: list[dict[str, Any]] | None = None,
     ) -> list[IssuedLease]:
         """``count`` leases, each with its own token, in one grouped commit. A grant that
         needs approval refuses (403 ``approval_required``): approval is per lease."""
         path = self._checked(secret_set, scope, ttl, max_uses, count)
         if self.grouped is None:
             raise RuntimeError("batch mint needs the grouped commit")
-        minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route)
+        budgets = clean_budgets(budgets) if budgets is not None else None
+        minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route, budgets)
         return minted.leases
 
     def _checked(
@@ -354,6 +377,7 @@ class Leases:
         max_uses: int | None,
         count: int | None,
         route: str,
+        budgets: list[dict[str, Any]] | None = None,
     ) -> Minted:
         """``count`` leases (None: one, or a lease request) decided in the grouped commit."""
         assert self.grouped is not None
@@ -369,6 +393,7 @@ class Leases:
             ctx.request_id,
             ctx.client,
             route,
+            budgets,
         )
         outcome = await self.grouped.submit(order)
         if isinstance(outcome, KeyfobError):
@@ -422,12 +447,16 @@ class Leases:
                 )
                 results.append(denial(refusal))
                 continue
+            looser = _looser(o.budgets, grant.budgets)
+            if looser is not None:
+                results.append(invalid("budgets", looser))
+                continue
             ttl = self._ttl(grant, o.scope, o.ttl, now.moment)
             uses = 1 if o.scope == "request" else _cap(o.max_uses, grant.max_lease_uses)
             issued = []
             ids = tokens.new_ids(o.count)
             for token, lease_id in zip(tokens.new_tokens(tokens.LEASE, o.count), ids, strict=True):
-                row = self._lease_row(grant, o.scope, ttl, uses, now, lease_id)
+                row = self._lease_row(grant, o.scope, ttl, uses, now, lease_id, o.budgets)
                 rows.append((row, self.digest(token)))
                 details = _mint_details(row, ttl, None)
                 drafts.append(
@@ -512,7 +541,14 @@ class Leases:
         return IssuedLease(lease_view(row, now.iso), Secret(token), ttl)
 
     def _lease_row(
-        self, grant: GrantRow, scope: str, ttl: int, max_uses: int | None, now: Now, lease_id: str
+        self,
+        grant: GrantRow,
+        scope: str,
+        ttl: int,
+        max_uses: int | None,
+        now: Now,
+        lease_id: str,
+        budgets: list[dict[str, Any]] | None = None,
     ) -> LeaseRow:
         return LeaseRow(
             id=lease_id,
@@ -529,6 +565,7 @@ class Leases:
             expires_at=_lease_expiry(now.moment, ttl, grant.expires_at),
             revoked_at=None,
             revoke_reason=None,
+            budgets=budgets,
         )
 
     async def _request(
