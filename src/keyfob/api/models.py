@@ -109,6 +109,18 @@ class LeaseMint(_Body):
     )
 
 
+class PriceSet(_Body):
+    model: str = Field(min_length=1, max_length=128)
+    input: str | float = Field(description="USD per million input tokens")
+    output: str | float = Field(description="USD per million output tokens")
+    cached: str | float | None = Field(None, description="USD per million cached input tokens")
+    provider: str | None = Field(None, max_length=32)
+
+
+class PriceImport(_Body):
+    csv: str = Field(max_length=1024 * 1024, description="model,input,output[,cached[,provider]]")
+
+
 class LeaseRevoke(_Body):
     agent: str | None = None
     grant: str | None = None

@@ -10,7 +10,19 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from keyfob import __version__
-from keyfob.cli import agents, audit, grants, keys, leases, me, server, sets, tokens, users
+from keyfob.cli import (
+    agents,
+    audit,
+    grants,
+    keys,
+    leases,
+    me,
+    server,
+    sets,
+    tokens,
+    usage,
+    users,
+)
 from keyfob.cli.context import CliState, Wiring
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line
@@ -106,6 +118,8 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
     app.add_typer(keys.app)
     app.add_typer(tokens.app)
     app.add_typer(users.app)
+    app.command("usage")(usage.usage)
+    app.add_typer(usage.prices)
     app.command("version")(version)
     return app
 
