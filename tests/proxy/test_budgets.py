@@ -16,11 +16,14 @@ import pytest
 from keyfob.app import create_app
 from keyfob.profiles import metering, resolve
 from keyfob.profiles.prices import PriceTable, cost_nano
+from keyfob.secret import Secret
 from keyfob.settings import Settings
-from keyfob.vault import Vault
+from keyfob.vault import Context, Vault
 from keyfob.vault import budgets as budget_rules
 from tests.conftest import CANARY
+from tests.dashboard.conftest import PASSWORD, USER, sign_in
 from tests.support.backends import BACKENDS, reset_postgres
+from tests.support.hashing import FAST_HASHING
 from tests.support.llm import FakeLLM
 
 BASE = "http://keyfob.test"
@@ -34,6 +37,7 @@ class Env:
     agent: httpx.AsyncClient
     llm: FakeLLM
     names: int = 0
+    transport: httpx.AsyncBaseTransport | None = None
 
     async def granted(
         self, preset: str = "openai", budgets: list[dict[str, Any]] | None = None
@@ -113,6 +117,7 @@ async def _env(tmp_path: Path, backend: str) -> AsyncIterator[Env]:
         database_url=url,
         proxy_connect_timeout=5,
         proxy_read_timeout=10,
+        **FAST_HASHING,
     )
     vault, done = await Vault.initialise(settings)
     app = create_app(settings, vault=vault)
@@ -126,7 +131,7 @@ async def _env(tmp_path: Path, backend: str) -> AsyncIterator[Env]:
             ) as op,
             httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as agent,
         ):
-            yield Env(vault, op, agent, llm)
+            yield Env(vault, op, agent, llm, transport=transport)
     finally:
         await vault.proxy.settled()
         await app.aclose()
@@ -466,3 +471,69 @@ async def test_generic_api_is_metered_by_requests_and_bytes(env: Env) -> None:
     assert "usage" not in record["details"]
     size = record["details"]["bytes_up"] + record["details"]["bytes_down"]
     assert (await env.used(grant.json()["id"]))[("bytes", "total")] == size
+
+
+# -- what operators see ----------------------------------------------------------------
+
+
+async def test_usage_api_dashboard_and_warning_hold_no_secret(env: Env) -> None:
+    path, agent, grant = await env.granted(
+        budgets=[{"unit": "requests", "limit": 5, "window": "month"}]
+    )
+    lease = await env.lease(path, agent)
+    for _ in range(4):  # 80% of the budget
+        assert (await env.call(path, lease, chat())).status_code == 200
+    await env.vault.proxy.settled()
+    await asyncio.sleep(0.02)
+
+    by_model = await env.op.get("/v1/usage", params={"group_by": "model"})
+    by_grant = await env.op.get("/v1/usage", params={"group_by": "grant", "days": 1})
+    bad = await env.op.get("/v1/usage", params={"group_by": "colour"})
+    prices = await env.op.get("/v1/prices")
+    export = await env.op.get("/v1/audit/export")
+    await env.vault.users.create(Context("operator:test"), USER, Secret(PASSWORD))
+    async with httpx.AsyncClient(transport=env.transport, base_url=BASE) as browser:
+        assert (await sign_in(browser)).status_code == 303
+        page = await browser.get("/ui/usage")
+
+    assert by_model.status_code == 200, by_model.text
+    [row] = by_model.json()["groups"]
+    assert row["key"] == MODEL
+    assert row["requests"] == 4
+    assert row["output_tokens"] == 4 * env.llm.words
+    assert row["cost_usd"] > 0
+    assert [g["key"] for g in by_grant.json()["groups"]] == [grant]
+    [standing] = by_model.json()["budgets"]
+    assert standing["used"] == 4
+    assert standing["remaining"] == 1
+    assert standing["state"] == "warning"
+    assert bad.status_code == 422
+    assert page.status_code == 200
+    assert "<svg" in page.text
+    assert f'id="budget-{grant}-requests-month" class="warning"' in page.text
+    for surface in (by_model, by_grant, prices, export, page):
+        assert CANARY not in surface.text
+        assert "tok tok" not in surface.text  # no content of an answer either
+
+
+async def test_the_dry_run_answers_as_the_budget_would(env: Env) -> None:
+    path, agent, _ = await env.granted(budgets=[{"unit": "requests", "limit": 1, "window": "day"}])
+    lease = await env.lease(path, agent)
+
+    async def check() -> dict[str, Any]:
+        answer = await env.agent.post(
+            "/v1/leases/check",
+            json={"method": "POST", "path": "/v1/chat/completions"},
+            headers={"Authorization": f"Bearer {lease}"},
+        )
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    before = await check()
+    assert (await env.call(path, lease, chat())).status_code == 200
+    await env.vault.proxy.settled()
+    after = await check()
+
+    assert (before["allowed"], before["reason"]) == (True, None)
+    assert (after["allowed"], after["reason"]) == (False, "budget_exceeded")

@@ -83,6 +83,11 @@ class Need:
     unpriced: bool  # a metered model with no price and no fallback
 
 
+# The smallest request there is (the dry run's): one request, a byte, a token, a nano-dollar.
+_ONE = {"requests": 1, "bytes": 1, "tokens": 1, "usd": 1}
+SMALLEST = Need(_ONE, _ONE, False, None, False)
+
+
 def need(plan: Plan | None, size: int, prices: PriceTable) -> Need:
     """The worst case of a request of ``size`` bytes with metering ``plan``."""
     worst = {"requests": 1, "bytes": size, "tokens": 0, "usd": 0}
