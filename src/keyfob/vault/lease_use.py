@@ -21,10 +21,10 @@ from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
 from keyfob.store import usage as usage_sql
 from keyfob.store.records import LeaseRow
+from keyfob.vault import budgets
 from keyfob.vault.consume import Attempt, Consumer, token_kind
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
-from keyfob.vault import budgets
 from keyfob.vault.decision import EXPORT, PROXY, Deny, Now, Spend, Target, Use, decide
 from keyfob.vault.leases import Leases, LeaseView, lease_view
 from keyfob.vault.operators import Principal
