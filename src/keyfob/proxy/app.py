@@ -164,7 +164,8 @@ class ProxyApp:
         # The body is read before the lease is used: a budget reserves from what it asks.
         data: bytes | AsyncIterator[bytes] | None = None
         if incoming.content_length or incoming.chunked:
-            whole = (incoming.content_length or 0) <= WHOLE_BODY
+            length = incoming.content_length
+            whole = length is not None and length <= WHOLE_BODY
             data = await self._body(receive, ex, whole=whole)
         else:
             ex.body_done = True

@@ -195,6 +195,7 @@ class Vault:
 
     async def close(self) -> None:
         try:
+            await self.proxy.settled()  # settlements in flight commit before the last batch
             await self.consumer.close()
         finally:
             self.users.passwords.close()
