@@ -177,7 +177,13 @@ def agent_routes(http: httpx.Client) -> None:
     agent = ok(http.post("/v1/agents", json={"name": "leaky-bot"}), 201)
     as_agent = {"Authorization": f"Bearer {agent['token']}"}
     ok(http.get("/v1/agents"))
-    grant = ok(http.post("/v1/grants", json={"agent": "leaky-bot", "secret_set": SET}), 201)
+    budgets = [{"unit": "requests", "limit": 100, "window": "day"}]
+    grant = ok(
+        http.post(
+            "/v1/grants", json={"agent": "leaky-bot", "secret_set": SET, "budgets": budgets}
+        ),
+        201,
+    )
     ok(http.get("/v1/grants"))
     ok(http.get("/v1/me/grants", headers=as_agent))
     lease = ok(http.post("/v1/leases", json={"secret_set": SET}, headers=as_agent), 201)
@@ -197,6 +203,10 @@ def audit_keys_tokens_service(http: httpx.Client) -> None:
     ok(http.get("/v1/audit", params={"target": f"secret_set:{SET}", "outcome": "ok"}))
     ok(http.get("/v1/audit/verify"))
     ok(http.get("/v1/audit/export"))
+    ok(http.get("/v1/usage", params={"group_by": "secret_set"}))
+    ok(http.get("/v1/usage", params={"group_by": "grant"}))
+    ok(http.put("/v1/prices", json={"model": "leaky-model", "input": 1, "output": 2}))
+    ok(http.get("/v1/prices"))
     ok(http.get("/v1/keys"))
     ok(http.post("/v1/keys/rotate"), 201)
     ok(http.post("/v1/keys/rewrap"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["keys", "subset", "methods", "moment", "count", "choice", "patterns"]
+Kind = Literal["keys", "subset", "methods", "moment", "count", "choice", "patterns", "budgets"]
 
 # The order a person reads them in (the dashboard shows them so).
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -20,6 +20,12 @@ MAX_LEASE_TTL = 86_400
 # Counts are stored in 32-bit columns on PostgreSQL; this ceiling keeps well inside them.
 MAX_COUNT = 10_000_000
 MAX_PATTERNS = 64
+# Budgets: what is counted, over which window; a grant or lease holds at most MAX_BUDGETS.
+BUDGET_UNITS = ("usd", "tokens", "requests", "bytes")
+BUDGET_WINDOWS = ("day", "month", "total")
+MAX_BUDGETS = 12
+MAX_BUDGET_USD = 1_000_000
+MAX_BUDGET_COUNT = 10**15
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class Constraint:
 
     @property
     def is_list(self) -> bool:
-        return self.kind in ("keys", "subset", "methods", "patterns")
+        return self.kind in ("keys", "subset", "methods", "patterns", "budgets")
 
     @property
     def clear_name(self) -> str:
@@ -174,6 +180,17 @@ CONSTRAINTS: tuple[Constraint, ...] = (
         choices=("none", "required"),
         default="none",
         nullable=False,
+    ),
+    Constraint(
+        "budgets",
+        "budgets",
+        "Budgets",
+        "Spend limits, each {unit, limit, window}: unit usd, tokens, requests or bytes; "
+        "window day, month (UTC) or total. A request whose worst case does not fit is "
+        "refused (budget-exceeded); a stream is cut at the budget. Default: none.",
+        "--budget",
+        metavar="UNIT:LIMIT:WINDOW",
+        maximum=MAX_BUDGETS,
     ),
 )
 

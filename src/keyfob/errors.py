@@ -13,6 +13,7 @@
     ├── PayloadTooLarge       413
     ├── HeadersTooLarge       431    the request's headers are too many or too long
     ├── TooManyRequests       429    rate limit; ``retry_after`` seconds
+    │   └── BudgetExceeded    429    a budget has no room for the request; names it
     ├── ValidationFailed      422    a field is invalid; ``errors`` lists which
     ├── BadGateway            502    the upstream failed or may not be reached (proxy)
     ├── Unavailable           503    database or audit log not writable
@@ -128,6 +129,13 @@ class TooManyRequests(KeyfobError):
     slug, status, title = "rate-limited", 429, "Too many requests"
 
 
+class BudgetExceeded(TooManyRequests):
+    """A grant's or lease's budget cannot hold the request's worst case; ``budget`` names
+    it and ``remaining`` says what is left."""
+
+    slug, status, title = "budget-exceeded", 429, "Budget exceeded"
+
+
 class ValidationFailed(KeyfobError):
     slug, status, title = "validation-failed", 422, "Validation failed"
 
@@ -172,6 +180,7 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     PayloadTooLarge,
     HeadersTooLarge,
     TooManyRequests,
+    BudgetExceeded,
     ValidationFailed,
     BadGateway,
     Unavailable,

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a whole proxied exchange may take, streams included.",
     )
+    unknown_model_price: str = Field(
+        "refuse",
+        pattern=r"^(refuse|\d{1,6}(\.\d{1,9})?:\d{1,6}(\.\d{1,9})?(:\d{1,6}(\.\d{1,9})?)?)$",
+        description="What a usd budget does with a model the price table does not list: "
+        "`refuse` (the request is refused, budget-exceeded) or `INPUT:OUTPUT[:CACHED]` "
+        "USD per million tokens to charge it at. Its tokens are metered either way.",
+    )
     max_pending_requests: int = Field(
         20,
         ge=1,

@@ -19,21 +19,12 @@ CONSTRAINTS = [
 ]  # fmt: skip
 GRANT_FIELDS = [
     "id", "agent_id", "agent", "secret_set", *CONSTRAINTS, "uses", "methods", "paths",
-    "approval", "created_at", "created_by", "updated_at", "revoked_at",
+    "approval", "budgets", "created_at", "created_by", "updated_at", "revoked_at",
 ]  # fmt: skip
 MY_GRANT_FIELDS = [
-    "grant_id",
-    "secret_set",
-    *CONSTRAINTS,
-    "methods",
-    "paths",
-    "approval",
-    "uses",
-    "remaining_uses",
-    "base_url",
-    "hosts",
-    "env",
-]
+    "grant_id", "secret_set", *CONSTRAINTS, "methods", "paths", "approval", "budgets", "uses",
+    "remaining_uses", "base_url", "hosts", "env",
+]  # fmt: skip
 
 
 def fields(body: dict[str, Any]) -> list[str]:

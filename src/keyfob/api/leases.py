@@ -62,6 +62,7 @@ async def mint(body: LeaseMint, request: Request, vault: VaultDep) -> JSONRespon
             scope=body.scope,
             ttl=body.ttl,
             max_uses=body.max_uses,
+            budgets=body.budgets,
         )
         return JSONResponse({"leases": [issued_json(i) for i in many]}, status_code=201)
     minted = await vault.leases.mint(
@@ -72,6 +73,7 @@ async def mint(body: LeaseMint, request: Request, vault: VaultDep) -> JSONRespon
         ttl=body.ttl,
         max_uses=body.max_uses,
         request_reason=_one_line(body.reason),
+        budgets=body.budgets,
     )
     if isinstance(minted, IssuedLease):
         return JSONResponse(issued_json(minted), status_code=201)

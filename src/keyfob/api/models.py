@@ -57,6 +57,7 @@ _JSON_TYPES: dict[str, Any] = {
     "moment": str | None,
     "count": int | None,
     "choice": str | None,
+    "budgets": list[dict[str, Any]] | None,
 }
 
 
@@ -130,6 +131,23 @@ class AgentEgress(_Body):
 
 class LeaseRenew(_Body):
     ttl: int | None = Field(None, ge=1, le=2**63 - 1, description="seconds; capped by the grant")
+    budgets: list[dict[str, Any]] | None = Field(
+        None,
+        description="the lease's own budgets ({unit, limit, window}), each no looser than "
+        "the grant's of the same unit and window",
+    )
+
+
+class PriceSet(_Body):
+    model: str = Field(min_length=1, max_length=128)
+    input: str | float = Field(description="USD per million input tokens")
+    output: str | float = Field(description="USD per million output tokens")
+    cached: str | float | None = Field(None, description="USD per million cached input tokens")
+    provider: str | None = Field(None, max_length=32)
+
+
+class PriceImport(_Body):
+    csv: str = Field(max_length=1024 * 1024, description="model,input,output[,cached[,provider]]")
 
 
 class LeaseRevoke(_Body):

@@ -69,6 +69,9 @@ class KeyfobClient(Masked):
         """POST where the success status matters (201 issued vs 202 pending)."""
         return self._call_status("POST", path, body=body)
 
+    def put(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", path, body=body)
+
     def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._call("PATCH", path, body=body)
 

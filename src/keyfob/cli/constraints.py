@@ -154,7 +154,30 @@ def constraints(cli: CliState, given: dict[str, Any], ttl: str | None) -> dict[s
         body["approval"] = str(body["approval"])
     if "methods" in body:
         body["methods"] = [method.upper() for method in body["methods"]]
+    if "budgets" in body:
+        body["budgets"] = [parse_budget(text) for text in body["budgets"]]
     return body
+
+
+def parse_budget(text: str) -> dict[str, Any]:
+    """``UNIT:LIMIT[:WINDOW]`` (``usd:25:month``, ``tokens:100000:day``) as a budget."""
+    parts = text.strip().split(":")
+    if len(parts) not in (2, 3):
+        raise CliError(f"--budget takes UNIT:LIMIT[:WINDOW] such as usd:25:month, got {text!r}")
+    unit, limit = parts[0].lower(), parts[1]
+    try:
+        number: float | int = float(limit) if unit == "usd" else int(limit)
+    except ValueError:
+        raise CliError(f"--budget {text!r}: the limit is not a number") from None
+    window = parts[2].lower() if len(parts) > 2 else "total"
+    return {"unit": unit, "limit": number, "window": window}
+
+
+def budgets_text(budgets: list[dict[str, Any]] | None) -> str:
+    """Budgets as ``usd 25/month, tokens 100000/day``."""
+    if not budgets:
+        return "-"
+    return ", ".join(f"{b['unit']} {b['limit']}/{b['window']}" for b in budgets)
 
 
 def describe(view: dict[str, Any]) -> None:
@@ -178,6 +201,7 @@ def describe(view: dict[str, Any]) -> None:
             ("uses", f"{view.get('uses', 0)} of {view.get('max_uses') or 'unlimited'}"),
             ("methods", joined(view.get("methods"), empty="any")),
             ("paths", joined(view.get("paths"), empty="any")),
+            ("budgets", budgets_text(view.get("budgets"))),
             ("created", f"{when(view.get('created_at'))} by {view.get('created_by') or '-'}"),
             ("updated", when(view.get("updated_at"))),
             ("revoked", when(view.get("revoked_at"))),

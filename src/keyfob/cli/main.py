@@ -23,6 +23,7 @@ from keyfob.cli import (
     server,
     sets,
     tokens,
+    usage,
     users,
 )
 from keyfob.cli.context import CliState, Wiring
@@ -124,6 +125,8 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
     app.command("mcp")(mcp.mcp)
     # Options stop at CMD: `keyfob run --set P/E/N python app.py -v` passes -v to python.
     app.command("run", context_settings={"allow_interspersed_args": False})(run.run)
+    app.command("usage")(usage.usage)
+    app.add_typer(usage.prices)
     app.command("version")(version)
     return app
 

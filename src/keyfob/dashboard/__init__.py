@@ -22,12 +22,13 @@ from keyfob.dashboard import (
     leases,
     overview,
     signin,
+    usage,
     users,
 )
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import CsrfRejected, SecurityHeaders, SignInRequired
 
-PAGES = (signin, overview, credentials, agents, grants, leases, audit, users)
+PAGES = (signin, overview, credentials, agents, grants, leases, usage, audit, users)
 
 
 def build_dashboard(parent: FastAPI) -> SecurityHeaders:

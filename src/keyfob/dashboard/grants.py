@@ -31,6 +31,8 @@ def _raw(c: Constraint, value: Any) -> Any:
         return list(value or [])
     if c.kind == "patterns":
         return "\n".join(value or [])
+    if c.kind == "budgets":
+        return "\n".join(f"{b['unit']} {b['limit']} {b['window']}" for b in value or [])
     if c.kind == "moment":
         return (value or "")[:19]
     if c.kind == "count":
@@ -67,7 +69,7 @@ async def raw_from_form(request: Request) -> dict[str, Any]:
             raw[c.name] = [str(v) for v in form.getlist(c.name)]
         elif c.kind == "choice":
             raw[c.name] = single.get(c.name, c.default)
-        elif c.kind == "patterns":
+        elif c.kind in ("patterns", "budgets"):
             raw[c.name] = single.get(c.name, "")
         else:
             raw[c.name] = single.get(c.name, "").strip()
@@ -91,6 +93,24 @@ def _number(field: str, text: str) -> int | None:
     return int(text)
 
 
+def _budgets(field: str, text: str) -> list[dict[str, Any]] | None:
+    """Lines of ``unit limit [window]`` as budgets (the vault checks the values)."""
+    out: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.replace(":", " ").split()
+        if not parts:
+            continue
+        if len(parts) not in (2, 3):
+            raise field_error(field, f"line {number}: unit limit window, like usd 25 month")
+        try:
+            limit: float | int = float(parts[1]) if parts[0] == "usd" else int(parts[1])
+        except ValueError:
+            raise field_error(field, f"line {number}: the limit is not a number") from None
+        window = parts[2] if len(parts) > 2 else "total"
+        out.append({"unit": parts[0], "limit": limit, "window": window})
+    return out or None
+
+
 def spec_from_raw(raw: dict[str, Any]) -> dict[str, Any]:
     """The constraint fields of a grant spec; empty fields mean the default."""
     spec: dict[str, Any] = {}
@@ -102,6 +122,8 @@ def spec_from_raw(raw: dict[str, Any]) -> dict[str, Any]:
             spec[c.name] = [p.strip() for p in value.splitlines() if p.strip()] or None
         elif c.kind == "moment":
             spec[c.name] = _moment(c.name, value)
+        elif c.kind == "budgets":
+            spec[c.name] = _budgets(c.name, value)
         elif c.kind == "count":
             number = _number(c.name, value)
             spec[c.name] = c.default if number is None else number

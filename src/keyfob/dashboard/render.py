@@ -20,6 +20,7 @@ NAV = (
     ("agents", "/ui/agents", "Agents"),
     ("grants", "/ui/grants", "Grants"),
     ("leases", "/ui/leases", "Leases"),
+    ("usage", "/ui/usage", "Usage"),
     ("audit", "/ui/audit", "Audit"),
     ("users", "/ui/users", "Users"),
 )

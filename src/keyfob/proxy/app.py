@@ -34,6 +34,7 @@ from keyfob.errors import (
     PayloadTooLarge,
 )
 from keyfob.profiles.model import AwsSigV4
+from keyfob.profiles.taps import Tap
 from keyfob.proxy import decoding, egress, headers, inject
 from keyfob.proxy.scrub import Scrubber, StreamScrub
 from keyfob.settings import Settings
@@ -43,6 +44,9 @@ log = logging.getLogger("keyfob.proxy")
 
 METHODS = paths.METHODS
 SCRUBBERS_KEPT = 128
+# A body of known length up to this size is read whole before the lease is used, so a
+# budget can read what it asks for; a larger or chunked one streams to the upstream.
+WHOLE_BODY = 1024 * 1024
 _HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "2.0"})
 
 
@@ -63,6 +67,7 @@ class _Exchange:
         "scrubbed",
         "started",
         "status",
+        "tap",
         "too_large",
     )
 
@@ -76,6 +81,7 @@ class _Exchange:
         self.body_done = False
         self.client_gone = False
         self.too_large = False
+        self.tap: Tap | None = None
 
     def details(self) -> dict[str, Any]:
         return {
@@ -155,6 +161,14 @@ class ProxyApp:
         declared = inject.payload_hash(incoming.amz_content_sha256)
         set_path = f"{provider}/{environment}/{name}"
         client = scope.get("client")
+        # The body is read before the lease is used: a budget reserves from what it asks.
+        data: bytes | AsyncIterator[bytes] | None = None
+        if incoming.content_length or incoming.chunked:
+            length = incoming.content_length
+            whole = length is not None and length <= WHOLE_BODY
+            data = await self._body(receive, ex, whole=whole)
+        else:
+            ex.body_done = True
         request = ProxyRequest(
             token=incoming.lease,
             set_path=set_path,
@@ -164,11 +178,13 @@ class ProxyApp:
             request_id=rid,
             client=client[0] if client else None,
             route=f"/proxy/{set_path}{path}",
+            body=data if isinstance(data, bytes) else None,
+            size=len(data) if isinstance(data, bytes) else incoming.content_length or 0,
         )
         vault = self._vault()
         use = await vault.proxy.begin(request)
         try:
-            await self._forward(vault, use, incoming, query, declared, receive, send, rid, ex)
+            await self._forward(vault, use, incoming, query, declared, data, receive, send, rid, ex)
         except KeyfobError as error:
             ex.error = str(error.extra.get("reason") or error.slug)
             raise
@@ -180,7 +196,7 @@ class ProxyApp:
             raise
         finally:
             outcome = "ok" if ex.status is not None and ex.error is None else "error"
-            vault.proxy.finish(use, outcome, **ex.details())
+            vault.proxy.finish(use, outcome, ex.tap, **ex.details())
 
     async def _forward(
         self,
@@ -189,6 +205,7 @@ class ProxyApp:
         incoming: headers.Incoming,
         query: str,
         declared: str | None,
+        data: bytes | AsyncIterator[bytes] | None,
         receive: Receive,
         send: Send,
         rid: str,
@@ -203,17 +220,23 @@ class ProxyApp:
             # Only an uncompressed answer can be scrubbed.
             forward = [(n, v) for n, v in forward if n != "accept-encoding"]
             forward.append(("accept-encoding", "identity"))
+        plan = use.plan
+        if plan is not None:
+            if not profile.scrub:
+                # Usage can be read only off an uncompressed answer.
+                forward = [(n, v) for n, v in forward if n != "accept-encoding"]
+                forward.append(("accept-encoding", "identity"))
+            if plan.body is not None:
+                # Usage asked for on the client's behalf (removed again from the answer).
+                data = plan.body
+                forward = [(n, v) for n, v in forward if n != "content-length"]
+                forward.append(("content-length", str(len(data))))
         upstream.headers = [("host", upstream.authority), *forward]
         try:
             egress.check_literal(upstream.host, profile.allow_private_upstream)
         except egress.DestinationRefused as refused:
             raise _refused(refused) from None
 
-        data: bytes | AsyncIterator[bytes] | None = None
-        if incoming.content_length or incoming.chunked:
-            data = await self._body(receive, ex)
-        else:
-            ex.body_done = True
         body_hash = ""
         if isinstance(profile.inject, AwsSigV4):
             body_hash = declared or ""
@@ -237,7 +260,7 @@ class ProxyApp:
         except Exception as exc:
             raise self._upstream_error(exc, ex) from None
         try:
-            await self._relay(response, scrubber, receive, send, rid, ex)
+            await self._relay(response, scrubber, receive, send, rid, ex, vault, use)
         finally:
             response.release()
 
@@ -255,13 +278,24 @@ class ProxyApp:
             self._scrubbers.pop(next(iter(self._scrubbers)))
         return scrubber
 
-    async def _body(self, receive: Receive, ex: _Exchange) -> bytes | AsyncIterator[bytes]:
-        """The request body: bytes if it came in one piece (the usual case), else a stream."""
+    async def _body(
+        self, receive: Receive, ex: _Exchange, *, whole: bool = False
+    ) -> bytes | AsyncIterator[bytes]:
+        """The request body: bytes if it came in one piece (the usual case) or is small
+        and of known length (``whole``: what a budget reads), else a stream."""
         first = await receive()
         chunk = self._count(first, ex)
         if not first.get("more_body", False):
             ex.body_done = True
             return chunk
+        if whole:
+            pieces = [chunk]
+            while True:
+                message = await receive()
+                pieces.append(self._count(message, ex))
+                if not message.get("more_body", False):
+                    ex.body_done = True
+                    return b"".join(pieces)
 
         async def rest() -> AsyncIterator[bytes]:
             if chunk:
@@ -319,6 +353,8 @@ class ProxyApp:
         send: Send,
         rid: str,
         ex: _Exchange,
+        vault: Vault,
+        use: ProxyUse,
     ) -> None:
         out = headers.response_headers(response.raw_headers)
         decoder = None
@@ -343,6 +379,13 @@ class ProxyApp:
         content_type = response.headers.get("content-type", "")
         if content_type.startswith("text/event-stream"):
             out.append((b"x-accel-buffering", b"no"))
+        tap = None
+        readable = decoder is not None or "content-encoding" not in response.headers
+        if use.plan is not None and readable:
+            tap = ex.tap = vault.proxy.tap(use, content_type)
+            if tap is not None and tap.stream:
+                # What keyfob strips or cuts changes the length: the answer is chunked.
+                out = [(n, v) for n, v in out if n != b"content-length"]
         out.append((b"x-keyfob-request-id", rid.encode()))
         chunks = response.content.iter_any()
         first = b""
@@ -370,12 +413,16 @@ class ProxyApp:
         in_headers = ex.scrubbed
         try:
             if first:
-                await self._send_body(first, stream, send, ex)
+                await self._send_body(first, stream, send, ex, tap)
             async for chunk in chunks:
                 if decoder is not None:
                     chunk = decoder.feed(chunk)
-                await self._send_body(chunk, stream, send, ex)
+                await self._send_body(chunk, stream, send, ex, tap)
+                if tap is not None and tap.cut:
+                    break
             tail = decoder.flush() if decoder is not None else b""
+            if tap is not None:
+                tail = tap.feed(tail) + tap.flush()
             if stream is not None:
                 tail = stream.feed(tail) + stream.flush()
         except decoding.TooLarge:
@@ -397,8 +444,10 @@ class ProxyApp:
 
     @staticmethod
     async def _send_body(
-        chunk: bytes, stream: StreamScrub | None, send: Send, ex: _Exchange
+        chunk: bytes, stream: StreamScrub | None, send: Send, ex: _Exchange, tap: Tap | None
     ) -> None:
+        if tap is not None:
+            chunk = tap.feed(chunk)
         if stream is not None:
             chunk = stream.feed(chunk)
         if chunk:

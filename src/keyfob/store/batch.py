@@ -32,6 +32,7 @@ from keyfob.store.tables import (
     agents,
     audit_events,
     audit_head,
+    budget_usage,
     grants,
     leases,
     secret_sets,
@@ -59,6 +60,7 @@ class LostRace(RuntimeError):
 
 
 LeaseChange = tuple[str, int, int]  # lease id, uses read, uses now
+BudgetKey = tuple[str, str, str]  # owner, unit, period
 GrantChange = tuple[str, int, int, int, int]  # grant id, uses read, uses now, window, count
 
 
@@ -91,6 +93,14 @@ class Batch(AuditChain, ABC):
     @abstractmethod
     def exported(self, set_ids: Collection[str], when: str) -> None:
         """Mark the sets as exported at ``when``."""
+
+    @abstractmethod
+    def budget_used(self, keys: Collection[BudgetKey]) -> dict[BudgetKey, int]:
+        """What each budget counter holds (a counter never written holds 0)."""
+
+    @abstractmethod
+    def budget_add(self, changes: Sequence[tuple[BudgetKey, int]]) -> None:
+        """Add to budget counters (reservations, settlements), creating them as needed."""
 
     @abstractmethod
     def agent_by_digest(self, digest: str) -> AgentRow | None:
@@ -218,6 +228,35 @@ class CoreBatch(Batch):
                 .values(exported_at=when)
             )
 
+    def budget_used(self, keys: Collection[BudgetKey]) -> dict[BudgetKey, int]:
+        out: dict[BudgetKey, int] = {}
+        for owner, unit, period in keys:
+            row = self.conn.execute(
+                select(budget_usage.c.used).where(
+                    budget_usage.c.owner == owner,
+                    budget_usage.c.unit == unit,
+                    budget_usage.c.period == period,
+                )
+            ).first()
+            out[(owner, unit, period)] = int(row.used) if row is not None else 0
+        return out
+
+    def budget_add(self, changes: Sequence[tuple[BudgetKey, int]]) -> None:
+        for (owner, unit, period), delta in changes:
+            done = self.conn.execute(
+                update(budget_usage)
+                .where(
+                    budget_usage.c.owner == owner,
+                    budget_usage.c.unit == unit,
+                    budget_usage.c.period == period,
+                )
+                .values(used=budget_usage.c.used + delta)
+            )
+            if done.rowcount == 0:
+                self.conn.execute(
+                    budget_usage.insert().values(owner=owner, unit=unit, period=period, used=delta)
+                )
+
     def agent_by_digest(self, digest: str) -> AgentRow | None:
         row = self.conn.execute(_AGENTS.where(agents.c.digest == digest)).first()
         return from_mapping(AgentRow, row._mapping) if row is not None else None
@@ -246,9 +285,7 @@ class CoreBatch(Batch):
 
     def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
         if rows:
-            self.conn.execute(
-                leases.insert(), [{**to_columns(r), "digest": d} for r, d in rows]
-            )
+            self.conn.execute(leases.insert(), [{**to_columns(r), "digest": d} for r, d in rows])
 
     def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
         self._each(_LEASE_USES, [{"b_id": i, "b_old": o, "b_new": n} for i, o, n in changes])
@@ -287,9 +324,7 @@ def _marks(n: int) -> str:
 
 _SQL_LEASES = f"SELECT {_columns(leases)} FROM leases WHERE digest IN "  # noqa: S608
 _SQL_GRANTS = f"SELECT {_columns(grants)} FROM grants WHERE id IN "  # noqa: S608
-_SQL_AGENTS = (
-    f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE id IN "  # noqa: S608
-)
+_SQL_AGENTS = f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE id IN "  # noqa: S608
 _SQL_EXPORTED = "UPDATE secret_sets SET exported_at = ? WHERE id = ?"
 _SQL_SETS = (
     "SELECT s.id, s.profile, s.deleted_at, s.version, v.kek_term, v.wrapped_dek, v.ciphertext, "
@@ -302,9 +337,7 @@ _SQL_GRANT_USES = (
     "UPDATE grants SET uses = ?, rate_window = ?, rate_count = ? "
     "WHERE id = ? AND uses = ? AND revoked_at IS NULL"
 )
-_SQL_AGENT_BY_DIGEST = (
-    f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE digest = ?"  # noqa: S608
-)
+_SQL_AGENT_BY_DIGEST = f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE digest = ?"  # noqa: S608
 _SQL_LIVE_SET = (
     "SELECT id FROM secret_sets "
     "WHERE provider = ? AND environment = ? AND name = ? AND deleted_at IS NULL"
@@ -317,11 +350,18 @@ _SQL_GRANT_FOR = (
 # was a fifth of a batch mint.
 _LEASE_FIELDS = tuple(f.name for f in fields(LeaseRow))
 _LEASE_VALUES = attrgetter(*_LEASE_FIELDS)
-_LEASE_LISTS = tuple(i for i, name in enumerate(_LEASE_FIELDS) if name in ("actions", "keys"))
+_LEASE_LISTS = tuple(
+    i for i, name in enumerate(_LEASE_FIELDS) if name in ("actions", "keys", "budgets")
+)
 _SQL_INSERT_LEASE = (
     f"INSERT INTO leases ({', '.join(_LEASE_FIELDS)}, digest) "  # noqa: S608
     f"VALUES ({_marks(len(_LEASE_FIELDS) + 1)})"
 )
+_SQL_BUDGET_USED = "SELECT used FROM budget_usage WHERE owner = ? AND unit = ? AND period = ?"
+_SQL_BUDGET_ADD = (
+    "UPDATE budget_usage SET used = used + ? WHERE owner = ? AND unit = ? AND period = ?"
+)
+_SQL_BUDGET_NEW = "INSERT INTO budget_usage (owner, unit, period, used) VALUES (?, ?, ?, ?)"
 _SQL_HEAD = "UPDATE audit_head SET seq = ?, head = ? WHERE id = 1"
 SQL_LOCK_HEAD = "SELECT seq, head FROM audit_head WHERE id = 1"
 
@@ -461,6 +501,18 @@ class SqliteBatch(Batch):
 
     def exported(self, set_ids: Collection[str], when: str) -> None:
         self.conn.executemany(_SQL_EXPORTED, [(when, i) for i in set_ids])
+
+    def budget_used(self, keys: Collection[BudgetKey]) -> dict[BudgetKey, int]:
+        out: dict[BudgetKey, int] = {}
+        for key in keys:
+            row = self.conn.execute(_SQL_BUDGET_USED, key).fetchone()
+            out[key] = int(row[0]) if row is not None else 0
+        return out
+
+    def budget_add(self, changes: Sequence[tuple[BudgetKey, int]]) -> None:
+        for (owner, unit, period), delta in changes:
+            if self.conn.execute(_SQL_BUDGET_ADD, (delta, owner, unit, period)).rowcount == 0:
+                self.conn.execute(_SQL_BUDGET_NEW, (owner, unit, period, delta))
 
     def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
         self._each(_SQL_LEASE_USES, [(n, i, o) for i, o, n in changes])

@@ -188,6 +188,7 @@ class GrantRow:
     created_by: str
     updated_at: str
     revoked_at: str | None
+    budgets: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ class LeaseRow:
     revoked_at: str | None
     revoke_reason: str | None
     renewed_at: str | None = None  # the start of a renewed lease's current term
+    budgets: list[dict[str, Any]] | None = None  # a lease's own, tighter than its grant's
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,7 @@ grants = Table(
     Column("created_by", String(200), nullable=False),
     Column("updated_at", String(32), nullable=False),
     Column("revoked_at", String(32), nullable=True),
+    Column("budgets", Text, nullable=True),  # migration 0005b
     Index("ix_grants_agent", "agent_id"),
     Index("ix_grants_set", "set_id"),
 )
@@ -184,6 +185,7 @@ leases = Table(
     Column("revoke_reason", String(64), nullable=True),
     # When the current term of a renewed workflow lease began (``POST /v1/me/leases/…/renew``).
     Column("renewed_at", String(32), nullable=True),
+    Column("budgets", Text, nullable=True),  # migration 0005b
     Index("ix_leases_agent", "agent_id"),
     Index("ix_leases_grant", "grant_id"),
     Index("ix_leases_set", "set_id"),
@@ -278,4 +280,29 @@ lease_bundles = Table(
     Column("expires_at", String(32), nullable=False),
     Column("revoked_at", String(32), nullable=True),
     Index("ix_lease_bundles_agent", "agent_id"),
+# -- budgets and prices (migration 0005b) --------------------------------------------------
+
+# What a grant's or lease's budgets have taken: one row per owner (``grant:<id>`` or
+# ``lease:<id>``), unit and period (``total``, ``2026-12``, ``2026-12-04``). ``used`` is in
+# the unit's base (nano-dollars for usd) and includes reservations not yet settled.
+budget_usage = Table(
+    "budget_usage",
+    metadata,
+    Column("owner", String(48), primary_key=True),
+    Column("unit", String(16), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("used", BigInteger, nullable=False),
+)
+
+# The operator's prices (USD per million tokens, decimal text), over the bundled table.
+prices = Table(
+    "prices",
+    metadata,
+    Column("model", String(128), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("input", String(32), nullable=False),
+    Column("output", String(32), nullable=False),
+    Column("cached", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("updated_by", String(200), nullable=False),
 )

@@ -21,11 +21,23 @@ from pydantic import ValidationError
 
 from keyfob import tokens
 from keyfob.errors import KeyfobError, Unauthorized
-from keyfob.profiles import Profile
-from keyfob.store.batch import Batch, Draft, SetState
-from keyfob.store.records import LeaseRow
+from keyfob.profiles import Profile, metering
+from keyfob.profiles.prices import PriceTable
+from keyfob.store.batch import Batch, BudgetKey, Draft, SetState
+from keyfob.store.records import GrantRow, LeaseRow
+from keyfob.vault import budgets
 from keyfob.vault.core import UNAUTHORIZED, Core
-from keyfob.vault.decision import EXPORT, PROXY, Allow, Counts, Now, Target, Use, decide
+from keyfob.vault.decision import (
+    EXPORT,
+    PROXY,
+    Allow,
+    Counts,
+    Now,
+    Spend,
+    Target,
+    Use,
+    decide,
+)
 from keyfob.vault.group_commit import GroupCommit
 from keyfob.vault.leases import Leases, Minted, MintOrder, denial
 
@@ -49,6 +61,19 @@ class Attempt:
     query: tuple[str, ...] = ()
     refusal: str = "unknown"
     token_kind: str | None = field(default=None)
+    # The request body when it came in one piece (None: it streams in), and its size:
+    # read only when the lease's grant or the lease has budgets.
+    body: bytes | None = field(default=None, repr=False)
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A budgeted use's settlement: each counter's correction and the outcome record,
+    committed together."""
+
+    corrections: list[tuple[BudgetKey, int]]
+    record: Draft
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +85,23 @@ class Consumed:
     state: SetState
     profile: Profile | None
     keys: tuple[str, ...]
+    reserved: budgets.Reserved | None = None
+    plan: metering.Plan | None = None
 
 
 class Consumer:
     """The grouped commit every lease use goes through; mints share it."""
 
-    def __init__(self, core: Core, leases: Leases | None = None) -> None:
+    def __init__(
+        self, core: Core, leases: Leases | None = None, prices: PriceTable | None = None
+    ) -> None:
         self._core = core
         self._leases = leases
         self._profiles: dict[str, Profile | None] = {}
-        self.commit: GroupCommit[Attempt | MintOrder, Consumed | Minted | KeyfobError] = (
-            GroupCommit(core, self._process)
-        )
+        self.prices = prices or PriceTable()
+        self.commit: GroupCommit[
+            Attempt | MintOrder | Settlement, Consumed | Minted | KeyfobError | None
+        ] = GroupCommit(core, self._process)
         if leases is not None:
             leases.grouped = self.commit
 
@@ -106,19 +136,29 @@ class Consumer:
     # -- loop, or in the writer thread while another process holds the lock) ----------
 
     def _process(
-        self, batch: Batch, items: Sequence[Attempt | MintOrder]
-    ) -> list[Consumed | Minted | KeyfobError]:
-        """Uses first, then mints; the answers in the order of ``items``."""
+        self, batch: Batch, items: Sequence[Attempt | MintOrder | Settlement]
+    ) -> list[Consumed | Minted | KeyfobError | None]:
+        """Settlements first (they free what later uses may reserve), then uses, then
+        mints; the answers in the order of ``items``."""
         now = Now(self._core.clock.now())
+        settled = [i for i in items if isinstance(i, Settlement)]
+        if settled:
+            batch.budget_add([c for s in settled for c in s.corrections])
+            batch.append([s.record for s in settled])
         attempts = [i for i in items if isinstance(i, Attempt)]
         orders = [i for i in items if isinstance(i, MintOrder)]
         used = iter(self._uses(batch, attempts, now))
         minted = iter(self._mints(batch, orders, now))
-        return [next(used) if isinstance(i, Attempt) else next(minted) for i in items]
+        return [
+            None
+            if isinstance(i, Settlement)
+            else next(used)
+            if isinstance(i, Attempt)
+            else next(minted)
+            for i in items
+        ]
 
-    def _mints(
-        self, batch: Batch, orders: list[MintOrder], now: Now
-    ) -> list[Minted | KeyfobError]:
+    def _mints(self, batch: Batch, orders: list[MintOrder], now: Now) -> list[Minted | KeyfobError]:
         if not orders:
             return []
         if self._leases is None:
@@ -138,6 +178,9 @@ class Consumer:
         taken: dict[str, int] = {}  # lease id -> uses
         windows: dict[str, tuple[int, int, int]] = {}  # grant id -> uses, window, count
         exported: set[str] = set()
+        # Budget counters read in this batch, with what its earlier uses reserved.
+        budget_used: dict[BudgetKey, int] = {}
+        reservations: list[tuple[BudgetKey, int]] = []
         drafts: list[Draft] = []
         results: list[Consumed | KeyfobError] = []
         for attempt in attempts:
@@ -160,7 +203,17 @@ class Consumer:
                 )
                 counts = Counts(taken.get(lease.id, lease.uses), uses, window, count)
             use = Use(attempt.action, attempt.set_path, attempt.method, attempt.path, keys)
-            verdict = decide(lease, grant, agents.get(lease.agent_id), target, use, now, counts)
+            spend = plan = None
+            if (
+                attempt.action == PROXY
+                and grant is not None
+                and (grant.budgets or lease.budgets)
+                and profile is not None
+            ):
+                plan, spend = self._spend(batch, attempt, grant, lease, profile, now, budget_used)
+            verdict = decide(
+                lease, grant, agents.get(lease.agent_id), target, use, now, counts, spend
+            )
             details: dict[str, Any] = {
                 "lease_id": lease.id,
                 "agent_id": lease.agent_id,
@@ -176,8 +229,11 @@ class Consumer:
             rid = attempt.request_id
             if not isinstance(verdict, Allow):
                 body = {**details, "reason": verdict.reason, "stage": "use"}
+                refused = verdict.budget.details() if verdict.budget is not None else None
+                if refused is not None:
+                    body.update(refused)
                 drafts.append(Draft(now.iso, actor, "lease.deny", target_name, "denied", rid, body))
-                results.append(denial(verdict.reason, retry_after=verdict.retry_after))
+                results.append(denial(verdict.reason, verdict.retry_after, refused))
                 continue
             assert grant is not None
             assert state is not None
@@ -194,14 +250,46 @@ class Consumer:
             else:
                 keys = keys or ()
                 body = {**details, "keys": list(keys)}
+                if verdict.reserved is not None:
+                    # The reservation is taken in this transaction, with this record.
+                    for key, take in verdict.reserved.takes:
+                        budget_used[key] = budget_used.get(key, 0) + take
+                        reservations.append((key, take))
+                    body["reserved"] = {
+                        u: budgets.shown(u, n) for u, n in verdict.reserved.per_unit.items()
+                    }
                 drafts.append(Draft(now.iso, actor, "lease.use", target_name, "ok", rid, body))
-            results.append(Consumed(lease, state, profile, keys))
+            results.append(Consumed(lease, state, profile, keys, verdict.reserved, plan))
         read = {lease.id: lease.uses for lease in leases.values()}
         batch.lease_uses([(i, read[i], n) for i, n in taken.items()])
         batch.grant_uses([(i, grants[i].uses, u, w, c) for i, (u, w, c) in windows.items()])
         batch.exported(exported, now.iso)
+        if reservations:
+            batch.budget_add(reservations)
         batch.append(drafts)
         return results
+
+    def _spend(
+        self,
+        batch: Batch,
+        attempt: Attempt,
+        grant: GrantRow,
+        lease: LeaseRow,
+        profile: Profile,
+        now: Now,
+        budget_used: dict[BudgetKey, int],
+    ) -> tuple[metering.Plan | None, Spend]:
+        """The budget counters a use touches (as earlier uses in this batch left them) and
+        the request's worst case."""
+        lines = budgets.lines(grant, lease, now.iso)
+        missing = [line.key for line in lines if line.key not in budget_used]
+        if missing:
+            budget_used.update(batch.budget_used(missing))
+        plan = metering.plan(
+            profile, attempt.method or "", attempt.path or "", attempt.body, attempt.size
+        )
+        need = budgets.need(plan, attempt.size, self.prices)
+        return plan, Spend(lines, {line.key: budget_used[line.key] for line in lines}, need)
 
     def _auth_failed(self, ts: str, attempt: Attempt) -> Draft:
         return Draft(

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from keyfob.clock import isoformat
 from keyfob.store.records import AgentRow, GrantRow, LeaseRow
-from keyfob.vault import rules
+from keyfob.vault import budgets, rules
 
 PROXY = "proxy"
 EXPORT = "export"
@@ -69,6 +69,14 @@ class Target(NamedTuple):
     injectable: bool  # it has a usable injection profile (the proxy needs one)
 
 
+class Spend(NamedTuple):
+    """A budgeted use's counters as they are now, and what the request may spend."""
+
+    lines: list[budgets.Line]
+    used: dict[tuple[str, str, str], int]
+    need: budgets.Need
+
+
 class Counts(NamedTuple):
     """The counters a use moves: the lease's uses, the grant's uses and rate window."""
 
@@ -82,12 +90,14 @@ class Counts(NamedTuple):
 class Allow:
     keys: list[str] | None  # the keys the use may touch (None: all of the set's)
     counts: Counts  # after this use
+    reserved: budgets.Reserved | None = None  # what its budgets reserve for it
 
 
 @dataclass(frozen=True, slots=True)
 class Deny:
     reason: str  # one of ``leases.REASONS``
     retry_after: int | None = None
+    budget: budgets.Refused | None = None  # the budget that refused it
 
 
 def spent(uses: int, cap: int | None) -> bool:
@@ -108,11 +118,13 @@ def decide(
     use: Use,
     now: Now,
     counts: Counts | None = None,
+    spend: Spend | None = None,
 ) -> Allow | Deny:
     """Allow ``use`` of ``lease`` (with the counters after it) or Deny it, and why.
 
     ``counts`` are the counters after uses taken earlier in the same grouped commit
-    (default: as the rows hold them)."""
+    (default: as the rows hold them). A proxy use of a budgeted grant or lease needs
+    ``spend``: without it, it is refused (a budget that cannot be checked holds)."""
     if use.set_path is not None and use.set_path != lease.set_path:
         return Deny("not_granted")
     if lease.revoked_at is not None or grant is None or grant.revoked_at is not None:
@@ -162,9 +174,26 @@ def decide(
         window, in_window = minute, 0
     if grant.rate_limit is not None and in_window >= grant.rate_limit:
         return Deny("rate_limited", 60 - now.second % 60)
+    reserved = None
+    if action == PROXY and (grant.budgets or lease.budgets):
+        if spend is None:
+            return Deny("budget_exceeded")
+        judged = budgets.judge(spend.lines, spend.used, spend.need)
+        if isinstance(judged, budgets.Refused):
+            return Deny("budget_exceeded", _retry(judged.line, now), judged)
+        reserved = judged
     return Allow(
-        allowed, Counts(counts.lease_uses + 1, counts.grant_uses + 1, window, in_window + 1)
+        allowed,
+        Counts(counts.lease_uses + 1, counts.grant_uses + 1, window, in_window + 1),
+        reserved,
     )
+
+
+def _retry(line: budgets.Line, now: Now) -> int | None:
+    """Seconds until a day's budget starts afresh (a month's or total's: no hint)."""
+    if line.window != "day":
+        return None
+    return 86_400 - now.second % 86_400
 
 
 def mint_refusal(grant: GrantRow | None, scope: str, now: Now) -> str | None:

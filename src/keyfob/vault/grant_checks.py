@@ -11,7 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from keyfob.clock import FORMAT_HINT, BadTime, in_range, isoformat, parse_iso
-from keyfob.constraints import BY_NAME, Constraint
+from keyfob.constraints import (
+    BUDGET_UNITS,
+    BUDGET_WINDOWS,
+    BY_NAME,
+    MAX_BUDGET_COUNT,
+    MAX_BUDGET_USD,
+    Constraint,
+)
 from keyfob.vault import rules
 from keyfob.vault.validation import field_error as fail
 
@@ -79,6 +86,46 @@ def _choice(c: Constraint, value: Any, _: set[str]) -> str:
     return str(value)
 
 
+def _budgets(c: Constraint, value: Any, _: set[str]) -> list[dict[str, Any]]:
+    return clean_budgets(value, c.name, c.maximum or 0)
+
+
+def clean_budgets(value: Any, name: str = "budgets", most: int = 12) -> list[dict[str, Any]]:
+    """Budgets as ``[{unit, limit, window}]``, one per unit and window."""
+    shape = "a list of {unit, limit, window}, or null for none"
+    if not isinstance(value, list) or not value or len(value) > most:
+        raise fail(name, f"{shape} (at most {most})")
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"unit", "limit", "window"}:
+            raise fail(name, shape)
+        unit, limit, window = item.get("unit"), item.get("limit"), item.get("window", "total")
+        if unit not in BUDGET_UNITS:
+            raise fail(name, f"unit must be one of {', '.join(BUDGET_UNITS)}")
+        if window not in BUDGET_WINDOWS:
+            raise fail(name, f"window must be one of {', '.join(BUDGET_WINDOWS)}")
+        if (unit, window) in seen:
+            raise fail(name, f"one {unit} budget per window ({window} appears twice)")
+        seen.add((unit, window))
+        if unit == "usd":
+            if (
+                not isinstance(limit, int | float)
+                or isinstance(limit, bool)
+                or not 0 < limit <= MAX_BUDGET_USD
+            ):
+                raise fail(name, f"a usd limit is a number above 0 and at most {MAX_BUDGET_USD}")
+            limit = float(limit)
+        elif (
+            not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or not 0 < limit <= (MAX_BUDGET_COUNT)
+        ):
+            raise fail(name, f"a {unit} limit is a whole number of at least 1")
+        out.append({"unit": unit, "limit": limit, "window": window})
+    return out
+
+
 _CHECKS: dict[str, Callable[[Constraint, Any, set[str]], Any]] = {
     "keys": _keys,
     "subset": _subset,
@@ -87,6 +134,7 @@ _CHECKS: dict[str, Callable[[Constraint, Any, set[str]], Any]] = {
     "count": _count,
     "moment": _moment,
     "choice": _choice,
+    "budgets": _budgets,
 }
 
 

@@ -19,11 +19,13 @@ from keyfob.profiles import Profile
 from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
+from keyfob.store import usage as usage_sql
 from keyfob.store.records import LeaseRow
+from keyfob.vault import budgets
 from keyfob.vault.consume import Attempt, Consumer, token_kind
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
-from keyfob.vault.decision import EXPORT, PROXY, Deny, Now, Target, Use, decide
+from keyfob.vault.decision import EXPORT, PROXY, Deny, Now, Spend, Target, Use, decide
 from keyfob.vault.leases import Leases, LeaseView, lease_view
 from keyfob.vault.operators import Principal
 from keyfob.vault.validation import field_error
@@ -119,6 +121,8 @@ class LeaseUsage:
             grant = await sql.grant_by_id(conn, lease.grant_id)
             agent = await sql.agent_by(conn, id=lease.agent_id)
             found = await sets_sql.get_set_by_id(conn, lease.set_id)
+            owners = [f"grant:{lease.grant_id}", f"lease:{lease.id}"]
+            counters = await usage_sql.budget_counters(conn, owners)
         profile = None
         if action == PROXY and found is not None and found.profile:
             try:
@@ -129,7 +133,13 @@ class LeaseUsage:
         target = Target(found.deleted_at is not None, profile is not None) if found else None
         use = Use(action, secret_set, method, path, keys)
         now = Now(self._core.clock.now())
-        verdict = decide(lease, grant, agent, target, use, now)
+        spend = None
+        if grant is not None:
+            # The dry run has no body: would the smallest request fit what remains?
+            lines = budgets.lines(grant, lease, now.iso)
+            used = {line.key: counters.get(line.key, 0) for line in lines}
+            spend = Spend(lines, used, budgets.SMALLEST)
+        verdict = decide(lease, grant, agent, target, use, now, spend=spend)
         reason = verdict.reason if isinstance(verdict, Deny) else None
         return Checked(reason is None, reason, lease_view(lease, now.iso))
 

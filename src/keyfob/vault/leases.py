@@ -18,6 +18,7 @@ from keyfob import tokens
 from keyfob.clock import isoformat as _iso
 from keyfob.clock import parse_iso
 from keyfob.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     KeyfobError,
@@ -36,6 +37,7 @@ from keyfob.vault import validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.decision import Now, mint_refusal, renew_refusal, spent
+from keyfob.vault.grant_checks import clean_budgets
 from keyfob.vault.grants import SCOPES
 from keyfob.vault.operators import Principal
 
@@ -84,6 +86,7 @@ class LeaseView(_View):
     expires_at: str
     revoked_at: str | None
     revoke_reason: str | None
+    budgets: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ def lease_view(row: LeaseRow, now: str) -> LeaseView:
         row.expires_at,
         row.revoked_at,
         row.revoke_reason,
+        row.budgets,
     )
 
 
@@ -189,11 +193,28 @@ REASONS = {
     "too_many_pending": "too many lease requests are waiting for approval; retry later",
     "approval_required": "the grant needs approval for each lease: mint them one at a time",
     "not_renewable": "only workflow leases under a grant without approval are renewed",
+    "budget_exceeded": "a budget of the grant or lease has no room for this request",
 }
 
 
-def denial(reason: str, retry_after: int | None = None) -> KeyfobError:
+def _looser(lease: list[dict[str, Any]] | None, grant: list[dict[str, Any]] | None) -> str | None:
+    """Why a lease's budgets are looser than its grant's (same unit and window), or None."""
+    held = {(b["unit"], b["window"]): b["limit"] for b in grant or ()}
+    for b in lease or ():
+        cap = held.get((b["unit"], b["window"]))
+        if cap is not None and b["limit"] > cap:
+            return f"the {b['unit']} {b['window']} budget may not exceed the grant's ({cap})"
+    return None
+
+
+def denial(
+    reason: str, retry_after: int | None = None, budget: dict[str, Any] | None = None
+) -> KeyfobError:
     """The error an agent sees for a refusal; the same body for the same reason everywhere."""
+    if reason == "budget_exceeded":
+        return BudgetExceeded(
+            REASONS[reason], reason=reason, retry_after=retry_after, **(budget or {})
+        )
     if reason in ("rate_limited", "too_many_pending"):
         return TooManyRequests(REASONS[reason], reason=reason, retry_after=retry_after)
     return Forbidden(REASONS.get(reason, "denied"), reason=reason)
@@ -224,6 +245,7 @@ class MintOrder(Masked):
     request_id: str
     client: str | None
     route: str
+    budgets: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +277,16 @@ class Leases:
         max_uses: int | None = None,
         route: str = "/v1/leases",
         request_reason: str | None = None,
+        budgets: list[dict[str, Any]] | None = None,
     ) -> IssuedLease | LeaseRequestView:
         """A lease with its token, or a pending request when the grant needs approval
         (``request_reason``, the agent's words to the approver, is kept with it)."""
         path = self._checked(secret_set, scope, ttl, max_uses, 1)
+        budgets = clean_budgets(budgets) if budgets is not None else None
         if self.grouped is not None:
-            minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, None, route)
+            minted = await self._grouped(
+                agent, ctx, path, scope, ttl, max_uses, None, route, budgets
+            )
             if minted.leases:
                 return minted.leases[0]
             assert minted.agent is not None
@@ -268,6 +294,9 @@ class Leases:
             ctx = Context(agent.actor, ctx.request_id, ctx.client)
         if not isinstance(agent, Principal):
             raise RuntimeError("an unchecked agent token needs the grouped commit")
+        if budgets is not None:
+            # A lease request does not carry budgets: approved leases take the grant's.
+            raise invalid("budgets", "a grant that needs approval takes no lease budgets")
         # The grant needs approval (or no grouped commit runs): one transaction that files
         # the request, checking every rule again.
         refused: KeyfobError | None = None
@@ -317,13 +346,15 @@ class Leases:
         ttl: int | None = None,
         max_uses: int | None = None,
         route: str = "/v1/leases",
+        budgets: list[dict[str, Any]] | None = None,
     ) -> list[IssuedLease]:
         """``count`` leases, each with its own token, in one grouped commit. A grant that
         needs approval refuses (403 ``approval_required``): approval is per lease."""
         path = self._checked(secret_set, scope, ttl, max_uses, count)
         if self.grouped is None:
             raise RuntimeError("batch mint needs the grouped commit")
-        minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route)
+        budgets = clean_budgets(budgets) if budgets is not None else None
+        minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route, budgets)
         return minted.leases
 
     def _checked(
@@ -353,6 +384,7 @@ class Leases:
         max_uses: int | None,
         count: int | None,
         route: str,
+        budgets: list[dict[str, Any]] | None = None,
     ) -> Minted:
         """``count`` leases (None: one, or a lease request) decided in the grouped commit."""
         assert self.grouped is not None
@@ -368,6 +400,7 @@ class Leases:
             ctx.request_id,
             ctx.client,
             route,
+            budgets,
         )
         outcome = await self.grouped.submit(order)
         if isinstance(outcome, KeyfobError):
@@ -421,12 +454,16 @@ class Leases:
                 )
                 results.append(denial(refusal))
                 continue
+            looser = _looser(o.budgets, grant.budgets)
+            if looser is not None:
+                results.append(invalid("budgets", looser))
+                continue
             ttl = self._ttl(grant, o.scope, o.ttl, now.moment)
             uses = 1 if o.scope == "request" else _cap(o.max_uses, grant.max_lease_uses)
             issued = []
             ids = tokens.new_ids(o.count)
             for token, lease_id in zip(tokens.new_tokens(tokens.LEASE, o.count), ids, strict=True):
-                row = self._lease_row(grant, o.scope, ttl, uses, now, lease_id)
+                row = self._lease_row(grant, o.scope, ttl, uses, now, lease_id, o.budgets)
                 rows.append((row, self.digest(token)))
                 details = _mint_details(row, ttl, None)
                 drafts.append(
@@ -511,7 +548,14 @@ class Leases:
         return IssuedLease(lease_view(row, now.iso), Secret(token), ttl)
 
     def _lease_row(
-        self, grant: GrantRow, scope: str, ttl: int, max_uses: int | None, now: Now, lease_id: str
+        self,
+        grant: GrantRow,
+        scope: str,
+        ttl: int,
+        max_uses: int | None,
+        now: Now,
+        lease_id: str,
+        budgets: list[dict[str, Any]] | None = None,
     ) -> LeaseRow:
         return LeaseRow(
             id=lease_id,
@@ -528,6 +572,7 @@ class Leases:
             expires_at=_lease_expiry(now.moment, ttl, grant.expires_at),
             revoked_at=None,
             revoke_reason=None,
+            budgets=budgets,
         )
 
     async def _request(

@@ -34,6 +34,7 @@ from keyfob.vault.operators import Operators
 from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.secret_sets import SecretSets
+from keyfob.vault.usage import Pricing, Usage, fallback_price
 from keyfob.vault.users import Users
 
 
@@ -89,6 +90,8 @@ class Vault:
         self.proxy = Proxying(core, self.consumer)
         self.authority = Authority(core)
         self.forwarding = Forwarding(core, self.leases)
+        self.pricing = Pricing(core, self.consumer, fallback_price(settings.unknown_model_price))
+        self.usage = Usage(core)
 
     @property
     def db(self) -> Database:
@@ -134,7 +137,9 @@ class Vault:
         except BaseException:
             await db.close()
             raise
-        return cls._assemble(db, ring, settings, clock)
+        vault = cls._assemble(db, ring, settings, clock)
+        await vault.pricing.load()
+        return vault
 
     @classmethod
     def _assemble(
@@ -197,6 +202,7 @@ class Vault:
 
     async def close(self) -> None:
         try:
+            await self.proxy.settled()  # settlements in flight commit before the last batch
             await self.consumer.close()
         finally:
             self.users.passwords.close()

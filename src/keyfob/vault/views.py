@@ -108,6 +108,7 @@ class GrantView(View):
     methods: list[str] | None
     paths: list[str] | None
     approval: str
+    budgets: list[dict[str, Any]] | None
     created_at: str
     created_by: str
     updated_at: str
@@ -132,6 +133,7 @@ class MyGrantView(View):
     methods: list[str] | None
     paths: list[str] | None
     approval: str
+    budgets: list[dict[str, Any]] | None
     uses: int
     # What an agent (or a model through MCP) needs to aim a request: uses left under
     # ``max_uses`` (None: no cap), and where the proxy sends it.
