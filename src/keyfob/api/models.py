@@ -114,6 +114,11 @@ class LeaseMint(_Body):
         max_length=500,
         description="why the agent asks: kept with a request under approval for the approver",
     )
+    budgets: list[dict[str, Any]] | None = Field(
+        None,
+        description="the lease's own budgets ({unit, limit, window}), each no looser than "
+        "the grant's of the same unit and window",
+    )
 
 
 class CaRotate(_Body):
@@ -131,11 +136,6 @@ class AgentEgress(_Body):
 
 class LeaseRenew(_Body):
     ttl: int | None = Field(None, ge=1, le=2**63 - 1, description="seconds; capped by the grant")
-    budgets: list[dict[str, Any]] | None = Field(
-        None,
-        description="the lease's own budgets ({unit, limit, window}), each no looser than "
-        "the grant's of the same unit and window",
-    )
 
 
 class PriceSet(_Body):

@@ -280,6 +280,8 @@ lease_bundles = Table(
     Column("expires_at", String(32), nullable=False),
     Column("revoked_at", String(32), nullable=True),
     Index("ix_lease_bundles_agent", "agent_id"),
+)
+
 # -- budgets and prices (migration 0005b) --------------------------------------------------
 
 # What a grant's or lease's budgets have taken: one row per owner (``grant:<id>`` or
