@@ -14,6 +14,7 @@
     ├── TooManyRequests       429    rate limit; ``retry_after`` seconds
     ├── ValidationFailed      422    a field is invalid; ``errors`` lists which
     ├── BadGateway            502    the upstream failed or may not be reached (proxy)
+    │   └── CredentialRefreshFailed 502  no access token could be had from the token endpoint
     ├── Unavailable           503    database or audit log not writable
     ├── GatewayTimeout        504    the upstream did not answer in time (proxy)
     ├── DecryptionFailed      500    one opaque error for every failure to open
@@ -126,6 +127,12 @@ class BadGateway(KeyfobError):
     """The upstream could not be reached or failed; never carries upstream detail."""
 
     slug, status, title = "bad-gateway", 502, "Bad gateway"
+
+
+class CredentialRefreshFailed(BadGateway):
+    """The token endpoint refused, failed or timed out; ``reason`` says which."""
+
+    slug, status, title = "credential-refresh-failed", 502, "Credential refresh failed"
 
 
 class Unavailable(KeyfobError):

@@ -246,9 +246,7 @@ class CoreBatch(Batch):
 
     def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
         if rows:
-            self.conn.execute(
-                leases.insert(), [{**to_columns(r), "digest": d} for r, d in rows]
-            )
+            self.conn.execute(leases.insert(), [{**to_columns(r), "digest": d} for r, d in rows])
 
     def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
         self._each(_LEASE_USES, [{"b_id": i, "b_old": o, "b_new": n} for i, o, n in changes])
@@ -287,9 +285,7 @@ def _marks(n: int) -> str:
 
 _SQL_LEASES = f"SELECT {_columns(leases)} FROM leases WHERE digest IN "  # noqa: S608
 _SQL_GRANTS = f"SELECT {_columns(grants)} FROM grants WHERE id IN "  # noqa: S608
-_SQL_AGENTS = (
-    f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE id IN "  # noqa: S608
-)
+_SQL_AGENTS = f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE id IN "  # noqa: S608
 _SQL_EXPORTED = "UPDATE secret_sets SET exported_at = ? WHERE id = ?"
 _SQL_SETS = (
     "SELECT s.id, s.profile, s.deleted_at, s.version, v.kek_term, v.wrapped_dek, v.ciphertext, "
@@ -302,9 +298,7 @@ _SQL_GRANT_USES = (
     "UPDATE grants SET uses = ?, rate_window = ?, rate_count = ? "
     "WHERE id = ? AND uses = ? AND revoked_at IS NULL"
 )
-_SQL_AGENT_BY_DIGEST = (
-    f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE digest = ?"  # noqa: S608
-)
+_SQL_AGENT_BY_DIGEST = f"SELECT {', '.join(_AGENT_COLUMNS)} FROM agents WHERE digest = ?"  # noqa: S608
 _SQL_LIVE_SET = (
     "SELECT id FROM secret_sets "
     "WHERE provider = ? AND environment = ? AND name = ? AND deleted_at IS NULL"

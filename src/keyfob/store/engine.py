@@ -40,6 +40,7 @@ CHECKPOINT_EVERY = 256
 class _Busy(Exception):
     """The SQLite write lock is held elsewhere; the batch goes to the writer thread."""
 
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -116,9 +116,7 @@ class Consumer:
         minted = iter(self._mints(batch, orders, now))
         return [next(used) if isinstance(i, Attempt) else next(minted) for i in items]
 
-    def _mints(
-        self, batch: Batch, orders: list[MintOrder], now: Now
-    ) -> list[Minted | KeyfobError]:
+    def _mints(self, batch: Batch, orders: list[MintOrder], now: Now) -> list[Minted | KeyfobError]:
         if not orders:
             return []
         if self._leases is None:

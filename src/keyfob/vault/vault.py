@@ -31,6 +31,7 @@ from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
 from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
+from keyfob.vault.refresh import Refresher
 from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.users import Users
 
@@ -85,6 +86,8 @@ class Vault:
             Passwords(password_hasher(settings)),
         )
         self.proxy = Proxying(core, self.consumer)
+        # Access tokens of OAuth and service-account sets (the proxy asks per request).
+        self.refresh = Refresher(core, self.sets)
 
     @property
     def db(self) -> Database:
