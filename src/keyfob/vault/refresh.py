@@ -149,7 +149,7 @@ class Refresher:
             async with self._core.write() as tx:
                 won = await token_sql.claim(tx.conn, set_id, who, isoformat(now), isoformat(until))
             if won:
-                result = await self._refresh_claimed(set_id, who, fetch)
+                result = await self._refresh_claimed(set_id, version, who, fetch, stale)
                 if result is not None:
                     return result
                 continue  # the set changed under an invalid_grant: read it again
@@ -188,12 +188,20 @@ class Refresher:
             return None
         return cached
 
-    async def _refresh_claimed(self, set_id: str, who: str, fetch: Fetch) -> _Cached | None:
+    async def _refresh_claimed(
+        self, set_id: str, version: int, who: str, fetch: Fetch, stale: Secret[str] | None
+    ) -> _Cached | None:
         """Mint under our claim; None when the set changed and must be read again."""
         try:
             async with self._core.db.read() as conn:
                 row = await sets_sql.get_set_by_id(conn, set_id)
                 stored = await sets_sql.get_version(conn, set_id, row.version) if row else None
+                state = await token_sql.get(conn, set_id)
+            # The last refresher may have stored its token between our read and our claim.
+            usable = await self._usable(state, version, stale)
+            if usable is not None:
+                await self._release(set_id, who)
+                return usable
             if row is None or stored is None or not row.profile:
                 raise CredentialRefreshFailed("the secret set is gone", reason="no_set")
             profile = Profile.model_validate(row.profile)
