@@ -188,8 +188,8 @@ class OAuth2(_Strict):
         return self
 
     def keys(self) -> list[str]:
-        names = [self.client_id, self.client_secret, self.refresh_token]
-        return [n for n in names if n is not None]
+        refresh = self.refresh_token if self.grant == "refresh_token" else None
+        return [n for n in (self.client_id, self.client_secret, refresh) if n is not None]
 
     def token_urls(self) -> list[str]:
         return [self.token_url]

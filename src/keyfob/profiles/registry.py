@@ -27,6 +27,13 @@ DEFAULT_PRESETS = (
     "twilio",
     "aws",
     "generic",
+    "google",
+    "google_service_account",
+    "microsoft_graph",
+    "slack_oauth",
+    "github_oauth",
+    "github_app",
+    "oauth",
 )
 
 
@@ -117,5 +124,7 @@ def resolve(spec: Mapping[str, Any]) -> Profile:
         return Profile.model_validate(data)
     preset = get_preset(str(name))
     options = {k: data.pop(k) for k in preset.options if k in data}
+    # Options that only the dashboard's connect flow reads (authorize_url) stay out.
+    options.pop("authorize_url", None)
     merged = {**preset.defaults(options), **data, "preset": preset.name}
     return Profile.model_validate(merged)

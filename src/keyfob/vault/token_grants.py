@@ -30,6 +30,8 @@ CLOCK_SKEW = 60
 # When an answer names no lifetime (GitHub's "expires_at" aside), assume this.
 DEFAULT_LIFETIME = 3600
 _SA_FIELDS = ("type", "client_email", "private_key", "token_uri")
+# Answers that mean the refresh token is dead: RFC 6749's, Slack's and GitHub's words.
+_DEAD_GRANT = frozenset({"invalid_grant", "invalid_refresh_token", "bad_refresh_token"})
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,10 @@ def read_answer(
     body = answer.body
     if answer.status >= 500 or answer.status == 429:
         raise EndpointFailed(f"status {answer.status}")
-    if answer.status >= 400:
-        error = body.get("error") if isinstance(body.get("error"), str) else None
-        if error == "invalid_grant" or (isinstance(spec, GitHubApp) and answer.status == 401):
+    error = body.get("error") if isinstance(body.get("error"), str) else None
+    # Slack and GitHub answer some refusals with 200 and an "error" (Slack: "ok": false).
+    if answer.status >= 400 or (error and not body.get("access_token")) or body.get("ok") is False:
+        if error in _DEAD_GRANT or (isinstance(spec, GitHubApp) and answer.status == 401):
             raise InvalidGrant(error or "unauthorized")
         raise CredentialRefreshFailed(
             "the token endpoint refused the request",
@@ -152,7 +155,8 @@ def read_answer(
     else:
         token = body.get("access_token")
         kind = str(body.get("token_type", "bearer")).lower()
-        if kind != "bearer":
+        # Slack names its bearer tokens by whom they act for.
+        if kind not in ("bearer", "bot", "user"):
             raise CredentialRefreshFailed(
                 "the token endpoint issued a token that is not a bearer token",
                 reason="not_bearer",
