@@ -58,6 +58,13 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def scope_list(value: Any, default: list[str]) -> list[str]:
+    """Scopes from an option: a list, or text separated by spaces or commas (a form)."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part] or default
+    return list(value) if value else default
+
+
 ENTRY_POINT_GROUP = "keyfob.presets"
 
 _REGISTRY: dict[str, Preset] = {}

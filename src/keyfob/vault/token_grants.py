@@ -249,3 +249,44 @@ def _until(value: object, now: datetime) -> int:
     except ValueError:
         return DEFAULT_LIFETIME
     return max(1, int((when - now).total_seconds()))
+
+
+def code_call(
+    token_url: str,
+    *,
+    client_id: str,
+    client_secret: str,
+    code: str,
+    verifier: str,
+    redirect_uri: str,
+    allow_private: bool,
+) -> TokenCall:
+    """The authorization-code exchange (RFC 6749 §4.1.3) with the PKCE verifier (RFC 7636)."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "code_verifier": verifier,
+    }
+    return TokenCall(token_url, allow_private, form, {"accept": "application/json"})
+
+
+def refresh_token_of(answer: TokenAnswer) -> Secret[str]:
+    """The refresh token an authorization-code answer carries, or a refresh failure."""
+    body = answer.body
+    if answer.status >= 400 or "error" in body:
+        error = body.get("error") if isinstance(body.get("error"), str) else None
+        raise CredentialRefreshFailed(
+            "the provider refused the authorization code",
+            reason="refused",
+            error=(error or "")[:64] or None,
+        )
+    token = body.get("refresh_token")
+    if not isinstance(token, str) or not token:
+        raise CredentialRefreshFailed(
+            "the provider issued no refresh token (ask for offline access)",
+            reason="no_refresh_token",
+        )
+    return Secret(token)

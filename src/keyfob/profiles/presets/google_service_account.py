@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from typing import Any
 
-from keyfob.profiles.registry import Field, Preset
+from keyfob.profiles.registry import Field, Preset, scope_list
 
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
@@ -15,7 +15,7 @@ def _defaults(options: Mapping[str, Any]) -> dict[str, Any]:
         "inject": {
             "kind": "google_service_account",
             "key": "SERVICE_ACCOUNT_JSON",
-            "scopes": list(options.get("scopes") or SCOPES),
+            "scopes": scope_list(options.get("scopes"), SCOPES),
         },
     }
 

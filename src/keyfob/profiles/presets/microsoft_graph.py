@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from typing import Any
 
-from keyfob.profiles.registry import Field, Preset
+from keyfob.profiles.registry import Field, Preset, scope_list
 
 SCOPES = ["offline_access", "https://graph.microsoft.com/.default"]
 
@@ -20,7 +20,7 @@ def _defaults(options: Mapping[str, Any]) -> dict[str, Any]:
             "client_id": "CLIENT_ID",
             "client_secret": "CLIENT_SECRET",
             "refresh_token": "REFRESH_TOKEN",
-            "scopes": list(options.get("scopes") or SCOPES),
+            "scopes": scope_list(options.get("scopes"), SCOPES),
         },
     }
 
