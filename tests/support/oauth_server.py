@@ -73,6 +73,7 @@ class FakeAuthServer:
     refreshes: int = 0
     token_calls: int = 0
     refresh_tokens: set[str] = field(default_factory=set)
+    issued: list[str] = field(default_factory=list)  # every refresh token, dead or alive
     access: dict[str, tuple[int, float]] = field(default_factory=dict)
     sa_keys: dict[str, str] = field(default_factory=dict)  # client_email -> public PEM
     app_keys: dict[str, str] = field(default_factory=dict)  # app id -> public PEM
@@ -102,6 +103,7 @@ class FakeAuthServer:
         token = f"rt-canary-{next(_counter)}-{secrets.token_hex(12)}"
         with self._lock:
             self.refresh_tokens.add(token)
+            self.issued.append(token)
         return token
 
     def revoke_all(self) -> None:
@@ -160,6 +162,7 @@ class FakeAuthServer:
             if refresh:
                 fresh = f"rt-canary-{next(_counter)}-{secrets.token_hex(12)}"
                 self.refresh_tokens.add(fresh)
+                self.issued.append(fresh)
                 body["refresh_token"] = fresh
         return body
 
