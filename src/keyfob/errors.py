@@ -170,6 +170,7 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     TooManyRequests,
     ValidationFailed,
     BadGateway,
+    CredentialRefreshFailed,
     Unavailable,
     GatewayTimeout,
     DecryptionFailed,
