@@ -16,6 +16,7 @@
     │   └── BudgetExceeded    429    a budget has no room for the request; names it
     ├── ValidationFailed      422    a field is invalid; ``errors`` lists which
     ├── BadGateway            502    the upstream failed or may not be reached (proxy)
+    │   └── CredentialRefreshFailed 502  no access token could be had from the token endpoint
     ├── Unavailable           503    database or audit log not writable
     ├── GatewayTimeout        504    the upstream did not answer in time (proxy)
     ├── DecryptionFailed      500    one opaque error for every failure to open
@@ -146,6 +147,12 @@ class BadGateway(KeyfobError):
     slug, status, title = "bad-gateway", 502, "Bad gateway"
 
 
+class CredentialRefreshFailed(BadGateway):
+    """The token endpoint refused, failed or timed out; ``reason`` says which."""
+
+    slug, status, title = "credential-refresh-failed", 502, "Credential refresh failed"
+
+
 class Unavailable(KeyfobError):
     slug, status, title = "unavailable", 503, "Service unavailable"
 
@@ -183,6 +190,7 @@ ALL_ERRORS: tuple[type[KeyfobError], ...] = (
     BudgetExceeded,
     ValidationFailed,
     BadGateway,
+    CredentialRefreshFailed,
     Unavailable,
     GatewayTimeout,
     DecryptionFailed,

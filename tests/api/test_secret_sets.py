@@ -27,6 +27,7 @@ SET_VIEW_KEYS = {
     "updated_at",
     "deleted_at",
     "exported_at",
+    "needs_reconnect",
 }
 VERSION_VIEW_KEYS = {"version", "created_at", "actor", "reason", "rollback_of", "keys", "kek_term"}
 

@@ -10,7 +10,7 @@ from tests.access.factories import SET, bearer, make_agent, make_grant, make_sec
 
 SET_FIELDS = [
     "id", "path", "provider", "environment", "name", "labels", "version", "keys", "profile",
-    "created_at", "updated_at", "deleted_at", "exported_at",
+    "created_at", "updated_at", "deleted_at", "exported_at", "needs_reconnect",
 ]  # fmt: skip
 AGENT_FIELDS = ["id", "name", "status", "disabled_at", "created_at", "created_by", "updated_at"]
 CONSTRAINTS = [

@@ -8,10 +8,15 @@ committed, flushing every line, so the parent knows exactly what was acknowledge
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
-from keyfob.settings import Settings
-from keyfob.vault import Context, Vault
+# Run as a script, this directory comes first on sys.path, and its http.py would shadow
+# the standard library's http package (which PyJWT imports through urllib.request).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(__file__)]
+
+from keyfob.settings import Settings  # noqa: E402
+from keyfob.vault import Context, Vault  # noqa: E402
 
 
 async def write_forever(path: str, first: int) -> None:

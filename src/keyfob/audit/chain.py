@@ -81,14 +81,22 @@ def record_hash(
     than built as a dict and sorted, because the proxy appends two records per request.
     """
     text = (
-        '{"action":' + _string(action)
-        + ',"actor":' + _string(actor)
-        + ',"details":' + details_json
-        + ',"outcome":' + _string(outcome)
-        + ',"request_id":' + _string(request_id)
-        + ',"seq":' + str(seq)
-        + ',"target":' + _string(target)
-        + ',"ts":' + _string(ts)
+        '{"action":'
+        + _string(action)
+        + ',"actor":'
+        + _string(actor)
+        + ',"details":'
+        + details_json
+        + ',"outcome":'
+        + _string(outcome)
+        + ',"request_id":'
+        + _string(request_id)
+        + ',"seq":'
+        + str(seq)
+        + ',"target":'
+        + _string(target)
+        + ',"ts":'
+        + _string(ts)
         + "}"
     )
     return hashlib.sha256(_prev_bytes(prev_hash) + text.encode()).hexdigest()

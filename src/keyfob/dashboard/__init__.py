@@ -17,6 +17,7 @@ from keyfob import errors
 from keyfob.dashboard import (
     agents,
     audit,
+    connect,
     credentials,
     grants,
     leases,
@@ -28,7 +29,7 @@ from keyfob.dashboard import (
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import CsrfRejected, SecurityHeaders, SignInRequired
 
-PAGES = (signin, overview, credentials, agents, grants, leases, usage, audit, users)
+PAGES = (signin, overview, connect, credentials, agents, grants, leases, usage, audit, users)
 
 
 def build_dashboard(parent: FastAPI) -> SecurityHeaders:

@@ -150,7 +150,93 @@ class AwsSigV4(_Strict):
         return [*names, self.session_token] if self.session_token else names
 
 
-Inject = Annotated[Bearer | Header | Basic | Query | AwsSigV4, Field(discriminator="kind")]
+_SCOPE_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,512}\Z")
+
+
+def _scopes(scopes: list[str]) -> list[str]:
+    for scope in scopes:
+        if not _SCOPE_RE.match(scope):
+            raise ValueError("scopes are printable ASCII without spaces, quotes or backslashes")
+    return scopes
+
+
+class OAuth2(_Strict):
+    """An OAuth 2.0 client: keyfob gets access tokens from ``token_url`` and injects them."""
+
+    kind: Literal["oauth2"]
+    grant: Literal["refresh_token", "client_credentials"]
+    token_url: str
+    client_id: str = "CLIENT_ID"
+    client_secret: str | None = "CLIENT_SECRET"  # noqa: S105 - a key name
+    refresh_token: str | None = None
+    scopes: list[str] = Field(default_factory=list, max_length=64)
+
+    _keys = field_validator("client_id")(check_key_name)
+    _scope_list = field_validator("scopes")(_scopes)
+
+    @field_validator("client_secret", "refresh_token")
+    @classmethod
+    def _optional_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_key_name(value)
+
+    @model_validator(mode="after")
+    def _grant_keys(self) -> OAuth2:
+        if self.grant == "refresh_token" and self.refresh_token is None:
+            raise ValueError("the refresh_token grant names the key that holds the refresh token")
+        if self.grant == "client_credentials" and self.client_secret is None:
+            raise ValueError("the client_credentials grant names the client_secret key")
+        return self
+
+    def keys(self) -> list[str]:
+        refresh = self.refresh_token if self.grant == "refresh_token" else None
+        return [n for n in (self.client_id, self.client_secret, refresh) if n is not None]
+
+    def token_urls(self) -> list[str]:
+        return [self.token_url]
+
+
+class GoogleServiceAccount(_Strict):
+    """A Google service-account JSON key: keyfob signs a JWT assertion for an access token."""
+
+    kind: Literal["google_service_account"]
+    key: str = "SERVICE_ACCOUNT_JSON"
+    scopes: list[str] = Field(min_length=1, max_length=64)
+
+    _key = field_validator("key")(check_key_name)
+    _scope_list = field_validator("scopes")(_scopes)
+
+    def keys(self) -> list[str]:
+        return [self.key]
+
+    def token_urls(self) -> list[str]:
+        # The token URL is in the key file; it is checked when the file is stored.
+        return []
+
+
+class GitHubApp(_Strict):
+    """A GitHub App: keyfob signs an app JWT and exchanges it for an installation token."""
+
+    kind: Literal["github_app"]
+    app_id: str = "GITHUB_APP_ID"
+    private_key: str = "GITHUB_APP_PRIVATE_KEY"
+    installation_id: str = "GITHUB_INSTALLATION_ID"
+    api_url: str = "https://api.github.com"
+
+    _keys = field_validator("app_id", "private_key", "installation_id")(check_key_name)
+
+    def keys(self) -> list[str]:
+        return [self.app_id, self.private_key, self.installation_id]
+
+    def token_urls(self) -> list[str]:
+        return [self.api_url]
+
+
+REFRESHED = (OAuth2, GoogleServiceAccount, GitHubApp)
+
+Inject = Annotated[
+    Bearer | Header | Basic | Query | AwsSigV4 | OAuth2 | GoogleServiceAccount | GitHubApp,
+    Field(discriminator="kind"),
+]
 
 
 def _host_refusal(host: str) -> str | None:
@@ -172,6 +258,26 @@ def _canonical_host(host: str) -> str:
     if not _HOST_RE.match(lowered):
         raise ValueError(f"{host!r} is not a host name")
     return lowered
+
+
+def check_token_url(url: str, allow_private: bool) -> str:
+    """A token endpoint is held to the upstream's rule: public HTTPS unless allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("token_url must be an absolute https:// URL")
+    if parts.username or parts.password or parts.fragment:
+        raise ValueError("token_url may not carry user info or a fragment")
+    if parts.scheme == "http" and not allow_private:
+        raise ValueError("an http:// token_url needs allow_private_upstream (tests, on-prem)")
+    host = _canonical_host(parts.hostname)
+    reason = _host_refusal(host)
+    if reason is not None and reason not in PRIVATE:
+        raise ValueError(f"token_url host {host} is never permitted ({reason})")
+    if reason is not None and not allow_private:
+        raise ValueError(
+            f"token_url host {host} is not a public address ({reason}); set allow_private_upstream"
+        )
+    return url
 
 
 class Profile(_Strict):
@@ -206,6 +312,9 @@ class Profile(_Strict):
             raise ValueError("base_url has an empty port")
         if _canonical_host(parts.hostname) not in self.hosts:
             raise ValueError("the base_url host must be one of hosts")
+        if isinstance(self.inject, REFRESHED):
+            for url in self.inject.token_urls():
+                check_token_url(url, self.allow_private_upstream)
         for host in self.hosts:
             reason = _host_refusal(host)
             if reason is not None and reason not in PRIVATE:
@@ -218,3 +327,8 @@ class Profile(_Strict):
 
     def referenced_keys(self) -> list[str]:
         return self.inject.keys()
+
+    @property
+    def refreshed(self) -> bool:
+        """True when keyfob mints the injected token itself (OAuth, service accounts)."""
+        return isinstance(self.inject, REFRESHED)

@@ -27,6 +27,13 @@ DEFAULT_PRESETS = (
     "twilio",
     "aws",
     "generic",
+    "google",
+    "google_service_account",
+    "microsoft_graph",
+    "slack_oauth",
+    "github_oauth",
+    "github_app",
+    "oauth",
 )
 
 
@@ -52,6 +59,13 @@ class Preset:
     # The variables the provider's own clients read, for ``keyfob run``: templates over
     # ``{proxy_url}`` (keyfob's route for the set) and ``{lease}``; never a key name.
     env: dict[str, str] = field(default_factory=dict)
+
+
+def scope_list(value: Any, default: list[str]) -> list[str]:
+    """Scopes from an option: a list, or text separated by spaces or commas (a form)."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part] or default
+    return list(value) if value else default
 
 
 ENTRY_POINT_GROUP = "keyfob.presets"
@@ -131,5 +145,7 @@ def resolve(spec: Mapping[str, Any]) -> Profile:
         return Profile.model_validate(data)
     preset = get_preset(str(name))
     options = {k: data.pop(k) for k in preset.options if k in data}
+    # Options that only the dashboard's connect flow reads (authorize_url) stay out.
+    options.pop("authorize_url", None)
     merged = {**preset.defaults(options), **data, "preset": preset.name}
     return Profile.model_validate(merged)

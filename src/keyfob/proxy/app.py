@@ -37,6 +37,8 @@ from keyfob.profiles.model import AwsSigV4
 from keyfob.profiles.taps import Tap
 from keyfob.proxy import decoding, egress, headers, inject
 from keyfob.proxy.scrub import Scrubber, StreamScrub
+from keyfob.proxy.token_fetch import TokenFetcher
+from keyfob.secret import Secret
 from keyfob.settings import Settings
 from keyfob.vault import ProxyRequest, ProxyUse, Vault, new_request_id
 
@@ -100,6 +102,7 @@ class ProxyApp:
         self._max_headers = settings.proxy_max_header_bytes
         self._max_decoded = settings.proxy_max_decompressed_bytes
         self.egress = egress.Egress(settings.upstream_ca_file, settings.resolve_map)
+        self.fetch_token = TokenFetcher(self.egress)
         self._scrubbers: dict[tuple[str, int], Scrubber] = {}
         self._options = egress.request_options(
             settings.proxy_connect_timeout,
@@ -214,9 +217,15 @@ class ProxyApp:
         profile = use.profile
         upstream = inject.target(profile, use.request.method, use.request.path, query)
         forward = inject.forwarded(profile, incoming.forward)
+        # The one hook for refreshed sets (OAuth, service accounts); static sets skip it.
+        access = (
+            await vault.refresh.token(use.set_id, use.version, self.fetch_token)
+            if profile.refreshed
+            else None
+        )
         scrubber = None
         if profile.scrub:
-            scrubber = self._scrubber(use)
+            scrubber = self._scrubber(use, access)
             # Only an uncompressed answer can be scrubbed.
             forward = [(n, v) for n, v in forward if n != "accept-encoding"]
             forward.append(("accept-encoding", "identity"))
@@ -246,7 +255,7 @@ class ProxyApp:
                     data = b"".join([chunk async for chunk in data])
                 body_hash = hashlib.sha256(data or b"").hexdigest()
         now = vault.core.clock.now()
-        inject.inject(upstream, profile, use.values, body_hash=body_hash, now=now)
+        inject.inject(upstream, profile, use.values, body_hash=body_hash, now=now, access=access)
 
         session = self.egress.session(profile.allow_private_upstream)
         try:
@@ -257,6 +266,27 @@ class ProxyApp:
                 data=data,
                 **self._options,
             )
+            if (
+                access is not None
+                and response.status == 401
+                and not isinstance(data, AsyncIterator)
+            ):
+                # A refused access token: refresh it and send the (buffered) request once more.
+                response.release()
+                access = await vault.refresh.token(
+                    use.set_id, use.version, self.fetch_token, stale=access
+                )
+                upstream.headers[-1] = ("authorization", "Bearer " + access.reveal())
+                scrubber = self._scrubber(use, access) if profile.scrub else None
+                response = await session.request(
+                    upstream.method,
+                    upstream.url(),
+                    headers=upstream.headers,
+                    data=data,
+                    **self._options,
+                )
+        except KeyfobError:
+            raise
         except Exception as exc:
             raise self._upstream_error(exc, ex) from None
         try:
@@ -264,13 +294,21 @@ class ProxyApp:
         finally:
             response.release()
 
-    def _scrubber(self, use: ProxyUse) -> Scrubber:
+    def _scrubber(self, use: ProxyUse, access: Secret[str] | None = None) -> Scrubber:
         """The scrubber for the set version in use. Building one costs far more than the
         rest of the request, so the latest few versions' are kept (see threat-model.md)."""
         key = (use.set_id, use.version)
+        if access is not None:
+            # A minted access token is scrubbed too; a new token makes a new scrubber.
+            key = (
+                f"{use.set_id}:{hashlib.sha256(access.reveal().encode()).hexdigest()}",
+                use.version,
+            )
         scrubber = self._scrubbers.pop(key, None)
         if scrubber is None:
             values = [v.reveal() for v in use.values.values()]
+            if access is not None:
+                values.append(access.reveal())
             basic = inject.basic_pairs(use.profile, use.values)
             scrubber = Scrubber.for_values(values, basic=basic)
         self._scrubbers[key] = scrubber

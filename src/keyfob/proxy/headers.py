@@ -87,6 +87,8 @@ _FOREIGN_RESOURCE = frozenset({"x-amz-website-redirect-location"})
 
 def _names_a_source(name: str) -> bool:
     return name.startswith("x-amz-") or "copy-source" in name or "rename-source" in name
+
+
 # uvicorn writes its own Date.
 _RESPONSE_DROP = HOP_BY_HOP | {"date"}
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")

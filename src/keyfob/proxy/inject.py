@@ -19,7 +19,7 @@ import yarl
 from keyfob import paths
 from keyfob.errors import BadGateway, InvalidRequest
 from keyfob.profiles import Profile
-from keyfob.profiles.model import AwsSigV4, Basic, Bearer, Header, Query
+from keyfob.profiles.model import REFRESHED, AwsSigV4, Basic, Bearer, Header, Query
 from keyfob.proxy import sigv4
 from keyfob.secret import SECRET, Masked, Secret
 
@@ -29,6 +29,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 UNSIGNED = frozenset({"UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
 # SigV4 headers keyfob computes; the agent's copies never go upstream.
 _AWS_OWN = frozenset({"x-amz-date", "x-amz-security-token", "x-amz-content-sha256"})
+_REFRESHED_OWN = frozenset({"authorization"})
 
 
 @dataclass(slots=True)
@@ -68,6 +69,8 @@ def own_headers(profile: Profile) -> frozenset[str]:
         return frozenset({inject.name.lower()})
     if isinstance(inject, AwsSigV4):
         return _AWS_OWN
+    if isinstance(inject, REFRESHED):
+        return _REFRESHED_OWN
     return frozenset()
 
 
@@ -121,11 +124,20 @@ def inject(
     *,
     body_hash: str,
     now: datetime,
+    access: Secret[str] | None = None,
 ) -> None:
     """Add the credential to ``upstream`` as the profile says (the last step before sending);
-    ``body_hash`` is what SigV4 signs, ignored by every other kind."""
+    ``body_hash`` is what SigV4 signs, ignored by every other kind; ``access`` is the token
+    keyfob minted for a refreshed kind (always the last header, so a retry can swap it)."""
     spec = profile.inject
-    if isinstance(spec, Bearer):
+    if isinstance(spec, REFRESHED):
+        if access is None:
+            raise BadGateway("no access token was minted for this secret set")
+        token = access.reveal()
+        if _UNSAFE.search(token):
+            raise BadGateway("the minted access token cannot be sent in a header")
+        upstream.headers.append(("authorization", "Bearer " + token))
+    elif isinstance(spec, Bearer):
         upstream.headers.append(("authorization", "Bearer " + _value(values, spec.key)))
     elif isinstance(spec, Header):
         upstream.headers.append((spec.name, _fill(spec.template, values)))

@@ -48,6 +48,7 @@ LOCK_WAIT = 30.0
 class _Busy(Exception):
     """The SQLite write lock is held elsewhere; the batch goes to the writer thread."""
 
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

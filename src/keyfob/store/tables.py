@@ -308,3 +308,31 @@ prices = Table(
     Column("updated_at", String(32), nullable=False),
     Column("updated_by", String(200), nullable=False),
 )
+
+# -- credential tokens (migration 0005o) ------------------------------------------------
+
+# One row per refreshed set (OAuth, service account): the access token keyfob minted,
+# sealed like a secret version (never plaintext), the refresh claim (who is refreshing,
+# until when; a conditional update makes refreshing single-flight across nodes) and the
+# reconnect mark an ``invalid_grant`` leaves until the set gets a new version.
+credential_tokens = Table(
+    "credential_tokens",
+    metadata,
+    Column(
+        "set_id",
+        String(32),
+        ForeignKey("secret_sets.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, nullable=True),
+    Column("kek_term", Integer, nullable=True),
+    Column("wrapped_dek", LargeBinary, nullable=True),
+    Column("ciphertext", LargeBinary, nullable=True),
+    Column("expires_at", String(32), nullable=True),
+    Column("lifetime", Integer, nullable=True),
+    Column("claim", String(32), nullable=True),
+    Column("claim_until", String(32), nullable=True),
+    Column("reconnect", String(200), nullable=True),
+    Column("reconnect_version", Integer, nullable=True),
+    Column("updated_at", String(32), nullable=False),
+)

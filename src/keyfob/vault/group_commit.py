@@ -111,8 +111,10 @@ class GroupCommit(Generic[I, R]):
             if len(results) != len(uses):
                 raise RuntimeError("a batch answered a different number of uses")
         except Exception as exc:
-            error = exc if isinstance(exc, KeyfobError) else Unavailable(
-                "the audit log cannot be written; nothing was done"
+            error = (
+                exc
+                if isinstance(exc, KeyfobError)
+                else Unavailable("the audit log cannot be written; nothing was done")
             )
             if not isinstance(exc, KeyfobError):
                 log.error("grouped commit failed: %s", type(exc).__name__)

@@ -19,6 +19,7 @@ from keyfob.profiles import Profile
 from keyfob.secret import Secret
 from keyfob.store import KeyMeta, SetRow, Tx, VersionRow
 from keyfob.store import access as access_sql
+from keyfob.store import credential_tokens as token_sql
 from keyfob.store import secrets as sql
 from keyfob.tokens import new_id
 from keyfob.vault import validation
@@ -56,7 +57,10 @@ class SecretSets:
         async with self._core.db.read() as conn:
             row = await self._find(conn, path)
             current = await sql.get_version(conn, row.id, row.version)
-        return set_view(row, current)
+            state = await token_sql.get(conn, row.id) if row.profile else None
+        marked = state is not None and state.reconnect is not None
+        needs = marked and (state.reconnect_version or 0) >= row.version  # type: ignore[union-attr]
+        return set_view(row, current, needs)
 
     async def search(
         self,
@@ -81,8 +85,14 @@ class SecretSets:
                 after=after,
                 limit=limit + 1,
             )
+            marks = await token_sql.reconnect_marks(conn)
             items = [
-                set_view(r, await sql.get_version(conn, r.id, r.version)) for r in rows[:limit]
+                set_view(
+                    r,
+                    await sql.get_version(conn, r.id, r.version),
+                    r.id in marks and (marks[r.id][1] or 0) >= r.version,
+                )
+                for r in rows[:limit]
             ]
         next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return items, next_cursor
@@ -119,6 +129,7 @@ class SecretSets:
         validation.check_key_count(len(values))
         clean_labels = validation.check_labels(labels or {})
         clean_profile = validation.check_profile(profile, set(values)) if profile else None
+        validation.check_refreshed(clean_profile, {k: v for k, v in values.items() if v})
         path = f"{provider}/{environment}/{name}"
         async with self._core.write() as tx:
             existing = await sql.get_set(tx.conn, provider, environment, name)
@@ -171,6 +182,7 @@ class SecretSets:
             validation.check_key_count(len(new))
             spec = profile if profile is not None else row.profile
             clean_profile = validation.check_profile(spec, set(new)) if spec else None
+            validation.check_refreshed(clean_profile, new)
             meta_changed = (clean_labels is not None and clean_labels != row.labels) or (
                 clean_profile != row.profile
             )
@@ -201,6 +213,18 @@ class SecretSets:
             row = await self._find(tx.conn, path)
         self._core.data_keys.forget(row.id)
         return set_view(row, current)
+
+    async def store_rotated(
+        self, tx: Tx, ctx: Context, row: SetRow, entries: dict[str, str], changed: list[str]
+    ) -> int:
+        """A new version with a provider-rotated value (refresh token), audited; its number."""
+        current = await self._current(tx, row)
+        prior = {k.name: k for k in current.keys}
+        version = row.version + 1
+        await self._store_version(tx, ctx, row, version, entries, prior, "refresh", None)
+        await sql.update_set(tx.conn, row.id, version=version, updated_at=self._core.now())
+        await self._audit(tx, ctx, "rotate", row.path, version=version, keys_set=changed)
+        return version
 
     async def rollback(
         self, ctx: Context, path: str, version: int, *, expected_version: int | None = None
@@ -259,6 +283,7 @@ class SecretSets:
             now = self._core.now()
             revoked = await access_sql.revoke_leases(tx.conn, now, "set_purged", set_id=row.id)
             grants = await access_sql.revoke_grants(tx.conn, now, set_id=row.id)
+            await token_sql.purge(tx.conn, row.id)
             removed = await sql.purge_set(tx.conn, row.id)
             await self._audit(
                 tx,

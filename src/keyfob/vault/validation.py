@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from keyfob.errors import ValidationFailed
 from keyfob.profiles import Profile, check_key_name, check_slug, resolve
+from keyfob.vault import token_grants
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_KEYS = 256
@@ -129,8 +130,41 @@ def profile_keys_ok(profile: Profile, keys: set[str]) -> dict[str, Any]:
     return profile.model_dump(mode="json")
 
 
+def check_refreshed(profile: Mapping[str, Any] | None, entries: Mapping[str, str]) -> None:
+    """Refuse a service-account file or app key that could never sign, naming the field."""
+    if not profile:
+        return
+    inject = profile.get("inject") or {}
+    allow_private = bool(profile.get("allow_private_upstream"))
+    kind = inject.get("kind")
+    if kind == "google_service_account":
+        key = inject["key"]
+        try:
+            token_grants.service_account(entries.get(key, ""), allow_private)
+        except ValueError as exc:
+            where, why = exc.args
+            loc: list[str | int] = ["entries", key, where] if where else ["entries", key]
+            raise _fail(loc, f"the service-account key file's {where or 'content'} {why}") from None
+    elif kind == "github_app":
+        try:
+            token_grants.check_private_key(entries.get(inject["private_key"], ""))
+        except ValueError as exc:
+            raise _fail(["entries", inject["private_key"]], str(exc)) from None
+        if not entries.get(inject["installation_id"], "").isdigit():
+            raise _fail(["entries", inject["installation_id"]], "must be a number")
+
+
 def exc_loc(loc: tuple[int | str, ...]) -> list[int | str]:
     return [part for part in loc if not (isinstance(part, str) and part in _UNION_TAGS)]
 
 
-_UNION_TAGS = {"bearer", "header", "basic", "query", "aws_sigv4"}
+_UNION_TAGS = {
+    "bearer",
+    "header",
+    "basic",
+    "query",
+    "aws_sigv4",
+    "oauth2",
+    "google_service_account",
+    "github_app",
+}

@@ -33,6 +33,7 @@ from keyfob.vault.leases import Leases
 from keyfob.vault.operators import Operators
 from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
+from keyfob.vault.refresh import Refresher
 from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.usage import Pricing, Usage, fallback_price
 from keyfob.vault.users import Users
@@ -92,6 +93,8 @@ class Vault:
         self.forwarding = Forwarding(core, self.leases)
         self.pricing = Pricing(core, self.consumer, fallback_price(settings.unknown_model_price))
         self.usage = Usage(core)
+        # Access tokens of OAuth and service-account sets (the proxy asks per request).
+        self.refresh = Refresher(core, self.sets)
 
     @property
     def db(self) -> Database:

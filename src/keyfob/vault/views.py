@@ -52,6 +52,8 @@ class SetView(View):
     updated_at: str
     deleted_at: str | None
     exported_at: str | None
+    # An OAuth set whose provider answered invalid_grant: it needs a new refresh token.
+    needs_reconnect: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ class TermRetired(View):
     status: str = "retired"
 
 
-def set_view(row: SetRow, current: VersionRow | None) -> SetView:
+def set_view(row: SetRow, current: VersionRow | None, needs_reconnect: bool = False) -> SetView:
     return SetView(
         id=row.id,
         path=row.path,
@@ -192,6 +194,7 @@ def set_view(row: SetRow, current: VersionRow | None) -> SetView:
         updated_at=row.updated_at,
         deleted_at=row.deleted_at,
         exported_at=row.exported_at,
+        needs_reconnect=needs_reconnect,
     )
 
 
