@@ -33,6 +33,7 @@ from keyfob.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
 )
+from keyfob.metrics import clock
 from keyfob.profiles.model import AwsSigV4
 from keyfob.proxy import decoding, egress, headers, inject
 from keyfob.proxy.scrub import Scrubber, StreamScrub
@@ -55,18 +56,27 @@ class _Exchange:
     """One proxied request's progress, for the outcome record and the error path."""
 
     __slots__ = (
+        "began_at",
         "body_done",
         "bytes_down",
         "bytes_up",
         "client_gone",
         "error",
+        "first_byte_at",
         "scrubbed",
+        "set_path",
         "started",
         "status",
         "too_large",
+        "upstream_s",
     )
 
     def __init__(self) -> None:
+        # For metrics.ProxyMetrics: the set (once a lease use is taken) and the timings.
+        self.began_at = clock()
+        self.set_path: str | None = None
+        self.upstream_s: float | None = None
+        self.first_byte_at: float | None = None
         self.started = False
         self.status: int | None = None
         self.bytes_up = 0
@@ -111,11 +121,14 @@ class ProxyApp:
             return
         rid = new_request_id()
         ex = _Exchange()
+        metrics = self._vault().metrics.proxy
+        metrics.open += 1
         try:
             await self._serve(scope, receive, send, rid, ex)
         except KeyfobError as error:
             if ex.started:
                 raise StreamAborted("the upstream stream broke off") from None
+            ex.status = error.status
             await _problem(send, error, rid)
         except StreamAborted:
             raise
@@ -127,7 +140,11 @@ class ProxyApp:
             log.error("unhandled %s at %s (request %s)", type(exc).__name__, where, rid)
             if ex.started:
                 raise StreamAborted("the proxied response failed") from None
+            ex.status = 500
             await _problem(send, KeyfobError("unexpected server error; see the server log"), rid)
+        finally:
+            metrics.open -= 1
+            metrics.done(ex)
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, rid: str, ex: _Exchange
@@ -167,6 +184,7 @@ class ProxyApp:
         )
         vault = self._vault()
         use = await vault.proxy.begin(request)
+        ex.set_path = use.set_path
         try:
             await self._forward(vault, use, incoming, query, declared, receive, send, rid, ex)
         except KeyfobError as error:
@@ -226,6 +244,7 @@ class ProxyApp:
         inject.inject(upstream, profile, use.values, body_hash=body_hash, now=now)
 
         session = self.egress.session(profile.allow_private_upstream)
+        sent = clock()
         try:
             response = await session.request(
                 upstream.method,
@@ -236,6 +255,7 @@ class ProxyApp:
             )
         except Exception as exc:
             raise self._upstream_error(exc, ex) from None
+        ex.upstream_s = clock() - sent
         try:
             await self._relay(response, scrubber, receive, send, rid, ex)
         finally:
@@ -360,6 +380,7 @@ class ProxyApp:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._upstream_error(exc, ex) from None
         ex.status = response.status
+        ex.first_byte_at = clock()
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         ex.started = True
         # A stream without a length may run for minutes: stop reading it when the agent
