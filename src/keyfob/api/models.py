@@ -47,6 +47,20 @@ class TokenCreate(_Body):
 
 class AgentCreate(_Body):
     name: str = Field(min_length=1, max_length=64)
+    allowed_networks: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="CIDRs (or addresses) the agent's token and leases may be used from; "
+        "null: anywhere",
+    )
+
+
+class AgentUpdate(_Body):
+    allowed_networks: list[str] | None = Field(
+        max_length=64,
+        description="CIDRs (or addresses) the agent's token and leases may be used from; "
+        "null: anywhere",
+    )
 
 
 _JSON_TYPES: dict[str, Any] = {

@@ -161,6 +161,7 @@ class AgentRow:
     created_at: str
     created_by: str
     updated_at: str
+    allowed_networks: str | None = None  # comma-separated CIDRs; None: anywhere
 
 
 @dataclass(frozen=True)

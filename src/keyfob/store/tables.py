@@ -130,6 +130,8 @@ agents = Table(
     Column("created_at", String(32), nullable=False),
     Column("created_by", String(200), nullable=False),
     Column("updated_at", String(32), nullable=False),
+    # migration 0005s: comma-separated CIDRs the agent may connect from; NULL: anywhere.
+    Column("allowed_networks", Text, nullable=True),
 )
 
 grants = Table(

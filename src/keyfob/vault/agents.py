@@ -18,7 +18,19 @@ from keyfob.store.records import AgentRow
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.operators import Principal
+from keyfob.vault.rules import agent_refusal, check_networks
 from keyfob.vault.views import AgentDeleted, AgentView
+
+
+def _networks(items: list[str] | None) -> str | None:
+    if items is None:
+        return None
+    try:
+        return check_networks(items)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"allowed_networks: {exc}", errors=[{"loc": ["allowed_networks"], "msg": str(exc)}]
+        ) from None
 
 
 def agent_view(row: AgentRow) -> AgentView:
@@ -27,6 +39,7 @@ def agent_view(row: AgentRow) -> AgentView:
         name=row.name,
         status="disabled" if row.disabled_at else "active",
         disabled_at=row.disabled_at,
+        allowed_networks=row.allowed_networks.split(",") if row.allowed_networks else None,
         created_at=row.created_at,
         created_by=row.created_by,
         updated_at=row.updated_at,
@@ -37,19 +50,46 @@ class Agents:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    async def create(self, ctx: Context, name: str) -> tuple[AgentView, Secret[str]]:
+    async def create(
+        self, ctx: Context, name: str, allowed_networks: list[str] | None = None
+    ) -> tuple[AgentView, Secret[str]]:
         if not SLUG_RE.match(name):
             msg = "agent names are 1-64 characters of a-z, 0-9, '-' or '_'"
             raise ValidationFailed(f"name: {msg}", errors=[{"loc": ["name"], "msg": msg}])
+        networks = _networks(allowed_networks)
         token = tokens.new_token(tokens.AGENT)
         async with self._core.write() as tx:
             if await sql.agent_by(tx.conn, name=name) is not None:
                 raise Conflict(f"agent {name} already exists")
             now = self._core.now()
-            row = AgentRow(tokens.new_id(), name, None, now, ctx.actor, now)
+            row = AgentRow(tokens.new_id(), name, None, now, ctx.actor, now, networks)
             await sql.insert_agent(tx.conn, row, self._digest(token))
-            await self._audit(tx, ctx, "create", row, {"name": name})
+            details: dict[str, Any] = {"name": name}
+            if networks is not None:
+                details["allowed_networks"] = networks.split(",")
+            await self._audit(tx, ctx, "create", row, details)
         return agent_view(row), Secret(token)
+
+    async def set_networks(
+        self, ctx: Context, ref: str, allowed_networks: list[str] | None
+    ) -> AgentView:
+        """Bind the agent to ``allowed_networks`` (None: from anywhere), from its next use."""
+        networks = _networks(allowed_networks)
+        async with self._core.write() as tx:
+            row = await self.find(tx.conn, ref)
+            if row.allowed_networks == networks:
+                return agent_view(row)
+            await sql.update_agent(
+                tx.conn, row.id, allowed_networks=networks, updated_at=self._core.now()
+            )
+            details = {
+                "name": row.name,
+                "allowed_networks": networks.split(",") if networks else None,
+                "previous": row.allowed_networks.split(",") if row.allowed_networks else None,
+            }
+            await self._audit(tx, ctx, "update", row, details)
+            row = await self.find(tx.conn, row.id)
+        return agent_view(row)
 
     async def find(self, conn: Any, ref: str) -> AgentRow:
         """An agent by id or by name."""
@@ -129,9 +169,10 @@ class Agents:
             digest = self._digest(token)
             async with self._core.db.read() as conn:
                 row = await sql.agent_by(conn, digest=digest)
-            if row is not None and row.disabled_at is None:
+            refusal = agent_refusal(row, ctx.client)
+            if row is not None and refusal is None:
                 return Principal("agent", row.id, row.name, digest)
-            reason = "agent_disabled" if row is not None else "unknown"
+            reason = refusal or "unknown"
         await self._core.audit_auth_failure(ctx, route, reason, token)
         raise Unauthorized(UNAUTHORIZED)
 

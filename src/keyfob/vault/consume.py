@@ -159,7 +159,9 @@ class Consumer:
                     grant.id, (grant.uses, grant.rate_window, grant.rate_count)
                 )
                 counts = Counts(taken.get(lease.id, lease.uses), uses, window, count)
-            use = Use(attempt.action, attempt.set_path, attempt.method, attempt.path, keys)
+            use = Use(
+                attempt.action, attempt.set_path, attempt.method, attempt.path, keys, attempt.client
+            )
             verdict = decide(lease, grant, agents.get(lease.agent_id), target, use, now, counts)
             details: dict[str, Any] = {
                 "lease_id": lease.id,

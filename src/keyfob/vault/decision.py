@@ -9,7 +9,8 @@ grant's counters, the audit record) in one grouped commit. Minting asks
 The grant is read as it is *now*: narrowing it (fewer actions, keys, methods, paths or
 scopes, a lower lease TTL, lease use cap or rate limit) applies to leases already
 minted under it, at their next use. The agent is read now too: a disabled or deleted
-agent's leases stop at once.
+agent's leases stop at once, and an agent bound to networks (``allowed_networks``) has
+its leases refused from any other source address.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Use:
     method: str | None = None
     path: str | None = None
     keys: tuple[str, ...] | None = None
+    client: str | None = None  # the request's source address (after trusted proxies)
 
 
 class Target(NamedTuple):
@@ -120,6 +122,8 @@ def decide(
         return Deny("revoked")
     if agent is None or agent.disabled_at is not None:
         return Deny("agent_disabled")
+    if not rules.network_allowed(agent.allowed_networks, use.client):
+        return Deny("network_not_allowed")
     iso = now.iso
     if (
         lease.expires_at <= iso

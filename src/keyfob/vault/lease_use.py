@@ -127,7 +127,7 @@ class LeaseUsage:
                 profile = None
         keys = tuple(profile.referenced_keys()) if profile is not None else None
         target = Target(found.deleted_at is not None, profile is not None) if found else None
-        use = Use(action, secret_set, method, path, keys)
+        use = Use(action, secret_set, method, path, keys, ctx.client)
         now = Now(self._core.clock.now())
         verdict = decide(lease, grant, agent, target, use, now)
         reason = verdict.reason if isinstance(verdict, Deny) else None

@@ -77,6 +77,7 @@ class AgentView(View):
     name: str
     status: str
     disabled_at: str | None
+    allowed_networks: list[str] | None
     created_at: str
     created_by: str
     updated_at: str
