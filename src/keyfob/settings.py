@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         None,
         description="PEM private key (unencrypted) of `KEYFOB_TLS_CERT`, mode 0600.",
     )
+    tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA certificates that agents' TLS client certificates chain to. "
+        "With it (and `KEYFOB_TLS_CERT`), keyfob asks TLS clients for a certificate "
+        "(optional); an agent bound to one (`client_cert_sha256`) must present it.",
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL",
         description="SQLite `synchronous` pragma: NORMAL survives a killed process, "
@@ -165,6 +171,8 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("KEYFOB_TLS_CERT and KEYFOB_TLS_KEY go together: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("KEYFOB_TLS_CLIENT_CA needs KEYFOB_TLS_CERT and KEYFOB_TLS_KEY")
         return self
 
     @property

@@ -13,8 +13,8 @@ SET_FIELDS = [
     "created_at", "updated_at", "deleted_at", "exported_at",
 ]  # fmt: skip
 AGENT_FIELDS = [
-    "id", "name", "status", "disabled_at", "allowed_networks", "created_at", "created_by",
-    "updated_at",
+    "id", "name", "status", "disabled_at", "allowed_networks", "client_cert_sha256",
+    "created_at", "created_by", "updated_at",
 ]  # fmt: skip
 CONSTRAINTS = [
     "keys", "actions", "not_before", "expires_at", "scopes", "max_lease_ttl", "max_lease_uses",

@@ -17,15 +17,23 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from keyfob.app.tls import ServerTls
 from keyfob.crypto import self_signed
 from keyfob.errors import ConfigurationError
+from tests.conftest import CANARY
+from tests.proxy.factories import local_profile
 from tests.support.hashing import hashing_env
 from tests.support.server import free_port
+from tests.support.upstream import FakeUpstream
 
 HOSTS = ["localhost", "127.0.0.1"]
 
@@ -123,14 +131,15 @@ def curl(port: int, cacert: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path, Path]]:
+def start(
+    tmp_path: Path, **extra: str
+) -> tuple[subprocess.Popen[bytes], int, Path, Path, Path, str]:
     """``keyfob init --self-signed``, then ``keyfob serve`` over HTTPS with that pair."""
     data = tmp_path / "data"
     made = keyfob("init", "--self-signed", "--json", environ=env(data))
     assert made.returncode == 0, made.stderr
-    tls = json.loads(made.stdout)["tls"]
-    cert, key = Path(tls["cert"]), Path(tls["key"])
+    init = json.loads(made.stdout)
+    cert, key = Path(init["tls"]["cert"]), Path(init["tls"]["key"])
     assert cert.stat().st_mode & 0o777 == 0o600
     assert key.stat().st_mode & 0o777 == 0o600
     port = free_port()
@@ -138,28 +147,41 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path,
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "keyfob.cli", "serve", "--port", str(port)],
-            env=env(data, KEYFOB_TLS_CERT=str(cert), KEYFOB_TLS_KEY=str(key)),
+            env=env(data, KEYFOB_TLS_CERT=str(cert), KEYFOB_TLS_KEY=str(key), **extra),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(log.read_text())
+        try:
+            httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusting(cert), timeout=2)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                stop(process)
+                raise AssertionError(log.read_text()) from None
+            time.sleep(0.1)
+    return process, port, cert, key, log, init["operator_token"]
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusting(cert), timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path, Path]]:
+    process, port, cert, key, log, _ = start(tmp_path)
+    try:
         yield process, port, cert, key, log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop(process)
 
 
 def test_https_with_a_certificate_reloaded_on_sighup(
@@ -243,3 +265,160 @@ def test_a_bad_pair_stops_start_up_with_a_clear_error(tmp_path: Path) -> None:
     half = keyfob("serve", "--port", str(port), environ=env(data, KEYFOB_TLS_CERT=str(one[0])))
     assert half.returncode == 1
     assert "KEYFOB_TLS_CERT and KEYFOB_TLS_KEY go together" in half.stderr
+
+
+def issue_ca(directory: Path) -> tuple[Path, Any, Any]:
+    """A CA for agents' client certificates: its PEM path, key and certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyfob test agents CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "agents-ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path, key, cert
+
+
+def issue_client(directory: Path, ca_key: Any, ca_cert: Any, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_an_agent_bound_to_a_client_certificate_needs_that_certificate(tmp_path: Path) -> None:
+    ca_path, ca_key, ca_cert = issue_ca(tmp_path)
+    right = issue_client(tmp_path, ca_key, ca_cert, "agent-right")
+    wrong = issue_client(tmp_path, ca_key, ca_cert, "agent-wrong")
+    upstream = FakeUpstream().start()
+    process, port, server_cert, _, log, operator_token = start(
+        tmp_path, KEYFOB_TLS_CLIENT_CA=str(ca_path)
+    )
+    base = f"https://127.0.0.1:{port}"
+
+    def agent_tls(client: tuple[Path, Path] | None) -> ssl.SSLContext:
+        context = trusting(server_cert)
+        if client is not None:
+            context.load_cert_chain(*client)
+        return context
+
+    try:
+        with httpx.Client(
+            base_url=base,
+            verify=trusting(server_cert),
+            headers={"Authorization": f"Bearer {operator_token}"},
+        ) as operator:
+            set_path = "generic/test/mtls"
+            created = operator.post(
+                "/v1/secret-sets",
+                json={
+                    "provider": "generic",
+                    "environment": "test",
+                    "name": "mtls",
+                    "entries": {"API_KEY": CANARY},
+                    "profile": local_profile(upstream),
+                },
+            )
+            assert created.status_code == 201, created.text
+            agent = operator.post(
+                "/v1/agents",
+                json={"name": "pinned", "client_cert_sha256": fingerprint(right[0])},
+            )
+            assert agent.status_code == 201, agent.text
+            assert agent.json()["client_cert_sha256"] == fingerprint(right[0])
+            token = agent.json()["token"]
+            granted = operator.post(
+                "/v1/grants",
+                json={"agent": "pinned", "secret_set": set_path, "scopes": ["workflow"]},
+            )
+            assert granted.status_code == 201, granted.text
+
+            def mint(client: tuple[Path, Path] | None) -> httpx.Response:
+                return httpx.post(
+                    f"{base}/v1/leases",
+                    json={"secret_set": set_path, "scope": "workflow"},
+                    headers={"Authorization": f"Bearer {token}"},
+                    verify=agent_tls(client),
+                )
+
+            # The right token without a certificate, or with another trusted one: refused.
+            assert mint(None).status_code == 401
+            assert mint(wrong).status_code == 401
+            minted = mint(right)
+            assert minted.status_code == 201, minted.text
+            lease = {"Authorization": f"Bearer {minted.json()['token']}"}
+            url = f"{base}/proxy/{set_path}/echo"
+            refused = httpx.get(url, headers=lease, verify=agent_tls(wrong))
+            assert refused.status_code == 403
+            assert refused.json()["reason"] == "certificate_required"
+            assert httpx.get(url, headers=lease, verify=agent_tls(None)).status_code == 403
+            assert httpx.get(url, headers=lease, verify=agent_tls(right)).status_code == 200
+            # curl, as an agent would: the wrong certificate is refused, the right one works.
+            for client, status in ((wrong, "403"), (right, "200")):
+                answer = subprocess.run(
+                    [
+                        "curl",
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--max-time",
+                        "10",
+                        "--cacert",
+                        str(server_cert),
+                        "--cert",
+                        str(client[0]),
+                        "--key",
+                        str(client[1]),
+                        "-H",
+                        f"Authorization: {lease['Authorization']}",
+                        url,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                assert answer.stdout == status, answer.stderr
+            failed = operator.get("/v1/audit", params={"action": "auth.failed"}).json()["items"]
+            reasons = [e["details"]["reason"] for e in failed]
+            assert reasons.count("certificate_required") == 2
+            denies = operator.get("/v1/audit", params={"action": "lease.deny"}).json()["items"]
+            assert [e["details"]["reason"] for e in denies] == ["certificate_required"] * 3
+            # The operator needed no certificate, and no fingerprint is a secret; the
+            # canary never came back.
+            assert CANARY not in log.read_text()
+    finally:
+        stop(process)
+        upstream.stop()

@@ -99,7 +99,7 @@ def test_a_lease_is_refused_once_its_agent_is_bound_elsewhere(
     assert httpx.get(p.url("/echo"), headers=auth).status_code == 200
     updates = audit(operator, action="agent.update")
     assert updates[-1]["details"]["allowed_networks"] is None
-    assert updates[-1]["details"]["previous"] == ["10.9.0.0/16"]
+    assert updates[-1]["details"]["previous_allowed_networks"] == ["10.9.0.0/16"]
 
 
 def test_bad_networks_are_refused_and_change_nothing(operator: httpx.Client) -> None:

@@ -130,13 +130,13 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from keyfob.app import create_app
-    from keyfob.app.tls import ServerTls
+    from keyfob.app.tls import ServerTls, cert_protocol
 
     # Read before anything starts: a missing file or a key that does not match its
     # certificate stops start-up with a ConfigurationError that names the file.
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
-        tls = ServerTls(settings.tls_cert, settings.tls_key)
+        tls = ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         signal.signal(signal.SIGHUP, tls.on_sighup)
 
     # The server process makes only private files (database, WAL, checkpoints), for good.
@@ -151,7 +151,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=cert_protocol() if tls is not None else "httptools",
         log_level=settings.log_level,
         log_config=_log_config(),
         server_header=False,

@@ -63,12 +63,22 @@ def create(
             help="Only accept the agent's token and leases from this network (repeatable).",
         ),
     ] = None,
+    client_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--client-cert-sha256",
+            metavar="HEX",
+            help="Require this TLS client certificate (SHA-256 of its DER form).",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Create an agent and print its token once."""
     body: dict[str, Any] = {"name": name}
     if allow_network:
         body["allowed_networks"] = allow_network
+    if client_cert:
+        body["client_cert_sha256"] = client_cert
     answer = state(ctx).client().post("/v1/agents", body)
     _show_token(answer, json_out, "agent token for")
 

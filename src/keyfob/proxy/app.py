@@ -38,6 +38,7 @@ from keyfob.profiles.model import AwsSigV4
 from keyfob.proxy import decoding, egress, headers, inject
 from keyfob.proxy.scrub import Scrubber, StreamScrub
 from keyfob.settings import Settings
+from keyfob.tls_scope import client_certificate
 from keyfob.vault import ProxyRequest, ProxyUse, Vault, new_request_id
 
 log = logging.getLogger("keyfob.proxy")
@@ -181,6 +182,7 @@ class ProxyApp:
             request_id=rid,
             client=client[0] if client else None,
             route=f"/proxy/{set_path}{path}",
+            client_cert=client_certificate(scope),
         )
         vault = self._vault()
         use = await vault.proxy.begin(request)

@@ -185,6 +185,7 @@ _AGENT_COLUMNS = (
     "created_by",
     "updated_at",
     "allowed_networks",
+    "client_cert_sha256",
 )
 _AGENTS = select(*(agents.c[name] for name in _AGENT_COLUMNS))
 

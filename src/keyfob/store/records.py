@@ -162,6 +162,7 @@ class AgentRow:
     created_by: str
     updated_at: str
     allowed_networks: str | None = None  # comma-separated CIDRs; None: anywhere
+    client_cert_sha256: str | None = None  # the TLS client certificate it must present
 
 
 @dataclass(frozen=True)

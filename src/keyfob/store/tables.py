@@ -132,6 +132,7 @@ agents = Table(
     Column("updated_at", String(32), nullable=False),
     # migration 0005s: comma-separated CIDRs the agent may connect from; NULL: anywhere.
     Column("allowed_networks", Text, nullable=True),
+    Column("client_cert_sha256", String(64), nullable=True),
 )
 
 grants = Table(

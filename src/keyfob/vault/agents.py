@@ -18,8 +18,19 @@ from keyfob.store.records import AgentRow
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.operators import Principal
-from keyfob.vault.rules import agent_refusal, check_networks
+from keyfob.vault.rules import agent_refusal, check_fingerprint, check_networks
 from keyfob.vault.views import AgentDeleted, AgentView
+
+
+def _fingerprint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_fingerprint(value)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"client_cert_sha256: {exc}", errors=[{"loc": ["client_cert_sha256"], "msg": str(exc)}]
+        ) from None
 
 
 def _networks(items: list[str] | None) -> str | None:
@@ -40,6 +51,7 @@ def agent_view(row: AgentRow) -> AgentView:
         status="disabled" if row.disabled_at else "active",
         disabled_at=row.disabled_at,
         allowed_networks=row.allowed_networks.split(",") if row.allowed_networks else None,
+        client_cert_sha256=row.client_cert_sha256,
         created_at=row.created_at,
         created_by=row.created_by,
         updated_at=row.updated_at,
@@ -51,42 +63,54 @@ class Agents:
         self._core = core
 
     async def create(
-        self, ctx: Context, name: str, allowed_networks: list[str] | None = None
+        self,
+        ctx: Context,
+        name: str,
+        allowed_networks: list[str] | None = None,
+        client_cert_sha256: str | None = None,
     ) -> tuple[AgentView, Secret[str]]:
         if not SLUG_RE.match(name):
             msg = "agent names are 1-64 characters of a-z, 0-9, '-' or '_'"
             raise ValidationFailed(f"name: {msg}", errors=[{"loc": ["name"], "msg": msg}])
         networks = _networks(allowed_networks)
+        pinned = _fingerprint(client_cert_sha256)
         token = tokens.new_token(tokens.AGENT)
         async with self._core.write() as tx:
             if await sql.agent_by(tx.conn, name=name) is not None:
                 raise Conflict(f"agent {name} already exists")
             now = self._core.now()
-            row = AgentRow(tokens.new_id(), name, None, now, ctx.actor, now, networks)
+            row = AgentRow(tokens.new_id(), name, None, now, ctx.actor, now, networks, pinned)
             await sql.insert_agent(tx.conn, row, self._digest(token))
             details: dict[str, Any] = {"name": name}
             if networks is not None:
                 details["allowed_networks"] = networks.split(",")
+            if pinned is not None:
+                details["client_cert_sha256"] = pinned
             await self._audit(tx, ctx, "create", row, details)
         return agent_view(row), Secret(token)
 
-    async def set_networks(
-        self, ctx: Context, ref: str, allowed_networks: list[str] | None
-    ) -> AgentView:
-        """Bind the agent to ``allowed_networks`` (None: from anywhere), from its next use."""
-        networks = _networks(allowed_networks)
+    async def set_binding(self, ctx: Context, ref: str, changes: dict[str, Any]) -> AgentView:
+        """Bind the agent to ``allowed_networks`` and/or ``client_cert_sha256`` (None
+        lifts a binding); from its next request."""
+        values: dict[str, Any] = {}
+        if "allowed_networks" in changes:
+            values["allowed_networks"] = _networks(changes["allowed_networks"])
+        if "client_cert_sha256" in changes:
+            values["client_cert_sha256"] = _fingerprint(changes["client_cert_sha256"])
         async with self._core.write() as tx:
             row = await self.find(tx.conn, ref)
-            if row.allowed_networks == networks:
+            values = {k: v for k, v in values.items() if getattr(row, k) != v}
+            if not values:
                 return agent_view(row)
-            await sql.update_agent(
-                tx.conn, row.id, allowed_networks=networks, updated_at=self._core.now()
-            )
-            details = {
-                "name": row.name,
-                "allowed_networks": networks.split(",") if networks else None,
-                "previous": row.allowed_networks.split(",") if row.allowed_networks else None,
-            }
+            await sql.update_agent(tx.conn, row.id, **values, updated_at=self._core.now())
+            details: dict[str, Any] = {"name": row.name}
+            for name, value in values.items():
+                before = getattr(row, name)
+                if name == "allowed_networks":
+                    value = value.split(",") if value else None
+                    before = before.split(",") if before else None
+                details[name] = value
+                details[f"previous_{name}"] = before
             await self._audit(tx, ctx, "update", row, details)
             row = await self.find(tx.conn, row.id)
         return agent_view(row)
@@ -169,7 +193,7 @@ class Agents:
             digest = self._digest(token)
             async with self._core.db.read() as conn:
                 row = await sql.agent_by(conn, digest=digest)
-            refusal = agent_refusal(row, ctx.client)
+            refusal = agent_refusal(row, ctx.client, ctx.client_cert)
             if row is not None and refusal is None:
                 return Principal("agent", row.id, row.name, digest)
             reason = refusal or "unknown"

@@ -49,6 +49,7 @@ class Attempt:
     query: tuple[str, ...] = ()
     refusal: str = "unknown"
     token_kind: str | None = field(default=None)
+    client_cert: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,13 @@ class Consumer:
                 )
                 counts = Counts(taken.get(lease.id, lease.uses), uses, window, count)
             use = Use(
-                attempt.action, attempt.set_path, attempt.method, attempt.path, keys, attempt.client
+                attempt.action,
+                attempt.set_path,
+                attempt.method,
+                attempt.path,
+                keys,
+                attempt.client,
+                attempt.client_cert,
             )
             verdict = decide(lease, grant, agents.get(lease.agent_id), target, use, now, counts)
             details: dict[str, Any] = {

@@ -61,6 +61,7 @@ class Use:
     path: str | None = None
     keys: tuple[str, ...] | None = None
     client: str | None = None  # the request's source address (after trusted proxies)
+    client_cert: str | None = None  # SHA-256 of its TLS client certificate, if any
 
 
 class Target(NamedTuple):
@@ -124,6 +125,8 @@ def decide(
         return Deny("agent_disabled")
     if not rules.network_allowed(agent.allowed_networks, use.client):
         return Deny("network_not_allowed")
+    if not rules.certificate_matches(agent.client_cert_sha256, use.client_cert):
+        return Deny("certificate_required")
     iso = now.iso
     if (
         lease.expires_at <= iso

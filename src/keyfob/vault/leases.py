@@ -185,6 +185,7 @@ REASONS = {
     "rate_limited": "the grant's rate limit is reached; retry after Retry-After seconds",
     "no_profile": "the secret set has no usable injection profile; an operator must set one",
     "network_not_allowed": "the agent may not use its leases from this network",
+    "certificate_required": "the agent must use its leases over TLS with its client certificate",
     "agent_disabled": "the agent is disabled or deleted",
     "too_many_pending": "too many lease requests are waiting for approval; retry later",
     "approval_required": "the grant needs approval for each lease: mint them one at a time",
@@ -223,6 +224,7 @@ class MintOrder(Masked):
     request_id: str
     client: str | None
     route: str
+    client_cert: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +365,7 @@ class Leases:
             ctx.request_id,
             ctx.client,
             route,
+            ctx.client_cert,
         )
         outcome = await self.grouped.submit(order)
         if isinstance(outcome, KeyfobError):
@@ -386,7 +389,7 @@ class Leases:
             elif o.agent_id is not None:
                 found = batch.agents([o.agent_id]).get(o.agent_id)
             claimed = o.agent_id is not None and found is not None and found.id != o.agent_id
-            reason = agent_refusal(found, o.client)
+            reason = agent_refusal(found, o.client, o.client_cert)
             if reason is not None or claimed:
                 reason = reason or "agent_disabled"
                 details = {"reason": reason, "token_kind": tokens.AGENT, "client": o.client}
@@ -441,7 +444,7 @@ class Leases:
             row = await sql.agent_by(tx.conn, digest=agent.credential)
         else:
             row = await sql.agent_by(tx.conn, id=agent.id)
-        reason = agent_refusal(row, ctx.client)
+        reason = agent_refusal(row, ctx.client, ctx.client_cert)
         if row is not None and row.id == agent.id and reason is None:
             return True
         anonymous = Context("anonymous", ctx.request_id, ctx.client)

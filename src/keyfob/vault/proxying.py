@@ -35,6 +35,7 @@ class ProxyRequest(Masked):
     request_id: str
     client: str | None
     route: str
+    client_cert: str | None = None  # SHA-256 of the TLS client certificate, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class Proxying:
                 request.query_names,
                 refusal,
                 token_kind(token) if digest is None else tokens.LEASE,
+                request.client_cert,
             )
         )
         state = consumed.state

@@ -7,6 +7,7 @@ segment, ``**`` matches across segments, everything else is literal
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import re
 from functools import lru_cache
@@ -56,6 +57,7 @@ def method_allowed(methods: list[str] | None, method: str) -> bool:
 # -- an agent's source networks ------------------------------------------------------
 
 MAX_NETWORKS = 64
+_FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def check_networks(items: list[str]) -> str:
@@ -94,13 +96,33 @@ def network_allowed(networks: str | None, client: str | None) -> bool:
     return any(address in network for network in _networks(networks))
 
 
-def agent_refusal(agent: AgentRow | None, client: str | None) -> str | None:
+def certificate_matches(pinned: str | None, presented: str | None) -> bool:
+    """Did the request come with the agent's pinned TLS client certificate (if any)?"""
+    if pinned is None:
+        return True
+    return presented is not None and hmac.compare_digest(pinned, presented)
+
+
+def agent_refusal(
+    agent: AgentRow | None, client: str | None, client_cert: str | None = None
+) -> str | None:
     """Why an agent token is refused now (``auth.failed`` reason), or None: unknown,
-    disabled, or presented from outside the agent's ``allowed_networks``."""
+    disabled, presented from outside the agent's ``allowed_networks``, or without the
+    agent's TLS client certificate."""
     if agent is None:
         return "unknown"
     if agent.disabled_at is not None:
         return "agent_disabled"
     if not network_allowed(agent.allowed_networks, client):
         return "network_not_allowed"
+    if not certificate_matches(agent.client_cert_sha256, client_cert):
+        return "certificate_required"
     return None
+
+
+def check_fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint as 64 lower-case hex digits (colons allowed)."""
+    digits = value.replace(":", "").strip().lower()
+    if not _FINGERPRINT_RE.fullmatch(digits):
+        raise ValueError("a certificate fingerprint is the SHA-256 of its DER form: 64 hex digits")
+    return digits

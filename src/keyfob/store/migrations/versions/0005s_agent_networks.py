@@ -1,4 +1,4 @@
-"""Agent network binding: the source networks an agent's token and leases may come from.
+"""Agent binding: the source networks and TLS client certificate an agent must use.
 
 Revision ID: 0005s
 Revises: 0004
@@ -18,8 +18,11 @@ def upgrade() -> None:
     # Comma-separated CIDRs, normalised; NULL: from anywhere (as before).
     with op.batch_alter_table("agents") as batch:
         batch.add_column(sa.Column("allowed_networks", sa.Text, nullable=True))
+        # SHA-256 (hex) of the TLS client certificate the agent must present; NULL: none.
+        batch.add_column(sa.Column("client_cert_sha256", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("agents") as batch:
+        batch.drop_column("client_cert_sha256")
         batch.drop_column("allowed_networks")
