@@ -4,7 +4,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint pytest bench clean
+.PHONY: install serve test lint pytest bench package-check clean
+
+# Two stamps: serving needs keyfob and its runtime dependencies only; the test extra
+# (pytest, ruff, mypy, Playwright, provider SDKs) is installed by the targets that test.
+# .ci/package-check builds a fresh venv with `make install` and asserts on `pip list`.
+$(BIN)/.serve-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +21,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
-serve: $(BIN)/.installed
+install: $(BIN)/.serve-installed
+
+serve: $(BIN)/.serve-installed
 	$(BIN)/keyfob serve
 
 test: lint pytest
@@ -33,6 +44,10 @@ pytest: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/proxy.py $(BENCH_ARGS)
 	$(BIN)/python bench/forward.py $(FORWARD_ARGS)
+
+# The light install, the wheel and sdist, a smoke run from the wheel, the container files.
+package-check:
+	bash .ci/package-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -305,6 +305,10 @@ def proxy_routes(http: httpx.Client, upstream: FakeUpstream) -> None:
         ok(http.get(f"{route}/gzip", headers=as_lease))
         assert http.get(f"{route}/status/500", headers=as_lease).status_code == 500
         assert http.get(f"{route}/a%2fb", headers=as_lease).status_code == 400
+    # Metrics name the sets that were used: never a value, token or lease.
+    scraped = http.get("/metrics")
+    assert scraped.status_code == 200
+    assert b'keyfob_proxy_requests_total{' in scraped.content
     # The upstream did get the credential: the proxy sent it where it belongs.
     assert any(PROXIED in s.query or PROXIED in str(s.headers) for s in upstream.seen) or any(
         base64.b64encode(f"{PROXY_USER}:{PROXIED}".encode()).decode() in str(s.headers)

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `keyfob serve` binds.")
     port: int = Field(8200, ge=0, le=65535, description="Port `keyfob serve` binds.")
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate chain `keyfob serve` presents (HTTPS on its listener); "
+        "with `KEYFOB_TLS_KEY`. Both files are read again on SIGHUP, without dropping "
+        "connections. `keyfob init --self-signed` makes a pair for a first run.",
+    )
+    tls_key: Path | None = Field(
+        None,
+        description="PEM private key (unencrypted) of `KEYFOB_TLS_CERT`, mode 0600.",
+    )
+    tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA certificates that agents' TLS client certificates chain to. "
+        "With it (and `KEYFOB_TLS_CERT`), keyfob asks TLS clients for a certificate "
+        "(optional); an agent bound to one (`client_cert_sha256`) must present it.",
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL",
         description="SQLite `synchronous` pragma: NORMAL survives a killed process, "
@@ -206,6 +222,14 @@ class Settings(BaseSettings):
             for name, _, target in pairs
             for h, p in [split_listen(name)]
         }
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("KEYFOB_TLS_CERT and KEYFOB_TLS_KEY go together: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("KEYFOB_TLS_CLIENT_CA needs KEYFOB_TLS_CERT and KEYFOB_TLS_KEY")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -12,7 +12,10 @@ SET_FIELDS = [
     "id", "path", "provider", "environment", "name", "labels", "version", "keys", "profile",
     "created_at", "updated_at", "deleted_at", "exported_at", "needs_reconnect",
 ]  # fmt: skip
-AGENT_FIELDS = ["id", "name", "status", "disabled_at", "created_at", "created_by", "updated_at"]
+AGENT_FIELDS = [
+    "id", "name", "status", "disabled_at", "allowed_networks", "client_cert_sha256",
+    "created_at", "created_by", "updated_at",
+]  # fmt: skip
 CONSTRAINTS = [
     "keys", "actions", "not_before", "expires_at", "scopes", "max_lease_ttl", "max_lease_uses",
     "rate_limit", "max_uses",

@@ -234,6 +234,9 @@ def test_version(real_cli: Cli, real: RealKeyfob):
 
     assert real_cli("version").stdout == f"keyfob {__version__}\n"
     assert json.loads(real_cli("version", "--json").stdout) == {"version": __version__}
+    # The flag works even where a setting is broken: it reads nothing.
+    flag = real_cli("--version", env={"KEYFOB_PORT": "not-a-port"})
+    assert (flag.exit_code, flag.stdout) == (0, f"keyfob {__version__}\n")
     assert real.requests == []
 
 

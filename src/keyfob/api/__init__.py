@@ -12,6 +12,7 @@ from keyfob.api import (
     docs,
     keys,
     leases,
+    metrics,
     problems,
     secret_sets,
     service,
@@ -31,7 +32,7 @@ def build_api() -> FastAPI:
     )
     problems.install(app)
     docs.install(app)
-    for module in (service, secret_sets, audit, keys, agents, leases, users, ca, usage):
+    for module in (service, metrics, secret_sets, audit, keys, agents, leases, users, ca, usage):
         # The routers' own routes rather than include_router: FastAPI rebuilds every
         # included route for each app and matches through a wrapper on each request
         # (measured: ~50 ms per router per app, and each API request ~5x slower).

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from keyfob.api.deps import OperatorDep, VaultDep
-from keyfob.api.models import AgentCreate, AgentEgress, GrantCreate, GrantFields
+from keyfob.api.models import AgentCreate, AgentEgress, AgentUpdate, GrantCreate, GrantFields
 from keyfob.api.views import items, to_json
 
 router = APIRouter(tags=["agents and grants"])
@@ -15,8 +15,20 @@ router = APIRouter(tags=["agents and grants"])
 
 @router.post("/v1/agents", status_code=201, summary="Create an agent (its token is shown once)")
 async def create_agent(body: AgentCreate, ctx: OperatorDep, vault: VaultDep) -> dict[str, Any]:
-    view, token = await vault.agents.create(ctx, body.name)
+    view, token = await vault.agents.create(
+        ctx, body.name, body.allowed_networks, body.client_cert_sha256
+    )
     return {**to_json(view), "token": token.reveal()}
+
+
+@router.patch(
+    "/v1/agents/{agent}", summary="Bind an agent to source networks or a client certificate"
+)
+async def update_agent(
+    agent: str, body: AgentUpdate, ctx: OperatorDep, vault: VaultDep
+) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    return to_json(await vault.agents.set_binding(ctx, agent, changes))
 
 
 @router.get("/v1/agents", summary="List agents")

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from keyfob import tokens
 from keyfob.errors import Forbidden, InvalidRequest
+from keyfob.tls_scope import client_certificate
 from keyfob.vault import Context, Principal, Vault, new_request_id
 
 
@@ -33,11 +34,21 @@ def client_of(request: Request) -> str | None:
 
 def anonymous(request: Request) -> Context:
     rid = getattr(request.state, "request_id", None) or new_request_id()
-    return Context(actor="anonymous", request_id=rid, client=client_of(request))
+    return Context(
+        actor="anonymous",
+        request_id=rid,
+        client=client_of(request),
+        client_cert=client_certificate(request.scope),
+    )
 
 
 def acting(principal: Principal, ctx: Context) -> Context:
-    return Context(actor=principal.actor, request_id=ctx.request_id, client=ctx.client)
+    return Context(
+        actor=principal.actor,
+        request_id=ctx.request_id,
+        client=ctx.client,
+        client_cert=ctx.client_cert,
+    )
 
 
 _NEEDS = {tokens.OPERATOR: "an operator", tokens.AGENT: "an agent", tokens.LEASE: "a lease"}

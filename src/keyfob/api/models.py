@@ -47,6 +47,35 @@ class TokenCreate(_Body):
 
 class AgentCreate(_Body):
     name: str = Field(min_length=1, max_length=64)
+    allowed_networks: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="CIDRs (or addresses) the agent's token and leases may be used from; "
+        "null: anywhere",
+    )
+    client_cert_sha256: str | None = Field(
+        None,
+        max_length=95,
+        description="SHA-256 (hex) of the TLS client certificate the agent must present "
+        "(needs KEYFOB_TLS_CLIENT_CA); null: none",
+    )
+
+
+class AgentUpdate(_Body):
+    """Only the fields sent change; null lifts a binding."""
+
+    allowed_networks: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="CIDRs (or addresses) the agent's token and leases may be used from; "
+        "null: anywhere",
+    )
+    client_cert_sha256: str | None = Field(
+        None,
+        max_length=95,
+        description="SHA-256 (hex) of the TLS client certificate the agent must present; "
+        "null: none",
+    )
 
 
 _JSON_TYPES: dict[str, Any] = {

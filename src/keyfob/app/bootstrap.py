@@ -6,6 +6,7 @@ import asyncio
 import copy
 import logging
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Any
 from keyfob.errors import Conflict
 from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
-from keyfob.vault import SYSTEM, Vault, redact_url
+from keyfob.vault import SYSTEM, Vault, redact_url, write_self_signed
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,27 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
+def make_self_signed(settings: Settings) -> tuple[Path, Path]:
+    """A self-signed pair in ``<data_dir>/tls`` for loopback and the bound host."""
+    hosts = ["localhost", "127.0.0.1", "::1"]
+    if settings.host not in hosts and settings.host not in ("0.0.0.0", "::"):  # noqa: S104
+        hosts.append(settings.host)
+    return write_self_signed(settings.data_dir / "tls", hosts)
+
+
 def run_server(settings: Settings, host: str, port: int) -> None:
     """Serve the API, the proxy and the dashboard with uvicorn, uvloop and httptools."""
     import uvicorn
 
     from keyfob.app import create_app
+    from keyfob.app.tls import ServerTls, cert_protocol
+
+    # Read before anything starts: a missing file or a key that does not match its
+    # certificate stops start-up with a ConfigurationError that names the file.
+    tls = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        signal.signal(signal.SIGHUP, tls.on_sighup)
 
     # The server process makes only private files (database, WAL, checkpoints), for good.
     os.umask(PRIVATE_UMASK)
@@ -132,11 +149,12 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     )
     options: dict[str, Any] = {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": cert_protocol() if tls is not None else "httptools",
         "log_level": settings.log_level,
         "log_config": _log_config(),
         "server_header": False,
         "proxy_headers": False,
+        "ssl_context_factory": tls.factory if tls is not None else None,
     }
     app = create_app(settings)
     if settings.operator_listen and settings.agent_listen:

@@ -55,11 +55,59 @@ def _show_token(answer: dict[str, Any], json_out: bool, headline: str) -> None:
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A slug, e.g. billing-bot.")],
+    allow_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-network",
+            metavar="CIDR",
+            help="Only accept the agent's token and leases from this network (repeatable).",
+        ),
+    ] = None,
+    client_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--client-cert-sha256",
+            metavar="HEX",
+            help="Require this TLS client certificate (SHA-256 of its DER form).",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Create an agent and print its token once."""
-    answer = state(ctx).client().post("/v1/agents", {"name": name})
+    body: dict[str, Any] = {"name": name}
+    if allow_network:
+        body["allowed_networks"] = allow_network
+    if client_cert:
+        body["client_cert_sha256"] = client_cert
+    answer = state(ctx).client().post("/v1/agents", body)
     _show_token(answer, json_out, "agent token for")
+
+
+@app.command("networks")
+def networks(
+    ctx: typer.Context,
+    agent: AgentRef,
+    cidrs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[CIDR]...", help="Networks the agent may connect from."),
+    ] = None,
+    anywhere: Annotated[
+        bool, typer.Option("--anywhere", help="Remove the binding: accept from anywhere.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Bind an agent's token and leases to source networks (or --anywhere)."""
+    if bool(cidrs) == anywhere:
+        raise CliError("give the networks (CIDRs) or --anywhere, not both or neither")
+    answer = state(ctx).client().patch(
+        agent_url(agent), {"allowed_networks": None if anywhere else cidrs}
+    )
+    if json_out:
+        print_json(answer)
+        return
+    bound = answer.get("allowed_networks")
+    where = ", ".join(str(n) for n in bound) if isinstance(bound, list) else "anywhere"
+    print_line(f"agent {answer.get('name')} accepted from {where}")
 
 
 @app.command("list")

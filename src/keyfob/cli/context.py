@@ -57,6 +57,8 @@ class Bootstrap(Protocol):
 
     def create_first_user(self, settings: Settings, name: str, password: Secret[str]) -> str: ...
 
+    def make_self_signed(self, settings: Settings) -> tuple[Path, Path]: ...
+
 
 def _stdin_is_tty() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()

@@ -67,6 +67,12 @@ def version(json_out: JsonFlag = False) -> None:
         print_line(f"keyfob {__version__}")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print_line(f"keyfob {__version__}")
+        raise typer.Exit()
+
+
 def create_app(wiring: Wiring | None = None) -> typer.Typer:
     """A fresh ``keyfob`` app; tests pass a ``Wiring`` with a mock transport and fakes."""
     seams = wiring or Wiring()
@@ -99,6 +105,15 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
                 "not KEYFOB_TOKEN.",
             ),
         ] = None,
+        _version: Annotated[
+            bool,
+            typer.Option(
+                "--version",
+                is_eager=True,
+                callback=_print_version,
+                help="Print the keyfob version and exit.",
+            ),
+        ] = False,
     ) -> None:
         settings = load_settings()
         cli = CliState(

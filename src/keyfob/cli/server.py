@@ -55,6 +55,14 @@ def init(
             help="Also create the first dashboard user (password from a hidden prompt or stdin).",
         ),
     ] = None,
+    self_signed: Annotated[
+        bool,
+        typer.Option(
+            "--self-signed",
+            help="Also write a self-signed TLS certificate and key to <data dir>/tls "
+            "(for a first run; use a real certificate after).",
+        ),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Create the data dir, master key and first operator token (printed once)."""
@@ -64,14 +72,20 @@ def init(
     core = cli.wiring.bootstrap()
     result = core.init_vault(cli.settings)
     user_id = core.create_first_user(cli.settings, user, password) if user and password else None
+    tls = core.make_self_signed(cli.settings) if self_signed else None
     if json_out:
-        extra = {"user": {"name": user, "id": user_id}} if user else {}
+        extra: dict[str, Any] = {"user": {"name": user, "id": user_id}} if user else {}
+        if tls is not None:
+            extra["tls"] = {"cert": str(tls[0]), "key": str(tls[1])}
         print_json({**_describe(result), **extra})
         return
     print_line("initialised a new keyfob vault")
     _show_created(result)
     if user:
         print_line(f"dashboard user {user} created: sign in at /ui/ once keyfob serve runs")
+    if tls is not None:
+        print_line(f"self-signed TLS certificate {tls[0]} and key {tls[1]}; serve HTTPS with")
+        print_line(f"  KEYFOB_TLS_CERT={tls[0]} KEYFOB_TLS_KEY={tls[1]} keyfob serve")
 
 
 def serve(
@@ -107,7 +121,8 @@ def serve(
     bind_port = cli.settings.port if port is None else port
     core = cli.wiring.bootstrap()
     result = core.ensure_initialised(cli.settings)
-    url = base_url(bind_host, bind_port)
+    scheme = "https" if cli.settings.tls_cert is not None else "http"
+    url = base_url(bind_host, bind_port, scheme)
     if json_out:
         print_json_line({**_describe(result), "created": result.created, "url": url})
     else:
@@ -119,7 +134,7 @@ def serve(
         print_line(f"keyfob serving on {url} (dashboard {url}/ui/, API reference {url}/docs)")
         if settings.proxy_listen:
             print_line(f"forward proxy on {settings.proxy_listen} (HTTPS_PROXY)")
-    if not _is_loopback(bind_host):
+    if not _is_loopback(bind_host) and scheme == "http":
         typer.echo(
             f"warning: {bind_host} is reachable from other machines; put TLS in front "
             "of keyfob before sending tokens to it over a network",
@@ -131,14 +146,14 @@ def serve(
         raise CliError(f"cannot serve on {url}: {exc.strerror or exc}") from None
 
 
-def base_url(host: str, port: int) -> str:
+def base_url(host: str, port: int, scheme: str = "http") -> str:
     """``http://host:port``, with IPv6 literals bracketed."""
     try:
         if ipaddress.ip_address(host).version == 6:
-            return f"http://[{host}]:{port}"
+            return f"{scheme}://[{host}]:{port}"
     except ValueError:
         pass
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def _is_loopback(host: str) -> bool:

@@ -33,6 +33,7 @@ from keyfob.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
 )
+from keyfob.metrics import clock
 from keyfob.profiles.model import AwsSigV4
 from keyfob.profiles.taps import Tap
 from keyfob.proxy import decoding, egress, headers, inject
@@ -40,6 +41,7 @@ from keyfob.proxy.scrub import Scrubber, StreamScrub
 from keyfob.proxy.token_fetch import TokenFetcher
 from keyfob.secret import Secret
 from keyfob.settings import Settings
+from keyfob.tls_scope import client_certificate
 from keyfob.vault import ProxyRequest, ProxyUse, Vault, new_request_id
 
 log = logging.getLogger("keyfob.proxy")
@@ -61,19 +63,28 @@ class _Exchange:
     """One proxied request's progress, for the outcome record and the error path."""
 
     __slots__ = (
+        "began_at",
         "body_done",
         "bytes_down",
         "bytes_up",
         "client_gone",
         "error",
+        "first_byte_at",
         "scrubbed",
+        "set_path",
         "started",
         "status",
         "tap",
         "too_large",
+        "upstream_s",
     )
 
     def __init__(self) -> None:
+        # For metrics.ProxyMetrics: the set (once a lease use is taken) and the timings.
+        self.began_at = clock()
+        self.set_path: str | None = None
+        self.upstream_s: float | None = None
+        self.first_byte_at: float | None = None
         self.started = False
         self.status: int | None = None
         self.bytes_up = 0
@@ -120,11 +131,14 @@ class ProxyApp:
             return
         rid = new_request_id()
         ex = _Exchange()
+        metrics = self._vault().metrics.proxy
+        metrics.open += 1
         try:
             await self._serve(scope, receive, send, rid, ex)
         except KeyfobError as error:
             if ex.started:
                 raise StreamAborted("the upstream stream broke off") from None
+            ex.status = error.status
             await _problem(send, error, rid)
         except StreamAborted:
             raise
@@ -136,7 +150,11 @@ class ProxyApp:
             log.error("unhandled %s at %s (request %s)", type(exc).__name__, where, rid)
             if ex.started:
                 raise StreamAborted("the proxied response failed") from None
+            ex.status = 500
             await _problem(send, KeyfobError("unexpected server error; see the server log"), rid)
+        finally:
+            metrics.open -= 1
+            metrics.done(ex)
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, rid: str, ex: _Exchange
@@ -183,9 +201,11 @@ class ProxyApp:
             route=f"/proxy/{set_path}{path}",
             body=data if isinstance(data, bytes) else None,
             size=len(data) if isinstance(data, bytes) else incoming.content_length or 0,
+            client_cert=client_certificate(scope),
         )
         vault = self._vault()
         use = await vault.proxy.begin(request)
+        ex.set_path = use.set_path
         try:
             await self._forward(vault, use, incoming, query, declared, data, receive, send, rid, ex)
         except KeyfobError as error:
@@ -258,6 +278,7 @@ class ProxyApp:
         inject.inject(upstream, profile, use.values, body_hash=body_hash, now=now, access=access)
 
         session = self.egress.session(profile.allow_private_upstream)
+        sent = clock()
         try:
             response = await session.request(
                 upstream.method,
@@ -289,6 +310,7 @@ class ProxyApp:
             raise
         except Exception as exc:
             raise self._upstream_error(exc, ex) from None
+        ex.upstream_s = clock() - sent
         try:
             await self._relay(response, scrubber, receive, send, rid, ex, vault, use)
         finally:
@@ -441,6 +463,7 @@ class ProxyApp:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._upstream_error(exc, ex) from None
         ex.status = response.status
+        ex.first_byte_at = clock()
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         ex.started = True
         # A stream without a length may run for minutes: stop reading it when the agent

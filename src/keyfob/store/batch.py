@@ -187,7 +187,16 @@ _SETS = select(
 
 
 # Never the token digest: a batch has no use for it.
-_AGENT_COLUMNS = ("id", "name", "disabled_at", "created_at", "created_by", "updated_at")
+_AGENT_COLUMNS = (
+    "id",
+    "name",
+    "disabled_at",
+    "created_at",
+    "created_by",
+    "updated_at",
+    "allowed_networks",
+    "client_cert_sha256",
+)
 _AGENTS = select(*(agents.c[name] for name in _AGENT_COLUMNS))
 
 

@@ -13,7 +13,8 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -173,6 +174,9 @@ class Database:
         self._checkpointing: asyncio.Future[None] | None = None
         self._rows = RowCache()
         self._synchronous = sqlite_synchronous
+        # Told of every committed transaction's audit records and how long the commit
+        # took (metrics); never of a transaction that rolled back.
+        self.on_commit: Callable[[Sequence[Event], float], None] | None = None
         if self.is_sqlite:
             self._sqlite_events(sqlite_synchronous)
 
@@ -267,6 +271,9 @@ class Database:
                                 .where(tables.audit_head.c.id == 1)
                                 .values(seq=tx.seq, head=tx.head)
                             )
+                        committing = time.perf_counter()
+                    if self.on_commit is not None:
+                        self.on_commit(tx.events, time.perf_counter() - committing)
             except (OperationalError, OSError) as exc:
                 raise Unavailable("the database or audit log cannot be written") from exc
             except DBAPIError as exc:
@@ -286,6 +293,7 @@ class Database:
         thread, which may wait for it. ``work`` must not touch the loop. Any database
         failure, whatever its kind, is ``Unavailable`` and nothing is kept.
         """
+        started = time.perf_counter()
         try:
             if self._write_lock is not None:
                 async with self._write_lock:
@@ -300,13 +308,16 @@ class Database:
                         self._checkpoint_timer = loop.call_later(
                             WAL_CHECKPOINT_INTERVAL, self._start_wal_checkpoint, loop
                         )
-                    return done
-            async with self.engine.connect() as raw:
-                conn = await raw.execution_options(keyfob_write=True)
-                async with conn.begin():
-                    return await conn.run_sync(_locked_batch, work)
+            else:
+                async with self.engine.connect() as raw:
+                    conn = await raw.execution_options(keyfob_write=True)
+                    async with conn.begin():
+                        done = await conn.run_sync(_locked_batch, work)
         except (DBAPIError, sqlite3.Error, OSError, LostRace) as exc:
             raise Unavailable("the database or audit log cannot be written") from exc
+        if self.on_commit is not None:
+            self.on_commit(done[1].events, time.perf_counter() - started)
+        return done
 
     def _writer_pool(self) -> ThreadPoolExecutor:
         if self._writer is None:

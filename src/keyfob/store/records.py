@@ -161,6 +161,8 @@ class AgentRow:
     created_at: str
     created_by: str
     updated_at: str
+    allowed_networks: str | None = None  # comma-separated CIDRs; None: anywhere
+    client_cert_sha256: str | None = None  # the TLS client certificate it must present
 
 
 @dataclass(frozen=True)

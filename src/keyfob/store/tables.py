@@ -132,6 +132,9 @@ agents = Table(
     Column("updated_at", String(32), nullable=False),
     # Hosts outside the agent's sets, through the forward proxy: "tunnel" or "deny" (0005f).
     Column("egress", String(16), nullable=False, server_default="tunnel"),
+    # migration 0005s: comma-separated CIDRs the agent may connect from; NULL: anywhere.
+    Column("allowed_networks", Text, nullable=True),
+    Column("client_cert_sha256", String(64), nullable=True),
 )
 
 grants = Table(

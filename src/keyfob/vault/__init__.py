@@ -4,6 +4,7 @@ from keyfob.store import redact as redact_url
 from keyfob.vault.context import SYSTEM, Context, new_request_id
 from keyfob.vault.operators import Principal
 from keyfob.vault.proxying import ProxyRequest, ProxyUse
+from keyfob.vault.tls_files import write_self_signed
 from keyfob.vault.vault import Initialised, Vault
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "Vault",
     "new_request_id",
     "redact_url",
+    "write_self_signed",
 ]

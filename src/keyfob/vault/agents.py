@@ -18,7 +18,30 @@ from keyfob.store.records import AgentRow
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.operators import Principal
+from keyfob.vault.rules import agent_refusal, check_fingerprint, check_networks
 from keyfob.vault.views import AgentDeleted, AgentView
+
+
+def _fingerprint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_fingerprint(value)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"client_cert_sha256: {exc}", errors=[{"loc": ["client_cert_sha256"], "msg": str(exc)}]
+        ) from None
+
+
+def _networks(items: list[str] | None) -> str | None:
+    if items is None:
+        return None
+    try:
+        return check_networks(items)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"allowed_networks: {exc}", errors=[{"loc": ["allowed_networks"], "msg": str(exc)}]
+        ) from None
 
 
 def agent_view(row: AgentRow) -> AgentView:
@@ -27,6 +50,8 @@ def agent_view(row: AgentRow) -> AgentView:
         name=row.name,
         status="disabled" if row.disabled_at else "active",
         disabled_at=row.disabled_at,
+        allowed_networks=row.allowed_networks.split(",") if row.allowed_networks else None,
+        client_cert_sha256=row.client_cert_sha256,
         created_at=row.created_at,
         created_by=row.created_by,
         updated_at=row.updated_at,
@@ -37,19 +62,58 @@ class Agents:
     def __init__(self, core: Core) -> None:
         self._core = core
 
-    async def create(self, ctx: Context, name: str) -> tuple[AgentView, Secret[str]]:
+    async def create(
+        self,
+        ctx: Context,
+        name: str,
+        allowed_networks: list[str] | None = None,
+        client_cert_sha256: str | None = None,
+    ) -> tuple[AgentView, Secret[str]]:
         if not SLUG_RE.match(name):
             msg = "agent names are 1-64 characters of a-z, 0-9, '-' or '_'"
             raise ValidationFailed(f"name: {msg}", errors=[{"loc": ["name"], "msg": msg}])
+        networks = _networks(allowed_networks)
+        pinned = _fingerprint(client_cert_sha256)
         token = tokens.new_token(tokens.AGENT)
         async with self._core.write() as tx:
             if await sql.agent_by(tx.conn, name=name) is not None:
                 raise Conflict(f"agent {name} already exists")
             now = self._core.now()
-            row = AgentRow(tokens.new_id(), name, None, now, ctx.actor, now)
+            row = AgentRow(tokens.new_id(), name, None, now, ctx.actor, now, networks, pinned)
             await sql.insert_agent(tx.conn, row, self._digest(token))
-            await self._audit(tx, ctx, "create", row, {"name": name})
+            details: dict[str, Any] = {"name": name}
+            if networks is not None:
+                details["allowed_networks"] = networks.split(",")
+            if pinned is not None:
+                details["client_cert_sha256"] = pinned
+            await self._audit(tx, ctx, "create", row, details)
         return agent_view(row), Secret(token)
+
+    async def set_binding(self, ctx: Context, ref: str, changes: dict[str, Any]) -> AgentView:
+        """Bind the agent to ``allowed_networks`` and/or ``client_cert_sha256`` (None
+        lifts a binding); from its next request."""
+        values: dict[str, Any] = {}
+        if "allowed_networks" in changes:
+            values["allowed_networks"] = _networks(changes["allowed_networks"])
+        if "client_cert_sha256" in changes:
+            values["client_cert_sha256"] = _fingerprint(changes["client_cert_sha256"])
+        async with self._core.write() as tx:
+            row = await self.find(tx.conn, ref)
+            values = {k: v for k, v in values.items() if getattr(row, k) != v}
+            if not values:
+                return agent_view(row)
+            await sql.update_agent(tx.conn, row.id, **values, updated_at=self._core.now())
+            details: dict[str, Any] = {"name": row.name}
+            for name, value in values.items():
+                before = getattr(row, name)
+                if name == "allowed_networks":
+                    value = value.split(",") if value else None
+                    before = before.split(",") if before else None
+                details[name] = value
+                details[f"previous_{name}"] = before
+            await self._audit(tx, ctx, "update", row, details)
+            row = await self.find(tx.conn, row.id)
+        return agent_view(row)
 
     async def find(self, conn: Any, ref: str) -> AgentRow:
         """An agent by id or by name."""
@@ -129,9 +193,10 @@ class Agents:
             digest = self._digest(token)
             async with self._core.db.read() as conn:
                 row = await sql.agent_by(conn, digest=digest)
-            if row is not None and row.disabled_at is None:
+            refusal = agent_refusal(row, ctx.client, ctx.client_cert)
+            if row is not None and refusal is None:
                 return Principal("agent", row.id, row.name, digest)
-            reason = "agent_disabled" if row is not None else "unknown"
+            reason = refusal or "unknown"
         await self._core.audit_auth_failure(ctx, route, reason, token)
         raise Unauthorized(UNAUTHORIZED)
 

@@ -61,6 +61,7 @@ class Attempt:
     query: tuple[str, ...] = ()
     refusal: str = "unknown"
     token_kind: str | None = field(default=None)
+    client_cert: str | None = None
     # The request body when it came in one piece (None: it streams in), and its size:
     # read only when the lease's grant or the lease has budgets.
     body: bytes | None = field(default=None, repr=False)
@@ -202,7 +203,15 @@ class Consumer:
                     grant.id, (grant.uses, grant.rate_window, grant.rate_count)
                 )
                 counts = Counts(taken.get(lease.id, lease.uses), uses, window, count)
-            use = Use(attempt.action, attempt.set_path, attempt.method, attempt.path, keys)
+            use = Use(
+                attempt.action,
+                attempt.set_path,
+                attempt.method,
+                attempt.path,
+                keys,
+                attempt.client,
+                attempt.client_cert,
+            )
             spend = plan = None
             if (
                 attempt.action == PROXY

@@ -23,6 +23,8 @@ class Context:
     actor: str
     request_id: str = field(default_factory=new_request_id)
     client: str | None = None
+    # SHA-256 (hex) of the TLS client certificate the request came with, if any.
+    client_cert: str | None = None
 
 
 SYSTEM = Context(actor="system")

@@ -10,7 +10,8 @@ grant's counters, the audit record) in one grouped commit. Minting asks
 The grant is read as it is *now*: narrowing it (fewer actions, keys, methods, paths or
 scopes, a lower lease TTL, lease use cap or rate limit) applies to leases already
 minted under it, at their next use. The agent is read now too: a disabled or deleted
-agent's leases stop at once.
+agent's leases stop at once, and an agent bound to networks (``allowed_networks``) has
+its leases refused from any other source address.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Use:
     method: str | None = None
     path: str | None = None
     keys: tuple[str, ...] | None = None
+    client: str | None = None  # the request's source address (after trusted proxies)
+    client_cert: str | None = None  # SHA-256 of its TLS client certificate, if any
 
 
 class Target(NamedTuple):
@@ -133,6 +136,10 @@ def decide(
         return Deny("revoked")
     if agent is None or agent.disabled_at is not None:
         return Deny("agent_disabled")
+    if not rules.network_allowed(agent.allowed_networks, use.client):
+        return Deny("network_not_allowed")
+    if not rules.certificate_matches(agent.client_cert_sha256, use.client_cert):
+        return Deny("certificate_required")
     iso = now.iso
     if (
         lease.expires_at <= iso

@@ -71,6 +71,10 @@ class GroupCommit(Generic[I, R]):
         self._queue.records.append((draft, 0))
         self._kick()
 
+    def depth(self) -> int:
+        """Uses, mints and records waiting for the next commit."""
+        return len(self._queue.uses) + len(self._queue.records)
+
     def _kick(self) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()

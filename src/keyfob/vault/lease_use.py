@@ -82,6 +82,7 @@ class LeaseUsage:
                 ctx.client,
                 refusal=refusal,
                 token_kind=token_kind(token),
+                client_cert=ctx.client_cert,
             )
         )
         # The version read (and audited) in the commit is the one opened here.
@@ -131,7 +132,7 @@ class LeaseUsage:
                 profile = None
         keys = tuple(profile.referenced_keys()) if profile is not None else None
         target = Target(found.deleted_at is not None, profile is not None) if found else None
-        use = Use(action, secret_set, method, path, keys)
+        use = Use(action, secret_set, method, path, keys, ctx.client, ctx.client_cert)
         now = Now(self._core.clock.now())
         spend = None
         if grant is not None:

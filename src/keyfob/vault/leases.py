@@ -40,6 +40,7 @@ from keyfob.vault.decision import Now, mint_refusal, renew_refusal, spent
 from keyfob.vault.grant_checks import clean_budgets
 from keyfob.vault.grants import SCOPES
 from keyfob.vault.operators import Principal
+from keyfob.vault.rules import agent_refusal
 
 if TYPE_CHECKING:
     from keyfob.vault.group_commit import GroupCommit
@@ -189,6 +190,8 @@ REASONS = {
     "path_not_allowed": "the grant does not allow this path",
     "rate_limited": "the grant's rate limit is reached; retry after Retry-After seconds",
     "no_profile": "the secret set has no usable injection profile; an operator must set one",
+    "network_not_allowed": "the agent may not use its leases from this network",
+    "certificate_required": "the agent must use its leases over TLS with its client certificate",
     "agent_disabled": "the agent is disabled or deleted",
     "too_many_pending": "too many lease requests are waiting for approval; retry later",
     "approval_required": "the grant needs approval for each lease: mint them one at a time",
@@ -246,6 +249,7 @@ class MintOrder(Masked):
     client: str | None
     route: str
     budgets: list[dict[str, Any]] | None = None
+    client_cert: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +405,7 @@ class Leases:
             ctx.client,
             route,
             budgets,
+            ctx.client_cert,
         )
         outcome = await self.grouped.submit(order)
         if isinstance(outcome, KeyfobError):
@@ -424,8 +429,9 @@ class Leases:
             elif o.agent_id is not None:
                 found = batch.agents([o.agent_id]).get(o.agent_id)
             claimed = o.agent_id is not None and found is not None and found.id != o.agent_id
-            if found is None or claimed or found.disabled_at is not None:
-                reason = "unknown" if found is None else "agent_disabled"
+            reason = agent_refusal(found, o.client, o.client_cert)
+            if reason is not None or claimed:
+                reason = reason or "agent_disabled"
                 details = {"reason": reason, "token_kind": tokens.AGENT, "client": o.client}
                 route = f"route:{o.route}"[:300]
                 rid = o.request_id
@@ -482,10 +488,11 @@ class Leases:
             row = await sql.agent_by(tx.conn, digest=agent.credential)
         else:
             row = await sql.agent_by(tx.conn, id=agent.id)
-        if row is not None and row.id == agent.id and row.disabled_at is None:
+        reason = agent_refusal(row, ctx.client, ctx.client_cert)
+        if row is not None and row.id == agent.id and reason is None:
             return True
         anonymous = Context("anonymous", ctx.request_id, ctx.client)
-        reason = "unknown" if row is None else "agent_disabled"
+        reason = reason or "agent_disabled"
         details = {"reason": reason, "token_kind": tokens.AGENT, "client": ctx.client}
         await self._core.record(
             tx, anonymous, "auth.failed", f"route:{route}"[:300], details=details, outcome="denied"

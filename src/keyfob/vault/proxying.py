@@ -44,6 +44,7 @@ class ProxyRequest(Masked):
     request_id: str
     client: str | None
     route: str
+    client_cert: str | None = None  # SHA-256 of the TLS client certificate, if any
     # The body when it came in one piece (for a budget's worst case), and its size.
     body: bytes | None = field(default=None, metadata=SECRET)
     size: int = 0
@@ -99,6 +100,7 @@ class Proxying:
                 request.query_names,
                 refusal,
                 token_kind(token) if digest is None else tokens.LEASE,
+                request.client_cert,
                 request.body,
                 request.size,
             )

@@ -14,6 +14,7 @@ from keyfob.audit import CheckpointFile
 from keyfob.clock import Clock, SystemClock
 from keyfob.crypto import Keyring, MasterKey, WrappedKek, master
 from keyfob.errors import ConfigurationError, Conflict, Unavailable
+from keyfob.metrics import Metrics
 from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
 from keyfob.store import Database
@@ -95,6 +96,9 @@ class Vault:
         self.usage = Usage(core)
         # Access tokens of OAuth and service-account sets (the proxy asks per request).
         self.refresh = Refresher(core, self.sets)
+        self.metrics = Metrics()
+        self.metrics.queue_depth(self.consumer.commit.depth)
+        core.db.on_commit = self.metrics.committed
 
     @property
     def db(self) -> Database:

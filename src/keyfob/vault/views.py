@@ -79,6 +79,8 @@ class AgentView(View):
     name: str
     status: str
     disabled_at: str | None
+    allowed_networks: list[str] | None
+    client_cert_sha256: str | None
     created_at: str
     created_by: str
     updated_at: str
