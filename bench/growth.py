@@ -22,15 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import vaults
-from proxy import Config, Processes, free_port, http_spec, progress, raise_fd_limit, wait_port
 from report import machine, print_machine
 from seed import seed
+
+from proxy import Config, Processes, free_port, http_spec, progress, raise_fd_limit, wait_port
 
 NAMES = ("empty", "seeded")
 TARGET = 1.10
 
 
-def measure(procs: Processes, stack: dict[str, vaults.Vault], cfg: Config, rounds: int) -> list[Any]:
+def measure(
+    procs: Processes, stack: dict[str, vaults.Vault], cfg: Config, rounds: int
+) -> list[Any]:
     out = []
     for n in range(rounds):
         order = NAMES if n % 2 == 0 else NAMES[::-1]
@@ -93,10 +96,12 @@ def print_table(rows: list[Any], per_round: list[Any], markdown: bool) -> None:
         )
     if markdown:
         print()
-        print("| metric | empty | seeded | seeded / empty | target ≤ 1.10× | ")
+        print("| metric | empty | seeded | seeded / empty | target ≤ 1.10x | ")
         print("| --- | --- | --- | --- | --- |")
         for label, unit, empty, seeded, growth, met in rows:
-            print(f"| {label} ({unit}) | {empty:,.3f} | {seeded:,.3f} | {growth:.2f} | {met or '—'} |")
+            print(
+                f"| {label} ({unit}) | {empty:,.3f} | {seeded:,.3f} | {growth:.2f} | {met or '—'} |"
+            )
 
 
 def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:

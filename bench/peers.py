@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import machine, print_machine
+
 from proxy import (
     JSON_BODY,
     LOCAL_KEY,
@@ -53,7 +55,6 @@ from proxy import (
     start_stack,
     wait_port,
 )
-from report import machine, print_machine
 
 PEERS = ("portkey", "litellm")
 NAMES = ("direct", "bare", "keyfob", *PEERS)
@@ -162,7 +163,9 @@ def start_litellm(procs: Processes, scratch: Path, workdir: Path, up_port: int) 
 class PeerTarget(Target):
     """A target whose request carries extra headers (Portkey's routing headers)."""
 
-    def __init__(self, name: str, port: int, prefix: str, token: str, pid: int, headers: dict[str, str]) -> None:  # noqa: E501
+    def __init__(
+        self, name: str, port: int, prefix: str, token: str, pid: int, headers: dict[str, str]
+    ) -> None:
         super().__init__(name, port, prefix, token, pid)
         self.headers = headers
 
@@ -185,7 +188,11 @@ def check(target: Target) -> None:
     import socket
 
     with socket.create_connection(("127.0.0.1", target.port), timeout=60) as sock:
-        sock.sendall(target.json_request().replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1).encode("latin-1"))  # noqa: E501
+        sock.sendall(
+            target.json_request()
+            .replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1)
+            .encode("latin-1")
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -214,7 +221,9 @@ def run_rounds(procs: Processes, targets: dict[str, Target], cfg: Config) -> lis
     return out
 
 
-def summary(rounds: list[Any], rss: dict[str, float | None]) -> list[tuple[str, str, dict[str, Any]]]:  # noqa: E501
+def summary(
+    rounds: list[Any], rss: dict[str, float | None]
+) -> list[tuple[str, str, dict[str, Any]]]:
     def med(kind: str, pick: Any) -> dict[str, Any]:
         values = {}
         for name in NAMES:
@@ -256,7 +265,9 @@ def print_report(rows: list[Any], rounds: list[Any], markdown: bool) -> None:
         ratio = rps["keyfob"] / rps[peer] if rps.get(peer) else None
         met = ratio is not None and ratio >= target
         text = f"keyfob / {peer}, requests/s at 32 clients: "
-        text += f"{ratio:.2f}x (target ≥ {target:g}x: {'met' if met else 'NOT met'})" if ratio else "—"
+        text += (
+            f"{ratio:.2f}x (target ≥ {target:g}x: {'met' if met else 'NOT met'})" if ratio else "—"
+        )
         verdicts.append(text)
         print(text)
     for name in ("bare", "direct"):

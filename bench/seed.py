@@ -41,7 +41,7 @@ def _moment(dt: datetime) -> str:
 
 def _insert(conn: sqlite3.Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     names = [c.name for c in table.columns]
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     conn.executemany(sql, ([row[n] for n in names] for row in rows))
 
 
@@ -232,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audit", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     took = seed(args.data_dir, sets=args.sets, leases=args.leases, audit=args.audit)
-    print(json.dumps({"seconds": round(took, 1), **{k: getattr(args, k) for k in ("sets", "leases", "audit")}}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(took, 1),
+                **{k: getattr(args, k) for k in ("sets", "leases", "audit")},
+            }
+        )
+    )
     return 0
 
 

@@ -113,4 +113,6 @@ def check(vault: Vault) -> None:
         timeout=60,
     )
     if answer.status_code != 200 or b"cmpl-bench" not in answer.content:
-        raise RuntimeError(f"proxied check on {vault.name}: {answer.status_code} {answer.text[:300]}")
+        raise RuntimeError(
+            f"proxied check on {vault.name}: {answer.status_code} {answer.text[:300]}"
+        )
