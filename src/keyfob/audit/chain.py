@@ -189,13 +189,11 @@ class ChainVerifier:
             self.hashes_at[event.seq] = event.hash
 
     def feed_stored(self, rows: Iterable[Sequence[Any]]) -> None:
-        """``feed`` for rows as stored (``STORED_COLUMNS``), without building an ``Event``.
-
-        The writer stores ``canonical(details)``, so a record whose stored text hashes to
-        its ``hash`` is intact. Any other record (out of order, wrong ``prev_hash``, or a
-        hash that only matches after re-encoding the details) goes through ``feed``, which
-        judges it exactly as before; verify walks a million records this way.
-        """
+        """``feed`` for rows as stored (``STORED_COLUMNS``), without building ``Event``s."""
+        # The writer stores canonical(details), so a record whose stored text hashes to
+        # its hash is intact. Any other record (out of order, wrong prev_hash, or a hash
+        # that may only match after re-encoding the details) goes through feed, which
+        # judges it exactly as before.
         count, head, watch = self.count, self.head, self.watch
         for row in rows:
             if self.first_bad is not None:

@@ -83,10 +83,7 @@ async def stream(conn: AsyncConnection, batch: int = 1000) -> AsyncIterator[Even
 async def stored_pages(
     conn: AsyncConnection, page: int = 5000
 ) -> AsyncIterator[Sequence[Sequence[Any]]]:
-    """Every record as stored (``STORED_COLUMNS``, details as text), a page of rows at a time.
-
-    For verify: plain rows in keyset-paged reads, no ``Event`` per record.
-    """
+    """Every record as stored (``STORED_COLUMNS``, details as text), a page at a time."""
     after = 0
     while True:
         query = _STORED.where(audit_events.c.seq > after).order_by(audit_events.c.seq)
@@ -106,9 +103,9 @@ def sqlite_file(url: str) -> Path | None:
 def walk_sqlite(
     path: Path, visit: Callable[[list[Any]], bool], page: int = 5000
 ) -> tuple[int, str] | None:
-    """Every record as stored to ``visit`` (a page at a time, until it returns False),
-    then the recorded chain head, all in one read transaction on a plain ``sqlite3``
-    connection: the walk of ``keyfob audit verify``, run in a worker thread."""
+    """Pages of stored records to ``visit`` until it says stop, then the recorded head."""
+    # One read transaction on a plain sqlite3 connection (no driver hop per page), for
+    # verify's walk in a worker thread.
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("BEGIN")  # one snapshot for the walk and the head
