@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint pytest bench bench-peers bench-growth bench-verify clean
+.PHONY: serve test lint pytest bench bench-peers bench-growth bench-verify bench-streams clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-growth: $(BIN)/.installed
 # `keyfob audit verify` over 1M records: records per second.
 bench-verify: $(BIN)/.installed
 	$(BIN)/python bench/verify.py $(BENCH_ARGS)
+
+# The SSE stall test at 256, 512 and 1,024 streams on one worker, and RSS at 256.
+bench-streams: $(BIN)/.installed
+	$(BIN)/python bench/streams.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from keyfob.audit import canonical, record_hash
+from keyfob.audit import record_hash
 from keyfob.store import tables
 
 AGENTS = 100
@@ -164,19 +164,21 @@ def seed_rows(conn: sqlite3.Connection, sets: int, leases: int) -> None:
 
 def _audit_rows(seq: int, head: str, count: int) -> Iterator[tuple[Any, ...]]:
     """``count`` chained records after (``seq``, ``head``), shaped like a proxy's records."""
-    start = datetime.now(UTC) - timedelta(seconds=count // 1000 + 1)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=count // 1000 + 1)
+    # Canonical JSON (keys sorted, no spaces) written out: canonical() per record is slow.
+    use = '{"lease_id":"%016x","method":"POST","path":"/v1/chat/completions"}'
+    outcome = '{"bytes_down":205,"bytes_up":76,"path":"/v1/chat/completions","status":200}'
+    second = ""
     for n in range(count):
         seq += 1
-        ts = _moment(start + timedelta(milliseconds=n))
+        if n % 1000 == 0:  # one record a millisecond
+            second = (start + timedelta(seconds=n // 1000)).strftime("%Y-%m-%dT%H:%M:%S")
+        ts = f"{second}.{n % 1000:03d}000Z"
         action = _ACTIONS[n % 2]
         actor = f"agent:{n % AGENTS:016x}"
         target = f"secret_set:generic/seed/s{n % 10_000}"
         request_id = f"{n // 2:016x}"
-        details = canonical(
-            {"lease_id": f"{n % 100_000:016x}", "method": "POST", "path": "/v1/chat/completions"}
-            if action == "lease.use"
-            else {"bytes_down": 205, "bytes_up": 76, "status": 200, "path": "/v1/chat/completions"}
-        )
+        details = use % (n % 100_000) if n % 2 == 0 else outcome
         digest = record_hash(
             head,
             seq=seq,
