@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint pytest bench package-check clean
+.PHONY: install serve test lint pytest bench bench-peers bench-growth bench-verify bench-streams package-check clean
 
 # Two stamps: serving needs keyfob and its runtime dependencies only; the test extra
 # (pytest, ruff, mypy, Playwright, provider SDKs) is installed by the targets that test.
@@ -48,6 +48,23 @@ bench: $(BIN)/.installed
 # The light install, the wheel and sdist, a smoke run from the wheel, the container files.
 package-check:
 	bash .ci/package-check
+
+# Optional, not in CI: Portkey's gateway and LiteLLM's proxy in the same rounds (installs
+# them once into $${XDG_CACHE_HOME:-~/.cache}/keyfob-bench-peers; needs node and npm).
+bench-peers: $(BIN)/.installed
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+
+# Proxy latency on an empty vault vs 10k sets, 100k leases, 1M audit records.
+bench-growth: $(BIN)/.installed
+	$(BIN)/python bench/growth.py $(BENCH_ARGS)
+
+# `keyfob audit verify` over 1M records: records per second.
+bench-verify: $(BIN)/.installed
+	$(BIN)/python bench/verify.py $(BENCH_ARGS)
+
+# The SSE stall test at 256, 512 and 1,024 streams on one worker, and RSS at 256.
+bench-streams: $(BIN)/.installed
+	$(BIN)/python bench/streams.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,21 +2,27 @@
 
 from keyfob.audit.chain import (
     GENESIS,
+    STORED_COLUMNS,
     ChainVerifier,
     Event,
     canonical,
     event_hash,
+    parse_details,
     record_hash,
+    stored_event,
 )
 from keyfob.audit.checkpoint import Checkpoint, CheckpointFile
 
 __all__ = [
     "GENESIS",
+    "STORED_COLUMNS",
     "ChainVerifier",
     "Checkpoint",
     "CheckpointFile",
     "Event",
     "canonical",
     "event_hash",
+    "parse_details",
     "record_hash",
+    "stored_event",
 ]

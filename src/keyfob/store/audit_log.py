@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyfob.audit import Event
+from keyfob.audit import STORED_COLUMNS, Event, stored_event
 from keyfob.store.tables import audit_events, audit_head
 
-
-def _details(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        # Edited outside keyfob: pass the text on so verify names this record (its hash
-        # cannot match) instead of failing outright.
-        return raw
+_STORED = select(*(audit_events.c[name] for name in STORED_COLUMNS))
+_SQL_STORED = f"SELECT {', '.join(STORED_COLUMNS)} FROM audit_events ORDER BY seq"  # noqa: S608
+_SQL_HEAD = "SELECT seq, head FROM audit_head WHERE id = 1"
 
 
 def _event(row: Any) -> Event:
-    return Event(
-        seq=int(row.seq),
-        ts=row.ts,
-        actor=row.actor,
-        action=row.action,
-        target=row.target,
-        outcome=row.outcome,
-        request_id=row.request_id,
-        details=_details(row.details),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+    return stored_event(tuple(row._mapping[name] for name in STORED_COLUMNS))
 
 
 async def query(
@@ -93,6 +78,47 @@ async def stream(conn: AsyncConnection, batch: int = 1000) -> AsyncIterator[Even
         for row in rows:
             yield _event(row)
         after = int(rows[-1].seq)
+
+
+async def stored_pages(
+    conn: AsyncConnection, page: int = 5000
+) -> AsyncIterator[Sequence[Sequence[Any]]]:
+    """Every record as stored (``STORED_COLUMNS``, details as text), a page at a time."""
+    after = 0
+    while True:
+        query = _STORED.where(audit_events.c.seq > after).order_by(audit_events.c.seq)
+        rows = (await conn.execute(query.limit(page))).all()
+        if not rows:
+            return
+        yield rows
+        after = int(rows[-1][0])
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite+aiosqlite:///`` URL; None for PostgreSQL or memory."""
+    path = url.removeprefix("sqlite+aiosqlite:///")
+    return None if path == url or path in ("", ":memory:") else Path(path)
+
+
+def walk_sqlite(
+    path: Path, visit: Callable[[list[Any]], bool], page: int = 5000
+) -> tuple[int, str] | None:
+    """Pages of stored records to ``visit`` until it says stop, then the recorded head."""
+    # One read transaction on a plain sqlite3 connection (no driver hop per page), for
+    # verify's walk in a worker thread.
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("BEGIN")  # one snapshot for the walk and the head
+        cursor = conn.execute(_SQL_STORED)
+        while rows := cursor.fetchmany(page):
+            if not visit(rows):
+                break
+        cursor.close()
+        row = conn.execute(_SQL_HEAD).fetchone()
+        conn.execute("COMMIT")
+        return (int(row[0]), str(row[1])) if row else None
+    finally:
+        conn.close()
 
 
 async def head(conn: AsyncConnection) -> tuple[int, str] | None:

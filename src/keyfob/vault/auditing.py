@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,12 +32,7 @@ class Auditing:
         verifier = ChainVerifier()
         if checkpoint is not None and checkpoint.count > 0:
             verifier.watch.add(checkpoint.count)
-        async with self._core.db.read(snapshot=True) as conn:
-            async for event in audit_log.stream(conn):
-                verifier.feed(event)
-                if verifier.first_bad is not None:
-                    break
-            recorded = await audit_log.head(conn)
+        recorded = await self._walk(verifier)
         first_bad = verifier.first_bad
         if first_bad is None and recorded is None:
             first_bad = {"seq": None, "reason": "the audit_head row is missing"}
@@ -63,6 +59,24 @@ class Auditing:
             "checkpoint": checkpoint.as_dict() if checkpoint else None,
             "public_key": self._core.public_key,
         }
+
+    async def _walk(self, verifier: ChainVerifier) -> tuple[int, str] | None:
+        """Feed every record to ``verifier``; the recorded head, from the same snapshot."""
+
+        def visit(rows: list[Any]) -> bool:
+            verifier.feed_stored(rows)
+            return verifier.first_bad is None
+
+        path = audit_log.sqlite_file(self._core.db.url)
+        if path is not None:
+            # A plain connection in a worker thread: no driver hop per page, and a
+            # million-record walk never holds the event loop.
+            return await asyncio.to_thread(audit_log.walk_sqlite, path, visit)
+        async with self._core.db.read(snapshot=True) as conn:
+            async for rows in audit_log.stored_pages(conn):
+                if not visit(list(rows)):
+                    break
+            return await audit_log.head(conn)
 
     def _against_checkpoint(
         self, verifier: ChainVerifier, checkpoint: Any
