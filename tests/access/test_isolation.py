@@ -31,6 +31,8 @@ AGENT_ROUTES = {
     ("POST", "/v1/me/leases/{lease_id}/renew"),
     ("DELETE", "/v1/me/leases/{lease_id}"),
 }
+# Open to operators and agents alike: an agent fetches the CA its forward-proxy clients trust.
+SHARED_ROUTES = {("GET", "/v1/ca")}
 LEASE_ROUTES = {
     ("POST", "/v1/leases/check"),
     ("POST", "/v1/secret-sets/{provider}/{environment}/{name}/export"),
@@ -59,8 +61,11 @@ async def _operator_routes(client: httpx.AsyncClient) -> list[tuple[str, str]]:
     routes = await _routes(client)
     assert AGENT_ROUTES <= routes
     assert LEASE_ROUTES <= routes
+    assert SHARED_ROUTES <= routes
     found = sorted(
-        r for r in routes if r[1].startswith("/v1/") and r not in AGENT_ROUTES | LEASE_ROUTES
+        r
+        for r in routes
+        if r[1].startswith("/v1/") and r not in AGENT_ROUTES | LEASE_ROUTES | SHARED_ROUTES
     )
     assert len(found) >= 35, found
     return found

@@ -291,7 +291,7 @@ def test_an_inserted_row_with_a_made_up_hash_is_named_at_its_seq(
 
 @pytest.fixture
 async def busy_vault(vault: Vault, ctx: Context) -> Vault:
-    """A vault with a handful of audited changes (init and token make the first two)."""
+    """A vault with a handful of audited changes (init, token and the CA make the first three)."""
     created = await create_set(vault, ctx)
     await vault.sets.update(ctx, created.path, entries={"OPENAI_API_KEY": CANARY + "2"})
     await create_set(vault, ctx, "stripe/prod/billing", entries={"STRIPE_SECRET_KEY": "sk_x"})
@@ -317,8 +317,8 @@ async def test_a_real_log_verifies_and_holds_no_secret(busy_vault: Vault):
 
     assert report["ok"] is True
     assert report["first_bad"] is None
-    assert report["count"] == len(rows) == 8
-    assert report["checkpoint"]["count"] == 8
+    assert report["count"] == len(rows) == 9
+    assert report["checkpoint"]["count"] == 9
     assert CANARY not in json.dumps(rows)
 
 

@@ -14,6 +14,7 @@ from keyfob.profiles.registry import Preset
 from keyfob.vault import Context, Vault
 from keyfob.vault.views import Purged
 from tests.conftest import CANARY
+from tests.support.oauth_server import rsa_pem
 
 from .conftest import create_set, snapshot, version_count
 
@@ -425,14 +426,38 @@ def preset_spec(preset: Preset) -> dict[str, Any]:
     spec: dict[str, Any] = {"preset": preset.name}
     if "base_url" not in preset.defaults({}):
         spec |= {"base_url": "https://api.example.com", "hosts": ["api.example.com"]}
+    if preset.name == "oauth":  # the generic OAuth preset has no token endpoint of its own
+        spec["token_url"] = "https://auth.example.com/token"
     return spec
+
+
+def sample_entries(preset: Preset) -> dict[str, str]:
+    """A value for each required field; key material where the preset checks its form."""
+    entries = {f.key: f"{f.key.lower()}-value" for f in preset.fields if f.required}
+    if preset.name == "google_service_account":
+        account = {
+            "type": "service_account",
+            "private_key": rsa_pem()[0],
+            "client_email": "bot@project.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+        entries["SERVICE_ACCOUNT_JSON"] = json.dumps(account)
+    if preset.name == "github_app":
+        entries |= {
+            "GITHUB_APP_ID": "4242",
+            "GITHUB_APP_PRIVATE_KEY": rsa_pem()[0],
+            "GITHUB_INSTALLATION_ID": "42",
+        }
+    if preset.name == "oauth":  # optional on the form (connect fills it), named by the grant
+        entries["REFRESH_TOKEN"] = "refresh-token-value"
+    return entries
 
 
 @pytest.mark.parametrize("preset", all_presets(), ids=lambda p: p.name)
 async def test_every_preset_resolves_with_its_required_fields(
     vault: Vault, ctx: Context, preset: Preset
 ):
-    required = {f.key: f"{f.key.lower()}-value" for f in preset.fields if f.required}
+    required = sample_entries(preset)
     for field in preset.fields:
         check_key_name(field.key)
 
