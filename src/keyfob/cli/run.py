@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from keyfob.ca_bundle import merged_bundle
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.sdk import AgentClient, Grant, KeyfobError, Lease
@@ -370,7 +371,6 @@ def _run_forward(
     json_out: bool,
 ) -> int:
     """CMD through the forward proxy: one multi-set credential, revoked when CMD exits."""
-    from keyfob.vault.authority import merged_bundle
 
     try:
         targets = _targets(agent, secret_sets)
