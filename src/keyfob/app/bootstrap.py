@@ -28,7 +28,7 @@ class InitResult(Masked):
     database_url: str
     master_key_file: Path | None
     created: bool
-    master_key: str
+    master_key_source: str
 
 
 def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
@@ -40,7 +40,7 @@ def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
         if provider_name(settings) == "file"
         else None,
         created=token is not None,
-        master_key=_where(settings),
+        master_key_source=_where(settings),
     )
 
 

@@ -36,7 +36,7 @@ def _show_created(result: InitOutcome) -> None:
         [
             ("data dir", str(result.data_dir)),
             ("database", result.database_url),
-            ("master key", result.master_key),
+            ("master key", result.master_key_source),
         ]
     )
     if result.operator_token is not None:
