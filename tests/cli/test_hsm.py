@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from keyfob.app import create_app as create_server_app
-from keyfob.errors import ConfigurationError
+from keyfob.errors import ConfigurationError, DecryptionFailed, Unavailable
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
 from tests.conftest import CANARY, make_set
@@ -191,6 +191,25 @@ async def test_a_key_gone_from_the_token_shows_in_readyz_and_reads_go_on(
     entries = await vault.sets.reveal("openai/prod/default")
     assert entries["OPENAI_API_KEY"].reveal() == CANARY
     assert hsm.pin not in ready.text + rotate.text + keys.text
+
+
+async def test_tampered_bytes_fail_to_open_while_a_closed_token_is_unavailable(
+    hsm_vault: tuple[Vault, str],
+):
+    provider = hsm_vault[0].core.ring.master
+    wrapped = provider.wrap(b"k" * 32, b"keyfob/kek/v1 term 1")
+    assert provider.unwrap(wrapped, b"keyfob/kek/v1 term 1") == b"k" * 32
+
+    with pytest.raises(DecryptionFailed):
+        provider.unwrap(wrapped, b"keyfob/kek/v1 term 2")  # bound to its associated data
+    flipped = wrapped[:-1] + bytes([wrapped[-1] ^ 1])
+    with pytest.raises(DecryptionFailed):
+        provider.unwrap(flipped, b"keyfob/kek/v1 term 1")
+    assert wrapped[12:-16] != b"k" * 32  # what the database holds is not the key
+
+    provider.close()
+    with pytest.raises(Unavailable, match="closed"):
+        provider.unwrap(wrapped, b"keyfob/kek/v1 term 1")
 
 
 async def test_a_wrong_pin_stops_serve_with_one_clear_line(
