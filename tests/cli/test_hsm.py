@@ -15,11 +15,13 @@ import httpx
 import pytest
 
 from keyfob.app import create_app as create_server_app
+from keyfob.app.bootstrap import init_vault
 from keyfob.errors import ConfigurationError, DecryptionFailed, Unavailable
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
 from tests.conftest import CANARY, make_set
 from tests.support.asgi import BackgroundLoop, SyncASGITransport
+from tests.support.server import start_server
 from tests.support.softhsm import SoftHsm, start_softhsm
 
 from .conftest import Cli, RealKeyfob
@@ -334,3 +336,31 @@ def test_serving_on_a_key_file_never_loads_pkcs11(tmp_path: Path):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_server_on_the_token_logs_no_pin(
+    hsm: SoftHsm, key_label: str, pin_file: Path, tmp_path: Path
+):
+    settings = hsm.settings(tmp_path / "data", key_label)
+    done = init_vault(settings)
+    assert done.operator_token is not None
+    token = done.operator_token.reveal()
+    env = hsm.env(settings.data_dir, key_label, pin_file)
+    env["KEYFOB_LOG_LEVEL"] = "debug"
+    server = start_server(settings, token, tmp_path / "server.log", extra_env=env)
+    try:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
+            assert http.post("/v1/secret-sets", json=make_set()).status_code == 201
+            assert http.post("/v1/keys/rotate").status_code == 201
+            assert http.get("/readyz").status_code == 200
+            keys = http.get("/v1/keys").json()
+    finally:
+        server.stop()
+
+    assert keys["master_key"]["key_label"] == key_label
+    assert "GET /readyz" in server.log_text()  # debug-level serving was logged
+    for text in (server.log_text(), json.dumps(keys)):
+        assert hsm.pin not in text
+        assert CANARY not in text
