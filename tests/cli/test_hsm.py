@@ -195,6 +195,19 @@ async def test_a_key_gone_from_the_token_shows_in_readyz_and_reads_go_on(
     assert hsm.pin not in ready.text + rotate.text + keys.text
 
 
+async def test_a_lost_session_is_opened_again(hsm_vault: tuple[Vault, str]):
+    vault, token = hsm_vault
+    provider: Any = vault.core.ring.master
+    provider._session.close()  # as a token restart or a network HSM failover would
+
+    async with await api(vault, vault.settings, token) as http:
+        ready = await http.get("/readyz")
+        rotate = await http.post("/v1/keys/rotate")
+
+    assert ready.status_code == 200, ready.text
+    assert rotate.status_code == 201, rotate.text
+
+
 async def test_tampered_bytes_fail_to_open_while_a_closed_token_is_unavailable(
     hsm_vault: tuple[Vault, str],
 ):

@@ -12,8 +12,10 @@ load ``pkcs11`` (python-pkcs11, the ``hsm`` extra) otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,17 @@ _NONCE = 12
 _TAG_BITS = 128
 _PROBE = b"keyfob/hsm-probe/v1"
 _PIN_HELP = "KEYFOB_PKCS11_PIN or KEYFOB_PKCS11_PIN_FILE"
+# After these a new session may work: the session, the login or the token went away.
+_SESSION_LOST = (
+    p11.SessionHandleInvalid,
+    p11.SessionClosed,
+    p11.UserNotLoggedIn,
+    p11.KeyHandleInvalid,
+    p11.ObjectHandleInvalid,
+    p11.DeviceRemoved,
+    p11.DeviceError,
+    p11.TokenNotPresent,
+)
 
 
 def _reason(exc: BaseException) -> str:
@@ -46,8 +59,12 @@ class Pkcs11MasterKey(Masked):
         self.key_label = key_label
         self._pin = pin
         self._lock = threading.Lock()
+        self._token: Any = None
         self._session: Any = None
         self._key: Any = None
+        # Set when the token refused the PIN on logging in again: never retried, since
+        # tokens lock a PIN after a few wrong tries.
+        self._refused: str | None = None
 
     # -- opening ----------------------------------------------------------------------
 
@@ -93,6 +110,7 @@ class Pkcs11MasterKey(Masked):
             raise ConfigurationError(
                 f"the PKCS#11 module {self.module} cannot list its tokens ({_reason(exc)})"
             ) from None
+        self._token = token
         self._session = self._login(token, rw=create)
         self._key = self._find_key(create=create)
 
@@ -177,30 +195,28 @@ class Pkcs11MasterKey(Masked):
 
     def wrap(self, plaintext: bytes, associated: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
+        params = GCMParams(nonce, associated, _TAG_BITS)
         try:
-            with self._lock:
-                body = self._key.encrypt(
-                    plaintext,
-                    mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(nonce, associated, _TAG_BITS),
+            body = self._run(
+                lambda key: key.encrypt(
+                    plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params
                 )
-        except (p11.PKCS11Error, AttributeError) as exc:
+            )
+        except p11.PKCS11Error as exc:
             raise self._unavailable(exc) from None
-        return nonce + bytes(body)
+        return nonce + body
 
     def unwrap(self, wrapped: bytes, associated: bytes) -> bytes:
         if len(wrapped) < _NONCE + _TAG_BITS // 8:
             raise DecryptionFailed()
+        params = GCMParams(wrapped[:_NONCE], associated, _TAG_BITS)
         try:
-            with self._lock:
-                return bytes(
-                    self._key.decrypt(
-                        wrapped[_NONCE:],
-                        mechanism=Mechanism.AES_GCM,
-                        mechanism_param=GCMParams(wrapped[:_NONCE], associated, _TAG_BITS),
-                    )
+            return self._run(
+                lambda key: key.decrypt(
+                    wrapped[_NONCE:], mechanism=Mechanism.AES_GCM, mechanism_param=params
                 )
-        except (p11.PKCS11Error, AttributeError) as exc:
+            )
+        except p11.PKCS11Error as exc:
             failure = exc
         # Tokens report a tag that does not verify in different ways (SoftHSM2: a general
         # error). If the token still wraps and unwraps, these bytes are what is wrong.
@@ -218,17 +234,17 @@ class Pkcs11MasterKey(Masked):
 
     def check(self) -> None:
         """A round trip through the token; ``Unavailable`` naming what failed if not."""
-        nonce = os.urandom(_NONCE)
-        params = GCMParams(nonce, _PROBE, _TAG_BITS)
+        params = GCMParams(os.urandom(_NONCE), _PROBE, _TAG_BITS)
         try:
-            with self._lock:
-                body = self._key.encrypt(
-                    _PROBE, mechanism=Mechanism.AES_GCM, mechanism_param=params
-                )
-                back = self._key.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=params)
-        except (p11.PKCS11Error, AttributeError) as exc:
+            body = self._run(
+                lambda key: key.encrypt(_PROBE, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+            )
+            back = self._run(
+                lambda key: key.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+            )
+        except p11.PKCS11Error as exc:
             raise self._unavailable(exc) from None
-        if bytes(back) != _PROBE:
+        if back != _PROBE:
             raise Unavailable(
                 f"the PKCS#11 master key {self.key_label!r} on token {self.token_label!r} "
                 "does not round-trip"
@@ -243,10 +259,59 @@ class Pkcs11MasterKey(Masked):
             except p11.PKCS11Error:
                 pass  # the token is gone already; nothing left to release
 
+    # -- the session ------------------------------------------------------------------
+
+    def _run(self, operation: Callable[[Any], Any]) -> bytes:
+        """``operation(key)`` under the lock; after a lost session, once more on a new one.
+
+        Any other PKCS#11 error is raised as it is, for the caller to judge.
+        """
+        with self._lock:
+            if self._key is None:
+                raise Unavailable("the PKCS#11 master key provider is closed")
+            try:
+                return bytes(operation(self._key))
+            except _SESSION_LOST as lost:
+                if not self._reopen():
+                    raise lost from None
+            return bytes(operation(self._key))
+
+    def _reopen(self) -> bool:
+        """Log in again and find the key (never make one); False if that fails too."""
+        if self._refused is not None:
+            return False
+        with contextlib.suppress(p11.PKCS11Error):  # already gone, which is why we are here
+            self._session.close()
+        try:
+            session = self._token.open(user_pin=self._pin.reveal())
+        except p11.UserAlreadyLoggedIn:
+            try:
+                session = self._token.open()
+            except p11.PKCS11Error:
+                return False
+        except (p11.PinIncorrect, p11.PinLocked, p11.PinExpired) as exc:
+            self._refused = _reason(exc)
+            return False
+        except p11.PKCS11Error:
+            return False
+        try:
+            key = session.get_key(
+                object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES, label=self.key_label
+            )
+        except p11.PKCS11Error:
+            with contextlib.suppress(p11.PKCS11Error):
+                session.close()
+            return False
+        self._session, self._key = session, key
+        return True
+
     def _unavailable(self, exc: BaseException) -> Unavailable:
-        if self._session is None:
-            return Unavailable("the PKCS#11 master key provider is closed")
+        if isinstance(exc, Unavailable):
+            return exc
+        reason = _reason(exc)
+        if self._refused is not None:
+            reason += f"; logging in again: {self._refused}, check {_PIN_HELP}"
         return Unavailable(
             f"the PKCS#11 master key {self.key_label!r} on token {self.token_label!r} "
-            f"is unavailable ({_reason(exc)})"
+            f"is unavailable ({reason})"
         )
