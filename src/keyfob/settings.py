@@ -34,6 +34,37 @@ class Settings(BaseSettings):
         None,
         description="The master key itself (base64 of 32 bytes), instead of a file.",
     )
+    master_key_provider: Literal["file", "env", "pkcs11"] | None = Field(
+        None,
+        description="What wraps the keyring: `file` (`KEYFOB_MASTER_KEY_FILE`), `env` "
+        "(`KEYFOB_MASTER_KEY`) or `pkcs11` (an AES key on an HSM token, which never leaves "
+        "it; needs the `hsm` extra). Default: `env` if `KEYFOB_MASTER_KEY` is set, else `file`.",
+    )
+    pkcs11_module: Path | None = Field(
+        None,
+        description="With `pkcs11`: path of the token's PKCS#11 library, e.g. "
+        "`/usr/lib/softhsm/libsofthsm2.so`.",
+    )
+    pkcs11_token_label: str | None = Field(
+        None,
+        description="With `pkcs11`: label of the token that holds the wrapping key.",
+    )
+    pkcs11_pin: SecretStr | None = Field(
+        None,
+        description="With `pkcs11`: the token's user PIN (or `KEYFOB_PKCS11_PIN_FILE`; "
+        "exactly one of the two). Never printed.",
+    )
+    pkcs11_pin_file: Path | None = Field(
+        None,
+        description="With `pkcs11`: file holding the user PIN (mode 0600; a trailing "
+        "newline is ignored).",
+    )
+    pkcs11_key_label: str = Field(
+        "keyfob-master",
+        min_length=1,
+        description="With `pkcs11`: label of the AES-256 wrapping key on the token. "
+        "`keyfob init` creates it (sensitive, not extractable) if the token has none.",
+    )
     addr: str = Field(
         "http://127.0.0.1:8200",
         description="Where CLI clients find the server.",

@@ -18,6 +18,7 @@ from keyfob.errors import Conflict
 from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
 from keyfob.vault import SYSTEM, Vault, redact_url, write_self_signed
+from keyfob.vault.master_keys import provider_name
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class InitResult(Masked):
     database_url: str
     master_key_file: Path | None
     created: bool
+    master_key_source: str
 
 
 def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
@@ -34,11 +36,22 @@ def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
         operator_token=token,
         data_dir=settings.data_dir.resolve(),
         database_url=redact_url(settings.resolved_database_url),
-        master_key_file=None
-        if settings.master_key
-        else settings.resolved_master_key_file.resolve(),
+        master_key_file=settings.resolved_master_key_file.resolve()
+        if provider_name(settings) == "file"
+        else None,
         created=token is not None,
+        master_key_source=_where(settings),
     )
+
+
+def _where(settings: Settings) -> str:
+    """Where the master key is, in words (never the key or a PIN)."""
+    name = provider_name(settings)
+    if name == "pkcs11":
+        return f"PKCS#11 key {settings.pkcs11_key_label!r} on token {settings.pkcs11_token_label!r}"
+    if name == "env":
+        return "from KEYFOB_MASTER_KEY"
+    return str(settings.resolved_master_key_file.resolve())
 
 
 async def _initialise(settings: Settings) -> InitResult:

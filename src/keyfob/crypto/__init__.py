@@ -8,12 +8,13 @@ from keyfob.crypto._aead import verify_signature
 from keyfob.crypto._pki import self_signed
 from keyfob.crypto.envelope import DataKeys, Sealed, open, rewrap, seal, term_of
 from keyfob.crypto.keyring import Keyring, SystemKeys, WrappedKek
-from keyfob.crypto.master import MasterKey
+from keyfob.crypto.master import MasterKey, MasterKeyProvider
 
 __all__ = [
     "DataKeys",
     "Keyring",
     "MasterKey",
+    "MasterKeyProvider",
     "Sealed",
     "SystemKeys",
     "WrappedKek",

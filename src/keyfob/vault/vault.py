@@ -6,13 +6,14 @@ first operator token once, and refuses to touch a database that already has a ke
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from keyfob.audit import CheckpointFile
 from keyfob.clock import Clock, SystemClock
-from keyfob.crypto import Keyring, MasterKey, WrappedKek, master
+from keyfob.crypto import Keyring, MasterKeyProvider, WrappedKek
 from keyfob.errors import ConfigurationError, Conflict, Unavailable
 from keyfob.metrics import Metrics
 from keyfob.secret import Masked, Secret
@@ -31,6 +32,7 @@ from keyfob.vault.grants import Grants
 from keyfob.vault.keys import Keys
 from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
+from keyfob.vault.master_keys import missing_key_hint, open_master_key
 from keyfob.vault.operators import Operators
 from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
@@ -44,19 +46,6 @@ from keyfob.vault.users import Users
 class Initialised(Masked):
     operator_token: Secret[str]
     token_id: str
-
-
-def _master_from_settings(settings: Settings, *, create: bool) -> MasterKey | None:
-    if settings.master_key is not None:
-        return MasterKey(master.decode(settings.master_key.get_secret_value()))
-    path = settings.resolved_master_key_file
-    if path.exists():
-        return MasterKey(master.read_file(path))
-    if not create:
-        return None
-    key = master.generate()
-    master.write_file(path, key)
-    return MasterKey(key)
 
 
 def _private_file(path: Path) -> None:
@@ -130,17 +119,21 @@ class Vault:
                 raise ConfigurationError(
                     f"the database {db.display_url} has no keyring yet: run `keyfob init`"
                 )
-            key = _master_from_settings(settings, create=False)
+            key = open_master_key(settings, create=False)
             if key is None:
                 raise ConfigurationError(
-                    "this database holds a keyring but no master key was found: set "
-                    f"KEYFOB_MASTER_KEY or put the key file at {settings.resolved_master_key_file}"
+                    "this database holds a keyring but no master key was found: "
+                    + missing_key_hint(settings)
                 )
-            async with db.read() as conn:
-                terms = await keyring_sql.list_terms(conn)
-            ring = Keyring.load(
-                key, [WrappedKek(t.term, t.wrapped) for t in terms if t.wrapped], system
-            )
+            try:
+                async with db.read() as conn:
+                    terms = await keyring_sql.list_terms(conn)
+                ring = Keyring.load(
+                    key, [WrappedKek(t.term, t.wrapped) for t in terms if t.wrapped], system
+                )
+            except BaseException:
+                key.close()
+                raise
         except BaseException:
             await db.close()
             raise
@@ -165,10 +158,11 @@ class Vault:
     ) -> tuple[Vault, Initialised]:
         """Create the keyring and first operator token; Conflict if already initialised."""
         db, system = await cls._load(settings, clock)
+        key: MasterKeyProvider | None = None
         try:
             if system is not None:
                 raise Conflict(f"the vault at {db.display_url} is already initialised")
-            key = _master_from_settings(settings, create=True)
+            key = open_master_key(settings, create=True)
             assert key is not None
             ring, kek, wrapped_system = Keyring.create(key)
             vault = cls._assemble(db, ring, settings, clock)
@@ -190,12 +184,16 @@ class Vault:
             # before the forward proxy first runs.
             await vault.authority.create(ctx)
         except BaseException:
+            if key is not None:
+                key.close()
             await db.close()
             raise
         return vault, Initialised(token, row.id)
 
     async def ready(self) -> None:
-        """Raise ``Unavailable`` unless the database and the checkpoint dir take writes."""
+        """Raise ``Unavailable`` unless the database and the checkpoint dir take writes and
+        the master key provider can wrap (an HSM that went away says so here)."""
+        await asyncio.to_thread(self.core.ring.master.check)
         async with self.db.write():
             pass
         directory: Path = self.core.checkpoints.path.parent
@@ -213,4 +211,5 @@ class Vault:
             await self.consumer.close()
         finally:
             self.users.passwords.close()
+            self.core.ring.master.close()
             await self.db.close()
