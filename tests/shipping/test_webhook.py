@@ -32,8 +32,8 @@ from tests.conftest import CANARY, make_set
 from tests.shipping.conftest import FAST, free_port, head_seq, make_records, wait_for
 from tests.support.certs import loopback_tls
 
-TOKEN = "webhook-bearer-6c1d0e"  # noqa: S105 - a test credential
-SECRET = "webhook-hmac-key-93be1f"  # noqa: S105
+TOKEN = "webhook-bearer-6c1d0e"
+SECRET = "webhook-hmac-key-93be1f"
 PATH_TOKEN = "T0KEN-IN-PATH-4b7a"  # webhook URLs often carry a token in the path
 
 
