@@ -10,10 +10,10 @@ from gaps, reordering and edits.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from keyfob.audit.chain import GENESIS, ChainVerifier, Event
@@ -23,6 +23,7 @@ from keyfob.audit.chain import GENESIS, ChainVerifier, Event
 SD_ID = "keyfob@32473"
 # Facility 13 is "log audit" (RFC 5424, table 1).
 LOG_AUDIT = 13
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 _FIELDS = (
     "seq", "ts", "actor", "action", "target", "outcome", "request_id", "details",
     "prev_hash", "hash",
@@ -54,11 +55,8 @@ def syslog_message(
 ) -> bytes:
     """One RFC 5424 message: the chain in structured data, the record as JSON in MSG."""
     severity = 6 if event.outcome == "ok" else 5  # informational; notice for the rest
-    try:
-        stamp = datetime.fromisoformat(event.ts.replace("Z", "+00:00")).isoformat()
-        stamp = stamp.replace("+00:00", "Z")
-    except ValueError:
-        stamp = "-"
+    # keyfob's ts (RFC 3339, UTC, microseconds, Z) is already an RFC 5424 TIMESTAMP.
+    stamp = event.ts if _TIMESTAMP.fullmatch(event.ts) else "-"
     msgid = "".join(c for c in event.action if 33 <= ord(c) <= 126)[:32] or "-"
     host = "".join(c for c in hostname if 33 <= ord(c) <= 126)[:255] or "-"
     sd = (
