@@ -10,10 +10,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from keyfob import app as app_module
 from keyfob.app.audit_sinks import build_sinks
 from keyfob.audit import ShippedChain
+from keyfob.settings import Settings
+from keyfob.store import audit_ship
 from keyfob.vault import Vault
-from tests.shipping.conftest import free_port, head_seq, make_records, wait_for
+from tests.shipping.conftest import FAST, free_port, head_seq, make_records, wait_for
 
 
 def records_in(path: Path) -> list[dict[str, Any]]:
@@ -102,3 +107,30 @@ async def test_syslog_udp_messages_are_rfc5424_with_the_chain_in_structured_data
     assert chain.ok, chain.first_bad
     assert chain.count == last
     assert outcomes >= {"ok", "denied"}  # both severities were seen
+
+
+async def test_the_serving_process_ships_from_start_up_and_stops_cleanly(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``create_app`` without a vault (as ``keyfob serve``) starts shipping in its lifespan."""
+    monkeypatch.setattr(app_module, "settle_heap", lambda: None)  # leave the test's gc alone
+    target = tmp_path / "ship" / "audit.jsonl"
+    served = settings.model_copy(update={**FAST, "audit_ship_file": target})
+    vault, _ = await Vault.initialise(served)
+    await vault.close()
+    app = app_module.create_app(served)
+    async with app.router.lifespan_context(app.api):
+        running: Vault = app.state.vault
+        await make_records(running, 3)
+        last = await head_seq(running)
+        await wait_for(lambda: target.exists() and records_in(target)[-1]["seq"] == last)
+    # Stopped: the claim was given up, so another node could take over at once.
+    reopened = await Vault.open(served)
+    try:
+        async with reopened.db.read() as conn:
+            cursor = await audit_ship.get(conn, "file")
+    finally:
+        await reopened.close()
+    assert cursor is not None
+    assert cursor.seq == last
+    assert cursor.claimed_by is None

@@ -36,6 +36,9 @@ from keyfob.vault.core import Core
 
 log = logging.getLogger("keyfob.audit.shipping")
 
+# Seconds ``close`` lets a batch in flight finish before cancelling it.
+CLOSE_GRACE = 5.0
+
 
 class ShipFailed(Exception):
     """A delivery did not happen; the message is safe to log and store (no secret, no
@@ -108,6 +111,7 @@ class Shipping:
         self._wakes: dict[str, asyncio.Event] = {}
         self._held_until: dict[str, datetime] = {}
         self._stopping = False
+        self._stop = asyncio.Event()
 
     def wake(self) -> None:
         """New records were committed here: look at once (cheap; called per commit)."""
@@ -126,9 +130,14 @@ class Shipping:
         """Stop shipping, give the claims up and close the sinks (what was not recorded as
         delivered is delivered again by whoever ships next)."""
         self._stopping = True
+        self._stop.set()
+        self.wake()
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
+        if tasks:
+            # A batch in flight finishes and is recorded, unless the sink hangs.
+            _, hung = await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+            for task in hung:
+                task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -147,20 +156,15 @@ class Shipping:
         while not self._stopping:
             try:
                 moved = await self._step(sink)
-            except ShipFailed as exc:
-                failures += 1
-                await self._failed(sink, exc)
-                await asyncio.sleep(self.policy.delay(failures))
-                continue
             except KeyfobError as exc:  # the database is unavailable: try again later
                 log.warning("audit shipping to %s: %s", sink.name, exc.detail)
                 failures += 1
-                await asyncio.sleep(self.policy.delay(failures))
+                await self._pause(self.policy.delay(failures))
                 continue
-            except Exception as exc:
+            except Exception as exc:  # ShipFailed, or anything a sink raised
                 failures += 1
                 await self._failed(sink, exc)
-                await asyncio.sleep(self.policy.delay(failures))
+                await self._pause(self.policy.delay(failures))
                 continue
             failures = 0
             if moved:
@@ -168,6 +172,11 @@ class Shipping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.policy.poll)
             wake.clear()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before a retry; only stopping cuts it short (commits do not)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _claim(self, sink: str) -> bool:
         """Hold the claim to ship ``sink``, renewing it once half of it has passed."""
