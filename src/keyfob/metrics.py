@@ -190,6 +190,35 @@ class Metrics:
             registry=self.registry,
         )
         self._reasons: dict[tuple[str, ...], Any] = {}
+        self._ship_lag = Gauge(
+            "keyfob_audit_ship_lag_records",
+            "Committed audit records a shipping sink (file, syslog, webhook) has not yet "
+            "delivered, as this node last saw it.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self._shipped = Counter(
+            "keyfob_audit_shipped_records",
+            "Audit records this node delivered to a shipping sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self._ship_failures = Counter(
+            "keyfob_audit_ship_failures",
+            "Failed deliveries to a shipping sink (each is retried).",
+            ["sink"],
+            registry=self.registry,
+        )
+
+    def ship_lag(self, sink: str, behind: int) -> None:
+        self._ship_lag.labels(sink).set(behind)
+
+    def shipped(self, sink: str, count: int, behind: int) -> None:
+        self._shipped.labels(sink).inc(count)
+        self._ship_lag.labels(sink).set(max(0, behind))
+
+    def ship_failed(self, sink: str) -> None:
+        self._ship_failures.labels(sink).inc()
 
     def queue_depth(self, read: Callable[[], int]) -> None:
         """Read the grouped commit's queue length at each scrape."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyfob.audit import CheckpointFile
+from keyfob.audit import CheckpointFile, Event
 from keyfob.clock import Clock, SystemClock
 from keyfob.crypto import Keyring, MasterKeyProvider, WrappedKek
 from keyfob.errors import ConfigurationError, Conflict, Unavailable
@@ -38,6 +39,7 @@ from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.refresh import Refresher
 from keyfob.vault.secret_sets import SecretSets
+from keyfob.vault.shipping import Shipping
 from keyfob.vault.usage import Pricing, Usage, fallback_price
 from keyfob.vault.users import Users
 
@@ -87,7 +89,14 @@ class Vault:
         self.refresh = Refresher(core, self.sets)
         self.metrics = Metrics()
         self.metrics.queue_depth(self.consumer.commit.depth)
-        core.db.on_commit = self.metrics.committed
+        # Audit shipping: its tasks are started by the serving process (``start``).
+        self.shipping = Shipping(core, settings, self.metrics)
+        core.db.on_commit = self._committed if self.shipping.configured else self.metrics.committed
+
+    def _committed(self, records: Sequence[Event], seconds: float) -> None:
+        self.metrics.committed(records, seconds)
+        if records:
+            self.shipping.wake()
 
     @property
     def db(self) -> Database:
@@ -207,6 +216,7 @@ class Vault:
 
     async def close(self) -> None:
         try:
+            await self.shipping.close()
             await self.proxy.settled()  # settlements in flight commit before the last batch
             await self.consumer.close()
         finally:
