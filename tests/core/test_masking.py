@@ -31,6 +31,7 @@ import keyfob
 from keyfob import crypto, sdk
 from keyfob.api.models import SetCreate, SetUpdate
 from keyfob.api.users import PasswordChange, UserCreate
+from keyfob.app.audit_sinks import WebhookSink
 from keyfob.cli.client import KeyfobClient
 from keyfob.crypto import Keyring, MasterKey, SystemKeys, master
 from keyfob.crypto._aead import Aead, Signer
@@ -237,6 +238,11 @@ def make_pkcs11_master_key() -> Case:
     return Case(key, (CANARY,), ("'keyfob-master'",))
 
 
+def make_webhook_sink() -> Case:
+    sink = WebhookSink("https://siem.example/hook", None, CANARY, CANARY.encode()[::-1])
+    return Case(sink, (CANARY, CANARY[::-1]), ("'https://siem.example'",))
+
+
 def make_aead() -> Case:
     return Case(Aead(RAW_KEY), key_forms(RAW_KEY))
 
@@ -405,6 +411,7 @@ FACTORIES: dict[type, Callable[[], Case]] = {
     Secret: make_secret,
     MasterKey: make_master_key,
     Pkcs11MasterKey: make_pkcs11_master_key,
+    WebhookSink: make_webhook_sink,
     Aead: make_aead,
     crypto.DataKeys: make_data_keys,
     Signer: make_signer,

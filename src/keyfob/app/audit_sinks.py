@@ -24,6 +24,7 @@ import aiohttp
 from keyfob.audit import Event
 from keyfob.audit.shipping import line, syslog_message, wire
 from keyfob.proxy.egress import tls_context
+from keyfob.secret import Masked
 from keyfob.settings import Settings, split_listen
 from keyfob.vault.shipping import ShipFailed, Sink
 
@@ -157,10 +158,12 @@ class SyslogSink:
                 pass
 
 
-class WebhookSink:
-    """``POST {"records": […]}`` to an https URL; a 2xx acknowledges the batch."""
+class WebhookSink(Masked):
+    """``POST {"records": […]}`` to an https URL; a 2xx acknowledges the batch. Prints as
+    its origin only: the bearer token and the signing secret stay out of every repr."""
 
     name = "webhook"
+    shown = ("origin",)
 
     def __init__(
         self,
