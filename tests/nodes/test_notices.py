@@ -51,7 +51,8 @@ async def pair(pg_settings: Settings) -> AsyncIterator[tuple[Vault, Vault]]:
     try:
         await one.caches.start(TTL)
         await two.caches.start(TTL)
-        assert one.caches.listening and two.caches.listening
+        assert one.caches.listening
+        assert two.caches.listening
         yield one, two
     finally:
         await two.close()
