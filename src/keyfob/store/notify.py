@@ -26,6 +26,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.secret import Secret
+
 log = logging.getLogger("keyfob.store")
 
 CHANNEL = "keyfob_cache"
@@ -56,7 +58,7 @@ class Listener:
         ttl: float,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
-        self._dsn = _dsn(url)
+        self._dsn = Secret(_dsn(url))  # may hold the database password
         self._on_notice = on_notice
         self._on_reset = on_reset
         self._on_state = on_state
@@ -98,7 +100,9 @@ class Listener:
             conn = None
             try:
                 conn = await asyncio.wait_for(
-                    asyncpg.connect(self._dsn, server_settings={"application_name": APP_NAME}),
+                    asyncpg.connect(
+                        self._dsn.reveal(), server_settings={"application_name": APP_NAME}
+                    ),
                     max(self.ttl, 1.0),
                 )
                 await conn.add_listener(CHANNEL, self._notified)
