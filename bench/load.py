@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import socket
@@ -62,12 +63,22 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+_turn = itertools.count()
+
+
+def _port(spec: dict[str, Any]) -> int:
+    """The port of the next connection: ``port``, or round robin over ``ports`` (several
+    keyfob nodes behind no load balancer: the clients spread themselves)."""
+    ports = spec.get("ports") or [spec["port"]]
+    return int(ports[next(_turn) % len(ports)])
+
+
 async def _connect(
     spec: dict[str, Any], factory: Callable[[], asyncio.Protocol], count: int
 ) -> list[Any]:
     loop = asyncio.get_running_loop()
     pairs = await asyncio.gather(
-        *(loop.create_connection(factory, spec["host"], spec["port"]) for _ in range(count))
+        *(loop.create_connection(factory, spec["host"], _port(spec)) for _ in range(count))
     )
     return [protocol for _, protocol in pairs]
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -139,9 +140,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.proxy = ProxyMetrics(self.registry)
-        self._mints = Counter(
-            "keyfob_lease_mints", "Leases minted.", registry=self.registry
-        )
+        self._mints = Counter("keyfob_lease_mints", "Leases minted.", registry=self.registry)
         self._denials = Counter(
             "keyfob_lease_denials",
             "Lease mints and uses refused, by stage (mint, use) and reason.",
@@ -224,6 +223,10 @@ class Metrics:
         """Read the grouped commit's queue length at each scrape."""
         self._queue.set_function(read)
 
+    def caches(self, dropped: Callable[[], dict[str, int]], up: Callable[[], bool]) -> None:
+        """Read the node's cache drops (by notice topic) and listener state at each scrape."""
+        self.registry.register(_CacheCollector(dropped, up))
+
     def committed(self, records: Iterable[_Audited], seconds: float) -> None:
         """Count the records of one commit and observe how long the commit took."""
         self._commit.observe(seconds)
@@ -270,6 +273,33 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class _CacheCollector:
+    """``keyfob_cache_drops_total{topic}`` and ``keyfob_cache_listener_up``."""
+
+    def __init__(self, dropped: Callable[[], dict[str, int]], up: Callable[[], bool]) -> None:
+        self._dropped = dropped
+        self._up = up
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        drops = CounterMetricFamily(
+            "keyfob_cache_drops",
+            "Caches this node dropped, by the notice that asked (reset: all of them, when "
+            "notices may have been missed).",
+            labels=["topic"],
+        )
+        for topic, count in sorted(self._dropped().items()):
+            drops.add_metric([topic], count)
+        yield drops
+        yield GaugeMetricFamily(
+            "keyfob_cache_listener_up",
+            "1 while this node listens for other nodes' cache notices (PostgreSQL).",
+            value=1 if self._up() else 0,
+        )
 
 
 def clock() -> float:

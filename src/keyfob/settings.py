@@ -147,6 +147,14 @@ class Settings(BaseSettings):
         "`refuse` (the request is refused, budget-exceeded) or `INPUT:OUTPUT[:CACHED]` "
         "USD per million tokens to charge it at. Its tokens are metered either way.",
     )
+    cache_ttl: float = Field(
+        1.0,
+        ge=0.1,
+        le=60,
+        description="PostgreSQL: while a node's LISTEN connection for other nodes' cache "
+        "notices is down, it drops its caches this often (seconds), so nothing it keeps "
+        "is staler than this. Ignored on SQLite.",
+    )
     max_pending_requests: int = Field(
         20,
         ge=1,

@@ -73,8 +73,12 @@ class Keyfob:
             await self.api(scope, receive, send)
 
     async def start(self) -> None:
-        """Open the forward proxy's listener, if one is configured (the lifespan does this
-        when it owns the vault)."""
+        """Listen for other nodes' cache notices and open the forward proxy's listener, if
+        one is configured (the lifespan does this when it owns the vault)."""
+        vault = getattr(self.api.state, "vault", None)
+        if vault is not None:
+            vault.caches.subscribe(self.proxy.forget_set)
+            await vault.caches.start(self.api.state.settings.cache_ttl)
         if self.forward is not None and self._forward_listen:
             await self.forward.start(*split_listen(self._forward_listen))
 

@@ -316,6 +316,14 @@ class ProxyApp:
         finally:
             response.release()
 
+    def forget_set(self, set_id: str | None) -> None:
+        """Drop the scrubbers (they hold values) of a set, or of every set when None."""
+        if set_id is None:
+            self._scrubbers.clear()
+            return
+        for key in [k for k in self._scrubbers if k[0].split(":", 1)[0] == set_id]:
+            del self._scrubbers[key]
+
     def _scrubber(self, use: ProxyUse, access: Secret[str] | None = None) -> Scrubber:
         """The scrubber for the set version in use. Building one costs far more than the
         rest of the request, so the latest few versions' are kept (see threat-model.md)."""

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from keyfob.audit import Event
 from keyfob.errors import ConfigurationError, Unavailable
-from keyfob.store import tables
+from keyfob.store import notify, tables
 from keyfob.store.audit_writer import AuditChain, Draft, as_mappings
 from keyfob.store.batch import SQL_LOCK_HEAD, Batch, CoreBatch, LostRace, RowCache, SqliteBatch
 
@@ -129,6 +129,12 @@ class Tx(AuditChain):
     def __init__(self, conn: AsyncConnection, seq: int, head: str) -> None:
         super().__init__(seq, head)
         self.conn = conn
+        self.notices: list[str] = []
+
+    def announce(self, notice: str) -> None:
+        """Tell other nodes, when this commits, that their cache of ``notice`` is stale
+        (``topic`` or ``topic:id``; PostgreSQL only, see ``store.notify``)."""
+        self.notices.append(notice)
 
     async def audit(
         self,
@@ -196,6 +202,18 @@ class Database:
         def _begin(conn: Connection) -> None:
             write = conn.get_execution_options().get("keyfob_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def listener(
+        self,
+        on_notice: Callable[[str], None],
+        on_reset: Callable[[], None],
+        ttl: float,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> notify.Listener | None:
+        """A ``LISTEN`` connection for other nodes' cache notices; None on SQLite."""
+        if self.is_sqlite:
+            return None
+        return notify.Listener(self.url, on_notice, on_reset, ttl, on_state)
 
     @property
     def display_url(self) -> str:
@@ -265,6 +283,8 @@ class Database:
                             raise Unavailable("the audit chain head is missing; nothing is written")
                         tx = Tx(conn, int(row.seq), str(row.head))
                         yield tx
+                        if tx.notices and not self.is_sqlite:
+                            await notify.send(conn, tx.notices)
                         if tx.events:
                             await conn.execute(
                                 update(tables.audit_head)

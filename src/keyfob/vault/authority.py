@@ -47,22 +47,25 @@ class Authority:
         now = self._core.clock.now()
         cert, key = _pki.new_ca(CA_NAME, now, CA_DAYS)
         ca_id = tokens.new_id()
-        sealed = crypto.seal(self._core.ring, key, set_id=_aad_id(ca_id), version=1)
-        row = CaRow(
-            ca_id,
-            cert.decode(),
-            sealed.term,
-            sealed.wrapped_dek,
-            sealed.ciphertext,
-            isoformat(now),
-            isoformat(_pki.not_after(cert)),
-            None,
-        )
         async with self._core.write() as tx:
+            # Under the active term as the database has it (another node may have rotated).
+            await self._core.sync_terms(tx)
+            sealed = crypto.seal(self._core.ring, key, set_id=_aad_id(ca_id), version=1)
+            row = CaRow(
+                ca_id,
+                cert.decode(),
+                sealed.term,
+                sealed.wrapped_dek,
+                sealed.ciphertext,
+                isoformat(now),
+                isoformat(_pki.not_after(cert)),
+                None,
+            )
             await sql.insert_ca(tx.conn, row)
             await self._core.record(
                 tx, ctx, "ca.create", f"ca:{ca_id}", details={"fingerprint": _pki.fingerprint(cert)}
             )
+            tx.announce("ca")
         return row
 
     async def current(self) -> list[CaRow]:
@@ -97,8 +100,8 @@ class Authority:
                 f"ca:{row.id}",
                 details={"retired": [r.id for r in old], "trusted_until": until},
             )
-        self._signing = None
-        self._leaves.clear()
+            tx.announce("ca")  # every node signs with the new CA from now on
+        self.reset()
         return row
 
     async def certificate_pem(self) -> str:
@@ -126,6 +129,11 @@ class Authority:
             await sql.set_ca_wrapped(tx.conn, ca_id, old_term, new_term, rewrapped)
             moved += 1
         return moved
+
+    def reset(self) -> None:
+        """Forget the signing CA and every leaf (a CA was made or rotated, maybe elsewhere)."""
+        self._signing = None
+        self._leaves.clear()
 
     # -- leaves ----------------------------------------------------------------------
 

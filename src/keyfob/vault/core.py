@@ -15,7 +15,7 @@ from keyfob.audit import Checkpoint, CheckpointFile
 from keyfob.clock import Clock, isoformat
 from keyfob.crypto import Keyring, WrappedKek
 from keyfob.errors import DecryptionFailed
-from keyfob.store import Database, Tx
+from keyfob.store import Database, KekRow, Tx
 from keyfob.store import keyring as keyring_sql
 from keyfob.vault.context import Context
 
@@ -88,7 +88,10 @@ class Core:
 
     async def sync_terms(self, tx: Tx) -> None:
         """Pick up KEK terms another node added or retired since this keyring was loaded."""
-        rows = await keyring_sql.list_terms(tx.conn)
+        self.apply_terms(await keyring_sql.list_terms(tx.conn))
+
+    def apply_terms(self, rows: list[KekRow]) -> None:
+        """Make the keyring hold exactly the live terms of ``rows`` (``kek_terms``)."""
         live = {r.term for r in rows if r.wrapped is not None}
         for row in rows:
             if row.wrapped is not None and not self.ring.has(row.term):
@@ -114,9 +117,7 @@ class Core:
         """A stored version's entries, decrypted; any failure is ``DecryptionFailed``."""
         await self.ensure_term(wrapped_dek)
         sealed = crypto.Sealed(term, wrapped_dek, ciphertext)
-        plain = crypto.open(
-            self.ring, sealed, set_id=set_id, version=version, keys=self.data_keys
-        )
+        plain = crypto.open(self.ring, sealed, set_id=set_id, version=version, keys=self.data_keys)
         try:
             entries = json.loads(plain)
         except ValueError:

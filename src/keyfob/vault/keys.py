@@ -49,6 +49,7 @@ class Keys:
             await self._core.record(
                 tx, ctx, "keys.rotate", f"kek:{kek.term}", details={"term": kek.term}
             )
+            tx.announce("keys")
         self._core.data_keys.clear()
         return Rotated(kek.term)
 
@@ -77,6 +78,7 @@ class Keys:
                 await self._core.record(
                     tx, ctx, "keys.rewrap", f"kek:{term}", details={"term": term, "rewrapped": done}
                 )
+                tx.announce("keys")
                 moved += done
         self._core.data_keys.clear()
         # keyfob's CA key is sealed like a secret version and moves with them (not
@@ -105,6 +107,7 @@ class Keys:
             await Authority(self._core).rewrap_in(tx)
             await keyring_sql.retire_term(tx.conn, term, self._core.now())
             await self._core.record(tx, ctx, "keys.retire", f"kek:{term}", details={"term": term})
+            tx.announce("keys")  # every node forgets the term
         self._core.ring.forget(term)
         self._core.data_keys.clear()
         return TermRetired(term)

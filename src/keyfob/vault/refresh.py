@@ -120,6 +120,9 @@ class Refresher:
     def forget(self, set_id: str) -> None:
         self._memory.pop(set_id, None)
 
+    def forget_all(self) -> None:
+        self._memory.clear()
+
     async def _obtain(
         self, set_id: str, version: int, fetch: Fetch, stale: Secret[str] | None
     ) -> _Cached:
@@ -319,6 +322,7 @@ class Refresher:
                     "expires_in": minted.lifetime,
                 },
             )
+            tx.announce(f"token:{row.id}")  # other nodes read the new token on next use
         return _Cached(minted.access_token, version, expires.timestamp(), minted.lifetime)
 
     async def _release(self, set_id: str, who: str, failed: str | None = None) -> None:
@@ -359,6 +363,7 @@ class Refresher:
                 details={"grant": grant, "version": row.version, "reason": "invalid_grant"},
                 outcome="error",
             )
+            tx.announce(f"token:{row.id}")
         self.forget(row.id)
 
     async def status(self) -> dict[str, Any]:

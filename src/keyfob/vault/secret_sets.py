@@ -211,6 +211,7 @@ class SecretSets:
                 profile_changed=clean_profile != row.profile,
             )
             row = await self._find(tx.conn, path)
+            tx.announce(f"set:{row.id}")  # other nodes drop its keys and tokens
         self._core.data_keys.forget(row.id)
         return set_view(row, current)
 
@@ -224,6 +225,7 @@ class SecretSets:
         await self._store_version(tx, ctx, row, version, entries, prior, "refresh", None)
         await sql.update_set(tx.conn, row.id, version=version, updated_at=self._core.now())
         await self._audit(tx, ctx, "rotate", row.path, version=version, keys_set=changed)
+        tx.announce(f"set:{row.id}")
         return version
 
     async def rollback(
@@ -247,6 +249,7 @@ class SecretSets:
             await sql.update_set(tx.conn, row.id, version=new_version, updated_at=self._core.now())
             await self._audit(tx, ctx, "rollback", path, version=new_version, rollback_of=version)
             row = await self._find(tx.conn, path)
+            tx.announce(f"set:{row.id}")  # other nodes drop its keys and tokens
         self._core.data_keys.forget(row.id)
         return set_view(row, stored)
 
@@ -261,6 +264,7 @@ class SecretSets:
             )
             row = await self._find(tx.conn, path)
             current = await sql.get_version(tx.conn, row.id, row.version)
+            tx.announce(f"set:{row.id}")  # other nodes drop its keys and tokens
         self._core.data_keys.forget(row.id)
         return set_view(row, current)
 
@@ -294,6 +298,7 @@ class SecretSets:
                 leases_revoked=len(revoked),
                 grants_revoked=len(grants),
             )
+            tx.announce(f"set:{row.id}")  # other nodes drop its keys and tokens
         self._core.data_keys.forget(row.id)
         return Purged(purged=path, versions=removed)
 

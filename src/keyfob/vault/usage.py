@@ -127,6 +127,7 @@ class Pricing:
                 "prices",
                 details={"models": sorted(rows)[:100], "count": len(rows)},
             )
+            tx.announce("prices")
         await self.load()
 
 

@@ -25,6 +25,7 @@ from keyfob.vault.agents import Agents
 from keyfob.vault.approvals import Approvals
 from keyfob.vault.auditing import Auditing
 from keyfob.vault.authority import Authority
+from keyfob.vault.caches import Caches
 from keyfob.vault.consume import Consumer
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
@@ -87,7 +88,10 @@ class Vault:
         self.usage = Usage(core)
         # Access tokens of OAuth and service-account sets (the proxy asks per request).
         self.refresh = Refresher(core, self.sets)
+        # What this node keeps in memory that other nodes can change (see caches.py).
+        self.caches = Caches(core, self.pricing, self.authority, self.refresh)
         self.metrics = Metrics()
+        self.metrics.caches(lambda: self.caches.dropped, lambda: self.caches.listening)
         self.metrics.queue_depth(self.consumer.commit.depth)
         # Audit shipping: its tasks are started by the serving process (``start``).
         self.shipping = Shipping(core, settings, self.metrics)
@@ -217,6 +221,7 @@ class Vault:
     async def close(self) -> None:
         try:
             await self.shipping.close()
+            await self.caches.close()
             await self.proxy.settled()  # settlements in flight commit before the last batch
             await self.consumer.close()
         finally:
