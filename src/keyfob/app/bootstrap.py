@@ -17,7 +17,7 @@ from typing import Any
 from keyfob.errors import Conflict
 from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
-from keyfob.vault import SYSTEM, Vault, redact_url, write_self_signed
+from keyfob.vault import SYSTEM, Vault, backup_file, redact_url, schema, write_self_signed
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,30 @@ def ensure_initialised(settings: Settings) -> InitResult:
     """Initialise if needed; otherwise check the vault opens and return ``created=False``."""
     with private_files():
         return asyncio.run(_ensure(settings))
+
+
+def backup(settings: Settings, path: Path) -> dict[str, Any]:
+    """``keyfob backup PATH``: a consistent, sealed copy of the vault (it may keep serving)."""
+    with private_files():
+        return asyncio.run(backup_file.backup(settings, path))
+
+
+def restore(settings: Settings, path: Path, force: bool) -> dict[str, Any]:
+    """``keyfob restore PATH``: load a backup into an empty database and verify it."""
+    with private_files():
+        return asyncio.run(backup_file.restore(settings, path, force=force))
+
+
+def db_status(settings: Settings) -> dict[str, Any]:
+    """``keyfob db status``: the schema's revision against this keyfob's."""
+    with private_files():
+        return asyncio.run(schema.status(settings))
+
+
+def db_upgrade(settings: Settings) -> dict[str, Any]:
+    """``keyfob db upgrade``: apply pending migrations."""
+    with private_files():
+        return asyncio.run(schema.upgrade(settings))
 
 
 class QueryFree(logging.Filter):

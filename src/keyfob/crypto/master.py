@@ -13,18 +13,30 @@ from keyfob.errors import ConfigurationError
 from keyfob.secret import Masked, Secret
 
 _WRAP_INFO = b"keyfob/master-wrap/v1"
+# Backups get a key of their own (HKDF under another label): a backup's ciphertext can
+# never be passed off as a wrapped keyring entry, nor the other way round.
+_BACKUP_INFO = b"keyfob/backup/v1"
 
 
 class MasterKey(Masked):
     """Wraps and unwraps the keyring; never leaves this object."""
 
-    __slots__ = ("_wrap",)
+    __slots__ = ("_backup", "_wrap")
 
     def __init__(self, raw: Secret[bytes]) -> None:
         value = raw.reveal()
         if len(value) != _aead.KEY_BYTES:
             raise ConfigurationError("the master key must be 32 bytes (base64 encoded)")
         self._wrap = _aead.Aead(_aead.hkdf(value, _WRAP_INFO))
+        self._backup = _aead.Aead(_aead.hkdf(value, _BACKUP_INFO))
+
+    def seal_backup(self, plaintext: bytes, associated: bytes) -> bytes:
+        """A backup's body, sealed under the key derived for backups."""
+        return self._backup.seal(plaintext, associated)
+
+    def open_backup(self, sealed: bytes, associated: bytes) -> bytes:
+        """``DecryptionFailed`` for a wrong master key or a changed file alike."""
+        return self._backup.open(sealed, associated)
 
     def wrap(self, plaintext: bytes, associated: bytes) -> bytes:
         return self._wrap.seal(plaintext, associated)
