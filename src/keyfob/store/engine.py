@@ -64,7 +64,7 @@ def _alembic_config(extra_versions: Sequence[Path] = ()) -> Config:
     config.set_main_option("script_location", str(_MIGRATIONS))
     if extra_versions:
         folders = [_MIGRATIONS / "versions", *extra_versions]
-        config.set_main_option("version_path_separator", "os")
+        config.set_main_option("path_separator", "os")
         config.set_main_option("version_locations", os.pathsep.join(str(f) for f in folders))
     return config
 
