@@ -8,16 +8,18 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from keyfob.errors import Conflict
+from keyfob.errors import ConfigurationError, Conflict
 from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
 from keyfob.vault import SYSTEM, Vault, backup_file, redact_url, schema, write_self_signed
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,28 +99,39 @@ def ensure_initialised(settings: Settings) -> InitResult:
         return asyncio.run(_ensure(settings))
 
 
+def _local(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
+    """Run a local database command; an unreachable database is one clear line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    with private_files():
+        try:
+            return asyncio.run(work)
+        except (OSError, SQLAlchemyError) as exc:
+            # The driver's message may quote the URL; only the redacted URL is shown.
+            raise ConfigurationError(
+                f"cannot use the database {redact_url(settings.resolved_database_url)} "
+                f"({type(exc).__name__})"
+            ) from None
+
+
 def backup(settings: Settings, path: Path) -> dict[str, Any]:
     """``keyfob backup PATH``: a consistent, sealed copy of the vault (it may keep serving)."""
-    with private_files():
-        return asyncio.run(backup_file.backup(settings, path))
+    return _local(settings, backup_file.backup(settings, path))
 
 
 def restore(settings: Settings, path: Path, force: bool) -> dict[str, Any]:
     """``keyfob restore PATH``: load a backup into an empty database and verify it."""
-    with private_files():
-        return asyncio.run(backup_file.restore(settings, path, force=force))
+    return _local(settings, backup_file.restore(settings, path, force=force))
 
 
 def db_status(settings: Settings) -> dict[str, Any]:
     """``keyfob db status``: the schema's revision against this keyfob's."""
-    with private_files():
-        return asyncio.run(schema.status(settings))
+    return _local(settings, schema.status(settings))
 
 
 def db_upgrade(settings: Settings) -> dict[str, Any]:
     """``keyfob db upgrade``: apply pending migrations."""
-    with private_files():
-        return asyncio.run(schema.upgrade(settings))
+    return _local(settings, schema.upgrade(settings))
 
 
 class QueryFree(logging.Filter):

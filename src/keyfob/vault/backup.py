@@ -180,9 +180,15 @@ async def restore(settings: Settings, path: Path, *, force: bool = False) -> dic
         async with vault.db.read() as conn:
             versions = await secrets_sql.all_versions(conn)
         for row in versions:
-            await vault.core.open_entries(
-                row.set_id, row.version, row.kek_term, row.wrapped_dek, row.ciphertext
-            )
+            try:
+                await vault.core.open_entries(
+                    row.set_id, row.version, row.kek_term, row.wrapped_dek, row.ciphertext
+                )
+            except DecryptionFailed:
+                raise ConfigurationError(
+                    f"restored, but version {row.version} of set {row.set_id} does not "
+                    "decrypt with this master key: do not use this database"
+                ) from None
         if dumped.audit_seq:
             vault.core.checkpoint(dumped.audit_seq, dumped.audit_head)
         async with vault.core.write() as tx:
