@@ -23,7 +23,7 @@ from keyfob.cli.main import create_app
 from keyfob.crypto import MasterKey, master
 from keyfob.errors import ConfigurationError, Conflict
 from keyfob.settings import Settings
-from keyfob.vault import Context, Vault, backup_file
+from keyfob.vault import Context, Vault, backup_file, schema
 from tests.conftest import CANARY
 from tests.support.backends import PG_SKIP_REASON, PG_URL, fresh_sqlite, reset_postgres
 from tests.support.hashing import FAST_HASHING
@@ -415,3 +415,23 @@ def test_cli_wrong_master_key_and_no_master_key(
     out = cli(wrong, "restore", str(path))
     assert out.exit_code == 1
     assert "not the one it was made under" in out.stderr
+
+
+def test_a_backup_never_migrates(sqlite_settings: Settings, tmp_path: Path) -> None:
+    """A schema behind this keyfob is refused, not upgraded under the nodes that serve it."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from keyfob.store.engine import _alembic_config
+
+    asyncio.run(populate(sqlite_settings))
+    engine = create_engine(f"sqlite:///{sqlite_settings.data_dir / 'keyfob.db'}")
+    with engine.begin() as conn:
+        config = _alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0005s")
+    engine.dispose()
+    with pytest.raises(ConfigurationError, match="older than this keyfob"):
+        asyncio.run(backup_file.backup(sqlite_settings, tmp_path / "old.kfb"))
+    assert not (tmp_path / "old.kfb").exists()
+    assert asyncio.run(schema.status(sqlite_settings))["revision"] == "0005s"

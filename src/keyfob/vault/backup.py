@@ -80,7 +80,8 @@ def _write_private(path: Path, data: bytes) -> None:
 async def backup(settings: Settings, path: Path) -> dict[str, Any]:
     """Write a consistent, sealed copy of the vault to ``path`` while it keeps serving."""
     key = _master(settings, "a backup")
-    vault = await Vault.open(settings)  # proves the master key opens this vault
+    # Proves the master key opens this vault; a backup never changes the schema.
+    vault = await Vault.open(settings, migrate=False)
     try:
         dumped = await snapshot.dump(vault.db)
         header = {
