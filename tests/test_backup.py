@@ -115,10 +115,10 @@ def test_backup_then_restore_reads_everything_back(
     assert seen["report"]["count"] >= made["audit"]["count"] + 1
 
 
-def test_backup_bytes_hold_no_secret_value(sqlite_settings: Settings, tmp_path: Path) -> None:
-    asyncio.run(populate(sqlite_settings))
+def test_backup_bytes_hold_no_secret_value(settings: Settings, tmp_path: Path) -> None:
+    asyncio.run(populate(settings))
     path = tmp_path / "vault.kfb"
-    asyncio.run(backup_file.backup(sqlite_settings, path))
+    asyncio.run(backup_file.backup(settings, path))
     raw = path.read_bytes()
     for value in (CANARY, SECOND, DELETED):
         for form in (
@@ -280,9 +280,12 @@ def test_a_backup_from_a_newer_schema_is_refused(
     untouched(into)
 
 
+@pytest.mark.parametrize("into_schema", ["none", "head"])
 def test_a_backup_from_an_older_schema_is_migrated(
-    made: tuple[Settings, Path], tmp_path: Path
+    made: tuple[Settings, Path], tmp_path: Path, into_schema: str
 ) -> None:
+    """Into no schema (migrated up to the backup's revision) or an empty one at head
+    (migrated down to it first), then up to head with the rows in."""
     source, path = made
 
     def older(header: dict[str, Any], body: dict[str, Any]) -> None:
@@ -292,6 +295,8 @@ def test_a_backup_from_an_older_schema_is_migrated(
         del body["tables"]["schema_compat"]
 
     into = target(tmp_path, source, backend="sqlite")
+    if into_schema == "head":
+        fresh_sqlite(into.data_dir)
     done = asyncio.run(backup_file.restore(into, reseal(source, path, older)))
     assert done["revision"] == "0005s"
     assert done["versions_checked"] == 3
