@@ -15,6 +15,7 @@ contract migration) is refused at start with a message that says to upgrade.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,28 @@ def test_db_upgrade_applies_what_is_pending(tmp_path: Path) -> None:
     assert done["pending"] == []
     again = asyncio.run(schema.upgrade(settings))
     assert again["previous"] == again["revision"] == _head_revision()
+
+
+def test_cli_db_status_and_upgrade(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from keyfob.cli.main import create_app
+
+    env = {"KEYFOB_DATA_DIR": str(tmp_path / "cli")}
+    status = CliRunner().invoke(create_app(), ["db", "status", "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["state"] == "empty"
+    upgraded = CliRunner().invoke(create_app(), ["db", "upgrade"], env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"upgraded the schema from nothing to {_head_revision()}" in upgraded.stdout
+    again = CliRunner().invoke(create_app(), ["db", "upgrade"], env=env)
+    assert "nothing to do: the schema is current" in again.stdout
+    broken = CliRunner().invoke(
+        create_app(),
+        ["db", "status"],
+        env={**env, "KEYFOB_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"},
+    )
+    assert broken.exit_code == 1
+    assert broken.stderr.startswith("error: cannot use the database")
+    assert "hunter2" not in broken.output
+    assert "Traceback" not in broken.output
