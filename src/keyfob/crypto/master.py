@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Protocol
 
 from keyfob.crypto import _aead
-from keyfob.errors import ConfigurationError
+from keyfob.errors import ConfigurationError, DecryptionFailed
 from keyfob.secret import Masked, Secret
 
 _WRAP_INFO = b"keyfob/master-wrap/v1"
+# A backup's body is sealed under a fresh key that the provider wraps with this label in
+# the associated data: a wrapped backup key can never pass for a keyring entry.
+_BACKUP_KEY = b"keyfob/backup-key/v1\n"
 
 
 class MasterKeyProvider(Protocol):
@@ -69,6 +72,24 @@ class MasterKey(Masked):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def seal_backup(provider: MasterKeyProvider, plaintext: bytes, associated: bytes) -> bytes:
+    """A backup's body under a fresh AES-256-GCM key that ``provider`` wraps (a key file
+    and an HSM alike): the wrapped key's length (2 bytes), the wrapped key, the body."""
+    key = _aead.random_key()
+    wrapped = provider.wrap(key, _BACKUP_KEY + associated)
+    return len(wrapped).to_bytes(2, "big") + wrapped + _aead.Aead(key).seal(plaintext, associated)
+
+
+def open_backup(provider: MasterKeyProvider, sealed: bytes, associated: bytes) -> bytes:
+    """``DecryptionFailed`` for another master key, a changed or a cut file alike."""
+    size = int.from_bytes(sealed[:2], "big")
+    wrapped, body = sealed[2 : 2 + size], sealed[2 + size :]
+    if len(sealed) < 2 or len(wrapped) != size:
+        raise DecryptionFailed()
+    key = provider.unwrap(wrapped, _BACKUP_KEY + associated)
+    return _aead.Aead(key).open(body, associated)
 
 
 def encode(raw: bytes) -> str:

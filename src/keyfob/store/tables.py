@@ -359,3 +359,14 @@ audit_ship_cursors = Table(
     Column("last_error", String(300), nullable=True),
     Column("updated_at", String(32), nullable=False),
 )
+
+# -- rolling upgrades (migration 0006u) ------------------------------------------------------
+
+# One row: the oldest schema revision whose code may still run on this schema. Expand
+# migrations leave it; a contract migration raises it (docs/deploy.md, "Rolling upgrades").
+schema_compat = Table(
+    "schema_compat",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("oldest_code", String(64), nullable=False),
+)

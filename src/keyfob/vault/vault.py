@@ -107,7 +107,9 @@ class Vault:
         return self.core.db
 
     @staticmethod
-    async def _load(settings: Settings, clock: Clock | None) -> tuple[Database, bytes | None]:
+    async def _load(
+        settings: Settings, clock: Clock | None, migrate: bool = True
+    ) -> tuple[Database, bytes | None]:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             _private_file(settings.data_dir / "keyfob.db")
@@ -115,7 +117,14 @@ class Vault:
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         try:
-            await db.migrate()
+            if migrate:
+                await db.migrate()
+            elif not await db.at_head() and await db.newer_schema() is None:
+                raise ConfigurationError(
+                    f"the database schema is at revision {await db.revision() or 'none'}, "
+                    "older than this keyfob's: use the keyfob release that serves it, or "
+                    "run `keyfob db upgrade` first"
+                )
             async with db.read() as conn:
                 system = await keyring_sql.get_system(conn)
         except BaseException:
@@ -124,9 +133,12 @@ class Vault:
         return db, system
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Vault:
-        """Open an initialised vault; a missing or wrong master key fails clearly."""
-        db, system = await cls._load(settings, clock)
+    async def open(
+        cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True
+    ) -> Vault:
+        """Open an initialised vault; a missing or wrong master key fails clearly.
+        ``migrate=False``: leave the schema as it is (refuse one older than this code)."""
+        db, system = await cls._load(settings, clock, migrate)
         try:
             if system is None:
                 raise ConfigurationError(

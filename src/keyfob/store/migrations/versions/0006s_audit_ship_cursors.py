@@ -1,7 +1,7 @@
 """Audit shipping: one cursor per sink (the last record shipped) and who ships it.
 
 Revision ID: 0006s
-Revises: 0005s
+Revises: 0006u
 Create Date: 2026-12-05
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006s"
-down_revision = "0005s"
+down_revision = "0006u"
 branch_labels = None
 depends_on = None
 
