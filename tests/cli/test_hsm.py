@@ -377,3 +377,38 @@ def test_a_server_on_the_token_logs_no_pin(
     for text in (server.log_text(), json.dumps(keys)):
         assert hsm.pin not in text
         assert CANARY not in text
+
+
+async def test_a_backup_on_the_token_restores_with_the_token_only(
+    hsm: SoftHsm, key_label: str, tmp_path: Path
+):
+    """The backup's key is wrapped by the provider: the HSM key opens it, nothing else."""
+    from keyfob.vault import backup_file
+
+    settings = hsm.settings(tmp_path / "data", key_label)
+    vault, _ = await Vault.initialise(settings)
+    try:
+        await vault.sets.create(CTX, **make_set())
+    finally:
+        await vault.close()
+    path = tmp_path / "vault.kfb"
+    await backup_file.backup(settings, path)
+    assert CANARY.encode() not in path.read_bytes()
+
+    into = hsm.settings(tmp_path / "restored", key_label)
+    done = await backup_file.restore(into, path)
+    assert done["versions_checked"] == 1
+    restored = await Vault.open(into)
+    try:
+        entries = await restored.sets.reveal("openai/prod/default")
+        assert entries["OPENAI_API_KEY"].reveal() == CANARY
+    finally:
+        await restored.close()
+    # Another key on the same token opens nothing, and nothing is written.
+    other_label = "keyfob-" + secrets.token_hex(4)
+    other, _ = await Vault.initialise(hsm.settings(tmp_path / "other", other_label))
+    await other.close()
+    elsewhere = hsm.settings(tmp_path / "third", other_label)
+    with pytest.raises(ConfigurationError, match="cannot open"):
+        await backup_file.restore(elsewhere, path)
+    assert not (tmp_path / "third" / "keyfob.db").exists()
