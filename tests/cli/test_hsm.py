@@ -131,6 +131,8 @@ async def test_init_write_read_rotate_restart_read(
             assert (await http.post("/v1/keys/rewrap")).json() == {"rewrapped": 1, "term": 2}
             assert (await http.get("/readyz")).status_code == 200
             assert hsm.pin not in json.dumps(keys)
+        (init_event,) = [e async for e in vault.audit.export() if e.action == "vault.init"]
+        assert init_event.details["master_key_provider"] == "pkcs11"
         current = await vault.sets.reveal("openai/prod/default")
         assert current["OPENAI_API_KEY"].reveal() == CANARY + "-2"
     finally:

@@ -16,7 +16,9 @@ async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the audit log can be written")
+@router.get(
+    "/readyz", summary="The database and the audit log can be written, the master key can wrap"
+)
 async def readyz(vault: VaultDep) -> dict[str, Any]:
     """503 when the vault cannot work; 200 ``degraded`` when audit shipping is behind."""
     await vault.ready()

@@ -202,7 +202,11 @@ class Vault:
                     ctx,
                     "vault.init",
                     "vault",
-                    details={"kek_term": kek.term, "database": db.display_url.split("://")[0]},
+                    details={
+                        "kek_term": kek.term,
+                        "database": db.display_url.split("://")[0],
+                        "master_key_provider": key.describe()["provider"],
+                    },
                 )
                 row, token = await vault.operators.insert_token(tx, ctx, token_name)
             # keyfob's CA is made with the vault, so its certificate can be handed out
