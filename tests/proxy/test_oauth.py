@@ -31,6 +31,7 @@ def auth() -> Iterator[FakeAuthServer]:
 @pytest.fixture(autouse=True)
 def _no_refresh_token_used_twice(auth: FakeAuthServer) -> Iterator[None]:
     auth.lifetime, auth.rotate, auth.fail_next, auth.delay = 3600, True, 0, 0.0
+    auth.clock_behind = 0.0
     yield
     assert auth.reused == [], "a refresh token was used twice"
 
@@ -130,6 +131,33 @@ def test_a_401_refreshes_and_retries_once(operator: httpx.Client, auth: FakeAuth
     assert auth.refreshes == refreshes + 1
 
 
+def test_a_401_to_a_streamed_body_is_not_replayed(
+    operator: httpx.Client, auth: FakeAuthServer
+) -> None:
+    """A POST whose body keyfob streamed on (never held whole) cannot be sent twice: the
+    upstream's 401 goes back to the agent, and the upstream saw the request once."""
+    target = refresh_set(operator, auth)
+    lease = target.lease(max_uses=5)
+    assert call(target, lease).status_code == 200
+    auth.expire_access()
+    calls, refreshes = auth.api_calls, auth.refreshes
+
+    def body() -> Iterator[bytes]:
+        for piece in (b'{"part": 1,', b' "part": 2}'):
+            time.sleep(0.05)  # pieces arrive apart, so keyfob streams them on
+            yield piece
+
+    answer = call(target, lease, method="POST", content=body())
+
+    assert answer.status_code == 401, answer.text
+    assert auth.api_calls == calls + 1
+    assert auth.api_bodies[-1] == b'{"part": 1, "part": 2}'
+    assert auth.refreshes == refreshes
+    # A buffered request on the same lease is refreshed and replayed as usual.
+    assert call(target, lease, method="POST", content=b"{}").status_code == 200
+    assert auth.refreshes == refreshes + 1
+
+
 def test_64_concurrent_requests_on_an_expired_token_refresh_once(
     operator: httpx.Client, auth: FakeAuthServer
 ) -> None:
@@ -225,6 +253,36 @@ def test_google_service_account_signs_a_jwt_for_a_token(
 
     key = json.dumps(auth.service_account())
     target = proxied(operator, sa_profile(auth), {"SERVICE_ACCOUNT_JSON": key}, provider="google")
+    answer = call(target)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("kind", ["google_service_account", "github_app"])
+def test_an_assertion_is_accepted_by_an_endpoint_whose_clock_runs_behind(
+    operator: httpx.Client, auth: FakeAuthServer, kind: str
+) -> None:
+    """The endpoint refuses an ``iat`` in its future; keyfob issues assertions in the past."""
+    import json
+
+    auth.clock_behind = 30
+    if kind == "google_service_account":
+        key = json.dumps(auth.service_account("skewed@project.iam.gserviceaccount.com"))
+        target = proxied(
+            operator, sa_profile(auth), {"SERVICE_ACCOUNT_JSON": key}, provider="google"
+        )
+    else:
+        entries = {
+            "GITHUB_APP_ID": "4343",
+            "GITHUB_APP_PRIVATE_KEY": auth.github_app("4343"),
+            "GITHUB_INSTALLATION_ID": "78",
+        }
+        profile = {
+            "base_url": auth.url + "/api",
+            "hosts": [auth.host],
+            "inject": {"kind": "github_app", "api_url": auth.url},
+            "allow_private_upstream": True,
+        }
+        target = proxied(operator, profile, entries, provider="github")
     answer = call(target)
     assert answer.status_code == 200, answer.text
 
