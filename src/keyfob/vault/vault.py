@@ -23,6 +23,7 @@ from keyfob.vault.agents import Agents
 from keyfob.vault.approvals import Approvals
 from keyfob.vault.auditing import Auditing
 from keyfob.vault.authority import Authority
+from keyfob.vault.connect_flows import ConnectFlows
 from keyfob.vault.consume import Consumer
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
@@ -96,6 +97,8 @@ class Vault:
         self.usage = Usage(core)
         # Access tokens of OAuth and service-account sets (the proxy asks per request).
         self.refresh = Refresher(core, self.sets)
+        # The dashboard's OAuth connect flows in progress (in the database: any node).
+        self.connect_flows = ConnectFlows(core)
         self.metrics = Metrics()
         self.metrics.queue_depth(self.consumer.commit.depth)
         core.db.on_commit = self.metrics.committed
