@@ -179,7 +179,9 @@ def agent_routes(http: httpx.Client) -> None:
     ok(http.get("/v1/agents"))
     budgets = [{"unit": "requests", "limit": 100, "window": "day"}]
     grant = ok(
-        http.post("/v1/grants", json={"agent": "leaky-bot", "secret_set": SET, "budgets": budgets}),
+        http.post(
+            "/v1/grants", json={"agent": "leaky-bot", "secret_set": SET, "budgets": budgets}
+        ),
         201,
     )
     ok(http.get("/v1/grants"))
@@ -306,7 +308,7 @@ def proxy_routes(http: httpx.Client, upstream: FakeUpstream) -> None:
     # Metrics name the sets that were used: never a value, token or lease.
     scraped = http.get("/metrics")
     assert scraped.status_code == 200
-    assert b"keyfob_proxy_requests_total{" in scraped.content
+    assert b'keyfob_proxy_requests_total{' in scraped.content
     # The upstream did get the credential: the proxy sent it where it belongs.
     assert any(PROXIED in s.query or PROXIED in str(s.headers) for s in upstream.seen) or any(
         base64.b64encode(f"{PROXY_USER}:{PROXIED}".encode()).decode() in str(s.headers)

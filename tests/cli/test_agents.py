@@ -97,7 +97,9 @@ def test_show_by_name(real_cli: Cli, real: RealKeyfob):
         ("enable", "enabled agent billing-bot ({id})", "active"),
     ],
 )
-def test_disable_and_enable(real_cli: Cli, real: RealKeyfob, verb: str, expected: str, status: str):
+def test_disable_and_enable(
+    real_cli: Cli, real: RealKeyfob, verb: str, expected: str, status: str
+):
     created = create(real_cli)
     if verb == "enable":
         real_cli("agent", "disable", "billing-bot")
@@ -143,9 +145,9 @@ def test_delete_needs_confirmation(real_cli: Cli, real: RealKeyfob):
     assert "deleted agent billing-bot" in confirmed.stdout
     assert agent(real) is None
     create(real_cli)
-    assert json.loads(real_cli("agent", "delete", "billing-bot", "--yes", "--json").stdout)[
-        "deleted"
-    ]
+    assert json.loads(
+        real_cli("agent", "delete", "billing-bot", "--yes", "--json").stdout
+    )["deleted"]
     assert len(real.calls("DELETE", ONE)) == 2
 
 

@@ -65,18 +65,10 @@ def test_tail_passes_filters(real_cli: Cli, real: RealKeyfob):
     add_agents(real, "bot", "other")
     with real.http() as http:
         agent = http.post("/v1/agents", json={"name": "asker"}).json()
-        assert (
-            http.post(
-                "/v1/secret-sets",
-                json={
-                    "provider": "openai",
-                    "environment": "prod",
-                    "name": "default",
-                    "entries": {"OPENAI_API_KEY": "sk-" + "x" * 20},
-                },
-            ).status_code
-            == 201
-        )
+        assert http.post("/v1/secret-sets", json={
+            "provider": "openai", "environment": "prod", "name": "default",
+            "entries": {"OPENAI_API_KEY": "sk-" + "x" * 20},
+        }).status_code == 201
         denied = http.post(
             "/v1/leases",
             json={"secret_set": "openai/prod/default", "scope": "request"},

@@ -252,7 +252,9 @@ async def test_post_without_csrf_changes_nothing(ui: Ui, vault: Vault) -> None:
         forged = clean(await ui.http.post(url, data={**data, "csrf": "forged"}))
         assert forged.status_code == 403
     sets, _ = await vault.sets.search(include_deleted=True)
-    assert [(s.path, s.version, s.deleted_at) for s in sets] == [("openai/prod/default", 1, None)]
+    assert [(s.path, s.version, s.deleted_at) for s in sets] == [
+        ("openai/prod/default", 1, None)
+    ]
 
 
 async def test_pages_need_sign_in(vault: Vault, ui: Ui) -> None:

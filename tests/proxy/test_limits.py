@@ -95,7 +95,9 @@ def test_request_lease_works_once(operator: httpx.Client, upstream: FakeUpstream
     assert lease_view(operator, p, lease["id"])["uses"] == 1
 
 
-def test_batch_minted_leases_each_work_once(operator: httpx.Client, upstream: FakeUpstream) -> None:
+def test_batch_minted_leases_each_work_once(
+    operator: httpx.Client, upstream: FakeUpstream
+) -> None:
     p = proxied(operator, local_profile(upstream))
     answer = httpx.post(
         f"{p.server_url}/v1/leases",

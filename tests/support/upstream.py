@@ -163,7 +163,9 @@ class FakeUpstream:
         """Just enough of git's smart HTTP for ``git ls-remote``: 401 without credentials
         (git asks only then), one ref with them."""
         if not request.headers.get("authorization"):
-            return web.Response(status=401, headers={"www-authenticate": 'Basic realm="fake git"'})
+            return web.Response(
+                status=401, headers={"www-authenticate": 'Basic realm="fake git"'}
+            )
 
         def pkt(line: str) -> bytes:
             return f"{len(line) + 4:04x}{line}".encode()
@@ -176,7 +178,9 @@ class FakeUpstream:
             + pkt(f"{sha} refs/heads/main\n")
             + b"0000"
         )
-        return web.Response(body=body, content_type="application/x-git-upload-pack-advertisement")
+        return web.Response(
+            body=body, content_type="application/x-git-upload-pack-advertisement"
+        )
 
     async def _sse(self, request: web.Request, _: bytes, __: str) -> web.StreamResponse:
         events = int(request.query.get("events", "3"))

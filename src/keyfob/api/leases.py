@@ -86,8 +86,6 @@ def _one_line(text: str | None) -> str | None:
     if text is None:
         return None
     return " ".join("".join(c if c.isprintable() else " " for c in text).split()) or None
-
-
 async def _mint_bundle(body: LeaseMint, request: Request, vault: Vault) -> JSONResponse:
     """A multi-set lease: workflow scope only, one set or the other named, never both."""
     if body.secret_set is not None or body.count is not None:
