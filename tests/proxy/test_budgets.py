@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from keyfob.app import create_app
+from keyfob.clock import FrozenClock
 from keyfob.profiles import metering, resolve
 from keyfob.profiles.prices import PriceTable, cost_nano
 from keyfob.secret import Secret
@@ -110,7 +112,9 @@ class Env:
         }
 
 
-async def _env(tmp_path: Path, backend: str) -> AsyncIterator[Env]:
+async def _env(
+    tmp_path: Path, backend: str, clock: FrozenClock | None = None, **extra: Any
+) -> AsyncIterator[Env]:
     url = await asyncio.to_thread(reset_postgres) if backend == "postgresql" else None
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -118,8 +122,9 @@ async def _env(tmp_path: Path, backend: str) -> AsyncIterator[Env]:
         proxy_connect_timeout=5,
         proxy_read_timeout=10,
         **FAST_HASHING,
+        **extra,
     )
-    vault, done = await Vault.initialise(settings)
+    vault, done = await Vault.initialise(settings, clock=clock)
     app = create_app(settings, vault=vault)
     transport = httpx.ASGITransport(app=app)
     operator = {"Authorization": f"Bearer {done.operator_token.reveal()}"}
@@ -471,6 +476,85 @@ async def test_generic_api_is_metered_by_requests_and_bytes(env: Env) -> None:
     assert "usage" not in record["details"]
     size = record["details"]["bytes_up"] + record["details"]["bytes_down"]
     assert (await env.used(grant.json()["id"]))[("bytes", "total")] == size
+
+
+async def test_an_unknown_model_is_refused_by_a_usd_budget_without_a_fallback(env: Env) -> None:
+    path, agent, grant = await env.granted(budgets=[{"unit": "usd", "limit": 5, "window": "month"}])
+    tokens_only, agent2, _ = await env.granted(
+        budgets=[{"unit": "tokens", "limit": 100_000, "window": "month"}]
+    )
+    lease = await env.lease(path, agent)
+    other = await env.lease(tokens_only, agent2)
+    body = {**chat(), "model": "mystery-model-9"}
+
+    refused = await env.call(path, lease, body)
+    metered = await env.call(tokens_only, other, body)
+
+    assert refused.status_code == 429, refused.text
+    problem = refused.json()
+    assert problem["type"].endswith("budget-exceeded")
+    assert problem["budget"]["unit"] == "usd"
+    assert problem["remaining"] == 5  # nothing was spent: it cannot be priced
+    assert metered.status_code == 200, metered.text
+    assert env.llm.calls == 1
+    [record] = await env.records("proxy.request")
+    usage = record["details"]["usage"]
+    assert (usage["model"], usage["output_tokens"]) == ("mystery-model-9", env.llm.words)
+    assert (await env.used(grant))[("usd", "month")] == 0
+
+
+async def test_an_unknown_model_is_charged_the_configured_fallback_price(tmp_path: Path) -> None:
+    async for env in _env(tmp_path, "sqlite", unknown_model_price="2:8"):
+        path, agent, grant = await env.granted(
+            budgets=[{"unit": "usd", "limit": 5, "window": "month"}]
+        )
+        lease = await env.lease(path, agent)
+
+        answer = await env.call(path, lease, {**chat(), "model": "mystery-model-9"})
+
+        assert answer.status_code == 200, answer.text
+        [record] = await env.records("proxy.request")
+        # 2 USD per million input tokens, 8 per million output tokens.
+        expected = (env.llm.prompt_tokens * 2 + env.llm.words * 8) / 1e6
+        assert record["details"]["usage"]["cost_usd"] == pytest.approx(expected)
+        assert (await env.used(grant))[("usd", "month")] == pytest.approx(expected)
+
+
+async def until_refused(env: Env, path: str, agent: str) -> tuple[int, str]:
+    """Calls until one is refused: (how many passed, the refusing budget's window)."""
+    lease = await env.lease(path, agent)  # a new one each day: leases expire
+    for passed in range(5):
+        answer = await env.call(path, lease, chat())
+        await env.vault.proxy.settled()
+        if answer.status_code == 429:
+            return passed, str(answer.json()["budget"]["window"])
+        assert answer.status_code == 200, answer.text
+    raise AssertionError("no budget refused")
+
+
+async def test_day_month_and_total_windows_start_afresh_on_their_own_periods(
+    tmp_path: Path,
+) -> None:
+    clock = FrozenClock(datetime(2026, 1, 30, 12, 0, tzinfo=UTC))
+    async for env in _env(tmp_path, "sqlite", clock=clock):
+        path, agent, _ = await env.granted(
+            budgets=[
+                {"unit": "requests", "limit": 2, "window": "day"},
+                {"unit": "requests", "limit": 3, "window": "month"},
+                {"unit": "requests", "limit": 4, "window": "total"},
+            ]
+        )
+
+        jan30 = await until_refused(env, path, agent)
+        clock.advance(86_400)
+        jan31 = await until_refused(env, path, agent)
+        clock.advance(86_400)
+        feb1 = await until_refused(env, path, agent)
+
+        assert jan30 == (2, "day")
+        assert jan31 == (1, "month")  # a new day, but January holds only three
+        assert feb1 == (1, "total")  # a new month, but the grant's life holds four
+        assert env.llm.calls == 4
 
 
 # -- what operators see ----------------------------------------------------------------
