@@ -600,6 +600,60 @@ async def test_usage_api_dashboard_and_warning_hold_no_secret(env: Env) -> None:
         assert "tok tok" not in surface.text  # no content of an answer either
 
 
+async def usage_counts(env: Env, group_by: str) -> dict[str, int]:
+    """Requests per group over the last week, from ``GET /v1/usage``."""
+    answer = await env.op.get("/v1/usage", params={"group_by": group_by, "days": 7})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["total"]["requests"] == 4
+    return {g["key"]: g["requests"] for g in answer.json()["groups"]}
+
+
+async def test_usage_groups_by_agent_set_and_day_and_the_page_charts_them(
+    tmp_path: Path,
+) -> None:
+    clock = FrozenClock(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
+    async for env in _env(tmp_path, "sqlite", clock=clock):
+        first_set, first_agent, _ = await env.granted(
+            budgets=[{"unit": "requests", "limit": 100, "window": "month"}]
+        )
+        second_set, second_agent, _ = await env.granted()
+        for path, agent, count in ((first_set, first_agent, 2), (second_set, second_agent, 1)):
+            lease = await env.lease(path, agent)
+            for _ in range(count):
+                assert (await env.call(path, lease, chat())).status_code == 200
+        await env.vault.proxy.settled()
+        clock.advance(86_400)
+        lease = await env.lease(first_set, first_agent)
+        assert (await env.call(first_set, lease, chat())).status_code == 200
+        await env.records("proxy.request")  # let the outcome records land
+
+        by_agent, by_set, by_day = (
+            await usage_counts(env, "agent"),
+            await usage_counts(env, "secret_set"),
+            await usage_counts(env, "day"),
+        )
+        await env.vault.users.create(Context("operator:test"), USER, Secret(PASSWORD))
+        async with httpx.AsyncClient(transport=env.transport, base_url=BASE) as browser:
+            assert (await sign_in(browser)).status_code == 303
+            page = (await browser.get("/ui/usage")).text
+
+        assert by_agent == {"agent1": 3, "agent2": 1}
+        assert by_set == {first_set: 3, second_set: 1}
+        assert by_day == {"2026-03-10": 3, "2026-03-11": 1}
+        per_day, per_agent = page.split('aria-label="Per day"')[1].split('aria-label="Per agent"')
+        assert per_day.count("<rect") == 2
+        assert ">2026-03-10<" in per_day
+        assert ">2026-03-11<" in per_day
+        assert per_agent.split("</svg>")[0].count("<rect") == 2
+        assert ">agent1<" in per_agent
+        assert ">agent2<" in per_agent
+        # Drawn on the server: no script of its own, nothing loaded from elsewhere.
+        assert page.count("<script") == 1
+        assert '<script src="/ui/static/' in page
+        assert "https://" not in page
+        assert "//cdn" not in page
+
+
 async def test_the_dry_run_answers_as_the_budget_would(env: Env) -> None:
     path, agent, _ = await env.granted(budgets=[{"unit": "requests", "limit": 1, "window": "day"}])
     lease = await env.lease(path, agent)
