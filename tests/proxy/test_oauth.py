@@ -6,15 +6,17 @@ the API; it records a refresh token used twice, which must never happen.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.proxy.factories import Proxied, audit, proxied
+from tests.proxy.factories import Proxied, audit, proxied, unique
 from tests.support.http import assert_problem
 from tests.support.oauth_server import CLIENT_ID, FakeAuthServer
 
@@ -31,7 +33,7 @@ def auth() -> Iterator[FakeAuthServer]:
 @pytest.fixture(autouse=True)
 def _no_refresh_token_used_twice(auth: FakeAuthServer) -> Iterator[None]:
     auth.lifetime, auth.rotate, auth.fail_next, auth.delay = 3600, True, 0, 0.0
-    auth.clock_behind = 0.0
+    auth.clock_behind, auth.on_dead_refresh = 0.0, None
     yield
     assert auth.reused == [], "a refresh token was used twice"
 
@@ -175,6 +177,23 @@ def test_64_concurrent_requests_on_an_expired_token_refresh_once(
     assert len({a.json()["token"] for a in answers}) == 1
 
 
+@contextmanager
+def signed_in(operator: httpx.Client) -> Iterator[httpx.Client]:
+    """A dashboard session on the same server as ``operator``."""
+    name, password = unique("viewer"), "correct horse battery staple"
+    created = operator.post("/v1/users", json={"name": name, "password": password})
+    assert created.status_code == 201, created.text
+    with httpx.Client(base_url=str(operator.base_url), timeout=30) as browser:
+        form = browser.get("/ui/login").text
+        csrf = re.search(r'name="csrf" value="([^"]*)"', form)
+        assert csrf
+        done = browser.post(
+            "/ui/login", data={"csrf": csrf.group(1), "name": name, "password": password}
+        )
+        assert done.status_code == 303, done.text
+        yield browser
+
+
 def test_invalid_grant_marks_the_set_for_reconnect(
     operator: httpx.Client, auth: FakeAuthServer
 ) -> None:
@@ -192,6 +211,12 @@ def test_invalid_grant_marks_the_set_for_reconnect(
     assert auth.token_calls == calls  # no second try with a dead refresh token
     shown = operator.get(f"/v1/secret-sets/{target.set_path}").json()
     assert shown["needs_reconnect"] is True
+    with signed_in(operator) as browser:
+        listed = browser.get("/ui/credentials").text
+        page = browser.get(f"/ui/credentials/{target.set_path}").text
+    row = listed.split(target.set_path, 1)[1].split("</tr>", 1)[0]
+    assert "needs reconnect" in row
+    assert "Needs reconnect" in page
     # A new refresh token (a new version) clears the mark.
     patched = operator.patch(
         f"/v1/secret-sets/{target.set_path}",
@@ -200,6 +225,34 @@ def test_invalid_grant_marks_the_set_for_reconnect(
     assert patched.status_code == 200, patched.text
     assert call(target).status_code == 200
     assert operator.get(f"/v1/secret-sets/{target.set_path}").json()["needs_reconnect"] is False
+
+
+def test_invalid_grant_after_another_node_rotated_the_set_uses_the_new_version(
+    operator: httpx.Client, auth: FakeAuthServer
+) -> None:
+    """The provider says invalid_grant because another node (here: the hook) already
+    stored a new refresh token: keyfob reads the set again and refreshes with that one
+    instead of marking the set for reconnect."""
+    target = refresh_set(operator, auth)
+    auth.revoke_all()  # the refresh token keyfob holds is dead now
+
+    def another_node_rotates() -> None:
+        patched = operator.patch(
+            f"/v1/secret-sets/{target.set_path}",
+            json={"entries": {"REFRESH_TOKEN": auth.new_refresh_token()}},
+        )
+        assert patched.status_code == 200, patched.text
+
+    auth.on_dead_refresh = another_node_rotates
+    answer = call(target)
+
+    assert answer.status_code == 200, answer.text
+    assert auth.on_dead_refresh is None  # the dead token was tried (once)
+    shown = operator.get(f"/v1/secret-sets/{target.set_path}").json()
+    assert shown["needs_reconnect"] is False
+    assert shown["version"] == 3  # the other node's version, then the rotation
+    marked = audit(operator, action="credential.reconnect_needed")
+    assert all(e["target"] != f"secret_set:{target.set_path}" for e in marked)
 
 
 def test_token_endpoint_down_gives_502_after_bounded_retries_and_saves_nothing(

@@ -20,6 +20,7 @@ Serves:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -27,6 +28,7 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,6 +77,9 @@ class FakeAuthServer:
     refreshes: int = 0
     token_calls: int = 0
     api_calls: int = 0
+    # Called (in a thread) before a dead refresh token is answered ``invalid_grant``:
+    # a test's stand-in for another node that rotated the set meanwhile.
+    on_dead_refresh: Callable[[], None] | None = None
     api_bodies: list[bytes] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
     issued: list[str] = field(default_factory=list)  # every refresh token, dead or alive
@@ -188,8 +193,6 @@ class FakeAuthServer:
         with self._lock:
             self.token_calls += 1
         if self.delay:
-            import asyncio
-
             await asyncio.sleep(self.delay)
         if self.fail_next > 0:
             self.fail_next -= 1
@@ -225,6 +228,9 @@ class FakeAuthServer:
                 if live:
                     self.refreshes += 1
             if not live:
+                if self.on_dead_refresh is not None:
+                    hook, self.on_dead_refresh = self.on_dead_refresh, None
+                    await asyncio.to_thread(hook)
                 return web.json_response({"error": "invalid_grant"}, status=400)
             return web.json_response(self._issue(refresh=self.rotate))
         return web.json_response({"error": "unsupported_grant_type"}, status=400)
