@@ -57,24 +57,26 @@ async def nodes(
         await other.close()
 
 
+def flow_form(auth: FakeAuthServer) -> dict[str, str]:
+    return {
+        "client_id": CLIENT_ID,
+        "client_secret": auth.client_secret,
+        "scopes": "read write",
+        "authorize_url": auth.url + "/authorize",
+        "token_url": auth.token_url,
+        "base_url": auth.url + "/api",
+        "allow_private": "1",
+        "environment": "test",
+        "name": "multi",
+    }
+
+
 async def start_flow(node: httpx.AsyncClient, auth: FakeAuthServer) -> tuple[str, str]:
     """Post the generic provider's connect form: (the callback URL the provider redirects
     to, the browser cookie keyfob set)."""
     form = await node.get("/ui/connect/oauth")
     started = await node.post(
-        "/ui/connect/oauth",
-        data={
-            "csrf": csrf_of(form.text),
-            "client_id": CLIENT_ID,
-            "client_secret": auth.client_secret,
-            "scopes": "read write",
-            "authorize_url": auth.url + "/authorize",
-            "token_url": auth.token_url,
-            "base_url": auth.url + "/api",
-            "allow_private": "1",
-            "environment": "test",
-            "name": "multi",
-        },
+        "/ui/connect/oauth", data={"csrf": csrf_of(form.text), **flow_form(auth)}
     )
     assert started.status_code == 200, started.text
     match = _AUTHORIZE.search(started.text)
@@ -115,13 +117,16 @@ async def test_a_flow_started_on_one_node_completes_on_another_once(
     assert leaks([*auth.issued, auth.client_secret], pages) == []
 
 
-async def test_a_stored_flow_holds_no_client_secret_or_verifier_in_clear(
+async def test_only_an_operator_starts_and_the_stored_flow_holds_no_secret_in_clear(
     nodes: tuple[httpx.AsyncClient, httpx.AsyncClient],
     vault: Vault,
     settings: Settings,
     auth: FakeAuthServer,
 ) -> None:
-    a, _ = nodes
+    a, b = nodes
+    # Only a signed-in operator starts a flow: node B's client has no session.
+    anonymous = await b.post("/ui/connect/oauth", data=flow_form(auth))
+    assert anonymous.status_code in (303, 401, 403)
     callback, cookie = await start_flow(a, auth)
     state = dict(p.split("=", 1) for p in callback.split("?", 1)[1].split("&"))["state"]
 
