@@ -5,6 +5,7 @@ reaches the upstream."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -104,3 +105,37 @@ def test_a_spent_budget_refuses_inside_the_tunnel_before_the_upstream(fwd: Forwa
     assert problem["budget"]["unit"] == "requests"
     assert problem["remaining"] == 0
     assert fwd.upstream.count("/v1/chat/completions") == before + 2
+
+
+def test_a_tunnelled_stream_is_metered_from_the_usage_keyfob_asked_for(fwd: Forward) -> None:
+    grant, credential = budgeted(fwd, [{"unit": "tokens", "limit": 100_000, "window": "total"}])
+    proxy = f"http://keyfob:{credential}@127.0.0.1:{fwd.proxy_port}"
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "chunks": 4,
+        "delay": 0,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    context = ssl.create_default_context(cafile=str(fwd.bundle))
+
+    with httpx.Client(proxy=proxy, verify=context, timeout=30) as client:
+        answer = client.post(
+            f"https://{OPENAI_HOST}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": "Bearer sk-keyfob-placeholder"},
+        )
+
+    assert answer.status_code == 200, answer.text
+    asked = json.loads(fwd.upstream.seen[-1].body)
+    assert asked["stream_options"] == {"include_usage": True}
+    # The client did not ask: it sees the four deltas and [DONE], no usage anywhere.
+    events = [e for e in answer.text.split("\n\n") if e]
+    assert len(events) == 5
+    assert events[-1] == "data: [DONE]"
+    assert "usage" not in answer.text
+    [record] = [
+        r for r in fwd.audit(action="proxy.request") if r["details"].get("grant_id") == grant
+    ]
+    usage = record["details"]["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["reported"]) == (1, 4, True)
