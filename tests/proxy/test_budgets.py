@@ -654,6 +654,35 @@ async def test_usage_groups_by_agent_set_and_day_and_the_page_charts_them(
         assert "//cdn" not in page
 
 
+async def test_operator_prices_meter_requests_and_a_bad_import_changes_nothing(env: Env) -> None:
+    path, agent, _ = await env.granted()
+    lease = await env.lease(path, agent)
+    before = (await env.op.get("/v1/prices")).json()
+
+    bad = await env.op.post(
+        "/v1/prices/import", json={"csv": f"model,input,output\nnew-model,1,2\n{MODEL},x,4\n"}
+    )
+    after_bad = (await env.op.get("/v1/prices")).json()
+    put = await env.op.put("/v1/prices", json={"model": MODEL, "input": 1000, "output": 2000})
+    answer = await env.call(path, lease, chat())
+
+    assert bad.status_code == 422, bad.text
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert bad.json()["line"] == 3
+    assert after_bad == before  # the good first row was not kept either
+    assert put.status_code == 200, put.text
+    version = (await env.op.get("/v1/prices")).json()["version"]
+    assert version != before["version"]
+    assert answer.status_code == 200, answer.text
+    [record] = await env.records("proxy.request")
+    usage = record["details"]["usage"]
+    assert usage["price_version"] == version
+    expected = (env.llm.prompt_tokens * 1000 + env.llm.words * 2000) / 1e6
+    assert usage["cost_usd"] == pytest.approx(expected)
+    assert [e["action"] for e in await env.records("prices.set")] == ["prices.set"]
+    assert await env.records("prices.import") == []
+
+
 async def test_the_dry_run_answers_as_the_budget_would(env: Env) -> None:
     path, agent, _ = await env.granted(budgets=[{"unit": "requests", "limit": 1, "window": "day"}])
     lease = await env.lease(path, agent)
