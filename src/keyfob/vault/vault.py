@@ -94,6 +94,7 @@ class Vault:
         self.authority = Authority(core)
         self.forwarding = Forwarding(core, self.leases)
         self.pricing = Pricing(core, self.consumer, fallback_price(settings.unknown_model_price))
+        self.proxy.on_request = self.pricing.poke  # other nodes' price changes
         self.usage = Usage(core)
         # Access tokens of OAuth and service-account sets (the proxy asks per request).
         self.refresh = Refresher(core, self.sets)
@@ -213,6 +214,7 @@ class Vault:
     async def close(self) -> None:
         try:
             await self.proxy.settled()  # settlements in flight commit before the last batch
+            await self.pricing.close()
             await self.consumer.close()
         finally:
             self.users.passwords.close()
