@@ -117,6 +117,20 @@ async def test_a_flow_started_on_one_node_completes_on_another_once(
     assert leaks([*auth.issued, auth.client_secret], pages) == []
 
 
+async def test_a_flow_whose_starter_was_disabled_stores_nothing(
+    nodes: tuple[httpx.AsyncClient, httpx.AsyncClient], vault: Vault, auth: FakeAuthServer
+) -> None:
+    a, b = nodes
+    callback, cookie = await start_flow(a, auth)
+    await vault.users.set_disabled(Context("operator:test"), USER, True)
+
+    answer = await b.get(callback, headers={"cookie": f"{COOKIE}={cookie}"})
+
+    assert answer.status_code == 403
+    assert (await vault.sets.search())[0] == []
+    assert auth.issued == []  # the code was never exchanged
+
+
 async def test_only_an_operator_starts_and_the_stored_flow_holds_no_secret_in_clear(
     nodes: tuple[httpx.AsyncClient, httpx.AsyncClient],
     vault: Vault,

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import checked_form, context, current_user, secure, vault_of
-from keyfob.errors import Conflict, CredentialRefreshFailed, ValidationFailed
+from keyfob.errors import Conflict, CredentialRefreshFailed, NotFound, ValidationFailed
 from keyfob.profiles import Preset, get_preset, resolve
 from keyfob.secret import Secret
 from keyfob.vault import Context, Principal
@@ -36,6 +36,18 @@ GENERIC = "oauth"
 COOKIE = "keyfob_oauth"
 CALLBACK = "/ui/connect/callback"
 KEYS = {"CLIENT_ID", "CLIENT_SECRET", "REFRESH_TOKEN"}
+
+
+async def _still_operator(request: Request, actor: str) -> bool:
+    """The flow's starter is still a live dashboard user."""
+    kind, _, user_id = actor.partition(":")
+    if kind != "user":
+        return False
+    try:
+        user = await vault_of(request).users.get(user_id)
+    except NotFound:
+        return False
+    return user["disabled_at"] is None
 
 
 def _as(request: Request, actor: str) -> Context:
@@ -65,6 +77,15 @@ async def callback(request: Request) -> Response:
             None,
             status_code=400,
             message="This sign-in is not one keyfob started (unknown, expired or used state).",
+        )
+    if not await _still_operator(request, flow.actor):
+        # Fail closed: whoever started it was disabled or deleted since.
+        return page(
+            request,
+            "error.html",
+            None,
+            status_code=403,
+            message="The user who started this connection can no longer act; start again.",
         )
     if request.query_params.get("error") or not request.query_params.get("code"):
         return page(
