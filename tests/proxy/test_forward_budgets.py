@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +47,18 @@ def budgeted(fwd: Forward, budgets: list[dict[str, Any]]) -> tuple[str, str]:
     return grant.json()["id"], minted.json()["token"]
 
 
+def outcomes(fwd: Forward, grant: str) -> list[dict[str, Any]]:
+    """The grant's ``proxy.request`` records, once they are in (they follow the answer)."""
+    for _ in range(250):
+        found = [
+            r for r in fwd.audit(action="proxy.request") if r["details"].get("grant_id") == grant
+        ]
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("no proxy.request record for the grant")
+
+
 def chat(fwd: Forward, credential: str) -> httpx.Response:
     proxy = f"http://keyfob:{credential}@127.0.0.1:{fwd.proxy_port}"
     with httpx.Client(
@@ -74,9 +87,7 @@ def test_a_tunnelled_request_is_metered_and_settled(fwd: Forward) -> None:
     answer = chat(fwd, credential)
 
     assert answer.status_code == 200, answer.text
-    records = [
-        r for r in fwd.audit(action="proxy.request") if r["details"].get("grant_id") == grant
-    ]
+    records = outcomes(fwd, grant)
     assert len(records) == 1
     usage = records[0]["details"]["usage"]
     # The fake upstream's own numbers: 1 prompt token, 3 completion tokens.
@@ -134,8 +145,40 @@ def test_a_tunnelled_stream_is_metered_from_the_usage_keyfob_asked_for(fwd: Forw
     assert len(events) == 5
     assert events[-1] == "data: [DONE]"
     assert "usage" not in answer.text
-    [record] = [
-        r for r in fwd.audit(action="proxy.request") if r["details"].get("grant_id") == grant
-    ]
+    [record] = outcomes(fwd, grant)
     usage = record["details"]["usage"]
     assert (usage["input_tokens"], usage["output_tokens"], usage["reported"]) == (1, 4, True)
+
+
+def test_a_tunnelled_stream_is_cut_at_the_budget(fwd: Forward) -> None:
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "chunks": 200,
+        "delay": 0,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    # Room for the input estimate (body bytes / 3, with the stream_options keyfob adds)
+    # and a few output tokens, far fewer than 200 deltas.
+    limit = len(json.dumps(body)) // 3 + 60
+    grant, credential = budgeted(fwd, [{"unit": "tokens", "limit": limit, "window": "total"}])
+    proxy = f"http://keyfob:{credential}@127.0.0.1:{fwd.proxy_port}"
+    context = ssl.create_default_context(cafile=str(fwd.bundle))
+
+    with httpx.Client(proxy=proxy, verify=context, timeout=30) as client:
+        answer = client.post(
+            f"https://{OPENAI_HOST}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": "Bearer sk-keyfob-placeholder"},
+        )
+
+    assert answer.status_code == 200, answer.text
+    events = [e for e in answer.text.split("\n\n") if e]
+    assert '"code":"budget_exceeded"' in events[-1]
+    delivered = sum(1 for e in events if '"content": "tok' in e)
+    assert 0 < delivered < 200
+    [record] = outcomes(fwd, grant)  # settled with it
+    assert record["details"]["usage"]["cut"] == "budget"
+    report = fwd.operator.get("/v1/usage", params={"group_by": "grant"}).json()
+    [standing] = [b for b in report["budgets"] if b["grant_id"] == grant]
+    assert standing["used"] == limit  # the budget's, not more
