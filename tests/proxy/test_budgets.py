@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keyfob.app import create_app
+from keyfob.clock import FrozenClock
 from keyfob.profiles import metering, resolve
 from keyfob.profiles.prices import PriceTable, cost_nano
 from keyfob.secret import Secret
@@ -121,7 +123,9 @@ class Env:
         }
 
 
-async def _env(tmp_path: Path, backend: str) -> AsyncIterator[Env]:
+async def _env(
+    tmp_path: Path, backend: str, clock: FrozenClock | None = None, **extra: Any
+) -> AsyncIterator[Env]:
     url = await asyncio.to_thread(reset_postgres) if backend == "postgresql" else None
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -129,8 +133,9 @@ async def _env(tmp_path: Path, backend: str) -> AsyncIterator[Env]:
         proxy_connect_timeout=5,
         proxy_read_timeout=10,
         **FAST_HASHING,
+        **extra,
     )
-    vault, done = await Vault.initialise(settings)
+    vault, done = await Vault.initialise(settings, clock=clock)
     app = create_app(settings, vault=vault)
     transport = httpx.ASGITransport(app=app)
     operator = {"Authorization": f"Bearer {done.operator_token.reveal()}"}
@@ -486,6 +491,85 @@ async def test_generic_api_is_metered_by_requests_and_bytes(env: Env) -> None:
     assert (await env.used(grant.json()["id"]))[("bytes", "total")] == size
 
 
+async def test_an_unknown_model_is_refused_by_a_usd_budget_without_a_fallback(env: Env) -> None:
+    path, agent, grant = await env.granted(budgets=[{"unit": "usd", "limit": 5, "window": "month"}])
+    tokens_only, agent2, _ = await env.granted(
+        budgets=[{"unit": "tokens", "limit": 100_000, "window": "month"}]
+    )
+    lease = await env.lease(path, agent)
+    other = await env.lease(tokens_only, agent2)
+    body = {**chat(), "model": "mystery-model-9"}
+
+    refused = await env.call(path, lease, body)
+    metered = await env.call(tokens_only, other, body)
+
+    assert refused.status_code == 429, refused.text
+    problem = refused.json()
+    assert problem["type"].endswith("budget-exceeded")
+    assert problem["budget"]["unit"] == "usd"
+    assert problem["remaining"] == 5  # nothing was spent: it cannot be priced
+    assert metered.status_code == 200, metered.text
+    assert env.llm.calls == 1
+    [record] = await env.records("proxy.request")
+    usage = record["details"]["usage"]
+    assert (usage["model"], usage["output_tokens"]) == ("mystery-model-9", env.llm.words)
+    assert (await env.used(grant))[("usd", "month")] == 0
+
+
+async def test_an_unknown_model_is_charged_the_configured_fallback_price(tmp_path: Path) -> None:
+    async for env in _env(tmp_path, "sqlite", unknown_model_price="2:8"):
+        path, agent, grant = await env.granted(
+            budgets=[{"unit": "usd", "limit": 5, "window": "month"}]
+        )
+        lease = await env.lease(path, agent)
+
+        answer = await env.call(path, lease, {**chat(), "model": "mystery-model-9"})
+
+        assert answer.status_code == 200, answer.text
+        [record] = await env.records("proxy.request")
+        # 2 USD per million input tokens, 8 per million output tokens.
+        expected = (env.llm.prompt_tokens * 2 + env.llm.words * 8) / 1e6
+        assert record["details"]["usage"]["cost_usd"] == pytest.approx(expected)
+        assert (await env.used(grant))[("usd", "month")] == pytest.approx(expected)
+
+
+async def until_refused(env: Env, path: str, agent: str) -> tuple[int, str]:
+    """Calls until one is refused: (how many passed, the refusing budget's window)."""
+    lease = await env.lease(path, agent)  # a new one each day: leases expire
+    for passed in range(5):
+        answer = await env.call(path, lease, chat())
+        await env.vault.proxy.settled()
+        if answer.status_code == 429:
+            return passed, str(answer.json()["budget"]["window"])
+        assert answer.status_code == 200, answer.text
+    raise AssertionError("no budget refused")
+
+
+async def test_day_month_and_total_windows_start_afresh_on_their_own_periods(
+    tmp_path: Path,
+) -> None:
+    clock = FrozenClock(datetime(2026, 1, 30, 12, 0, tzinfo=UTC))
+    async for env in _env(tmp_path, "sqlite", clock=clock):
+        path, agent, _ = await env.granted(
+            budgets=[
+                {"unit": "requests", "limit": 2, "window": "day"},
+                {"unit": "requests", "limit": 3, "window": "month"},
+                {"unit": "requests", "limit": 4, "window": "total"},
+            ]
+        )
+
+        jan30 = await until_refused(env, path, agent)
+        clock.advance(86_400)
+        jan31 = await until_refused(env, path, agent)
+        clock.advance(86_400)
+        feb1 = await until_refused(env, path, agent)
+
+        assert jan30 == (2, "day")
+        assert jan31 == (1, "month")  # a new day, but January holds only three
+        assert feb1 == (1, "total")  # a new month, but the grant's life holds four
+        assert env.llm.calls == 4
+
+
 # -- what operators see ----------------------------------------------------------------
 
 
@@ -527,6 +611,89 @@ async def test_usage_api_dashboard_and_warning_hold_no_secret(env: Env) -> None:
     for surface in (by_model, by_grant, prices, export, page):
         assert CANARY not in surface.text
         assert "tok tok" not in surface.text  # no content of an answer either
+
+
+async def usage_counts(env: Env, group_by: str) -> dict[str, int]:
+    """Requests per group over the last week, from ``GET /v1/usage``."""
+    answer = await env.op.get("/v1/usage", params={"group_by": group_by, "days": 7})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["total"]["requests"] == 4
+    return {g["key"]: g["requests"] for g in answer.json()["groups"]}
+
+
+async def test_usage_groups_by_agent_set_and_day_and_the_page_charts_them(
+    tmp_path: Path,
+) -> None:
+    clock = FrozenClock(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
+    async for env in _env(tmp_path, "sqlite", clock=clock):
+        first_set, first_agent, _ = await env.granted(
+            budgets=[{"unit": "requests", "limit": 100, "window": "month"}]
+        )
+        second_set, second_agent, _ = await env.granted()
+        for path, agent, count in ((first_set, first_agent, 2), (second_set, second_agent, 1)):
+            lease = await env.lease(path, agent)
+            for _ in range(count):
+                assert (await env.call(path, lease, chat())).status_code == 200
+        await env.vault.proxy.settled()
+        clock.advance(86_400)
+        lease = await env.lease(first_set, first_agent)
+        assert (await env.call(first_set, lease, chat())).status_code == 200
+        await env.records("proxy.request")  # let the outcome records land
+
+        by_agent, by_set, by_day = (
+            await usage_counts(env, "agent"),
+            await usage_counts(env, "secret_set"),
+            await usage_counts(env, "day"),
+        )
+        await env.vault.users.create(Context("operator:test"), USER, Secret(PASSWORD))
+        async with httpx.AsyncClient(transport=env.transport, base_url=BASE) as browser:
+            assert (await sign_in(browser)).status_code == 303
+            page = (await browser.get("/ui/usage")).text
+
+        assert by_agent == {"agent1": 3, "agent2": 1}
+        assert by_set == {first_set: 3, second_set: 1}
+        assert by_day == {"2026-03-10": 3, "2026-03-11": 1}
+        per_day, per_agent = page.split('aria-label="Per day"')[1].split('aria-label="Per agent"')
+        assert per_day.count("<rect") == 2
+        assert ">2026-03-10<" in per_day
+        assert ">2026-03-11<" in per_day
+        assert per_agent.split("</svg>")[0].count("<rect") == 2
+        assert ">agent1<" in per_agent
+        assert ">agent2<" in per_agent
+        # Drawn on the server: no script of its own, nothing loaded from elsewhere.
+        assert page.count("<script") == 1
+        assert '<script src="/ui/static/' in page
+        assert "https://" not in page
+        assert "//cdn" not in page
+
+
+async def test_operator_prices_meter_requests_and_a_bad_import_changes_nothing(env: Env) -> None:
+    path, agent, _ = await env.granted()
+    lease = await env.lease(path, agent)
+    before = (await env.op.get("/v1/prices")).json()
+
+    bad = await env.op.post(
+        "/v1/prices/import", json={"csv": f"model,input,output\nnew-model,1,2\n{MODEL},x,4\n"}
+    )
+    after_bad = (await env.op.get("/v1/prices")).json()
+    put = await env.op.put("/v1/prices", json={"model": MODEL, "input": 1000, "output": 2000})
+    answer = await env.call(path, lease, chat())
+
+    assert bad.status_code == 422, bad.text
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert bad.json()["line"] == 3
+    assert after_bad == before  # the good first row was not kept either
+    assert put.status_code == 200, put.text
+    version = (await env.op.get("/v1/prices")).json()["version"]
+    assert version != before["version"]
+    assert answer.status_code == 200, answer.text
+    [record] = await env.records("proxy.request")
+    usage = record["details"]["usage"]
+    assert usage["price_version"] == version
+    expected = (env.llm.prompt_tokens * 1000 + env.llm.words * 2000) / 1e6
+    assert usage["cost_usd"] == pytest.approx(expected)
+    assert [e["action"] for e in await env.records("prices.set")] == ["prices.set"]
+    assert await env.records("prices.import") == []
 
 
 async def test_the_dry_run_answers_as_the_budget_would(env: Env) -> None:

@@ -6,15 +6,17 @@ the API; it records a refresh token used twice, which must never happen.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.proxy.factories import Proxied, audit, proxied
+from tests.proxy.factories import Proxied, audit, proxied, unique
 from tests.support.http import assert_problem
 from tests.support.oauth_server import CLIENT_ID, FakeAuthServer
 
@@ -31,6 +33,7 @@ def auth() -> Iterator[FakeAuthServer]:
 @pytest.fixture(autouse=True)
 def _no_refresh_token_used_twice(auth: FakeAuthServer) -> Iterator[None]:
     auth.lifetime, auth.rotate, auth.fail_next, auth.delay = 3600, True, 0, 0.0
+    auth.clock_behind, auth.on_dead_refresh = 0.0, None
     yield
     assert auth.reused == [], "a refresh token was used twice"
 
@@ -130,6 +133,33 @@ def test_a_401_refreshes_and_retries_once(operator: httpx.Client, auth: FakeAuth
     assert auth.refreshes == refreshes + 1
 
 
+def test_a_401_to_a_streamed_body_is_not_replayed(
+    operator: httpx.Client, auth: FakeAuthServer
+) -> None:
+    """A POST whose body keyfob streamed on (never held whole) cannot be sent twice: the
+    upstream's 401 goes back to the agent, and the upstream saw the request once."""
+    target = refresh_set(operator, auth)
+    lease = target.lease(max_uses=5)
+    assert call(target, lease).status_code == 200
+    auth.expire_access()
+    calls, refreshes = auth.api_calls, auth.refreshes
+
+    def body() -> Iterator[bytes]:
+        for piece in (b'{"part": 1,', b' "part": 2}'):
+            time.sleep(0.05)  # pieces arrive apart, so keyfob streams them on
+            yield piece
+
+    answer = call(target, lease, method="POST", content=body())
+
+    assert answer.status_code == 401, answer.text
+    assert auth.api_calls == calls + 1
+    assert auth.api_bodies[-1] == b'{"part": 1, "part": 2}'
+    assert auth.refreshes == refreshes
+    # A buffered request on the same lease is refreshed and replayed as usual.
+    assert call(target, lease, method="POST", content=b"{}").status_code == 200
+    assert auth.refreshes == refreshes + 1
+
+
 def test_64_concurrent_requests_on_an_expired_token_refresh_once(
     operator: httpx.Client, auth: FakeAuthServer
 ) -> None:
@@ -145,6 +175,23 @@ def test_64_concurrent_requests_on_an_expired_token_refresh_once(
     assert [a.status_code for a in answers] == [200] * 64
     assert auth.refreshes == refreshes + 1
     assert len({a.json()["token"] for a in answers}) == 1
+
+
+@contextmanager
+def signed_in(operator: httpx.Client) -> Iterator[httpx.Client]:
+    """A dashboard session on the same server as ``operator``."""
+    name, password = unique("viewer"), "correct horse battery staple"
+    created = operator.post("/v1/users", json={"name": name, "password": password})
+    assert created.status_code == 201, created.text
+    with httpx.Client(base_url=str(operator.base_url), timeout=30) as browser:
+        form = browser.get("/ui/login").text
+        csrf = re.search(r'name="csrf" value="([^"]*)"', form)
+        assert csrf
+        done = browser.post(
+            "/ui/login", data={"csrf": csrf.group(1), "name": name, "password": password}
+        )
+        assert done.status_code == 303, done.text
+        yield browser
 
 
 def test_invalid_grant_marks_the_set_for_reconnect(
@@ -164,6 +211,12 @@ def test_invalid_grant_marks_the_set_for_reconnect(
     assert auth.token_calls == calls  # no second try with a dead refresh token
     shown = operator.get(f"/v1/secret-sets/{target.set_path}").json()
     assert shown["needs_reconnect"] is True
+    with signed_in(operator) as browser:
+        listed = browser.get("/ui/credentials").text
+        page = browser.get(f"/ui/credentials/{target.set_path}").text
+    row = listed.split(target.set_path, 1)[1].split("</tr>", 1)[0]
+    assert "needs reconnect" in row
+    assert "Needs reconnect" in page
     # A new refresh token (a new version) clears the mark.
     patched = operator.patch(
         f"/v1/secret-sets/{target.set_path}",
@@ -172,6 +225,34 @@ def test_invalid_grant_marks_the_set_for_reconnect(
     assert patched.status_code == 200, patched.text
     assert call(target).status_code == 200
     assert operator.get(f"/v1/secret-sets/{target.set_path}").json()["needs_reconnect"] is False
+
+
+def test_invalid_grant_after_another_node_rotated_the_set_uses_the_new_version(
+    operator: httpx.Client, auth: FakeAuthServer
+) -> None:
+    """The provider says invalid_grant because another node (here: the hook) already
+    stored a new refresh token: keyfob reads the set again and refreshes with that one
+    instead of marking the set for reconnect."""
+    target = refresh_set(operator, auth)
+    auth.revoke_all()  # the refresh token keyfob holds is dead now
+
+    def another_node_rotates() -> None:
+        patched = operator.patch(
+            f"/v1/secret-sets/{target.set_path}",
+            json={"entries": {"REFRESH_TOKEN": auth.new_refresh_token()}},
+        )
+        assert patched.status_code == 200, patched.text
+
+    auth.on_dead_refresh = another_node_rotates
+    answer = call(target)
+
+    assert answer.status_code == 200, answer.text
+    assert auth.on_dead_refresh is None  # the dead token was tried (once)
+    shown = operator.get(f"/v1/secret-sets/{target.set_path}").json()
+    assert shown["needs_reconnect"] is False
+    assert shown["version"] == 3  # the other node's version, then the rotation
+    marked = audit(operator, action="credential.reconnect_needed")
+    assert all(e["target"] != f"secret_set:{target.set_path}" for e in marked)
 
 
 def test_token_endpoint_down_gives_502_after_bounded_retries_and_saves_nothing(
@@ -225,6 +306,36 @@ def test_google_service_account_signs_a_jwt_for_a_token(
 
     key = json.dumps(auth.service_account())
     target = proxied(operator, sa_profile(auth), {"SERVICE_ACCOUNT_JSON": key}, provider="google")
+    answer = call(target)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("kind", ["google_service_account", "github_app"])
+def test_an_assertion_is_accepted_by_an_endpoint_whose_clock_runs_behind(
+    operator: httpx.Client, auth: FakeAuthServer, kind: str
+) -> None:
+    """The endpoint refuses an ``iat`` in its future; keyfob issues assertions in the past."""
+    import json
+
+    auth.clock_behind = 30
+    if kind == "google_service_account":
+        key = json.dumps(auth.service_account("skewed@project.iam.gserviceaccount.com"))
+        target = proxied(
+            operator, sa_profile(auth), {"SERVICE_ACCOUNT_JSON": key}, provider="google"
+        )
+    else:
+        entries = {
+            "GITHUB_APP_ID": "4343",
+            "GITHUB_APP_PRIVATE_KEY": auth.github_app("4343"),
+            "GITHUB_INSTALLATION_ID": "78",
+        }
+        profile = {
+            "base_url": auth.url + "/api",
+            "hosts": [auth.host],
+            "inject": {"kind": "github_app", "api_url": auth.url},
+            "allow_private_upstream": True,
+        }
+        target = proxied(operator, profile, entries, provider="github")
     answer = call(target)
     assert answer.status_code == 200, answer.text
 

@@ -8,7 +8,8 @@ Serves:
   ``refresh_token`` (rotates when ``rotate``; every refresh token is single use, and a
   second use is recorded in ``reused`` and answered ``invalid_grant``),
   ``client_credentials`` and the JWT-bearer grant (verifies the assertion's RS256
-  signature against the registered service account's public key, its ``aud`` and times).
+  signature against the registered service account's public key, its ``aud`` and times;
+  with ``clock_behind`` set, an ``iat`` in this server's future is refused, as Google does).
 - ``POST /app/installations/{id}/access_tokens``: a GitHub-App-style installation token
   for a Bearer app JWT verified against the registered app key.
 - ``ANY /api/…``: 200 with ``{"ok": true, "token": n}`` (which access token it was) for a
@@ -19,6 +20,7 @@ Serves:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -26,6 +28,7 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,10 +71,16 @@ class FakeAuthServer:
     lifetime: int = 3600
     delay: float = 0.0
     fail_next: int = 0
+    clock_behind: float = 0.0  # seconds this server's clock runs behind keyfob's
     uses: Counter[str] = field(default_factory=Counter)
     reused: list[str] = field(default_factory=list)
     refreshes: int = 0
     token_calls: int = 0
+    api_calls: int = 0
+    # Called (in a thread) before a dead refresh token is answered ``invalid_grant``:
+    # a test's stand-in for another node that rotated the set meanwhile.
+    on_dead_refresh: Callable[[], None] | None = None
+    api_bodies: list[bytes] = field(default_factory=list)
     refresh_tokens: set[str] = field(default_factory=set)
     issued: list[str] = field(default_factory=list)  # every refresh token, dead or alive
     access: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -184,8 +193,6 @@ class FakeAuthServer:
         with self._lock:
             self.token_calls += 1
         if self.delay:
-            import asyncio
-
             await asyncio.sleep(self.delay)
         if self.fail_next > 0:
             self.fail_next -= 1
@@ -221,6 +228,9 @@ class FakeAuthServer:
                 if live:
                     self.refreshes += 1
             if not live:
+                if self.on_dead_refresh is not None:
+                    hook, self.on_dead_refresh = self.on_dead_refresh, None
+                    await asyncio.to_thread(hook)
                 return web.json_response({"error": "invalid_grant"}, status=400)
             return web.json_response(self._issue(refresh=self.rotate))
         return web.json_response({"error": "unsupported_grant_type"}, status=400)
@@ -236,6 +246,11 @@ class FakeAuthServer:
                 audience=self.token_url,
                 options={"require": ["iss", "aud", "iat", "exp", "scope"]},
             )
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+            if claims["iat"] > time.time() - self.clock_behind:
+                raise jwt.ImmatureSignatureError("iat is in this server's future")
+            if claims["exp"] - claims["iat"] > 3600:
+                raise jwt.InvalidTokenError("an assertion lives at most an hour")
         except (jwt.PyJWTError, KeyError):
             return web.json_response({"error": "invalid_grant"}, status=400)
         return web.json_response(self._issue())
@@ -247,7 +262,9 @@ class FakeAuthServer:
                 auth.removeprefix("Bearer "), options={"verify_signature": False}
             )
             public = self.app_keys[str(unverified["iss"])]
-            jwt.decode(auth.removeprefix("Bearer "), public, algorithms=["RS256"])
+            claims = jwt.decode(auth.removeprefix("Bearer "), public, algorithms=["RS256"])
+            if claims["iat"] > time.time() - self.clock_behind:
+                raise jwt.ImmatureSignatureError("iat is in this server's future")
         except (jwt.PyJWTError, KeyError):
             return web.json_response({"message": "Bad credentials"}, status=401)
         body = self._issue()
@@ -260,7 +277,10 @@ class FakeAuthServer:
     async def _api(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ")
+        body = await request.read()
         with self._lock:
+            self.api_calls += 1
+            self.api_bodies.append(body)
             found = self.access.get(token)
         if found is None or found[1] < time.time():
             return web.json_response({"error": "invalid_token"}, status=401)

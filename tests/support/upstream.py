@@ -9,7 +9,9 @@
   seconds, each echoing the request's Authorization; ``split=1`` writes each event in
   two pieces cut in the middle of the echoed value.
 - ``POST /v1/chat/completions`` (OpenAI) and ``POST /v1/messages`` (Anthropic): a normal
-  answer, or with ``"stream": true`` an SSE stream of ``chunks`` deltas ``delay`` apart.
+  answer, or with ``"stream": true`` an SSE stream of ``chunks`` deltas ``delay`` apart
+  (asked ``stream_options.include_usage``, as OpenAI: ``"usage":null`` on every delta and
+  a final chunk with the usage).
 - ``GET /redirect?to=URL&status=302``: a redirect.
 - ``GET /status/N``, ``GET /slow?delay=S`` (headers after ``delay``), ``GET /stall``
   (headers, then nothing), ``GET /gzip`` (a gzip body whatever was asked), ``GET /big?n=``,
@@ -163,9 +165,7 @@ class FakeUpstream:
         """Just enough of git's smart HTTP for ``git ls-remote``: 401 without credentials
         (git asks only then), one ref with them."""
         if not request.headers.get("authorization"):
-            return web.Response(
-                status=401, headers={"www-authenticate": 'Basic realm="fake git"'}
-            )
+            return web.Response(status=401, headers={"www-authenticate": 'Basic realm="fake git"'})
 
         def pkt(line: str) -> bytes:
             return f"{len(line) + 4:04x}{line}".encode()
@@ -178,9 +178,7 @@ class FakeUpstream:
             + pkt(f"{sha} refs/heads/main\n")
             + b"0000"
         )
-        return web.Response(
-            body=body, content_type="application/x-git-upload-pack-advertisement"
-        )
+        return web.Response(body=body, content_type="application/x-git-upload-pack-advertisement")
 
     async def _sse(self, request: web.Request, _: bytes, __: str) -> web.StreamResponse:
         events = int(request.query.get("events", "3"))
@@ -224,10 +222,12 @@ class FakeUpstream:
             )
         chunks = int(asked.get("chunks", 5))
         delay = float(asked.get("delay", 0.05))
+        options = asked.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         for i in range(chunks):
-            delta = {
+            delta: dict[str, Any] = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
                 "created": 1,
@@ -235,8 +235,24 @@ class FakeUpstream:
                 "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
                 "sent_at": time.monotonic(),
             }
+            if usage:
+                delta["usage"] = None
             await response.write(f"data: {json.dumps(delta)}\n\n".encode())
             await asyncio.sleep(delay)
+        if usage:
+            last = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": asked.get("model", "gpt-fake"),
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 1,
+                    "completion_tokens": chunks,
+                    "total_tokens": 1 + chunks,
+                },
+            }
+            await response.write(f"data: {json.dumps(last)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

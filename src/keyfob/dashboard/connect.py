@@ -1,22 +1,18 @@
 """Connect an OAuth provider: authorization code with PKCE and ``state``, then store the set.
 
-Only a signed-in operator can start (a CSRF-checked POST). keyfob keeps the flow's
-state, PKCE verifier and client secret in this process for ten minutes, keyed by a
-random ``state`` and bound to the starting browser by a ``SameSite=Lax`` cookie (the
-session cookie is ``Strict`` and does not come back on the provider's redirect). The
-callback accepts only a ``state`` it handed out, once, from that browser; it exchanges
-the code through the proxy's egress guard and stores the refresh token as a new set.
-A flow is kept by the node that started it: behind a load balancer, pin ``/ui/connect``.
+Only a signed-in operator can start (a CSRF-checked POST). The flow (state, PKCE
+verifier, client secret, where the set goes) is kept sealed in the database for ten
+minutes (``vault.connect_flows``), so the provider's callback may land on any node. It
+is bound to the starting browser by a ``SameSite=Lax`` cookie (the session cookie is
+``Strict`` and does not come back on the provider's redirect). The callback accepts
+only a ``state`` keyfob handed out, once, from that browser; it exchanges the code
+through the proxy's egress guard and stores the refresh token as a new set.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
-import secrets
-import time
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -25,50 +21,39 @@ from starlette.responses import Response
 
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import checked_form, context, current_user, secure, vault_of
-from keyfob.errors import Conflict, CredentialRefreshFailed, ValidationFailed
+from keyfob.errors import Conflict, CredentialRefreshFailed, NotFound, ValidationFailed
 from keyfob.profiles import Preset, get_preset, resolve
-from keyfob.secret import SECRET, Masked, Secret
-from keyfob.vault import Principal
+from keyfob.secret import Secret
+from keyfob.vault import Context, Principal
 from keyfob.vault import token_grants as grants
+from keyfob.vault.connect_flows import FLOW_SECONDS, Flow, new_verifier
 from keyfob.vault.validation import check_profile, path_parts
 
 router = APIRouter()
 
 PROVIDERS = ("google", "microsoft_graph", "slack_oauth", "github_oauth", "oauth")
 GENERIC = "oauth"
-FLOW_SECONDS = 600
-MAX_FLOWS = 256
 COOKIE = "keyfob_oauth"
 CALLBACK = "/ui/connect/callback"
 KEYS = {"CLIENT_ID", "CLIENT_SECRET", "REFRESH_TOKEN"}
 
 
-@dataclass
-class Flow(Masked):
-    """One started connect: who, where to store, and the PKCE verifier and client secret."""
-
-    actor: Principal
-    preset: str
-    environment: str
-    name: str
-    profile: dict[str, Any]
-    client_id: str
-    client_secret: Secret[str] = field(metadata=SECRET)
-    verifier: str = field(metadata=SECRET)
-    browser: str = field(metadata=SECRET)
-    redirect_uri: str
-    expires: float
+async def _still_operator(request: Request, actor: str) -> bool:
+    """The flow's starter is still a live dashboard user."""
+    kind, _, user_id = actor.partition(":")
+    if kind != "user":
+        return False
+    try:
+        user = await vault_of(request).users.get(user_id)
+    except NotFound:
+        return False
+    return user["disabled_at"] is None
 
 
-def _flows(request: Request) -> dict[str, Flow]:
-    state = request.app.state
-    if not hasattr(state, "oauth_flows"):
-        state.oauth_flows = {}
-    flows: dict[str, Flow] = state.oauth_flows
-    now = time.monotonic()
-    for key in [k for k, f in flows.items() if f.expires < now]:
-        del flows[key]
-    return flows
+def _as(request: Request, actor: str) -> Context:
+    """The callback acts for the operator who started the flow (it has no session)."""
+    own = context(request)
+    return Context(actor=actor, request_id=own.request_id, client=own.client)
 
 
 def _connectable() -> list[Preset]:
@@ -84,18 +69,24 @@ async def providers(request: Request) -> Response:
 @router.get("/connect/callback")
 async def callback(request: Request) -> Response:
     state = request.query_params.get("state", "")
-    flows = _flows(request)
-    flow = flows.get(state)
-    cookie = request.cookies.get(COOKIE, "")
-    if flow is None or not hmac.compare_digest(cookie, flow.browser):
+    flow = await vault_of(request).connect_flows.take(state, request.cookies.get(COOKIE, ""))
+    if flow is None:
         return page(
             request,
             "error.html",
             None,
             status_code=400,
-            message="This sign-in is not one keyfob started here (unknown or used state).",
+            message="This sign-in is not one keyfob started (unknown, expired or used state).",
         )
-    del flows[state]
+    if not await _still_operator(request, flow.actor):
+        # Fail closed: whoever started it was disabled or deleted since.
+        return page(
+            request,
+            "error.html",
+            None,
+            status_code=403,
+            message="The user who started this connection can no longer act; start again.",
+        )
     if request.query_params.get("error") or not request.query_params.get("code"):
         return page(
             request, "error.html", None, status_code=400, message="The provider did not connect."
@@ -107,14 +98,14 @@ async def callback(request: Request) -> Response:
         client_id=flow.client_id,
         client_secret=flow.client_secret.reveal(),
         code=request.query_params["code"],
-        verifier=flow.verifier,
+        verifier=flow.verifier.reveal(),
         redirect_uri=flow.redirect_uri,
         allow_private=profile.allow_private_upstream,
     )
     try:
         refresh = grants.refresh_token_of(await fetch(call))
         view = await vault_of(request).sets.create(
-            context(request, flow.actor),
+            _as(request, flow.actor),
             provider=flow.preset,
             environment=flow.environment,
             name=flow.name,
@@ -207,31 +198,26 @@ async def start(request: Request, preset_name: str) -> Response:
         profile = check_profile(spec, KEYS)
     except ValidationFailed as exc:
         return _form(request, user, preset, public, error=exc.detail, status=exc.status)
-    state = secrets.token_urlsafe(24)
-    verifier = secrets.token_urlsafe(48)
-    browser = secrets.token_urlsafe(24)
-    flows = _flows(request)
-    if len(flows) >= MAX_FLOWS:
-        raise Conflict("too many connections are being set up; try again in a few minutes")
-    flows[state] = Flow(
-        user,
-        preset.name,
-        public["environment"],
-        public["name"],
-        {**spec, "scopes": profile["inject"].get("scopes", [])},
-        public["client_id"],
-        Secret(posted["client_secret"]),
-        verifier,
-        browser,
-        _redirect_uri(request),
-        time.monotonic() + FLOW_SECONDS,
+    verifier = new_verifier()
+    started = await vault_of(request).connect_flows.start(
+        Flow(
+            actor=user.actor,
+            preset=preset.name,
+            environment=public["environment"],
+            name=public["name"],
+            profile={**spec, "scopes": profile["inject"].get("scopes", [])},
+            client_id=public["client_id"],
+            client_secret=Secret(posted["client_secret"]),
+            verifier=verifier,
+            redirect_uri=_redirect_uri(request),
+        )
     )
     query = {
         "response_type": "code",
         "client_id": public["client_id"],
         "redirect_uri": _redirect_uri(request),
-        "state": state,
-        "code_challenge": _challenge(verifier),
+        "state": started.state,
+        "code_challenge": _challenge(verifier.reveal()),
         "code_challenge_method": "S256",
         **dict(preset.extra.get("authorize_params", {})),
     }
@@ -251,7 +237,7 @@ async def start(request: Request, preset_name: str) -> Response:
     )
     response.set_cookie(
         COOKIE,
-        browser,
+        started.browser,
         max_age=FLOW_SECONDS,
         httponly=True,
         samesite="lax",

@@ -28,8 +28,9 @@ TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_read=10)
 class TokenFetcher:
     """Sends ``TokenCall``s; retryable failures are ``EndpointFailed``."""
 
-    def __init__(self, egress_: egress.Egress) -> None:
+    def __init__(self, egress_: egress.Egress, timeout: aiohttp.ClientTimeout = TIMEOUT) -> None:
         self._egress = egress_
+        self._timeout = timeout
 
     async def __call__(self, call: TokenCall) -> TokenAnswer:
         host = yarl.URL(call.url).host or ""
@@ -50,7 +51,7 @@ class TokenFetcher:
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=TIMEOUT,
+                timeout=self._timeout,
             ) as response:
                 raw = await response.content.read(MAX_ANSWER + 1)
                 status = response.status

@@ -370,3 +370,21 @@ schema_compat = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("oldest_code", String(64), nullable=False),
 )
+
+# -- OAuth connect flows (migration 0006g) ----------------------------------------------
+
+# One row per dashboard "Connect" in progress, so the provider's callback may land on any
+# node. Keyed by a digest of ``state`` (never the state itself); the flow (client secret,
+# PKCE verifier, where to store the set) sealed like a secret version; the starting
+# browser's nonce as a digest. Deleted when used (once) or past ``expires_at``.
+oauth_flows = Table(
+    "oauth_flows",
+    metadata,
+    Column("state_digest", String(64), primary_key=True),
+    Column("browser_digest", String(64), nullable=False),
+    Column("kek_term", Integer, nullable=False),
+    Column("wrapped_dek", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.store.tables import audit_events, budget_usage, prices
@@ -17,6 +17,12 @@ PriceRow = dict[str, str]
 async def list_prices(conn: AsyncConnection) -> list[PriceRow]:
     rows = await conn.execute(select(prices).order_by(prices.c.model))
     return [dict(r._mapping) for r in rows]
+
+
+async def prices_stamp(conn: AsyncConnection) -> tuple[str | None, int]:
+    """The latest price change's time and the number of price rows (cheap: one row)."""
+    row = (await conn.execute(select(func.max(prices.c.updated_at), func.count()))).one()
+    return row[0], int(row[1])
 
 
 async def put_prices(conn: AsyncConnection, rows: Iterable[PriceRow]) -> None:

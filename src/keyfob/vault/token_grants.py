@@ -22,10 +22,12 @@ from keyfob.errors import CredentialRefreshFailed
 from keyfob.profiles.model import GitHubApp, GoogleServiceAccount, OAuth2, check_token_url
 from keyfob.secret import SECRET, Masked, Secret
 
-# Google's token endpoint accepts assertions valid for at most an hour.
+# Google's token endpoint accepts assertions valid for at most an hour (exp - iat).
 ASSERTION_LIFETIME = 3600
-# GitHub App JWTs: at most 10 minutes; issued 60 s in the past against clock skew.
+# GitHub App JWTs: at most 10 minutes.
 APP_JWT_LIFETIME = 540
+# Assertions are issued this far in the past: an endpoint whose clock runs behind ours
+# refuses an ``iat`` in its future.
 CLOCK_SKEW = 60
 # When an answer names no lifetime (GitHub's "expires_at" aside), assume this.
 DEFAULT_LIFETIME = 3600
@@ -91,7 +93,7 @@ def call_for(
         return TokenCall(spec.token_url, allow_private, form, {"accept": "application/json"})
     if isinstance(spec, GoogleServiceAccount):
         account = service_account(_need(values, spec.key), allow_private)
-        issued = int(now.timestamp())
+        issued = int(now.timestamp()) - CLOCK_SKEW
         claims = {
             "iss": account["client_email"],
             "scope": " ".join(spec.scopes),

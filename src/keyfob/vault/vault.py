@@ -26,6 +26,7 @@ from keyfob.vault.approvals import Approvals
 from keyfob.vault.auditing import Auditing
 from keyfob.vault.authority import Authority
 from keyfob.vault.caches import Caches
+from keyfob.vault.connect_flows import ConnectFlows
 from keyfob.vault.consume import Consumer
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
@@ -85,11 +86,14 @@ class Vault:
         self.authority = Authority(core)
         self.forwarding = Forwarding(core, self.leases)
         self.pricing = Pricing(core, self.consumer, fallback_price(settings.unknown_model_price))
+        self.proxy.on_request = self.pricing.poke  # other nodes' price changes
         self.usage = Usage(core)
         # Access tokens of OAuth and service-account sets (the proxy asks per request).
         self.refresh = Refresher(core, self.sets)
         # What this node keeps in memory that other nodes can change (see caches.py).
         self.caches = Caches(core, self.pricing, self.authority, self.refresh)
+        # The dashboard's OAuth connect flows in progress (in the database: any node).
+        self.connect_flows = ConnectFlows(core)
         self.metrics = Metrics()
         self.metrics.caches(lambda: self.caches.dropped, lambda: self.caches.listening)
         self.metrics.queue_depth(self.consumer.commit.depth)
@@ -239,6 +243,7 @@ class Vault:
             await self.shipping.close()
             await self.caches.close()
             await self.proxy.settled()  # settlements in flight commit before the last batch
+            await self.pricing.close()
             await self.consumer.close()
         finally:
             self.users.passwords.close()
