@@ -55,7 +55,7 @@ class Config:
     grace: float = 5.0
     sse_waves_1: int = 50
     sse_waves_32: int = 8
-    ramp: tuple[int, ...] = (64, 128, 256, 512)
+    ramp: tuple[int, ...] = (64, 128, 256, 512, 1024)
     ramp_seconds: float = 3.0
     ramp_stagger: float = 1.0  # seconds over which a level's streams are opened
     stall_gap: float = 1.0
@@ -470,7 +470,7 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=float, help="seconds per request run (default 5)")
-    parser.add_argument("--ramp", help="SSE stream levels, as 64,128,256,512")
+    parser.add_argument("--ramp", help="SSE stream levels, as 64,128,256,512,1024")
     parser.add_argument("--json", type=Path, help="save raw results here")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = parser.parse_args(argv)
@@ -496,7 +496,7 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
 
 
 def raise_fd_limit() -> None:
-    """512 streams through a proxy are ~1,000 sockets in one process."""
+    """1,024 streams through a proxy are ~2,000 sockets in one process."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

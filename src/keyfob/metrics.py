@@ -5,9 +5,10 @@ Two feeds, both cheap on the hot path:
 - the proxy calls ``ProxyMetrics.done`` once per exchange; counter and histogram
   children are bound once per label tuple and kept, so a request costs a dict look-up
   and an increment, no label dict;
-- every committed audit record passes ``Metrics.committed``: lease mints, denials and
-  failed authentications are counted from what was durably recorded (so the counts can
-  never show an access the audit log does not), and the commit's latency is observed.
+- every committed audit record passes ``Metrics.committed``: lease mints, denials,
+  failed authentications, credential refreshes and budget stream cuts are counted from
+  what was durably recorded (so the counts can never show an access the audit log does
+  not), and the commit's latency is observed.
 
 No label carries a token, lease, secret or anything a client typed: the set label is
 the path of a set that exists (a refused request has ``set="none"``), and a reason
@@ -52,6 +53,8 @@ class Exchange(Protocol):
 class _Audited(Protocol):
     @property
     def action(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
     @property
     def details(self) -> dict[str, Any]: ...
 
@@ -166,7 +169,55 @@ class Metrics:
             registry=self.registry,
         )
         self._queue.set(0)
+        self._refreshes = Counter(
+            "keyfob_credential_refreshes",
+            "OAuth and service-account tokens fetched, by grant type and result (ok, "
+            "error, reconnect_needed).",
+            ["grant", "result"],
+            registry=self.registry,
+        )
+        self._cuts = Counter(
+            "keyfob_budget_stream_cuts",
+            "Streamed answers cut at what their budget reservation allowed.",
+            registry=self.registry,
+        )
+        self._flagged = Counter(
+            "keyfob_usage_flagged",
+            "Metered requests whose upstream usage was missing or malformed (metered by "
+            "requests and bytes instead).",
+            ["flag"],
+            registry=self.registry,
+        )
         self._reasons: dict[tuple[str, ...], Any] = {}
+        self._ship_lag = Gauge(
+            "keyfob_audit_ship_lag_records",
+            "Committed audit records a shipping sink (file, syslog, webhook) has not yet "
+            "delivered, as this node last saw it.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self._shipped = Counter(
+            "keyfob_audit_shipped_records",
+            "Audit records this node delivered to a shipping sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self._ship_failures = Counter(
+            "keyfob_audit_ship_failures",
+            "Failed deliveries to a shipping sink (each is retried).",
+            ["sink"],
+            registry=self.registry,
+        )
+
+    def ship_lag(self, sink: str, behind: int) -> None:
+        self._ship_lag.labels(sink).set(behind)
+
+    def shipped(self, sink: str, count: int, behind: int) -> None:
+        self._shipped.labels(sink).inc(count)
+        self._ship_lag.labels(sink).set(max(0, behind))
+
+    def ship_failed(self, sink: str) -> None:
+        self._ship_failures.labels(sink).inc()
 
     def queue_depth(self, read: Callable[[], int]) -> None:
         """Read the grouped commit's queue length at each scrape."""
@@ -190,7 +241,24 @@ class Metrics:
                 self._count(_reason(details.get("stage")), _reason(details.get("reason")))
             elif action == "auth.failed":
                 self._count(_reason(record.details.get("reason")))
+            elif action == "proxy.request":
+                self._metered(record.details.get("usage"))
+            elif action == "credential.refresh":
+                result = "ok" if record.outcome == "ok" else "error"
+                self._refreshes.labels(_reason(record.details.get("grant")), result).inc()
+            elif action == "credential.reconnect_needed":
+                grant = _reason(record.details.get("grant"))
+                self._refreshes.labels(grant, "reconnect_needed").inc()
         self._records.inc(count)
+
+    def _metered(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        if usage.get("cut") == "budget":
+            self._cuts.inc()
+        flag = usage.get("flagged")
+        if flag is not None:
+            self._flagged.labels(_reason(flag)).inc()
 
     def _count(self, *labels: str) -> None:
         child = self._reasons.get(labels)

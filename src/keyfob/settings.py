@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +34,37 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = Field(
         None,
         description="The master key itself (base64 of 32 bytes), instead of a file.",
+    )
+    master_key_provider: Literal["file", "env", "pkcs11"] | None = Field(
+        None,
+        description="What wraps the keyring: `file` (`KEYFOB_MASTER_KEY_FILE`), `env` "
+        "(`KEYFOB_MASTER_KEY`) or `pkcs11` (an AES key on an HSM token, which never leaves "
+        "it; needs the `hsm` extra). Default: `env` if `KEYFOB_MASTER_KEY` is set, else `file`.",
+    )
+    pkcs11_module: Path | None = Field(
+        None,
+        description="With `pkcs11`: path of the token's PKCS#11 library, e.g. "
+        "`/usr/lib/softhsm/libsofthsm2.so`.",
+    )
+    pkcs11_token_label: str | None = Field(
+        None,
+        description="With `pkcs11`: label of the token that holds the wrapping key.",
+    )
+    pkcs11_pin: SecretStr | None = Field(
+        None,
+        description="With `pkcs11`: the token's user PIN (or `KEYFOB_PKCS11_PIN_FILE`; "
+        "exactly one of the two). Never printed.",
+    )
+    pkcs11_pin_file: Path | None = Field(
+        None,
+        description="With `pkcs11`: file holding the user PIN (mode 0600; a trailing "
+        "newline is ignored).",
+    )
+    pkcs11_key_label: str = Field(
+        "keyfob-master",
+        min_length=1,
+        description="With `pkcs11`: label of the AES-256 wrapping key on the token. "
+        "`keyfob init` creates it (sensitive, not extractable) if the token has none.",
     )
     addr: str = Field(
         "http://127.0.0.1:8200",
@@ -188,6 +220,77 @@ class Settings(BaseSettings):
         4, ge=1, le=64, description="argon2 lanes per dashboard password hash."
     )
 
+    audit_ship_file: Path | None = Field(
+        None,
+        description="Ship audit records, as they commit, to this JSONL file (one record per "
+        "line, as `keyfob audit export` writes them; fsynced before the cursor moves). "
+        "Default: off.",
+    )
+    audit_ship_file_max_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        description="Size at which the shipped JSONL file is rotated (`FILE` becomes "
+        "`FILE.1`, `FILE.1` becomes `FILE.2`, …).",
+    )
+    audit_ship_file_backups: int = Field(
+        5, ge=1, le=1000, description="Rotated JSONL files kept (`FILE.1` … `FILE.N`)."
+    )
+    audit_ship_syslog: str | None = Field(
+        None,
+        description="Ship audit records to syslog as RFC 5424 messages: `udp://HOST:PORT` or "
+        "`tcp://HOST:PORT` (octet-counted framing, RFC 6587). Default: off.",
+    )
+    audit_ship_syslog_facility: int = Field(
+        13, ge=0, le=23, description="Syslog facility of shipped records (13: log audit)."
+    )
+    audit_ship_webhook: str | None = Field(
+        None,
+        description="Ship audit records to this `https://` URL: a JSON `POST` of "
+        '`{"records": […]}` per batch; any 2xx acknowledges the batch. Default: off.',
+    )
+    audit_ship_webhook_ca_file: Path | None = Field(
+        None,
+        description="PEM file of extra CA certificates trusted for the audit webhook (the "
+        "system store is always trusted).",
+    )
+    audit_ship_webhook_token: SecretStr | None = Field(
+        None,
+        description="Bearer token sent to the audit webhook (`Authorization: Bearer …`). "
+        "Never logged.",
+    )
+    audit_ship_webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA-256 key that signs each webhook body "
+        "(`X-Keyfob-Signature: sha256=<hex>`). Never logged.",
+    )
+    audit_ship_batch: int = Field(
+        500, ge=1, le=10_000, description="Audit records shipped per batch, per sink."
+    )
+    audit_ship_poll: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between looks for new records (this node's commits wake "
+        "shipping at once; the poll finds other nodes' records).",
+    )
+    audit_ship_retry_initial: float = Field(
+        1.0, gt=0, le=60, description="Seconds before the first retry of a failed delivery."
+    )
+    audit_ship_retry_max: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest wait between retries (the wait doubles from "
+        "`audit_ship_retry_initial` up to this).",
+    )
+    audit_ship_claim_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="How long a node's claim to ship a sink lasts without renewal; another "
+        "node takes over after it lapses.",
+    )
+
     @field_validator("allowed_hosts", "trusted_proxies", "test_resolve", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -210,6 +313,28 @@ class Settings(BaseSettings):
     def _listen(cls, value: str | None) -> str | None:
         if value is not None:
             split_listen(value)
+        return value
+
+    @field_validator("audit_ship_syslog")
+    @classmethod
+    def _syslog(cls, value: str | None) -> str | None:
+        if value is not None:
+            scheme, sep, rest = value.partition("://")
+            if not sep or scheme not in ("udp", "tcp"):
+                raise ValueError("must be udp://HOST:PORT or tcp://HOST:PORT")
+            split_listen(rest)
+        return value
+
+    @field_validator("audit_ship_webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError("must be an https:// URL")
+            if parts.username is not None or parts.password is not None:
+                # Credentials go in KEYFOB_AUDIT_SHIP_WEBHOOK_TOKEN, kept out of logs.
+                raise ValueError("must not hold a user name or password")
         return value
 
     @field_validator("test_resolve")

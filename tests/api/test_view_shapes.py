@@ -72,7 +72,8 @@ async def test_agent_and_grant_views(client: httpx.AsyncClient) -> None:
 
 async def test_key_views(client: httpx.AsyncClient) -> None:
     status = (await client.get("/v1/keys")).json()
-    assert fields(status) == ["active_term", "terms", "audit_public_key"]
+    assert fields(status) == ["active_term", "terms", "audit_public_key", "master_key"]
+    assert fields(status["master_key"]) == ["provider", "path"]
     assert fields(status["terms"][0]) == ["term", "status", "created_at", "retired_at", "records"]
     assert (await client.post("/v1/keys/rotate")).json() == {"term": 2}
     assert (await client.post("/v1/keys/rewrap")).json() == {"rewrapped": 0, "term": 2}

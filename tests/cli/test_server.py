@@ -24,6 +24,7 @@ class FakeInit:
     database_url: str
     master_key_file: Path | None
     created: bool
+    master_key_source: str = "/data/keyfob/master.key"
 
 
 @dataclass

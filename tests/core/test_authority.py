@@ -12,11 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
+from keyfob.ca_bundle import merged_bundle
 from keyfob.clock import FrozenClock
 from keyfob.settings import Settings
 from keyfob.store.tables import ca_certificates
 from keyfob.vault import Context, Vault
-from keyfob.vault.authority import LEAF_HOURS, merged_bundle
+from keyfob.vault.authority import LEAF_HOURS
 
 from .conftest import fetch
 

@@ -21,6 +21,7 @@ import traceback
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,9 +31,11 @@ import keyfob
 from keyfob import crypto, sdk
 from keyfob.api.models import SetCreate, SetUpdate
 from keyfob.api.users import PasswordChange, UserCreate
+from keyfob.app.audit_sinks import WebhookSink
 from keyfob.cli.client import KeyfobClient
 from keyfob.crypto import Keyring, MasterKey, SystemKeys, master
 from keyfob.crypto._aead import Aead, Signer
+from keyfob.crypto.hsm import Pkcs11MasterKey
 from keyfob.profiles import Profile
 from keyfob.proxy import headers
 from keyfob.proxy.inject import Upstream
@@ -229,6 +232,17 @@ def make_master_key() -> Case:
     return Case(MasterKey(Secret(RAW_KEY)), key_forms(RAW_KEY))
 
 
+def make_pkcs11_master_key() -> Case:
+    module = Path("/usr/lib/softhsm/libsofthsm2.so")
+    key = Pkcs11MasterKey(module, "keyfob", "keyfob-master", Secret(CANARY))
+    return Case(key, (CANARY,), ("'keyfob-master'",))
+
+
+def make_webhook_sink() -> Case:
+    sink = WebhookSink("https://siem.example/hook", None, CANARY, CANARY.encode()[::-1])
+    return Case(sink, (CANARY, CANARY[::-1]), ("'https://siem.example'",))
+
+
 def make_aead() -> Case:
     return Case(Aead(RAW_KEY), key_forms(RAW_KEY))
 
@@ -396,6 +410,8 @@ def make_lease_auth() -> Case:
 FACTORIES: dict[type, Callable[[], Case]] = {
     Secret: make_secret,
     MasterKey: make_master_key,
+    Pkcs11MasterKey: make_pkcs11_master_key,
+    WebhookSink: make_webhook_sink,
     Aead: make_aead,
     crypto.DataKeys: make_data_keys,
     Signer: make_signer,

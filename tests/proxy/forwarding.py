@@ -35,6 +35,8 @@ OPENAI_HOST = "api.openai.com"
 GIT_HOST = "git.example.test"
 OTHER_HOST = "other.example.test"
 HOSTS = (OPENAI_HOST, GIT_HOST, OTHER_HOST)
+# Resolved to the fake upstream too, but not named by its certificate: a bad certificate.
+BADCERT_HOST = "badcert.example.test"
 PLACEHOLDER = "sk-keyfob-placeholder"
 GIT_CANARY = "ghp_canary9d1e7a3c5b8f2e4d6a0c1b3e5f7a9d2c"
 
@@ -190,7 +192,7 @@ def build(tmp: Path) -> Iterator[Forward]:
     pki = make_pki(tmp)
     upstream = FakeUpstream(tls=pki.server).start()
     proxy_port = free_port()
-    resolve = ",".join(f"{h}:443=127.0.0.1:{upstream.port}" for h in HOSTS)
+    resolve = ",".join(f"{h}:443=127.0.0.1:{upstream.port}" for h in (*HOSTS, BADCERT_HOST))
     settings = Settings(
         data_dir=tmp / "data",
         proxy_read_timeout=5,

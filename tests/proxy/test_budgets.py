@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from keyfob.app import create_app
 from keyfob.profiles import metering, resolve
@@ -99,6 +100,16 @@ class Env:
         assert answer.status_code == 200, answer.text
         items: list[dict[str, Any]] = answer.json()["items"]
         return items
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """One sample of ``/metrics``, parsed by prometheus-client's own parser."""
+        answer = await self.op.get("/metrics")
+        assert answer.status_code == 200, answer.text
+        for family in text_string_to_metric_families(answer.text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     async def used(self, grant_id: str) -> dict[tuple[str, str], float]:
         await self.vault.proxy.settled()
@@ -230,6 +241,7 @@ async def test_stream_past_the_budget_is_cut_at_it(env: Env) -> None:
     assert used[("tokens", "day")] == 120  # the budget's, not more
     [record] = await env.records("proxy.request")
     assert record["details"]["usage"]["cut"] == "budget"
+    assert await env.metric("keyfob_budget_stream_cuts_total") == 1
     # The next request finds nothing left.
     again = await env.call(path, lease, body)
     assert again.status_code == 429
@@ -315,6 +327,7 @@ async def test_missing_or_malformed_usage_is_flagged_and_settles_at_the_worst_ca
     assert answer.status_code == 200
     [record] = await env.records("proxy.request")
     assert record["details"]["usage"]["flagged"] == "usage_missing"
+    assert await env.metric("keyfob_usage_flagged_total", flag="usage_missing") == 1
     assert record["details"]["bytes_down"] == len(answer.content)
     raw = json.dumps(body).encode()
     plan = metering.plan(

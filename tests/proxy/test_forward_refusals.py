@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import CANARY
 from tests.proxy.forwarding import (
+    BADCERT_HOST,
     GIT_CANARY,
     GIT_HOST,
     OPENAI_HOST,
@@ -335,3 +336,57 @@ def test_the_canary_is_in_no_log_audit_or_output(fwd: Forward) -> None:
     for value in (CANARY, GIT_CANARY):
         assert value not in json.dumps(fwd.child_env())
     assert "Bearer " + CANARY == fwd.upstream.seen[-1].header("authorization")
+
+
+def test_an_expired_credential_is_407(fwd: Forward) -> None:
+    minted = fwd.mint([fwd.openai_set], ttl=1)
+    assert minted.status_code == 201, minted.text
+    time.sleep(1.1)  # the live server's clock is the real one
+    sock, answer = fwd.connect(f"{OPENAI_HOST}:443", fwd.proxy_auth(minted.json()["token"]))
+    sock.close()
+    assert _status(answer) == 407
+    assert fwd.audit(action="auth.failed")[-1]["details"]["reason"] == "expired"
+
+
+def test_an_upstream_with_a_bad_certificate_is_refused_and_audited(fwd: Forward) -> None:
+    name = f"badcert/test/{fwd.agent_name}"
+    provider, environment, set_name = name.split("/")
+    created = fwd.operator.post(
+        "/v1/secret-sets",
+        json={
+            "provider": provider,
+            "environment": environment,
+            "name": set_name,
+            "entries": {"TOKEN": CANARY},
+            "profile": {
+                "base_url": f"https://{BADCERT_HOST}",
+                "hosts": [BADCERT_HOST],
+                "inject": {"kind": "bearer", "key": "TOKEN"},
+            },
+        },
+    )
+    assert created.status_code == 201, created.text
+    granted = fwd.operator.post(
+        "/v1/grants",
+        json={"agent": fwd.agent_name, "secret_set": name, "scopes": ["workflow"]},
+    )
+    assert granted.status_code == 201, granted.text
+    minted = fwd.mint([name])
+    assert minted.status_code == 201, minted.text
+    fwd.upstream.clear()
+    sock, answer = fwd.connect(f"{BADCERT_HOST}:443", fwd.proxy_auth(minted.json()["token"]))
+    assert _status(answer) == 200
+    with _intercepted(fwd, sock, BADCERT_HOST) as tls:
+        answer = _exchange(tls, f"GET /x HTTP/1.1\r\nHost: {BADCERT_HOST}\r\n\r\n".encode())
+    assert _status(answer) == 502, answer
+    problem = _problem(answer)
+    assert (problem["type"], problem["reason"]) == ("urn:keyfob:problem:bad-gateway", "tls")
+    assert fwd.upstream.seen == []  # the handshake failed: no request was sent
+    deadline = time.monotonic() + 5  # the outcome record rides the next grouped commit
+    while not (records := fwd.audit(target=f"secret_set:{name}", action="proxy.request")):
+        assert time.monotonic() < deadline, "no proxy.request record"
+        time.sleep(0.02)
+    [record] = records
+    assert (record["outcome"], record["details"]["error"]) == ("error", "tls")
+    assert record["details"]["bytes_up"] == 0
+    assert CANARY.encode() not in answer

@@ -139,3 +139,33 @@ def test_an_open_stream_is_counted_until_it_ends(
     while value(scrape(operator)[1], "keyfob_proxy_open_streams") != 0:
         assert time.monotonic() < deadline, "the finished stream is still counted"
         time.sleep(0.05)
+
+
+def test_credential_refreshes_are_counted_by_grant_and_result(
+    operator: httpx.Client,
+) -> None:
+    from tests.proxy.test_oauth import call, refresh_set
+    from tests.support.oauth_server import FakeAuthServer
+
+    name = "keyfob_credential_refreshes_total"
+    auth = FakeAuthServer().start()
+    try:
+        _, before = scrape(operator)
+        assert call(refresh_set(operator, auth)).status_code == 200
+        auth.fail_next = 3  # every bounded retry fails: one error
+        down = call(refresh_set(operator, auth))
+        assert down.status_code == 502, down.text
+        dead = refresh_set(operator, auth)
+        auth.revoke_all()
+        assert call(dead).status_code == 502
+        text, after = scrape(operator)
+    finally:
+        auth.stop()
+
+    def added(**labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert added(grant="refresh_token", result="ok") == 1
+    assert total(after, name, result="error") - total(before, name, result="error") == 1
+    assert added(grant="refresh_token", result="reconnect_needed") == 1
+    assert leaks([auth.client_secret], {"metrics": text.encode()}) == []

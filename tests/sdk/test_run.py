@@ -62,7 +62,9 @@ def keyfob_run(
 
 def run_env(server_url: str, token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYFOB_", "OPENAI_"))}
-    return {**env, "KEYFOB_ADDR": server_url, "KEYFOB_TOKEN": token}
+    # Key material a server's environment may hold; CMD must inherit none of it.
+    withheld = {"KEYFOB_MASTER_KEY": CANARY + "-master", "KEYFOB_PKCS11_PIN": CANARY + "-pin"}
+    return {**env, **withheld, "KEYFOB_ADDR": server_url, "KEYFOB_TOKEN": token}
 
 
 def same_agent(operator: httpx.Client, upstream: FakeUpstream, agent: Proxied) -> Proxied:
@@ -106,6 +108,8 @@ def test_the_child_calls_through_keyfob_and_holds_no_key(
     assert env[f"KEYFOB_LEASE_{suffix}"] == lease
     assert env[f"KEYFOB_PROXY_URL_{suffix}"] == f"{server.url}/proxy/{world.set_path}"
     assert "KEYFOB_TOKEN" not in env
+    assert "KEYFOB_MASTER_KEY" not in env
+    assert "KEYFOB_PKCS11_PIN" not in env
     assert leaks([CANARY, world.agent_token], {"out": done.stdout.encode()}) == []
     # The child's lease died with it.
     after = httpx.post(

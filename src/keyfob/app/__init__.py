@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from keyfob.api import build_api
 from keyfob.api.middleware import ApiMiddleware
+from keyfob.app.audit_sinks import build_sinks
 from keyfob.app.edge import Edge, misdirected, with_hsts
 from keyfob.app.planes import Planes, not_here
 from keyfob.clock import Clock
@@ -117,6 +118,7 @@ def create_app(
         @asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             app.state.vault = await Vault.open(settings, clock=clock)
+            await app.state.vault.shipping.start(build_sinks(settings))
             await keyfob.start()
             settle_heap()
             try:

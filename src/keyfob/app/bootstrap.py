@@ -8,16 +8,19 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from keyfob.errors import Conflict
+from keyfob.errors import ConfigurationError, Conflict
 from keyfob.secret import Masked, Secret
 from keyfob.settings import Settings
-from keyfob.vault import SYSTEM, Vault, redact_url, write_self_signed
+from keyfob.vault import SYSTEM, Vault, backup_file, redact_url, schema, write_self_signed
+from keyfob.vault.master_keys import provider_name
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class InitResult(Masked):
     database_url: str
     master_key_file: Path | None
     created: bool
+    master_key_source: str
 
 
 def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
@@ -34,11 +38,22 @@ def _result(settings: Settings, token: Secret[str] | None) -> InitResult:
         operator_token=token,
         data_dir=settings.data_dir.resolve(),
         database_url=redact_url(settings.resolved_database_url),
-        master_key_file=None
-        if settings.master_key
-        else settings.resolved_master_key_file.resolve(),
+        master_key_file=settings.resolved_master_key_file.resolve()
+        if provider_name(settings) == "file"
+        else None,
         created=token is not None,
+        master_key_source=_where(settings),
     )
+
+
+def _where(settings: Settings) -> str:
+    """Where the master key is, in words (never the key or a PIN)."""
+    name = provider_name(settings)
+    if name == "pkcs11":
+        return f"PKCS#11 key {settings.pkcs11_key_label!r} on token {settings.pkcs11_token_label!r}"
+    if name == "env":
+        return "from KEYFOB_MASTER_KEY"
+    return str(settings.resolved_master_key_file.resolve())
 
 
 async def _initialise(settings: Settings) -> InitResult:
@@ -95,6 +110,41 @@ def ensure_initialised(settings: Settings) -> InitResult:
     """Initialise if needed; otherwise check the vault opens and return ``created=False``."""
     with private_files():
         return asyncio.run(_ensure(settings))
+
+
+def _local(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
+    """Run a local database command; an unreachable database is one clear line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    with private_files():
+        try:
+            return asyncio.run(work)
+        except (OSError, SQLAlchemyError) as exc:
+            # The driver's message may quote the URL; only the redacted URL is shown.
+            raise ConfigurationError(
+                f"cannot use the database {redact_url(settings.resolved_database_url)} "
+                f"({type(exc).__name__})"
+            ) from None
+
+
+def backup(settings: Settings, path: Path) -> dict[str, Any]:
+    """``keyfob backup PATH``: a consistent, sealed copy of the vault (it may keep serving)."""
+    return _local(settings, backup_file.backup(settings, path))
+
+
+def restore(settings: Settings, path: Path, force: bool) -> dict[str, Any]:
+    """``keyfob restore PATH``: load a backup into an empty database and verify it."""
+    return _local(settings, backup_file.restore(settings, path, force=force))
+
+
+def db_status(settings: Settings) -> dict[str, Any]:
+    """``keyfob db status``: the schema's revision against this keyfob's."""
+    return _local(settings, schema.status(settings))
+
+
+def db_upgrade(settings: Settings) -> dict[str, Any]:
+    """``keyfob db upgrade``: apply pending migrations."""
+    return _local(settings, schema.upgrade(settings))
 
 
 class QueryFree(logging.Filter):

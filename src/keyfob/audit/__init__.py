@@ -12,6 +12,7 @@ from keyfob.audit.chain import (
     stored_event,
 )
 from keyfob.audit.checkpoint import Checkpoint, CheckpointFile
+from keyfob.audit.shipping import ShippedChain
 
 __all__ = [
     "GENESIS",
@@ -20,6 +21,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointFile",
     "Event",
+    "ShippedChain",
     "canonical",
     "event_hash",
     "parse_details",

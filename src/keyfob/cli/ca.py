@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
+from keyfob.ca_bundle import merged_bundle
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line
-from keyfob.vault.authority import merged_bundle
 
 app = typer.Typer(
     name="ca",

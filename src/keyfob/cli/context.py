@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import typer
@@ -44,6 +44,8 @@ class InitOutcome(Protocol):
     def master_key_file(self) -> Path | None: ...
     @property
     def created(self) -> bool: ...
+    @property
+    def master_key_source(self) -> str: ...
 
 
 class Bootstrap(Protocol):
@@ -58,6 +60,14 @@ class Bootstrap(Protocol):
     def create_first_user(self, settings: Settings, name: str, password: Secret[str]) -> str: ...
 
     def make_self_signed(self, settings: Settings) -> tuple[Path, Path]: ...
+
+    def backup(self, settings: Settings, path: Path) -> dict[str, Any]: ...
+
+    def restore(self, settings: Settings, path: Path, force: bool) -> dict[str, Any]: ...
+
+    def db_status(self, settings: Settings) -> dict[str, Any]: ...
+
+    def db_upgrade(self, settings: Settings) -> dict[str, Any]: ...
 
 
 def _stdin_is_tty() -> bool:

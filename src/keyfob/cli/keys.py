@@ -37,8 +37,17 @@ def status(ctx: typer.Context, json_out: JsonFlag = False) -> None:
             for term in terms
         ),
     )
+    master_key = answer.get("master_key")
+    if isinstance(master_key, dict):
+        print_line(f"master key provider: {_provider(master_key)}")
     if answer.get("audit_public_key"):
         print_line(f"audit signing key: {answer['audit_public_key']}")
+
+
+def _provider(master_key: dict[str, object]) -> str:
+    name = str(master_key.get("provider"))
+    details = [f"{key} {value}" for key, value in master_key.items() if key != "provider"]
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 @app.command("rotate")

@@ -13,6 +13,7 @@ from keyfob import __version__
 from keyfob.cli import (
     agents,
     audit,
+    backups,
     ca,
     grants,
     keys,
@@ -142,6 +143,9 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
     app.command("run", context_settings={"allow_interspersed_args": False})(run.run)
     app.command("usage")(usage.usage)
     app.add_typer(usage.prices)
+    app.command("backup")(backups.backup)
+    app.command("restore")(backups.restore)
+    app.add_typer(backups.db)
     app.command("version")(version)
     return app
 

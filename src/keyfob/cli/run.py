@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from keyfob.ca_bundle import merged_bundle
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.sdk import AgentClient, Grant, KeyfobError, Lease
@@ -41,7 +42,7 @@ NOT_FOUND = 127  # CMD could not be started (as a shell says it)
 RENEW_AT = 2 / 3  # of a term: renew with a third of the lease's life still left
 MASKED = "kfl_********"
 # What CMD must not inherit: the agent token, and key material that has no place there.
-WITHHELD = ("KEYFOB_TOKEN", "KEYFOB_MASTER_KEY", "KEYFOB_LEASE")
+WITHHELD = ("KEYFOB_TOKEN", "KEYFOB_MASTER_KEY", "KEYFOB_PKCS11_PIN", "KEYFOB_LEASE")
 # Signals passed on to CMD. SIGINT from the terminal already reached CMD (same process
 # group); it is passed on only when it came from elsewhere (``kill -INT``).
 FORWARDED = (
@@ -370,7 +371,6 @@ def _run_forward(
     json_out: bool,
 ) -> int:
     """CMD through the forward proxy: one multi-set credential, revoked when CMD exits."""
-    from keyfob.vault.authority import merged_bundle
 
     try:
         targets = _targets(agent, secret_sets)

@@ -36,7 +36,7 @@ def _show_created(result: InitOutcome) -> None:
         [
             ("data dir", str(result.data_dir)),
             ("database", result.database_url),
-            ("master key", str(result.master_key_file or "from KEYFOB_MASTER_KEY")),
+            ("master key", result.master_key_source),
         ]
     )
     if result.operator_token is not None:

@@ -1,8 +1,9 @@
-"""keyfob's certificate authority as a recipe: a CA certificate and key, leaf
-certificates for one host each, all ECDSA P-256 through ``cryptography.x509``.
+"""X.509 recipes, all ECDSA P-256 / SHA-256 through ``cryptography.x509``: keyfob's
+certificate authority (a CA certificate and key, leaf certificates for one host each)
+and the self-signed listener certificate of ``keyfob init --self-signed``.
 
-Knows nothing of where the CA key is kept: callers seal it (``envelope.seal``) and hand
-it back as DER to sign with.
+Knows nothing of where a key is kept: callers seal the CA key (``envelope.seal``) and
+hand it back as DER to sign with.
 """
 
 from __future__ import annotations
@@ -68,10 +69,6 @@ def leaf(
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError("the CA key is not an EC key")
     key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        san = x509.DNSName(host)
     not_after = min(now + datetime.timedelta(hours=hours), ca.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
@@ -82,7 +79,7 @@ def leaf(
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(host)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
@@ -90,12 +87,44 @@ def leaf(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    pem = key.private_bytes(
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def self_signed(hosts: list[str], *, days: int, now: datetime.datetime) -> tuple[bytes, bytes]:
+    """A listener certificate for ``hosts`` (its SANs), signing itself: ``(cert PEM,
+    unencrypted PKCS#8 key PEM)``. For a first run only (``keyfob init --self-signed``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _san(host: str) -> x509.GeneralName:
+    """An address SAN for an IP literal, else a DNS name."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return cert.public_bytes(serialization.Encoding.PEM), pem
 
 
 def not_after(cert_pem: bytes) -> datetime.datetime:

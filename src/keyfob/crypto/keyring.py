@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from keyfob.crypto import _aead
-from keyfob.crypto.master import MasterKey
+from keyfob.crypto.master import MasterKeyProvider
 from keyfob.errors import ConfigurationError, DecryptionFailed
 from keyfob.secret import SECRET, Masked, Secret
 
@@ -68,20 +68,38 @@ class SystemKeys(Masked):
         )
 
 
+def _wrong_key(master: MasterKeyProvider) -> str:
+    where = master.describe()
+    if where.get("provider") == "pkcs11":
+        return (
+            f"the PKCS#11 key {where.get('key_label')!r} on token {where.get('token_label')!r} "
+            "does not open this vault's keyring: wrong token or key label for this database"
+        )
+    return (
+        "the master key does not open this vault's keyring: wrong KEYFOB_MASTER_KEY "
+        "or master key file for this database"
+    )
+
+
 class Keyring(Masked):
     """Unwrapped KEK terms (newest is active) plus the system keys."""
 
     shown = ("terms",)
 
-    def __init__(self, master: MasterKey, keks: dict[int, _aead.Aead], system: SystemKeys):
+    def __init__(self, master: MasterKeyProvider, keks: dict[int, _aead.Aead], system: SystemKeys):
         self._master = master
         self._keks = keks
         self.system = system
 
+    @property
+    def master(self) -> MasterKeyProvider:
+        """The provider that wraps this keyring (for status and readiness)."""
+        return self._master
+
     # -- building ---------------------------------------------------------------------
 
     @staticmethod
-    def create(master: MasterKey) -> tuple[Keyring, WrappedKek, bytes]:
+    def create(master: MasterKeyProvider) -> tuple[Keyring, WrappedKek, bytes]:
         """A brand-new keyring: term 1 and fresh system keys, plus their wrapped forms."""
         system, raw = SystemKeys.generate()
         wrapped_system = master.wrap(raw, _SYSTEM_LABEL)
@@ -89,15 +107,12 @@ class Keyring(Masked):
         return ring, ring.new_term(1), wrapped_system
 
     @staticmethod
-    def load(master: MasterKey, keks: list[WrappedKek], wrapped_system: bytes) -> Keyring:
+    def load(master: MasterKeyProvider, keks: list[WrappedKek], wrapped_system: bytes) -> Keyring:
         """Unwrap what the store holds; a wrong master key is a clear start-up error."""
         try:
             system = SystemKeys._from_raw(master.unwrap(wrapped_system, _SYSTEM_LABEL))
         except DecryptionFailed:
-            raise ConfigurationError(
-                "the master key does not open this vault's keyring: wrong KEYFOB_MASTER_KEY "
-                "or master key file for this database"
-            ) from None
+            raise ConfigurationError(_wrong_key(master)) from None
         ring = Keyring(master, {}, system)
         for kek in keks:
             try:

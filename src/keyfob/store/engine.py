@@ -12,6 +12,7 @@ import ast
 import asyncio
 import functools
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -53,14 +54,27 @@ class _Busy(Exception):
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _alembic_config() -> Config:
+def _alembic_config(extra_versions: Sequence[Path] = ()) -> Config:
     # Alembic is imported only to migrate: a serving process that is at head never loads
-    # it (about 10 MB of its idle memory).
+    # it (about 10 MB of its idle memory). ``extra_versions``: more script folders (tests
+    # of rolling upgrades bring a migration this release does not have).
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
+    if extra_versions:
+        folders = [_MIGRATIONS / "versions", *extra_versions]
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("version_locations", os.pathsep.join(str(f) for f in folders))
     return config
+
+
+def known_revisions(extra_versions: Sequence[Path] = ()) -> list[str]:
+    """Every migration this code has, oldest first (loads Alembic)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_alembic_config(extra_versions))
+    return [script.revision for script in scripts.walk_revisions()][::-1]
 
 
 @functools.cache
@@ -219,26 +233,75 @@ class Database:
     def display_url(self) -> str:
         return redact(self.url)
 
-    async def at_head(self) -> bool:
-        """True when the schema already carries the newest migration."""
+    async def revision(self) -> str | None:
+        """The schema's Alembic revision; None when there is no schema yet."""
         try:
             async with self.engine.connect() as conn:
                 rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
         except DBAPIError:
-            return False  # no schema yet (or no database: ``migrate`` reports that)
-        return [row[0] for row in rows] == [_head_revision()]
+            return None  # no schema yet (or no database: ``migrate`` reports that)
+        return str(rows[0][0]) if len(rows) == 1 else None
 
-    async def migrate(self) -> None:
-        """Apply every Alembic migration not yet applied (serialised across nodes on PG)."""
+    async def at_head(self) -> bool:
+        """True when the schema already carries the newest migration."""
+        return await self.revision() == _head_revision()
+
+    async def oldest_code(self) -> str | None:
+        """``schema_compat.oldest_code``: the oldest revision whose code may run here."""
+        try:
+            async with self.engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        select(tables.schema_compat.c.oldest_code).where(
+                            tables.schema_compat.c.id == 1
+                        )
+                    )
+                ).first()
+        except DBAPIError:
+            return None
+        return str(row[0]) if row is not None else None
+
+    async def newer_schema(self) -> str | None:
+        """The schema's revision when this code does not know it (another node upgraded
+        the database); None otherwise. Refuses a schema this code may not run on."""
+        current = await self.revision()
+        if current is None or current == _head_revision():
+            return None
+        known = known_revisions()
+        if current in known:
+            return None
+        floor = await self.oldest_code()
+        if floor is None or floor not in known:
+            raise ConfigurationError(
+                f"the database schema is at revision {current}, newer than this keyfob "
+                f"(which knows up to {_head_revision()}) and not compatible with it "
+                f"(it needs code at revision {floor or '?'} or later): upgrade keyfob"
+            )
+        return current
+
+    async def migrate(self, extra_versions: Sequence[Path] = ()) -> None:
+        """Apply every Alembic migration not yet applied (serialised across nodes on PG).
+
+        A schema newer than this code (rolling upgrade: another node is ahead) is left
+        as it is when its ``schema_compat`` row says this code may still run on it.
+        """
         # Start-up (and every test's fresh vault) skips loading Alembic's scripts when
         # there is nothing to apply.
-        if await self.at_head():
+        if not extra_versions and await self.at_head():
+            return
+        if not extra_versions and (ahead := await self.newer_schema()) is not None:
+            log.warning(
+                "database schema %s is newer than this keyfob (%s); serving on it "
+                "(expand-only since this release)",
+                ahead,
+                _head_revision(),
+            )
             return
 
         def _upgrade(sync_conn: Connection) -> None:
             from alembic import command
 
-            config = _alembic_config()
+            config = _alembic_config(extra_versions)
             config.attributes["connection"] = sync_conn
             command.upgrade(config, "head")
 

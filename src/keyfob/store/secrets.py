@@ -128,6 +128,14 @@ async def list_versions(conn: AsyncConnection, set_id: str) -> list[VersionRow]:
     return [VersionRow.from_row(r) for r in rows.all()]
 
 
+async def all_versions(conn: AsyncConnection) -> list[VersionRow]:
+    """Every stored version of every set, deleted ones included (restore checks them all)."""
+    rows = await conn.execute(
+        select(secret_versions).order_by(secret_versions.c.set_id, secret_versions.c.version)
+    )
+    return [VersionRow.from_row(r) for r in rows.all()]
+
+
 async def purge_set(conn: AsyncConnection, set_id: str) -> int:
     """Delete a set and every version; returns how many versions went."""
     gone = await conn.execute(delete(secret_versions).where(secret_versions.c.set_id == set_id))

@@ -339,3 +339,34 @@ credential_tokens = Table(
     Column("reconnect_version", Integer, nullable=True),
     Column("updated_at", String(32), nullable=False),
 )
+
+# -- audit shipping (migration 0006s) ---------------------------------------------------
+
+# One row per shipping sink (``file``, ``syslog``, ``webhook``): the last record it has
+# delivered (``seq``, ``hash``), the node that ships it (a claim held until
+# ``claimed_until``, taken and renewed by conditional updates so one node ships per sink)
+# and the failure it is retrying, if any (``failing_since``, ``last_error``: a class of
+# error and an address, never a secret).
+audit_ship_cursors = Table(
+    "audit_ship_cursors",
+    metadata,
+    Column("sink", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", String(32), nullable=True),
+    Column("failing_since", String(32), nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("updated_at", String(32), nullable=False),
+)
+
+# -- rolling upgrades (migration 0006u) ------------------------------------------------------
+
+# One row: the oldest schema revision whose code may still run on this schema. Expand
+# migrations leave it; a contract migration raises it (docs/deploy.md, "Rolling upgrades").
+schema_compat = Table(
+    "schema_compat",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("oldest_code", String(64), nullable=False),
+)

@@ -1,6 +1,8 @@
 """Use cases: the only layer where plaintext secret values exist in memory."""
 
 from keyfob.store import redact as redact_url
+from keyfob.vault import backup as backup_file
+from keyfob.vault import schema
 from keyfob.vault.context import SYSTEM, Context, new_request_id
 from keyfob.vault.operators import Principal
 from keyfob.vault.proxying import ProxyRequest, ProxyUse
@@ -15,7 +17,9 @@ __all__ = [
     "ProxyRequest",
     "ProxyUse",
     "Vault",
+    "backup_file",
     "new_request_id",
     "redact_url",
+    "schema",
     "write_self_signed",
 ]

@@ -11,9 +11,9 @@ import os
 import ssl
 import tempfile
 from collections import OrderedDict
-from pathlib import Path
 
 from keyfob import crypto, tokens
+from keyfob.ca_bundle import merged_bundle
 from keyfob.clock import isoformat
 from keyfob.crypto import _pki
 from keyfob.errors import ValidationFailed
@@ -29,9 +29,6 @@ LEAF_HOURS = 24
 LEAVES_KEPT = 1024
 DEFAULT_OVERLAP = 7 * 24 * 3600
 CA_NAME = "keyfob forward proxy CA"
-_SYSTEM_ROOTS = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
-
-
 def _aad_id(ca_id: str) -> str:
     # The sealed key is bound to its CA row, as a secret version is bound to its set.
     return f"ca:{ca_id}"
@@ -164,27 +161,6 @@ class Authority:
             der = crypto.open(self._core.ring, sealed, set_id=_aad_id(row.id), version=1)
             self._signing = (row.id, row.cert_pem.encode(), Secret(der))
         return self._signing
-
-
-def merged_bundle(ca_pem: str) -> str:
-    """The system's (or certifi's) roots plus keyfob's CA: clients that replace rather than
-    extend their roots with a bundle (rustls among them) still reach every other host."""
-    roots = ""
-    for candidate in (*_SYSTEM_ROOTS, _certifi()):
-        if candidate and Path(candidate).is_file():
-            roots = Path(candidate).read_text()
-            break
-    if roots and not roots.endswith("\n"):
-        roots += "\n"
-    return roots + "# keyfob forward proxy CA\n" + ca_pem
-
-
-def _certifi() -> str | None:
-    try:
-        import certifi
-    except ImportError:  # pragma: no cover - certifi comes with httpx
-        return None
-    return str(certifi.where())
 
 
 def _server_context(cert: bytes, key: bytes) -> ssl.SSLContext:

@@ -35,7 +35,9 @@ class Keys:
             terms.append(
                 KeyTerm(row.term, status, row.created_at, row.retired_at, counts.get(row.term, 0))
             )
-        return KeyStatus(active, tuple(terms), self._core.public_key)
+        return KeyStatus(
+            active, tuple(terms), self._core.public_key, self._core.ring.master.describe()
+        )
 
     async def rotate(self, ctx: Context) -> Rotated:
         async with self._core.write() as tx:

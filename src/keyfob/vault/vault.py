@@ -6,13 +6,15 @@ first operator token once, and refuses to touch a database that already has a ke
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyfob.audit import CheckpointFile
+from keyfob.audit import CheckpointFile, Event
 from keyfob.clock import Clock, SystemClock
-from keyfob.crypto import Keyring, MasterKey, WrappedKek, master
+from keyfob.crypto import Keyring, MasterKeyProvider, WrappedKek
 from keyfob.errors import ConfigurationError, Conflict, Unavailable
 from keyfob.metrics import Metrics
 from keyfob.secret import Masked, Secret
@@ -32,11 +34,13 @@ from keyfob.vault.grants import Grants
 from keyfob.vault.keys import Keys
 from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
+from keyfob.vault.master_keys import missing_key_hint, open_master_key
 from keyfob.vault.operators import Operators
 from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.refresh import Refresher
 from keyfob.vault.secret_sets import SecretSets
+from keyfob.vault.shipping import Shipping
 from keyfob.vault.usage import Pricing, Usage, fallback_price
 from keyfob.vault.users import Users
 
@@ -45,19 +49,6 @@ from keyfob.vault.users import Users
 class Initialised(Masked):
     operator_token: Secret[str]
     token_id: str
-
-
-def _master_from_settings(settings: Settings, *, create: bool) -> MasterKey | None:
-    if settings.master_key is not None:
-        return MasterKey(master.decode(settings.master_key.get_secret_value()))
-    path = settings.resolved_master_key_file
-    if path.exists():
-        return MasterKey(master.read_file(path))
-    if not create:
-        return None
-    key = master.generate()
-    master.write_file(path, key)
-    return MasterKey(key)
 
 
 def _private_file(path: Path) -> None:
@@ -102,14 +93,23 @@ class Vault:
         self.metrics = Metrics()
         self.metrics.caches(lambda: self.caches.dropped, lambda: self.caches.listening)
         self.metrics.queue_depth(self.consumer.commit.depth)
-        core.db.on_commit = self.metrics.committed
+        # Audit shipping: its tasks are started by the serving process (``start``).
+        self.shipping = Shipping(core, settings, self.metrics)
+        core.db.on_commit = self._committed if self.shipping.configured else self.metrics.committed
+
+    def _committed(self, records: Sequence[Event], seconds: float) -> None:
+        self.metrics.committed(records, seconds)
+        if records:
+            self.shipping.wake()
 
     @property
     def db(self) -> Database:
         return self.core.db
 
     @staticmethod
-    async def _load(settings: Settings, clock: Clock | None) -> tuple[Database, bytes | None]:
+    async def _load(
+        settings: Settings, clock: Clock | None, migrate: bool = True
+    ) -> tuple[Database, bytes | None]:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             _private_file(settings.data_dir / "keyfob.db")
@@ -117,7 +117,14 @@ class Vault:
             settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         try:
-            await db.migrate()
+            if migrate:
+                await db.migrate()
+            elif not await db.at_head() and await db.newer_schema() is None:
+                raise ConfigurationError(
+                    f"the database schema is at revision {await db.revision() or 'none'}, "
+                    "older than this keyfob's: use the keyfob release that serves it, or "
+                    "run `keyfob db upgrade` first"
+                )
             async with db.read() as conn:
                 system = await keyring_sql.get_system(conn)
         except BaseException:
@@ -126,25 +133,32 @@ class Vault:
         return db, system
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Vault:
-        """Open an initialised vault; a missing or wrong master key fails clearly."""
-        db, system = await cls._load(settings, clock)
+    async def open(
+        cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True
+    ) -> Vault:
+        """Open an initialised vault; a missing or wrong master key fails clearly.
+        ``migrate=False``: leave the schema as it is (refuse one older than this code)."""
+        db, system = await cls._load(settings, clock, migrate)
         try:
             if system is None:
                 raise ConfigurationError(
                     f"the database {db.display_url} has no keyring yet: run `keyfob init`"
                 )
-            key = _master_from_settings(settings, create=False)
+            key = open_master_key(settings, create=False)
             if key is None:
                 raise ConfigurationError(
-                    "this database holds a keyring but no master key was found: set "
-                    f"KEYFOB_MASTER_KEY or put the key file at {settings.resolved_master_key_file}"
+                    "this database holds a keyring but no master key was found: "
+                    + missing_key_hint(settings)
                 )
-            async with db.read() as conn:
-                terms = await keyring_sql.list_terms(conn)
-            ring = Keyring.load(
-                key, [WrappedKek(t.term, t.wrapped) for t in terms if t.wrapped], system
-            )
+            try:
+                async with db.read() as conn:
+                    terms = await keyring_sql.list_terms(conn)
+                ring = Keyring.load(
+                    key, [WrappedKek(t.term, t.wrapped) for t in terms if t.wrapped], system
+                )
+            except BaseException:
+                key.close()
+                raise
         except BaseException:
             await db.close()
             raise
@@ -169,10 +183,11 @@ class Vault:
     ) -> tuple[Vault, Initialised]:
         """Create the keyring and first operator token; Conflict if already initialised."""
         db, system = await cls._load(settings, clock)
+        key: MasterKeyProvider | None = None
         try:
             if system is not None:
                 raise Conflict(f"the vault at {db.display_url} is already initialised")
-            key = _master_from_settings(settings, create=True)
+            key = open_master_key(settings, create=True)
             assert key is not None
             ring, kek, wrapped_system = Keyring.create(key)
             vault = cls._assemble(db, ring, settings, clock)
@@ -194,12 +209,16 @@ class Vault:
             # before the forward proxy first runs.
             await vault.authority.create(ctx)
         except BaseException:
+            if key is not None:
+                key.close()
             await db.close()
             raise
         return vault, Initialised(token, row.id)
 
     async def ready(self) -> None:
-        """Raise ``Unavailable`` unless the database and the checkpoint dir take writes."""
+        """Raise ``Unavailable`` unless the database and the checkpoint dir take writes and
+        the master key provider can wrap (an HSM that went away says so here)."""
+        await asyncio.to_thread(self.core.ring.master.check)
         async with self.db.write():
             pass
         directory: Path = self.core.checkpoints.path.parent
@@ -213,9 +232,11 @@ class Vault:
 
     async def close(self) -> None:
         try:
+            await self.shipping.close()
             await self.caches.close()
             await self.proxy.settled()  # settlements in flight commit before the last batch
             await self.consumer.close()
         finally:
             self.users.passwords.close()
+            self.core.ring.master.close()
             await self.db.close()

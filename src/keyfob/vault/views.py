@@ -162,6 +162,8 @@ class KeyStatus(View):
     active_term: int
     terms: tuple[KeyTerm, ...]
     audit_public_key: str
+    # The master key provider and where its key is (`provider`: file, env or pkcs11).
+    master_key: dict[str, str]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,136 @@
+"""Audit shipping to a rotated JSONL file and to syslog (RFC 5424 over UDP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keyfob import app as app_module
+from keyfob.app.audit_sinks import build_sinks
+from keyfob.audit import ShippedChain
+from keyfob.settings import Settings
+from keyfob.store import audit_ship
+from keyfob.vault import Vault
+from tests.shipping.conftest import FAST, free_port, head_seq, make_records, wait_for
+
+
+def records_in(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+async def test_jsonl_file_rotates_and_keeps_the_chain_across_files(
+    open_shipping_vault: Callable[..., Awaitable[Vault]], tmp_path: Path
+) -> None:
+    target = tmp_path / "ship" / "audit.jsonl"
+    vault = await open_shipping_vault(
+        audit_ship_file=target, audit_ship_file_max_bytes=2048, audit_ship_file_backups=3
+    )
+    await vault.shipping.start(build_sinks(vault.settings))
+    await make_records(vault, 40)
+    last = await head_seq(vault)
+    await wait_for(lambda: target.exists() and records_in(target)[-1]["seq"] == last)
+
+    files = [target.with_name(f"audit.jsonl.{n}") for n in (3, 2, 1)] + [target]
+    assert all(f.exists() for f in files)
+    assert not target.with_name("audit.jsonl.4").exists()  # the oldest were dropped
+    for f in files:
+        assert f.stat().st_size <= 2048
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    shipped = [r for f in files for r in records_in(f)]
+    # The kept files hold one unbroken stretch of the chain, up to the head: a receiver
+    # that starts mid-log verifies from the first record it has.
+    first = shipped[0]
+    assert first["seq"] > 1
+    chain = ShippedChain(after=(first["seq"] - 1, first["prev_hash"]))
+    assert chain.feed_all(shipped) == len(shipped)
+    assert chain.ok, chain.first_bad
+    assert chain.count == last
+    assert chain.duplicates == 0
+    assert (await vault.audit.verify())["head"] == chain.head
+
+
+SYSLOG = re.compile(
+    rb'<(?P<pri>\d{1,3})>1 (?P<ts>\S+) (?P<host>\S+) keyfob (?P<pid>\d+) (?P<msgid>\S+) '
+    rb'\[keyfob@32473 seq="(?P<seq>\d+)" prev_hash="(?P<prev>[0-9a-f]{64})" '
+    rb'hash="(?P<hash>[0-9a-f]{64})"\] \xef\xbb\xbf(?P<msg>\{.*\})',
+    re.DOTALL,
+)
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.append(data)
+
+
+async def test_syslog_udp_messages_are_rfc5424_with_the_chain_in_structured_data(
+    open_shipping_vault: Callable[..., Awaitable[Vault]],
+) -> None:
+    port = free_port()
+    transport, listener = await asyncio.get_running_loop().create_datagram_endpoint(
+        Datagrams, local_addr=("127.0.0.1", port)
+    )
+    try:
+        vault = await open_shipping_vault(audit_ship_syslog=f"udp://127.0.0.1:{port}")
+        await vault.shipping.start(build_sinks(vault.settings))
+        await make_records(vault, 12)
+        last = await head_seq(vault)
+        await wait_for(lambda: len(listener.received) >= last)
+    finally:
+        transport.close()
+
+    chain = ShippedChain()
+    outcomes = set()
+    for datagram in listener.received:
+        match = SYSLOG.fullmatch(datagram)
+        assert match, datagram[:200]
+        record = json.loads(match["msg"])
+        # Facility 13 (log audit): informational for ok, notice for denied and the rest.
+        severity = 6 if record["outcome"] == "ok" else 5
+        assert int(match["pri"]) == 13 * 8 + severity
+        assert match["msgid"].decode() == record["action"]
+        assert int(match["seq"]) == record["seq"]
+        assert match["prev"].decode() == record["prev_hash"]
+        assert match["hash"].decode() == record["hash"]
+        assert match["ts"].decode().endswith("Z")
+        assert chain.feed(record)
+        outcomes.add(record["outcome"])
+    assert chain.ok, chain.first_bad
+    assert chain.count == last
+    assert outcomes >= {"ok", "denied"}  # both severities were seen
+
+
+async def test_the_serving_process_ships_from_start_up_and_stops_cleanly(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``create_app`` without a vault (as ``keyfob serve``) starts shipping in its lifespan."""
+    monkeypatch.setattr(app_module, "settle_heap", lambda: None)  # leave the test's gc alone
+    target = tmp_path / "ship" / "audit.jsonl"
+    served = settings.model_copy(update={**FAST, "audit_ship_file": target})
+    vault, _ = await Vault.initialise(served)
+    await vault.close()
+    app = app_module.create_app(served)
+    async with app.router.lifespan_context(app.api):
+        running: Vault = app.state.vault
+        await make_records(running, 3)
+        last = await head_seq(running)
+        await wait_for(lambda: target.exists() and records_in(target)[-1]["seq"] == last)
+    # Stopped: the claim was given up, so another node could take over at once.
+    reopened = await Vault.open(served)
+    try:
+        async with reopened.db.read() as conn:
+            cursor = await audit_ship.get(conn, "file")
+    finally:
+        await reopened.close()
+    assert cursor is not None
+    assert cursor.seq == last
+    assert cursor.claimed_by is None
