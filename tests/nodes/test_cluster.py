@@ -103,7 +103,7 @@ def within(seconds: float, check: Callable[[], bool]) -> float:
     return time.monotonic() - started
 
 
-def fresh_minute(margin: float = 12) -> None:
+def fresh_minute(margin: float = 6) -> None:
     """Rate windows are wall-clock minutes: start a rate race well inside one."""
     left = 60 - time.time() % 60
     if left < margin:

@@ -18,6 +18,7 @@ import pytest
 
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
+from keyfob.vault import backup as backup_file
 from tests.conftest import make_set
 from tests.support.backends import PG_SKIP_REASON, PG_URL, reset_postgres
 from tests.support.hashing import FAST_HASHING
@@ -140,3 +141,19 @@ async def test_a_node_whose_listener_dies_drops_its_caches_and_listens_again(
     await within(3.0, lambda: two.caches.listening)
     await one.keys.rotate(ctx)
     await within(1.0, lambda: two.core.ring.terms == [1, 2])
+
+
+async def test_a_forced_restore_makes_running_nodes_drop_what_they_hold(
+    pair: tuple[Vault, Vault], pg_settings: Settings, ctx: Context, tmp_path: Path
+) -> None:
+    one, two = pair
+    await one.sets.create(ctx, **make_set())
+    saved = tmp_path / "before-rotation.kfb"
+    await backup_file.backup(pg_settings, saved)
+    await one.keys.rotate(ctx)  # term 2 exists only in the live database
+    await within(1.0, lambda: two.core.ring.terms == [1, 2])
+
+    await backup_file.restore(pg_settings, saved, force=True)
+
+    await within(1.0, lambda: two.core.ring.terms == [1])
+    assert len(two.core.data_keys) == 0

@@ -58,7 +58,7 @@ def start_cluster(
         data_dir.mkdir(mode=0o700, exist_ok=True)
         settings = Settings(data_dir=data_dir, database_url=database_url)
         extra = {"KEYFOB_MASTER_KEY_FILE": str(shared_key), **(env or {})}
-        return start_server(settings, token, workdir / f"node-{i}.log", extra)
+        return start_server(settings, token, workdir / f"node-{i}.log", extra, timeout=120)
 
     with ThreadPoolExecutor(n) as pool:
         starting = [pool.submit(start, i) for i in range(n)]

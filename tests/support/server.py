@@ -84,8 +84,11 @@ def start_server(
     log_path: Path,
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
+    timeout: float = 60,
 ) -> ProcessServer:
-    """Start ``keyfob serve``'s server; ``extra_env`` adds ``KEYFOB_*`` settings (and others)."""
+    """Start ``keyfob serve``'s server; ``extra_env`` adds ``KEYFOB_*`` settings (and others).
+    ``timeout``: seconds to wait for ``/healthz`` (several interpreters starting at once on
+    a busy two-core machine take a while)."""
     port = port or free_port()
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
@@ -95,7 +98,7 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     server = ProcessServer(f"http://127.0.0.1:{port}", operator_token, settings, log_path, process)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log_text()}")

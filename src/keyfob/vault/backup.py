@@ -207,6 +207,8 @@ async def restore(settings: Settings, path: Path, *, force: bool = False) -> dic
                     "versions_checked": len(versions),
                 },
             )
+            # Nodes still running on this database (a --force restore) drop everything.
+            tx.announce("all")
         report = await vault.audit.verify()
     finally:
         await vault.close()

@@ -10,7 +10,7 @@ each cache).
 
 Notices: ``keys`` (a KEK term added or retired, DEKs rewrapped), ``prices``, ``ca``,
 ``set:<id>`` (a set's versions changed, it was deleted or purged), ``token:<id>`` (a
-set's access token was refreshed or dropped).
+set's access token was refreshed or dropped), ``all`` (the database was restored).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ CA = "ca"
 SET = "set"
 TOKEN = "token"  # noqa: S105 - a notice topic, not a credential
 TOPICS = (KEYS, PRICES, CA, SET, TOKEN)
+ALL = "all"  # the database was replaced (restore): drop everything
 
 
 class Caches:
@@ -82,6 +83,9 @@ class Caches:
     def notice(self, payload: str) -> None:
         """Drop what ``payload`` names (``topic`` or ``topic:id``)."""
         topic, _, key = payload.partition(":")
+        if topic == ALL:
+            self.reset()
+            return
         if topic not in self.dropped:
             return
         self.dropped[topic] += 1
