@@ -28,9 +28,9 @@ def test_a_bad_target_is_refused(field: str, value: str) -> None:
 
 def test_sinks_and_backoff_from_settings() -> None:
     settings = Settings(
-        audit_ship_file="/tmp/x.jsonl",  # noqa: S108 - never written
+        audit_ship_file="/tmp/x.jsonl",
         audit_ship_webhook="https://siem.example.com/hook",
-        audit_ship_webhook_token="bearer-canary-55",  # noqa: S106
+        audit_ship_webhook_token="bearer-canary-55",
         audit_ship_retry_initial=0.5,
         audit_ship_retry_max=4,
     )
