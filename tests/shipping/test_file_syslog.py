@@ -54,6 +54,12 @@ async def test_jsonl_file_rotates_and_keeps_the_chain_across_files(
     assert chain.count == last
     assert chain.duplicates == 0
     assert (await vault.audit.verify())["head"] == chain.head
+    # /metrics: the lag falls to 0 once the last batch is recorded as delivered.
+    await wait_for(
+        lambda: 'keyfob_audit_ship_lag_records{sink="file"} 0.0' in vault.metrics.render().decode()
+    )
+    metrics = vault.metrics.render().decode()
+    assert f'keyfob_audit_shipped_records_total{{sink="file"}} {float(last)}' in metrics
 
 
 SYSLOG = re.compile(
