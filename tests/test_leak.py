@@ -424,6 +424,17 @@ def search_everything(live_server: LiveServer, evidence: Evidence) -> None:
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The server also ships its audit log to a file in the data dir, which is searched."""
+    return settings.model_copy(
+        update={"audit_ship_file": settings.data_dir / SHIPPED, "audit_ship_poll": 0.05}
+    )
+
+
+SHIPPED = "audit-shipped.jsonl"
+
+
+@pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream().start()
     try:
@@ -444,6 +455,9 @@ def test_the_api_and_cli_leak_no_secret(
     proxy_routes(http, upstream)
     evidence.files(data_dir, "after proxy_routes")
     cli_commands(live_server, evidence)
+    shipped = data_dir / SHIPPED
+    assert shipped.is_file(), "the audit log was not shipped"
+    assert b'"action":"secret_set.create"' in shipped.read_bytes()
 
     search_everything(live_server, evidence)
 

@@ -7,8 +7,10 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 
+from keyfob.app import create_app
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
 
@@ -19,6 +21,16 @@ FAST: dict[str, Any] = {
     "audit_ship_retry_initial": 0.01,
     "audit_ship_retry_max": 0.05,
 }
+
+
+def app_client(vault: Vault, token: str | None = None) -> httpx.AsyncClient:
+    """The app in-process over ``vault`` (whose shipping the test starts itself)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(vault.settings, vault=vault)),
+        base_url="http://keyfob.test",
+        headers=headers,
+    )
 
 
 def free_port() -> int:

@@ -54,6 +54,12 @@ async def test_jsonl_file_rotates_and_keeps_the_chain_across_files(
     assert chain.count == last
     assert chain.duplicates == 0
     assert (await vault.audit.verify())["head"] == chain.head
+    # /metrics: the lag falls to 0 once the last batch is recorded as delivered.
+    await wait_for(
+        lambda: 'keyfob_audit_ship_lag_records{sink="file"} 0.0' in vault.metrics.render().decode()
+    )
+    metrics = vault.metrics.render().decode()
+    assert f'keyfob_audit_shipped_records_total{{sink="file"}} {float(last)}' in metrics
 
 
 SYSLOG = re.compile(
@@ -134,3 +140,36 @@ async def test_the_serving_process_ships_from_start_up_and_stops_cleanly(
     assert cursor is not None
     assert cursor.seq == last
     assert cursor.claimed_by is None
+
+
+async def test_syslog_tcp_uses_octet_counting(
+    open_shipping_vault: Callable[..., Awaitable[Vault]],
+) -> None:
+    """Over TCP each message is framed as ``<length> <message>`` (RFC 6587)."""
+    frames: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                length = await reader.readuntil(b" ")
+                frames.append(await reader.readexactly(int(length[:-1])))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    try:
+        vault = await open_shipping_vault(audit_ship_syslog=f"tcp://127.0.0.1:{port}")
+        await vault.shipping.start(build_sinks(vault.settings))
+        await make_records(vault, 6)
+        last = await head_seq(vault)
+        await wait_for(lambda: len(frames) >= last)
+    finally:
+        server.close()
+        await server.wait_closed()
+    matches = [SYSLOG.fullmatch(f) for f in frames]
+    assert all(matches), frames
+    assert [int(m["seq"]) for m in matches if m] == list(range(1, last + 1))
+    chain = ShippedChain()
+    assert chain.feed_all(json.loads(m["msg"]) for m in matches if m) == last
+    assert chain.ok

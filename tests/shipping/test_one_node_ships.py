@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from keyfob.audit import Event, ShippedChain
 from keyfob.clock import FrozenClock
 from keyfob.settings import Settings
 from keyfob.vault import Vault
 from keyfob.vault.shipping import Shipping
-from tests.shipping.conftest import FAST, head_seq, make_records, wait_for
+from tests.shipping.conftest import FAST, app_client, head_seq, make_records, wait_for
 
 
 class Collecting:
@@ -79,3 +80,21 @@ async def test_one_node_ships_a_sink_and_another_takes_over(
     assert chain.farthest_back <= FAST["audit_ship_batch"]
     assert len(delivered) - last == chain.duplicates <= FAST["audit_ship_batch"]
     assert [s for _, s in delivered[: before_crash]] == list(range(1, before_crash + 1))
+
+
+async def test_readyz_says_when_no_node_ships_a_sink(
+    open_shipping_vault: Callable[..., Awaitable[Vault]], tmp_path: Path
+) -> None:
+    """Configured but shipped by nobody (its node gone): degraded, the vault still ready."""
+    vault = await open_shipping_vault(audit_ship_file=tmp_path / "never.jsonl")
+    await make_records(vault, 2)
+    async with app_client(vault) as http:
+        answer = await http.get("/readyz")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "degraded"
+    last = await head_seq(vault)
+    assert body["degraded"] == [
+        f"audit shipping to file is {last} records behind and no node ships it"
+    ]
+    assert body["audit_shipping"][0]["shipped_seq"] == 0

@@ -19,17 +19,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from keyfob.app import create_app
 from keyfob.app.audit_sinks import build_sinks
 from keyfob.audit import ShippedChain
 from keyfob.vault import Vault
 from tests.conftest import CANARY, make_set
-from tests.shipping.conftest import FAST, free_port, head_seq, make_records, wait_for
+from tests.shipping.conftest import FAST, app_client, free_port, head_seq, make_records, wait_for
 from tests.support.certs import loopback_tls
 
 TOKEN = "webhook-bearer-6c1d0e"
@@ -86,15 +84,6 @@ class Receiver:
             request.transport.close()
             asyncio.get_running_loop().create_task(self.stop())
         return web.Response(status=204)
-
-
-def app_client(vault: Vault, token: str | None = None) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(vault.settings, vault=vault)),
-        base_url="http://keyfob.test",
-        headers=headers,
-    )
 
 
 @pytest.fixture

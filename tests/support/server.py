@@ -173,6 +173,7 @@ def serve_in_thread(
     import uvloop
 
     from keyfob.app import create_app
+    from keyfob.app.audit_sinks import build_sinks
     from keyfob.vault import Vault
 
     sock = socket.socket()
@@ -187,6 +188,8 @@ def serve_in_thread(
 
     async def run() -> None:
         vault = await Vault.open(settings, clock=clock)
+        # As the lifespan does when it owns the vault (``KEYFOB_AUDIT_SHIP_*``; none by default).
+        await vault.shipping.start(build_sinks(settings))
         app = create_app(settings, vault=vault)
         config = uvicorn.Config(
             app,

@@ -186,6 +186,17 @@ class Shipping:
         if held is not None and now < held - claim / 2:
             return True
         until = now + claim
+        async with self._core.db.read() as conn:
+            row = await cursor_sql.get(conn, sink)
+        if (
+            row is not None
+            and row.claimed_by not in (None, self.who)
+            and row.claimed_until is not None
+            and row.claimed_until >= isoformat(now)
+        ):
+            # Another node ships it: look again next time without taking the write lock.
+            self._held_until.pop(sink, None)
+            return False
         async with self._core.db.write() as tx:
             await cursor_sql.ensure(tx.conn, sink, isoformat(now))
             won = await cursor_sql.claim(tx.conn, sink, self.who, isoformat(now), isoformat(until))
