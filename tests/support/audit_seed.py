@@ -3,7 +3,7 @@
 One ``INSERT … SELECT`` over a recursive counter, run by SQLite itself: no Python per
 row. The records are shaped like a busy vault's (``lease.use`` / ``proxy.request`` by
 100 agents over 10,000 sets, one a millisecond) with a few rare ones mixed in to search
-for. Their hashes are placeholders, NOT a valid chain: tests that seed this way must not
+for. Their hashes are short placeholders, NOT a valid chain: tests that seed this way must not
 verify the chain (``bench/seed.py`` writes a real chain, at ~10x the cost).
 """
 
@@ -35,8 +35,8 @@ SELECT
   CASE WHEN i % 97 = 0 THEN 'denied' ELSE 'ok' END,
   printf('%016x', i),
   '{{"method":"POST","path":"/v1/chat/completions","status":200}}',
-  printf('%064x', i - 1),
-  printf('%064x', i)
+  printf('%016x', i - 1),
+  printf('%016x', i)
 FROM n
 """
 
@@ -52,7 +52,7 @@ def seed_audit(db: Path, count: int) -> int:
         base = int(conn.execute("SELECT coalesce(max(seq), 0) FROM audit_events").fetchone()[0])
         conn.execute(_SEED, {"count": count, "base": base})
         last = base + count
-        conn.execute("UPDATE audit_head SET seq = ?, head = ? WHERE id = 1", (last, f"{count:064x}"))
+        conn.execute("UPDATE audit_head SET seq = ?, head = ? WHERE id = 1", (last, f"{count:016x}"))
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
