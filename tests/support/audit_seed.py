@@ -52,7 +52,9 @@ def seed_audit(db: Path, count: int) -> int:
         base = int(conn.execute("SELECT coalesce(max(seq), 0) FROM audit_events").fetchone()[0])
         conn.execute(_SEED, {"count": count, "base": base})
         last = base + count
-        conn.execute("UPDATE audit_head SET seq = ?, head = ? WHERE id = 1", (last, f"{count:016x}"))
+        conn.execute(
+            "UPDATE audit_head SET seq = ?, head = ? WHERE id = 1", (last, f"{count:016x}")
+        )
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode = WAL")
     finally:

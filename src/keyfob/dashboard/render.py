@@ -31,6 +31,8 @@ NOTICES = {
     "updated": "Updated.",
     "deleted": "Deleted.",
     "restored": "Restored.",
+    "purged": "Purged: the set, its versions and its grants are gone for good.",
+    "profile-saved": "Profile saved (a new version was made).",
     "revoked": "Revoked.",
     "approved": "Approved.",
     "denied": "Denied.",

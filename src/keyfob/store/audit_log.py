@@ -35,29 +35,44 @@ async def query(
     limit: int = 100,
     newest_first: bool = False,
 ) -> list[Event]:
+    c = audit_events.c
+    exact_action = action if action and not action.endswith(".") else None
+    # One (column, seq) index drives the query: the most selective filter given (a set's
+    # events, then an actor's, then an action's). The other columns are compared as
+    # ``col || ''``, which no index matches, so neither SQLite (no statistics) nor
+    # PostgreSQL walks a huge ``lease.use`` range instead of one set's few rows.
+    driver = next(
+        (name for name, v in (("target", target), ("actor", actor), ("action", exact_action)) if v),
+        None,
+    )
+
+    def col(name: str) -> Any:
+        return c[name] if name == driver else c[name].concat("")
+
     q = select(audit_events)
     if actor:
-        q = q.where(audit_events.c.actor == actor)
+        q = q.where(col("actor") == actor)
     if action:
         # "secret_set." matches every action of that family.
         if action.endswith("."):
-            q = q.where(audit_events.c.action.startswith(action, autoescape=True))
+            q = q.where(c.action.startswith(action, autoescape=True))
         else:
-            q = q.where(audit_events.c.action == action)
+            q = q.where(col("action") == action)
     if target:
-        q = q.where(audit_events.c.target == target)
+        q = q.where(col("target") == target)
     if outcome:
-        q = q.where(audit_events.c.outcome == outcome)
+        q = q.where(c.outcome == outcome)
+    ts = c.ts if driver is None else c.ts.concat("")
     if since:
-        q = q.where(audit_events.c.ts >= since)
+        q = q.where(ts >= since)
     if until:
-        q = q.where(audit_events.c.ts < until)
+        q = q.where(ts < until)
     if newest_first:
         if after:
-            q = q.where(audit_events.c.seq < after)
-        q = q.order_by(audit_events.c.seq.desc())
+            q = q.where(c.seq < after)
+        q = q.order_by(c.seq.desc())
     else:
-        q = q.where(audit_events.c.seq > after).order_by(audit_events.c.seq)
+        q = q.where(c.seq > after).order_by(c.seq)
     return [_event(r) for r in (await conn.execute(q.limit(limit))).all()]
 
 
