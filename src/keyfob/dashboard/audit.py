@@ -127,9 +127,7 @@ async def _render(
             rows = [row_of(e) for e in reversed(events[:PER_PAGE])]
             more_newer, more_older = len(events) > PER_PAGE, True
         else:
-            events = await audit.query(
-                **query, after=after, limit=PER_PAGE + 1, newest_first=True
-            )
+            events = await audit.query(**query, after=after, limit=PER_PAGE + 1, newest_first=True)
             rows = [row_of(e) for e in events[:PER_PAGE]]
             more_newer, more_older = bool(after), len(events) > PER_PAGE
         if rows and more_older:

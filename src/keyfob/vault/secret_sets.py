@@ -72,6 +72,7 @@ class SecretSets:
         include_deleted: bool = False,
         cursor: str | None = None,
         limit: int = 100,
+        prefix: str | None = None,
     ) -> tuple[list[SetView], str | None]:
         after = decode_cursor(cursor) if cursor else None
         async with self._core.db.read() as conn:
@@ -84,6 +85,7 @@ class SecretSets:
                 include_deleted=include_deleted,
                 after=after,
                 limit=limit + 1,
+                prefix=prefix,
             )
             marks = await token_sql.reconnect_marks(conn)
             items = [
