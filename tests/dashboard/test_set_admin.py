@@ -177,16 +177,20 @@ async def test_first_sign_in_shows_the_guide(ui: Ui, vault: Vault) -> None:
     ]
     assert "<strong>0</strong> Secret sets" in first.text
 
+    def states(text: str) -> list[str]:
+        return [s for s, _ in re.findall(r'<li class="(done|todo)">\s*<a href="([^"]+)">', text)]
+
+    agent, _ = await vault.agents.create(CTX, "bot")
+    assert states(clean(await ui.get("/ui/")).text) == ["todo", "done", "todo", "todo"]
     await make_set(vault)
-    await vault.agents.create(CTX, "bot")
     later = clean(await ui.get("/ui/"))
     assert "Getting started" in later.text
-    assert [
-        s for s, _ in re.findall(r'<li class="(done|todo)">\s*<a href="([^"]+)">', later.text)
-    ] == [
-        "done",
-        "done",
-        "todo",
-        "todo",
-    ]
+    assert states(later.text) == ["done", "done", "todo", "todo"]
     assert "<strong>1</strong> Secret sets" in later.text
+    await vault.grants.create(CTX, {"agent": "bot", "secret_set": PATH})
+    assert states(clean(await ui.get("/ui/")).text) == ["done", "done", "done", "todo"]
+    bot = Principal("agent", agent.id, "bot")
+    assert isinstance(
+        await vault.leases.mint(bot, Context(bot.actor), secret_set=PATH), IssuedLease
+    )
+    assert 'id="getting-started"' not in clean(await ui.get("/ui/")).text  # all done: gone
