@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.audit import STORED_COLUMNS, Event, stored_event
@@ -22,8 +22,12 @@ def _event(row: Any) -> Event:
     return stored_event(tuple(row._mapping[name] for name in STORED_COLUMNS))
 
 
-async def query(
-    conn: AsyncConnection,
+async def query(conn: AsyncConnection, **filters: Any) -> list[Event]:
+    """Events matching ``filters`` (see ``select_events``), a page of them."""
+    return [_event(r) for r in (await conn.execute(select_events(**filters))).all()]
+
+
+def select_events(
     *,
     actor: str | None = None,
     action: str | None = None,
@@ -34,7 +38,8 @@ async def query(
     after: int = 0,
     limit: int = 100,
     newest_first: bool = False,
-) -> list[Event]:
+) -> Select[Any]:
+    """The query for a page of events: filters, a ``seq`` cursor, newest or oldest first."""
     c = audit_events.c
     exact_action = action if action and not action.endswith(".") else None
     # One (column, seq) index drives the query: the most selective filter given (a set's
@@ -73,7 +78,7 @@ async def query(
         q = q.order_by(c.seq.desc())
     else:
         q = q.where(c.seq > after).order_by(c.seq)
-    return [_event(r) for r in (await conn.execute(q.limit(limit))).all()]
+    return q.limit(limit)
 
 
 async def stream(conn: AsyncConnection, batch: int = 1000) -> AsyncIterator[Event]:
