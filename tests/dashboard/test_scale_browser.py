@@ -176,6 +176,24 @@ def test_audit_pages_over_a_million_records_in_chromium(
             html = visit(tour, timings, "audit search action", query)
             assert [seq for seq, _ in rows(html)] == seqs[:PER_PAGE]
 
+        with step(tour, "the set's page: profile form, last used, no CSP refusals"):
+            refusals: list[str] = []
+            page.on(
+                "console",
+                lambda m: refusals.append(m.text) if "Content Security Policy" in m.text else None,
+            )
+            tour.goto("/ui/credentials?q=openai/prod")
+            assert "openai/prod/default" in tour.snap("credentials searched")
+            tour.goto("/ui/credentials/openai/prod/default")
+            page.get_by_text("Edit the profile").click()
+            html = tour.snap("set page profile form open")
+            assert re.search(r'name="base_url" value="https://api\.openai\.com[^"]*"', html)
+            assert "Last used, by whom" in html
+            for where in ("/ui/agents?q=a", "/ui/grants", "/ui/leases", "/ui/users?q=al"):
+                tour.goto(where)
+                tour.snap(where)
+            assert not refusals, refusals
+
         context.close()
 
     leaked = [name for name, html in tour.pages.items() if CANARY in html]
