@@ -25,7 +25,7 @@ from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.support.audit_seed import RARE_ACTION, RARE_ACTOR, RARE_EVERY, seed_audit
 from tests.support.browser import ROOT, Tour, chromium_path, launch, step
-from tests.support.server import LiveServer, serve_in_thread
+from tests.support.server import LiveServer, start_server
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,9 +51,9 @@ def big_server(sqlite_settings: Settings, tmp_path: Path) -> Iterator[tuple[Live
     started = time.monotonic()
     last = seed_audit(sqlite_settings.data_dir / "keyfob.db", RECORDS)
     print(f"\nseeded {RECORDS:,} audit records in {time.monotonic() - started:.1f} s")
-    server = serve_in_thread(
-        sqlite_settings, result.operator_token.reveal(), tmp_path / "server.log"
-    )
+    # A child process, not a thread of this one: Playwright's sync client shares this
+    # process's GIL, which would show up in the server's own timings.
+    server = start_server(sqlite_settings, result.operator_token.reveal(), tmp_path / "server.log")
     try:
         yield server, last
     finally:

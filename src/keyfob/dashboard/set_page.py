@@ -41,15 +41,14 @@ async def _uses(
         )
     events.sort(key=lambda e: e.seq, reverse=True)
     events = events[:RECENT_USES]
-    names: dict[str, str] = {}
+    agents = {e.actor.removeprefix("agent:") for e in events if e.actor.startswith("agent:")}
+    names = await vault.agents.names(agents)  # one query; a deleted agent keeps its actor
     by_key: dict[str, dict[str, str]] = {}
     by_agent: dict[str, dict[str, Any]] = {}
     for event in events:
-        if event.actor not in names:
-            names[event.actor] = await _agent_name(vault, event.actor)
         use = {
             "ts": event.ts,
-            "agent": names[event.actor],
+            "agent": names.get(event.actor.removeprefix("agent:"), event.actor),
             "how": "export" if event.action == "secret_set.export" else "proxy",
         }
         used = event.details.get("keys")
@@ -58,16 +57,6 @@ async def _uses(
         mine = by_agent.setdefault(event.actor, {**use, "actor": event.actor, "count": 0})
         mine["count"] += 1
     return by_key, list(by_agent.values())
-
-
-async def _agent_name(vault: Vault, actor: str) -> str:
-    """An agent actor's current name; the actor itself for a deleted agent or anyone else."""
-    if not actor.startswith("agent:"):
-        return actor
-    try:
-        return (await vault.agents.get(actor.removeprefix("agent:"))).name
-    except NotFound:
-        return actor
 
 
 def profile_form(profile: dict[str, Any] | None, keys: list[str]) -> dict[str, str]:
