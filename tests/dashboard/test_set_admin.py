@@ -194,3 +194,13 @@ async def test_first_sign_in_shows_the_guide(ui: Ui, vault: Vault) -> None:
         await vault.leases.mint(bot, Context(bot.actor), secret_set=PATH), IssuedLease
     )
     assert 'id="getting-started"' not in clean(await ui.get("/ui/")).text  # all done: gone
+
+
+async def test_server_timing_on_pages_but_never_on_a_sign_in(ui: Ui, vault: Vault) -> None:
+    for url in ("/ui/", "/ui/audit", "/ui/credentials"):
+        timing = (await ui.get(url)).headers.get("server-timing", "")
+        assert re.fullmatch(r"app;dur=\d+\.\d", timing), (url, timing)
+    form = await ui.get("/ui/login")
+    signed = await ui.http.post("/ui/login", data={"name": "alice", "password": "wrong"})
+    assert form.headers.get("server-timing")
+    assert "server-timing" not in signed.headers

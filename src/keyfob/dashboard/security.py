@@ -44,8 +44,9 @@ class CsrfRejected(Exception):
 class SecurityHeaders:
     """Adds the dashboard's security headers to every response under /ui.
 
-    Also ``Server-Timing: app;dur=<ms>``: the server's time until the answer started, so
-    a browser (or a test) can tell server time from network and rendering time.
+    Also, on GET answers, ``Server-Timing: app;dur=<ms>``: the server's time until the
+    answer started, so a browser (or a test) can tell server time from network and
+    rendering time. Never on a POST: a sign-in's timing is nobody's business.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -53,11 +54,14 @@ class SecurityHeaders:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        timed = scope.get("method") == "GET"
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
-                headers = [*message.get("headers", []), *_HEADERS, (b"server-timing", took)]
+                headers = [*message.get("headers", []), *_HEADERS]
+                if timed:
+                    took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                    headers.append((b"server-timing", took))
                 message = {**message, "headers": headers}
             await send(message)
 
