@@ -28,7 +28,11 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def walk(
-    ui: Ui, url: str, pick: Callable[[str], list[str]], next_link: re.Pattern[str] = _NEXT
+    ui: Ui,
+    url: str,
+    pick: Callable[[str], list[str]],
+    next_link: re.Pattern[str] = _NEXT,
+    size: int = SIZE,
 ) -> list[list[str]]:
     """Each page's rows (as ``pick`` reads them), following "Next page" to the end."""
     pages = []
@@ -40,7 +44,7 @@ async def walk(
         found = next_link.search(answer.text)
         if not found:
             return pages
-        assert len(pages[-1]) == SIZE
+        assert len(pages[-1]) == size
         url = html.unescape(found.group(1))
 
 
@@ -182,3 +186,33 @@ async def test_a_forged_cursor_is_refused_plainly(ui: Ui, vault: Vault, url: str
     answer = await ui.get(url)
     assert answer.status_code == 400
     assert "cursor is not one this server handed out" in answer.text
+
+
+_OLDER = re.compile(r'<a href="([^"]+)" rel="next">Older</a>')
+_NEWER = re.compile(r'<a href="([^"]+)" rel="prev">Newer</a>')
+
+
+def audit_rows(text: str) -> list[str]:
+    return re.findall(r'<tr id="event-(\d+)">', text)
+
+
+async def test_audit_older_then_newer_covers_every_record_once(ui: Ui, vault: Vault) -> None:
+    async with vault.core.write() as tx:
+        for n in range(60):
+            await vault.core.record(tx, CTX, "test.page", f"item:{n}", details={"n": n})
+    every = [str(e.seq) for e in await vault.audit.query(limit=1000, newest_first=True)]
+
+    down = await walk(ui, "/ui/audit", audit_rows, _OLDER, size=25)
+    assert flat(down) == every  # newest first, each once, full pages
+
+    # From the oldest page, "Newer" climbs back: the same pages, in reverse.
+    url = "/ui/audit?after=" + down[-2][-1]
+    up = []
+    while True:
+        answer = await ui.get(url)
+        up.append(audit_rows(answer.text))
+        found = _NEWER.search(answer.text)
+        if not found:
+            break
+        url = html.unescape(found.group(1))
+    assert flat(list(reversed(up))) == every
