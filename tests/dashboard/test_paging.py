@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from keyfob.dashboard import agents, credentials, grants, leases, users
+from keyfob.dashboard import agents, credentials, grants, leases, set_page, users
 from keyfob.secret import Secret
 from keyfob.vault import Context, Principal, Vault
 from keyfob.vault.leases import IssuedLease, LeaseRequestView
@@ -23,7 +23,7 @@ _NEXT = re.compile(r'<a href="([^"]+)" rel="next">Next page</a>')
 
 @pytest.fixture(autouse=True)
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in (agents, credentials, grants, leases, users):
+    for module in (agents, credentials, grants, leases, set_page, users):
         monkeypatch.setattr(module, "PER_PAGE", SIZE)
 
 
@@ -45,6 +45,7 @@ async def walk(
         if not found:
             return pages
         assert len(pages[-1]) == size
+        assert len(pages) < 50, "paging does not end"
         url = html.unescape(found.group(1))
 
 
@@ -180,9 +181,11 @@ async def test_leases_and_requests_page_without_repeats(ui: Ui, vault: Vault) ->
         "/ui/grants?after=WyJhIl0",
         "/ui/leases?after=e30",
         "/ui/leases?requests_after=WzFd",
+        "/ui/credentials/openai/prod/default?versions_after=WyJ4Il0",
     ],
 )
 async def test_a_forged_cursor_is_refused_plainly(ui: Ui, vault: Vault, url: str) -> None:
+    await make_set(vault, "openai/prod/default")
     answer = await ui.get(url)
     assert answer.status_code == 400
     assert "cursor is not one this server handed out" in answer.text
@@ -216,3 +219,19 @@ async def test_audit_older_then_newer_covers_every_record_once(ui: Ui, vault: Va
             break
         url = html.unescape(found.group(1))
     assert flat(list(reversed(up))) == every
+
+
+async def test_a_sets_versions_page_newest_first(ui: Ui, vault: Vault) -> None:
+    await make_set(vault, "openai/prod/default")
+    for n in range(7):
+        await vault.sets.update(CTX, "openai/prod/default", entries={"K": f"{CANARY}{n}"})
+
+    pages = await walk(
+        ui,
+        "/ui/credentials/openai/prod/default",
+        lambda t: re.findall(r"<td>v(\d+)</td><td>", t),
+        re.compile(r'<a href="([^"]*versions_after=[^"]*)" rel="next">'),
+    )
+
+    assert flat(pages) == [str(n) for n in range(8, 0, -1)]
+    assert len(pages) == 3

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from keyfob.dashboard.agent_snippets import snippets
-from keyfob.dashboard.render import done, page
+from keyfob.dashboard.render import PER_PAGE, done, page, pager
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import Conflict, KeyfobError, NotFound, ValidationFailed
 from keyfob.vault import Principal, Vault
@@ -111,6 +111,9 @@ async def _show(
     view = await vault.sets.get(path)
     keys = [k.name for k in view.keys]
     last_use, by_agent = await _uses(vault, path, keys)
+    versions = await vault.sets.versions_page(
+        path, cursor=request.query_params.get("versions_after") or None, limit=PER_PAGE
+    )
     return page(
         request,
         "set_page.html",
@@ -119,7 +122,8 @@ async def _show(
         status_code=status_code,
         s=view,
         base=f"/ui/credentials/{quote(path)}",
-        versions=list(reversed(await vault.sets.versions(path))),
+        versions=versions.items,
+        version_links=pager(request, versions.next, "versions_after"),
         last_use=last_use,
         by_agent=by_agent,
         recent_uses=RECENT_USES,

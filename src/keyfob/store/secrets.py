@@ -131,12 +131,15 @@ async def get_version(conn: AsyncConnection, set_id: str, version: int) -> Versi
     return VersionRow.from_row(row) if row else None
 
 
-async def list_versions(conn: AsyncConnection, set_id: str) -> list[VersionRow]:
-    rows = await conn.execute(
-        select(secret_versions)
-        .where(secret_versions.c.set_id == set_id)
-        .order_by(secret_versions.c.version.desc())
-    )
+async def list_versions(
+    conn: AsyncConnection, set_id: str, *, below: int | None = None, limit: int | None = None
+) -> list[VersionRow]:
+    """A set's versions, newest first; ``below``/``limit`` page them (keyset on version)."""
+    query = select(secret_versions).where(secret_versions.c.set_id == set_id)
+    if below is not None:
+        query = query.where(secret_versions.c.version < below)
+    query = query.order_by(secret_versions.c.version.desc())
+    rows = await conn.execute(query.limit(limit) if limit is not None else query)
     return [VersionRow.from_row(r) for r in rows.all()]
 
 
