@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from keyfob.dashboard.render import done, page
+from keyfob.dashboard.render import PER_PAGE, done, page, pager, search_of
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import KeyfobError
 from keyfob.secret import Secret
@@ -27,13 +27,18 @@ async def _list(
     name: str = "",
     status_code: int = 200,
 ) -> Response:
-    agents = await vault_of(request).agents.list_all()
+    q = search_of(request)
+    found = await vault_of(request).agents.page(
+        prefix=q or None, cursor=request.query_params.get("after") or None, limit=PER_PAGE
+    )
     return page(
         request,
         "agents_list.html",
         user,
         section="agents",
-        agents=agents,
+        agents=found.items,
+        links=pager(request, found.next),
+        q=q,
         error=error,
         name=name,
         status_code=status_code,

@@ -1,7 +1,9 @@
 """Dashboard pages: the audit log (filter, page back in time), chain verification, export.
 
 Times in the filter form are ``datetime-local`` values read as UTC. Pages go newest
-first, 25 at a time; the "older" link carries the last shown record's ``seq`` as cursor.
+first, 25 at a time, by keyset (never OFFSET): "Older" carries the last shown record's
+``seq`` (``after``: records below it), "Newer" the first shown one's (``newer``: records
+above it). With the (column, seq) indexes a page reads only its own rows, however deep.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from keyfob.audit import Event
 from keyfob.clock import BadTime, isoformat, parse_iso
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import checked_form, current_user, vault_of
+from keyfob.errors import NotFound
 from keyfob.vault import Principal
 
 router = APIRouter()
@@ -63,8 +66,8 @@ def query_of(filters: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def cursor_of(request: Request) -> int:
-    raw = request.query_params.get("after", "")
+def cursor_of(request: Request, name: str = "after") -> int:
+    raw = request.query_params.get(name, "")
     return int(raw) if raw.isdigit() and len(raw) < 19 else 0
 
 
@@ -83,6 +86,21 @@ def row_of(event: Event) -> dict[str, Any]:
     }
 
 
+async def _actor(request: Request, actor: str | None) -> str | None:
+    """A bare name searches as the agent (or else the user) of that name; ``kind:id`` as is."""
+    if not actor or ":" in actor:
+        return actor
+    vault = vault_of(request)
+    try:
+        return f"agent:{(await vault.agents.get(actor)).id}"
+    except NotFound:
+        pass
+    try:
+        return f"user:{(await vault.users.get(actor))['id']}"
+    except NotFound:
+        return actor
+
+
 async def _render(
     request: Request,
     user: Principal,
@@ -90,23 +108,34 @@ async def _render(
     report: dict[str, Any] | None = None,
 ) -> Response:
     filters = filters_of(request)
-    after = cursor_of(request)
+    after, newer = cursor_of(request), cursor_of(request, "newer")
     error = None
     rows: list[dict[str, Any]] = []
-    older = None
+    older = newer_link = None
     kept = {k: v for k, v in filters.items() if v}
-    newest = "/ui/audit?" + urlencode(kept) if after else None
+    newest = "/ui/audit?" + urlencode(kept) if after or newer else None
     try:
         query = query_of(filters)
     except BadFilter as exc:
         error = str(exc)
     else:
-        events = await vault_of(request).audit.query(
-            **query, after=after, limit=PER_PAGE + 1, newest_first=True
-        )
-        rows = [row_of(e) for e in events[:PER_PAGE]]
-        if len(events) > PER_PAGE:
+        query["actor"] = await _actor(request, query["actor"])
+        audit = vault_of(request).audit
+        if newer:
+            # The page just above the cursor: read upwards, show newest first.
+            events = await audit.query(**query, after=newer, limit=PER_PAGE + 1)
+            rows = [row_of(e) for e in reversed(events[:PER_PAGE])]
+            more_newer, more_older = len(events) > PER_PAGE, True
+        else:
+            events = await audit.query(**query, after=after, limit=PER_PAGE + 1, newest_first=True)
+            rows = [row_of(e) for e in events[:PER_PAGE]]
+            more_newer, more_older = bool(after), len(events) > PER_PAGE
+        if rows and more_older:
             older = "/ui/audit?" + urlencode({**kept, "after": rows[-1]["seq"]})
+        if rows and more_newer:
+            newer_link = "/ui/audit?" + urlencode({**kept, "newer": rows[0]["seq"]})
+        if not rows and newer:
+            newest = "/ui/audit?" + urlencode(kept)
     return page(
         request,
         "audit_log.html",
@@ -118,6 +147,7 @@ async def _render(
         error=error,
         rows=rows,
         newest=newest,
+        newer=newer_link,
         older=older,
         report=report,
     )

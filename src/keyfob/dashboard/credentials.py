@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from keyfob.dashboard import set_page
-from keyfob.dashboard.render import done, page
+from keyfob.dashboard.render import PER_PAGE, done, page, pager, search_of
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import Conflict, NotFound, ValidationFailed
 from keyfob.profiles import Preset, all_presets, get_preset
@@ -54,8 +54,13 @@ async def list_sets(request: Request) -> Response:
     user = await current_user(request)
     provider = request.query_params.get("provider", "")[:64] or None
     deleted = request.query_params.get("deleted") == "1"
+    q = search_of(request)
     sets, more = await vault_of(request).sets.search(
-        provider=provider, include_deleted=deleted, limit=500
+        provider=provider,
+        include_deleted=deleted,
+        prefix=q or None,
+        cursor=request.query_params.get("after") or None,
+        limit=PER_PAGE,
     )
     providers = sorted({p.name for p in all_presets()} | {s.provider for s in sets})
     return page(
@@ -64,7 +69,8 @@ async def list_sets(request: Request) -> Response:
         user,
         section="credentials",
         sets=sets,
-        more=more is not None,
+        links=pager(request, more),
+        q=q,
         providers=providers,
         provider=provider or "",
         deleted=deleted,

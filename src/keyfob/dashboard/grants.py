@@ -13,10 +13,11 @@ from starlette.responses import Response
 
 from keyfob.clock import BadTime, isoformat, parse_iso
 from keyfob.constraints import CONSTRAINTS, Constraint
-from keyfob.dashboard.render import done, page
+from keyfob.dashboard.render import PER_PAGE, done, page, pager, search_of
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
-from keyfob.errors import KeyfobError
+from keyfob.errors import KeyfobError, NotFound, ValidationFailed
 from keyfob.vault import Principal
+from keyfob.vault.paging import Page
 from keyfob.vault.validation import field_error
 from keyfob.vault.views import GrantView
 
@@ -186,22 +187,32 @@ async def _form_page(
 async def grants_page(request: Request) -> Response:
     user = await current_user(request)
     vault = vault_of(request)
-    agent = request.query_params.get("agent") or None
-    secret_set = request.query_params.get("secret_set") or None
+    agent = search_of(request, "agent") or None
+    secret_set = search_of(request, "secret_set") or None
     active_only = request.query_params.get("active") == "1"
-    grants = await vault.grants.search(
-        agent=agent, secret_set=secret_set, include_revoked=not active_only
-    )
-    sets, _ = await vault.sets.search(limit=500)
+    try:
+        found = await vault.grants.page(
+            agent=agent,
+            secret_set=secret_set,
+            include_revoked=not active_only,
+            cursor=request.query_params.get("after") or None,
+            limit=PER_PAGE,
+        )
+    except NotFound:  # no agent of that name or id: nothing of its to list
+        found = Page([], None)
+    except ValidationFailed:  # not a set path at all
+        found = Page([], None)
+    agent_name = agent
+    if agent and found.items:
+        agent_name = found.items[0].agent or agent
     return page(
         request,
         "grants_list.html",
         user,
         section="grants",
-        grants=grants,
-        agents=await vault.agents.list_all(),
-        sets=sets,
-        agent=agent or "",
+        grants=found.items,
+        links=pager(request, found.next),
+        agent=agent_name or "",
         secret_set=secret_set or "",
         active_only=active_only,
     )

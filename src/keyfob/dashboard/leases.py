@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from keyfob.dashboard.render import done, page
+from keyfob.dashboard.render import PER_PAGE, done, page, pager
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import InvalidRequest
 from keyfob.vault.leases import LeaseView
@@ -22,12 +22,18 @@ PAGE = "/ui/leases"
 async def leases_page(request: Request) -> Response:
     user = await current_user(request)
     vault = vault_of(request)
-    names = {a.id: a.name for a in await vault.agents.list_all()}
-    active = await vault.leases.search(active=True)
+    params = request.query_params
+    active = await vault.leases.page(cursor=params.get("after") or None, limit=PER_PAGE)
+    pending = await vault.approvals.waiting(
+        cursor=params.get("requests_after") or None, limit=PER_PAGE
+    )
+    names = await vault.agents.names(
+        {v.agent_id for v in active.items} | {r.agent_id for r in pending.items}
+    )
+    # Newest first across pages; within this page, grouped by agent.
     by_agent: dict[str, list[LeaseView]] = {}
-    for lease in sorted(active, key=lambda v: (names.get(v.agent_id, ""), v.expires_at)):
+    for lease in sorted(active.items, key=lambda v: (names.get(v.agent_id, ""), v.expires_at)):
         by_agent.setdefault(lease.agent_id, []).append(lease)
-    pending = await vault.approvals.requests("pending")
     return page(
         request,
         "leases_list.html",
@@ -35,8 +41,10 @@ async def leases_page(request: Request) -> Response:
         section="leases",
         names=names,
         by_agent=by_agent,
-        count=len(active),
-        pending=sorted(pending, key=lambda v: v.created_at),
+        count=(await vault.inventory.counts())["leases_active"],
+        links=pager(request, active.next),
+        pending=pending.items,
+        pending_links=pager(request, pending.next, "requests_after"),
     )
 
 

@@ -1,4 +1,8 @@
-"""The overview: counts, latest audit events, chain and key status."""
+"""The overview: counts, latest audit events, the chain's head, key terms; a first-run guide.
+
+Nothing here grows with the vault: counts are SQL counts, the chain is its one-row head
+(verifying a million records takes seconds, so that stays a button on the audit page).
+"""
 
 from __future__ import annotations
 
@@ -11,29 +15,58 @@ from keyfob.dashboard.security import current_user, vault_of
 router = APIRouter()
 
 
+def guide(counts: dict[str, int]) -> list[dict[str, object]]:
+    """The first-run steps, each with whether this vault has done it yet."""
+    return [
+        {
+            "title": "Add a credential",
+            "href": "/ui/credentials/new",
+            "text": "Pick the service (OpenAI, Anthropic, Stripe, …) and paste its key. "
+            "It is encrypted at once and never shown again.",
+            "done": counts["sets"] > 0,
+        },
+        {
+            "title": "Create an agent",
+            "href": "/ui/agents",
+            "text": "An identity for your program. Its token (kfa_…) can only mint leases.",
+            "done": counts["agents"] > 0,
+        },
+        {
+            "title": "Grant the agent the credential",
+            "href": "/ui/grants/new",
+            "text": "Say which agent may use which credential, and under what limits.",
+            "done": counts["grants"] > 0,
+        },
+        {
+            "title": "Use it from the agent",
+            "href": "/ui/credentials",
+            "text": "Open the credential and copy a snippet from “Use it from an agent”: "
+            "the agent sends requests through keyfob, which injects the key.",
+            "done": counts["leases_minted"] > 0,
+        },
+    ]
+
+
 @router.get("/")
 async def overview(request: Request) -> Response:
     user = await current_user(request)
     vault = vault_of(request)
-    sets, _ = await vault.sets.search(limit=500)
-    agents = await vault.agents.list_all()
-    leases = await vault.leases.search(active=True)
-    pending = await vault.approvals.requests("pending")
-    latest = await vault.audit.query(newest_first=True, limit=10)
-    chain = await vault.audit.verify()
-    keys = await vault.keys.status()
+    counts = await vault.inventory.counts()
+    steps = guide(counts)
     return page(
         request,
         "overview.html",
         user,
         section="overview",
         counts={
-            "Secret sets": len(sets),
-            "Agents": len(agents),
-            "Active leases": len(leases),
-            "Pending approvals": len(pending),
+            "Secret sets": counts["sets"],
+            "Agents": counts["agents"],
+            "Active leases": counts["leases_active"],
+            "Pending approvals": counts["pending"],
         },
-        latest=latest,
-        chain=chain,
-        keys=keys,
+        guide=steps if not all(s["done"] for s in steps) else None,
+        first_run=counts["sets"] == 0,
+        latest=await vault.audit.query(newest_first=True, limit=10),
+        chain=await vault.audit.head(),
+        keys=await vault.keys.status(),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
@@ -31,6 +32,8 @@ NOTICES = {
     "updated": "Updated.",
     "deleted": "Deleted.",
     "restored": "Restored.",
+    "purged": "Purged: the set, its versions and its grants are gone for good.",
+    "profile-saved": "Profile saved (a new version was made).",
     "revoked": "Revoked.",
     "approved": "Approved.",
     "denied": "Denied.",
@@ -66,6 +69,24 @@ def page(
         },
         status_code=status_code,
     )
+
+
+PER_PAGE = 50
+
+
+def search_of(request: Request, name: str = "q") -> str:
+    """A search box's value as sent (trimmed, capped)."""
+    return request.query_params.get(name, "").strip()[:200]
+
+
+def pager(request: Request, next_cursor: str | None, param: str = "after") -> dict[str, str | None]:
+    """Links for keyset paging: the next page (cursor in ``param``) and back to the first."""
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in (param, "done")]
+    here = request.url.path
+    return {
+        "next": f"{here}?{urlencode([*kept, (param, next_cursor)])}" if next_cursor else None,
+        "first": f"{here}?{urlencode(kept)}" if request.query_params.get(param) else None,
+    }
 
 
 def done(url: str, code: str) -> RedirectResponse:

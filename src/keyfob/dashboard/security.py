@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 
 from fastapi import Request
 from starlette.responses import Response
@@ -41,15 +42,27 @@ class CsrfRejected(Exception):
 
 
 class SecurityHeaders:
-    """Adds the dashboard's security headers to every response under /ui."""
+    """Adds the dashboard's security headers to every response under /ui.
+
+    Also, on GET answers, ``Server-Timing: app;dur=<ms>``: the server's time until the
+    answer started, so a browser (or a test) can tell server time from network and
+    rendering time. Never on a POST: a sign-in's timing is nobody's business.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        timed = scope.get("method") == "GET"
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *_HEADERS]}
+                headers = [*message.get("headers", []), *_HEADERS]
+                if timed:
+                    took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                    headers.append((b"server-timing", took))
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from keyfob.dashboard.render import done, page
+from keyfob.dashboard.render import PER_PAGE, done, page, pager, search_of
 from keyfob.dashboard.security import (
     SESSION_COOKIE,
     checked_form,
@@ -29,8 +29,19 @@ router = APIRouter()
 @router.get("/users")
 async def users_page(request: Request) -> Response:
     user = await current_user(request)
-    users = await vault_of(request).users.list_all()
-    return page(request, "users_list.html", user, section="users", users=users)
+    q = search_of(request)
+    found = await vault_of(request).users.page(
+        prefix=q or None, cursor=request.query_params.get("after") or None, limit=PER_PAGE
+    )
+    return page(
+        request,
+        "users_list.html",
+        user,
+        section="users",
+        users=found.items,
+        links=pager(request, found.next),
+        q=q,
+    )
 
 
 @router.post("/users/{user_id}/disable")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.store.paging import keyset, prefix_of
 from keyfob.store.records import (
     AgentRow,
     GrantRow,
@@ -43,9 +45,26 @@ async def agent_by(
     return from_columns(AgentRow, row) if row else None
 
 
-async def list_agents(conn: AsyncConnection) -> list[AgentRow]:
-    rows = await conn.execute(select(agents).order_by(agents.c.name))
+async def list_agents(
+    conn: AsyncConnection,
+    *,
+    prefix: str | None = None,
+    after: Sequence[Any] | None = None,
+    limit: int | None = None,
+) -> list[AgentRow]:
+    """Agents by name; ``prefix`` narrows by name, ``after``/``limit`` page (keyset)."""
+    query = select(agents)
+    if prefix:
+        query = query.where(prefix_of(agents.c.name, prefix))
+    rows = await conn.execute(keyset(query, [agents.c.name], after, limit))
     return [from_columns(AgentRow, r) for r in rows.all()]
+
+
+async def agents_by_ids(conn: AsyncConnection, ids: Collection[str]) -> dict[str, AgentRow]:
+    if not ids:
+        return {}
+    rows = await conn.execute(select(agents).where(agents.c.id.in_(sorted(ids))))
+    return {r.id: from_columns(AgentRow, r) for r in rows.all()}
 
 
 async def update_agent(conn: AsyncConnection, agent_id: str, **values: Any) -> None:
@@ -91,7 +110,10 @@ async def list_grants(
     agent_id: str | None = None,
     set_id: str | None = None,
     include_revoked: bool = False,
+    after: Sequence[Any] | None = None,
+    limit: int | None = None,
 ) -> list[GrantRow]:
+    """Grants oldest first; ``after``/``limit`` page them by (created_at, id)."""
     query = select(grants)
     if agent_id is not None:
         query = query.where(grants.c.agent_id == agent_id)
@@ -99,7 +121,7 @@ async def list_grants(
         query = query.where(grants.c.set_id == set_id)
     if not include_revoked:
         query = query.where(grants.c.revoked_at.is_(None))
-    rows = await conn.execute(query.order_by(grants.c.created_at, grants.c.id))
+    rows = await conn.execute(keyset(query, [grants.c.created_at, grants.c.id], after, limit))
     return [from_columns(GrantRow, r) for r in rows.all()]
 
 
@@ -148,8 +170,10 @@ async def list_leases(
     grant_id: str | None = None,
     set_id: str | None = None,
     active_at: str | None = None,
+    after: Sequence[Any] | None = None,
     limit: int = 500,
 ) -> list[LeaseRow]:
+    """Leases newest first; ``after``/``limit`` page them by (created_at, id)."""
     query = select(leases)
     if agent_id is not None:
         query = query.where(leases.c.agent_id == agent_id)
@@ -159,7 +183,8 @@ async def list_leases(
         query = query.where(leases.c.set_id == set_id)
     if active_at is not None:
         query = query.where(_live(active_at))
-    rows = await conn.execute(query.order_by(leases.c.created_at.desc()).limit(limit))
+    order = [leases.c.created_at, leases.c.id]
+    rows = await conn.execute(keyset(query, order, after, limit, descending=True))
     return [from_columns(LeaseRow, r) for r in rows.all()]
 
 
@@ -225,6 +250,18 @@ async def list_requests(
     if agent_id is not None:
         query = query.where(lease_requests.c.agent_id == agent_id)
     rows = await conn.execute(query.order_by(lease_requests.c.created_at.desc()).limit(500))
+    return [from_columns(LeaseRequestRow, r) for r in rows.all()]
+
+
+async def waiting_requests(
+    conn: AsyncConnection, now: str, *, after: Sequence[Any] | None, limit: int
+) -> list[LeaseRequestRow]:
+    """Requests still waiting for a decision (pending, not expired), oldest first, a page."""
+    query = select(lease_requests).where(
+        lease_requests.c.status == "pending", lease_requests.c.expires_at > now
+    )
+    order = [lease_requests.c.created_at, lease_requests.c.id]
+    rows = await conn.execute(keyset(query, order, after, limit))
     return [from_columns(LeaseRequestRow, r) for r in rows.all()]
 
 

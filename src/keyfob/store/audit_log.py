@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.audit import STORED_COLUMNS, Event, stored_event
@@ -22,8 +22,12 @@ def _event(row: Any) -> Event:
     return stored_event(tuple(row._mapping[name] for name in STORED_COLUMNS))
 
 
-async def query(
-    conn: AsyncConnection,
+async def query(conn: AsyncConnection, **filters: Any) -> list[Event]:
+    """Events matching ``filters`` (see ``select_events``), a page of them."""
+    return [_event(r) for r in (await conn.execute(select_events(**filters))).all()]
+
+
+def select_events(
     *,
     actor: str | None = None,
     action: str | None = None,
@@ -34,31 +38,47 @@ async def query(
     after: int = 0,
     limit: int = 100,
     newest_first: bool = False,
-) -> list[Event]:
+) -> Select[Any]:
+    """The query for a page of events: filters, a ``seq`` cursor, newest or oldest first."""
+    c = audit_events.c
+    exact_action = action if action and not action.endswith(".") else None
+    # One (column, seq) index drives the query: the most selective filter given (a set's
+    # events, then an actor's, then an action's). The other columns are compared as
+    # ``col || ''``, which no index matches, so neither SQLite (no statistics) nor
+    # PostgreSQL walks a huge ``lease.use`` range instead of one set's few rows.
+    driver = next(
+        (name for name, v in (("target", target), ("actor", actor), ("action", exact_action)) if v),
+        None,
+    )
+
+    def col(name: str) -> Any:
+        return c[name] if name == driver else c[name].concat("")
+
     q = select(audit_events)
     if actor:
-        q = q.where(audit_events.c.actor == actor)
+        q = q.where(col("actor") == actor)
     if action:
         # "secret_set." matches every action of that family.
         if action.endswith("."):
-            q = q.where(audit_events.c.action.startswith(action, autoescape=True))
+            q = q.where(c.action.startswith(action, autoescape=True))
         else:
-            q = q.where(audit_events.c.action == action)
+            q = q.where(col("action") == action)
     if target:
-        q = q.where(audit_events.c.target == target)
+        q = q.where(col("target") == target)
     if outcome:
-        q = q.where(audit_events.c.outcome == outcome)
+        q = q.where(c.outcome == outcome)
+    ts = c.ts if driver is None else c.ts.concat("")
     if since:
-        q = q.where(audit_events.c.ts >= since)
+        q = q.where(ts >= since)
     if until:
-        q = q.where(audit_events.c.ts < until)
+        q = q.where(ts < until)
     if newest_first:
         if after:
-            q = q.where(audit_events.c.seq < after)
-        q = q.order_by(audit_events.c.seq.desc())
+            q = q.where(c.seq < after)
+        q = q.order_by(c.seq.desc())
     else:
-        q = q.where(audit_events.c.seq > after).order_by(audit_events.c.seq)
-    return [_event(r) for r in (await conn.execute(q.limit(limit))).all()]
+        q = q.where(c.seq > after).order_by(c.seq)
+    return q.limit(limit)
 
 
 async def stream(conn: AsyncConnection, batch: int = 1000) -> AsyncIterator[Event]:

@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.audit import canonical
+from keyfob.store.paging import prefix_of
 from keyfob.store.records import SetRow, VersionRow
 from keyfob.store.tables import secret_sets, secret_versions
 
@@ -29,6 +30,9 @@ async def get_set(
     return SetRow.from_row(row) if row else None
 
 
+_PATH = (secret_sets.c.provider, secret_sets.c.environment, secret_sets.c.name)
+
+
 async def list_sets(
     conn: AsyncConnection,
     *,
@@ -39,8 +43,15 @@ async def list_sets(
     include_deleted: bool = False,
     after: tuple[str, str, str] | None = None,
     limit: int = 100,
+    prefix: str | None = None,
 ) -> list[SetRow]:
+    """Sets by path; ``prefix`` is the start of a path (``openai/pr``), ``after`` a keyset."""
     query = select(secret_sets)
+    if prefix:
+        *whole, start = prefix.split("/")[:3]
+        for column, value in zip(_PATH, whole, strict=False):
+            query = query.where(column == value)
+        query = query.where(prefix_of(_PATH[len(whole)], start))
     if provider:
         query = query.where(secret_sets.c.provider == provider)
     if environment:
@@ -52,11 +63,12 @@ async def list_sets(
     if after:
         key = tuple_(secret_sets.c.provider, secret_sets.c.environment, secret_sets.c.name)
         query = query.where(key > tuple_(*after))
-    order = (secret_sets.c.provider, secret_sets.c.environment, secret_sets.c.name)
-    rows = [SetRow.from_row(r) for r in (await conn.execute(query.order_by(*order))).all()]
-    if labels:
-        # Labels are few and small; filtering here keeps the schema portable.
-        rows = [r for r in rows if all(r.labels.get(k) == v for k, v in labels.items())]
+    query = query.order_by(*_PATH)
+    if not labels:
+        return [SetRow.from_row(r) for r in (await conn.execute(query.limit(limit))).all()]
+    rows = [SetRow.from_row(r) for r in (await conn.execute(query)).all()]
+    # Labels are few and small; filtering here keeps the schema portable.
+    rows = [r for r in rows if all(r.labels.get(k) == v for k, v in labels.items())]
     return rows[:limit]
 
 
@@ -119,12 +131,15 @@ async def get_version(conn: AsyncConnection, set_id: str, version: int) -> Versi
     return VersionRow.from_row(row) if row else None
 
 
-async def list_versions(conn: AsyncConnection, set_id: str) -> list[VersionRow]:
-    rows = await conn.execute(
-        select(secret_versions)
-        .where(secret_versions.c.set_id == set_id)
-        .order_by(secret_versions.c.version.desc())
-    )
+async def list_versions(
+    conn: AsyncConnection, set_id: str, *, below: int | None = None, limit: int | None = None
+) -> list[VersionRow]:
+    """A set's versions, newest first; ``below``/``limit`` page them (keyset on version)."""
+    query = select(secret_versions).where(secret_versions.c.set_id == set_id)
+    if below is not None:
+        query = query.where(secret_versions.c.version < below)
+    query = query.order_by(secret_versions.c.version.desc())
+    rows = await conn.execute(query.limit(limit) if limit is not None else query)
     return [VersionRow.from_row(r) for r in rows.all()]
 
 

@@ -104,8 +104,10 @@ audit_events = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_events_ts", "ts"),
-    Index("ix_audit_events_action", "action"),
-    Index("ix_audit_events_target", "target"),
+    # migration 0006d: newest-first pages of one actor, action or target (seq in the index)
+    Index("ix_audit_events_actor_seq", "actor", "seq"),
+    Index("ix_audit_events_action_seq", "action", "seq"),
+    Index("ix_audit_events_target_seq", "target", "seq"),
 )
 
 audit_head = Table(

@@ -3,6 +3,7 @@ sign-in limits (failure counters per typed name and per client address)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import SECRET, Masked
+from keyfob.store.paging import keyset, prefix_of
 from keyfob.store.tables import sessions, signin_limits, users
 
 
@@ -42,8 +44,19 @@ async def user_by(
     return _user(row) if row else None
 
 
-async def list_users(conn: AsyncConnection) -> list[UserRow]:
-    return [_user(r) for r in (await conn.execute(select(users).order_by(users.c.name))).all()]
+async def list_users(
+    conn: AsyncConnection,
+    *,
+    prefix: str | None = None,
+    after: Sequence[Any] | None = None,
+    limit: int | None = None,
+) -> list[UserRow]:
+    """Users by name; ``prefix`` narrows by name, ``after``/``limit`` page (keyset)."""
+    query = select(users)
+    if prefix:
+        query = query.where(prefix_of(users.c.name, prefix))
+    rows = await conn.execute(keyset(query, [users.c.name], after, limit))
+    return [_user(r) for r in rows.all()]
 
 
 async def update_user(conn: AsyncConnection, user_id: str, **values: Any) -> None:

@@ -18,6 +18,7 @@ from keyfob.store.records import AgentRow
 from keyfob.vault.context import Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.operators import Principal
+from keyfob.vault.paging import Page, clamp, decode, page_of
 from keyfob.vault.rules import agent_refusal, check_fingerprint, check_networks
 from keyfob.vault.views import AgentDeleted, AgentView
 
@@ -129,6 +130,23 @@ class Agents:
     async def list_all(self) -> list[AgentView]:
         async with self._core.db.read() as conn:
             return [agent_view(r) for r in await sql.list_agents(conn)]
+
+    async def page(
+        self, *, prefix: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> Page[AgentView]:
+        """Agents by name, a page at a time (keyset); ``prefix`` narrows by name."""
+        limit = clamp(limit)
+        async with self._core.db.read() as conn:
+            rows = await sql.list_agents(
+                conn, prefix=prefix, after=decode(cursor, 1), limit=limit + 1
+            )
+        shown, after = page_of(rows, limit, lambda r: (r.name,))
+        return Page([agent_view(r) for r in shown], after)
+
+    async def names(self, ids: set[str]) -> dict[str, str]:
+        """The names of the agents with these ids (a deleted agent's id is left out)."""
+        async with self._core.db.read() as conn:
+            return {k: r.name for k, r in (await sql.agents_by_ids(conn, ids)).items()}
 
     async def set_disabled(self, ctx: Context, ref: str, disabled: bool) -> AgentView:
         async with self._core.write() as tx:

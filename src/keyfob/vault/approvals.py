@@ -24,6 +24,7 @@ from keyfob.vault.leases import (
     request_view,
 )
 from keyfob.vault.operators import Principal
+from keyfob.vault.paging import Page, clamp, decode, page_of
 
 
 class Approvals:
@@ -38,6 +39,17 @@ class Approvals:
         now = self._core.now()
         views = [request_view(r, now) for r in rows]
         return [v for v in views if status is None or v.status == status]
+
+    async def waiting(
+        self, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[LeaseRequestView]:
+        """Requests still waiting for a decision, oldest first, a page at a time (keyset)."""
+        limit = clamp(limit)
+        now = self._core.now()
+        async with self._core.db.read() as conn:
+            rows = await sql.waiting_requests(conn, now, after=decode(cursor, 2), limit=limit + 1)
+        shown, after = page_of(rows, limit, lambda r: (r.created_at, r.id))
+        return Page([request_view(r, now) for r in shown], after)
 
     async def decide(self, ctx: Context, request_id: str, approve: bool) -> LeaseRequestView:
         async with self._core.write() as tx:

@@ -21,6 +21,13 @@ class Auditing:
         async with self._core.db.read() as conn:
             return await audit_log.query(conn, **filters)
 
+    async def head(self) -> dict[str, Any]:
+        """The chain's recorded length and head hash (one row; nothing is verified)."""
+        async with self._core.db.read() as conn:
+            recorded = await audit_log.head(conn)
+        count, head = recorded if recorded else (0, "")
+        return {"count": count, "head": head}
+
     async def export(self) -> AsyncIterator[Event]:
         async with self._core.db.read() as conn:
             async for event in audit_log.stream(conn):

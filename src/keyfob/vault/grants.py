@@ -23,6 +23,7 @@ from keyfob.vault.agents import Agents
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
 from keyfob.vault.grant_checks import clean_constraints
+from keyfob.vault.paging import Page, clamp, decode, page_of
 from keyfob.vault.views import GrantView, MyGrantView
 
 SCOPES = BY_NAME["scopes"].choices
@@ -155,6 +156,38 @@ class Grants:
             )
             names = {a.id: a.name for a in await sql.list_agents(conn)}
         return [grant_view(r, names.get(r.agent_id)) for r in rows]
+
+    async def page(
+        self,
+        *,
+        agent: str | None = None,
+        secret_set: str | None = None,
+        include_revoked: bool = False,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[GrantView]:
+        """Grants oldest first, a page at a time (keyset on created_at, id)."""
+        limit = clamp(limit)
+        async with self._core.db.read() as conn:
+            agent_id = (await self._agents.find(conn, agent)).id if agent else None
+            set_id = None
+            if secret_set:
+                found = await sets_sql.get_set(conn, *validation.split_path(secret_set))
+                if found is None:
+                    return Page([], None)
+                set_id = found.id
+            rows = await sql.list_grants(
+                conn,
+                agent_id=agent_id,
+                set_id=set_id,
+                include_revoked=include_revoked,
+                after=decode(cursor, 2),
+                limit=limit + 1,
+            )
+            shown, after = page_of(rows, limit, lambda r: (r.created_at, r.id))
+            agents = await sql.agents_by_ids(conn, {r.agent_id for r in shown})
+        names = {k: a.name for k, a in agents.items()}
+        return Page([grant_view(r, names.get(r.agent_id)) for r in shown], after)
 
     async def for_agent(self, agent_id: str) -> list[MyGrantView]:
         """An agent's own usable grants: names, key names, actions, limits; never values."""

@@ -40,6 +40,7 @@ from keyfob.vault.decision import Now, mint_refusal, renew_refusal, spent
 from keyfob.vault.grant_checks import clean_budgets
 from keyfob.vault.grants import SCOPES
 from keyfob.vault.operators import Principal
+from keyfob.vault.paging import Page, clamp, decode, page_of
 from keyfob.vault.rules import agent_refusal
 
 if TYPE_CHECKING:
@@ -653,6 +654,19 @@ class Leases:
                 active_at=now if active else None,
             )
         return [lease_view(r, now) for r in rows]
+
+    async def page(
+        self, *, agent_id: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> Page[LeaseView]:
+        """Active leases newest first, a page at a time (keyset on created_at, id)."""
+        limit = clamp(limit)
+        now = self._core.now()
+        async with self._core.db.read() as conn:
+            rows = await sql.list_leases(
+                conn, agent_id=agent_id, active_at=now, after=decode(cursor, 2), limit=limit + 1
+            )
+        shown, after = page_of(rows, limit, lambda r: (r.created_at, r.id))
+        return Page([lease_view(r, now) for r in shown], after)
 
     async def renew(
         self,

@@ -22,9 +22,10 @@ from keyfob.store import access as access_sql
 from keyfob.store import credential_tokens as token_sql
 from keyfob.store import secrets as sql
 from keyfob.tokens import new_id
-from keyfob.vault import validation
+from keyfob.vault import paging, validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
+from keyfob.vault.paging import Page, clamp
 from keyfob.vault.views import Purged, SetView, VersionView, set_view, version_view
 
 SETS = "secret_set"
@@ -72,6 +73,7 @@ class SecretSets:
         include_deleted: bool = False,
         cursor: str | None = None,
         limit: int = 100,
+        prefix: str | None = None,
     ) -> tuple[list[SetView], str | None]:
         after = decode_cursor(cursor) if cursor else None
         async with self._core.db.read() as conn:
@@ -84,6 +86,7 @@ class SecretSets:
                 include_deleted=include_deleted,
                 after=after,
                 limit=limit + 1,
+                prefix=prefix,
             )
             marks = await token_sql.reconnect_marks(conn)
             items = [
@@ -101,6 +104,22 @@ class SecretSets:
         async with self._core.db.read() as conn:
             row = await self._find(conn, path)
             return [version_view(v) for v in await sql.list_versions(conn, row.id)]
+
+    async def versions_page(
+        self, path: str, *, cursor: str | None = None, limit: int = 50
+    ) -> Page[VersionView]:
+        """A set's versions newest first, a page at a time (keyset on the version number)."""
+        limit = clamp(limit)
+        key = paging.decode(cursor, 1)
+        if key is not None and not key[0].isdigit():
+            raise InvalidRequest("cursor is not one this server handed out")
+        async with self._core.db.read() as conn:
+            row = await self._find(conn, path)
+            rows = await sql.list_versions(
+                conn, row.id, below=int(key[0]) if key else None, limit=limit + 1
+            )
+        shown, after = paging.page_of(rows, limit, lambda v: (str(v.version),))
+        return Page([version_view(v) for v in shown], after)
 
     async def reveal(self, path: str, version: int | None = None) -> dict[str, Secret[str]]:
         """Decrypted entries, each wrapped in ``Secret``; for the proxy and granted export."""

@@ -31,6 +31,7 @@ from keyfob.vault import validation
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
 from keyfob.vault.operators import Principal
+from keyfob.vault.paging import Page, clamp, decode, page_of
 from keyfob.vault.passwords import Passwords
 
 MIN_PASSWORD = 12
@@ -106,6 +107,20 @@ class Users:
             rows = await sql.list_users(conn)
             locks = await sql.limits(conn, [self._name_key(r.name) for r in rows])
         return [user_view(r, self._live_lock(locks.get(self._name_key(r.name)))) for r in rows]
+
+    async def page(
+        self, *, prefix: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> Page[dict[str, Any]]:
+        """Users by name, a page at a time (keyset); ``prefix`` narrows by name."""
+        limit = clamp(limit)
+        async with self._core.db.read() as conn:
+            rows = await sql.list_users(
+                conn, prefix=prefix, after=decode(cursor, 1), limit=limit + 1
+            )
+            shown, after = page_of(rows, limit, lambda r: (r.name,))
+            locks = await sql.limits(conn, [self._name_key(r.name) for r in shown])
+        views = [user_view(r, self._live_lock(locks.get(self._name_key(r.name)))) for r in shown]
+        return Page(views, after)
 
     async def get(self, ref: str) -> dict[str, Any]:
         """A user by id or name."""

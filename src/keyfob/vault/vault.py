@@ -32,6 +32,7 @@ from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
 from keyfob.vault.forwarding import Forwarding
 from keyfob.vault.grants import Grants
+from keyfob.vault.inventory import Inventory
 from keyfob.vault.keys import Keys
 from keyfob.vault.lease_use import LeaseUsage
 from keyfob.vault.leases import Leases
@@ -70,6 +71,7 @@ class Vault:
         self.keys = Keys(core)
         self.operators = Operators(core)
         self.audit = Auditing(core)
+        self.inventory = Inventory(core)
         self.agents = Agents(core)
         self.grants = Grants(core, self.agents)
         self.leases = Leases(core, settings.max_pending_requests)
