@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", help="run only the rows whose name contains this text")
     args = parser.parse_args(argv)
     cfg = Config(rounds=args.rounds, duration=args.duration, warmup=0.3)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         seen: dict[tuple[str, str], list[float]] = {}
         for n in range(cfg.rounds):
             for row, name, spec, per in rows(stack, cfg):
+                if args.only and args.only not in row:
+                    continue
                 print(f"  round {n + 1}: {row} ({name})", file=sys.stderr, flush=True)
                 result = procs.load(spec, server=stack.targets[name].pid)
                 if result.get("errors"):
