@@ -12,10 +12,10 @@ import ssl
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from types import ModuleType
 
 from keyfob import crypto, tokens
 from keyfob.clock import isoformat
+from keyfob.crypto import _pki
 from keyfob.errors import ValidationFailed
 from keyfob.secret import Secret
 from keyfob.store import Tx
@@ -23,15 +23,6 @@ from keyfob.store import authority as sql
 from keyfob.store.authority import CaRow
 from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import Core
-
-
-def _x509() -> ModuleType:
-    """The certificate recipes, imported on first use: ``cryptography.x509`` is ~10 MB
-    of a serving process that has no forward proxy."""
-    from keyfob.crypto import _pki
-
-    return _pki
-
 
 CA_DAYS = 3650
 LEAF_HOURS = 24
@@ -57,7 +48,6 @@ class Authority:
     async def create(self, ctx: Context) -> CaRow:
         """A new CA, sealed and stored, audited (``ca.create``)."""
         now = self._core.clock.now()
-        _pki = _x509()
         cert, key = _pki.new_ca(CA_NAME, now, CA_DAYS)
         ca_id = tokens.new_id()
         sealed = crypto.seal(self._core.ring, key, set_id=_aad_id(ca_id), version=1)
@@ -150,7 +140,7 @@ class Authority:
             self._leaves.move_to_end(host)
             return cached[0]
         _, ca_cert, key = await self._signer()
-        cert, leaf_key = _x509().leaf(ca_cert, key.reveal(), host, now, LEAF_HOURS)
+        cert, leaf_key = _pki.leaf(ca_cert, key.reveal(), host, now, LEAF_HOURS)
         context = _server_context(cert, leaf_key)
         # Renewed an hour before it lapses, so no client sees a leaf about to expire.
         self._leaves[host] = (context, now + datetime.timedelta(hours=LEAF_HOURS - 1))
