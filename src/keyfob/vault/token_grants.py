@@ -13,9 +13,10 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
+
+import jwt
 
 from keyfob.errors import CredentialRefreshFailed
 from keyfob.profiles.model import GitHubApp, GoogleServiceAccount, OAuth2, check_token_url
@@ -191,7 +192,6 @@ def service_account(raw: str, allow_private: bool) -> dict[str, str]:
         raise ValueError("token_uri", str(exc)) from None
     if urlsplit(data["token_uri"]).query:
         raise ValueError("token_uri", "may not have a query")
-    jwt = _jwt()
     try:
         jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(
             data["private_key"]
@@ -207,26 +207,15 @@ def check_private_key(pem: str) -> None:
     """Raise ``ValueError`` unless ``pem`` is an RSA private key (GitHub App keys are)."""
     if "PRIVATE KEY" not in pem:
         raise ValueError("is not an RSA private key in PEM form")
-    jwt = _jwt()
     try:
         jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(pem)
     except (jwt.InvalidKeyError, ValueError, TypeError):
         raise ValueError("is not an RSA private key in PEM form") from None
 
 
-def _jwt() -> ModuleType:
-    """PyJWT, imported on first use: with ``cryptography``'s RSA it is ~14 MB of a
-    serving process whose sets may never mint a token."""
-    import jwt
-
-    return jwt
-
-
 def _sign(claims: dict[str, Any], pem: str, headers: dict[str, str] | None) -> str:
-    jwt = _jwt()
     try:
-        token: str = jwt.encode(claims, pem, algorithm="RS256", headers=headers)
-        return token
+        return jwt.encode(claims, pem, algorithm="RS256", headers=headers)
     except (jwt.InvalidKeyError, ValueError, TypeError):
         raise CredentialRefreshFailed(
             "the stored private key cannot sign", reason="bad_credential"
