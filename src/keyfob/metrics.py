@@ -136,7 +136,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.proxy = ProxyMetrics(self.registry)
-        self._mints = Counter("keyfob_lease_mints", "Leases minted.", registry=self.registry)
+        self._mints = Counter(
+            "keyfob_lease_mints", "Leases minted.", registry=self.registry
+        )
         self._denials = Counter(
             "keyfob_lease_denials",
             "Lease mints and uses refused, by stage (mint, use) and reason.",

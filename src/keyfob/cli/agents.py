@@ -99,10 +99,8 @@ def networks(
     """Bind an agent's token and leases to source networks (or --anywhere)."""
     if bool(cidrs) == anywhere:
         raise CliError("give the networks (CIDRs) or --anywhere, not both or neither")
-    answer = (
-        state(ctx)
-        .client()
-        .patch(agent_url(agent), {"allowed_networks": None if anywhere else cidrs})
+    answer = state(ctx).client().patch(
+        agent_url(agent), {"allowed_networks": None if anywhere else cidrs}
     )
     if json_out:
         print_json(answer)

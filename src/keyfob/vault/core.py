@@ -114,7 +114,9 @@ class Core:
         """A stored version's entries, decrypted; any failure is ``DecryptionFailed``."""
         await self.ensure_term(wrapped_dek)
         sealed = crypto.Sealed(term, wrapped_dek, ciphertext)
-        plain = crypto.open(self.ring, sealed, set_id=set_id, version=version, keys=self.data_keys)
+        plain = crypto.open(
+            self.ring, sealed, set_id=set_id, version=version, keys=self.data_keys
+        )
         try:
             entries = json.loads(plain)
         except ValueError:
