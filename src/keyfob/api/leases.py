@@ -48,11 +48,23 @@ def request_json(view: LeaseRequestView) -> dict[str, Any]:
     responses={202: {"description": "approval required: poll the request"}},
 )
 async def mint(body: LeaseMint, request: Request, vault: VaultDep) -> JSONResponse:
+    # The common case (an agent token, one set) is answered by ``api.mint_route`` before
+    # FastAPI runs; it calls ``minted`` below, as this route does.
     if body.secret_sets is not None:
         return await _mint_bundle(body, request, vault)
     if body.secret_set is None:
         raise invalid("secret_set", "name a secret set (or secret_sets for a multi-set lease)")
     principal, ctx = await _minter(request, vault)
+    answer, status = await minted(vault, body, principal, ctx)
+    return JSONResponse(answer, status_code=status)
+
+
+async def minted(
+    vault: Vault, body: LeaseMint, principal: Principal | AgentClaim, ctx: Context
+) -> tuple[dict[str, Any], int]:
+    """A single-set mint (``count``: a batch) as its answer and status: 201 with the lease
+    (or ``{"leases": [...]}``), or 202 with a pending request under approval."""
+    assert body.secret_set is not None
     if body.count is not None:
         many = await vault.leases.mint_many(
             principal,
@@ -64,8 +76,8 @@ async def mint(body: LeaseMint, request: Request, vault: VaultDep) -> JSONRespon
             max_uses=body.max_uses,
             budgets=body.budgets,
         )
-        return JSONResponse({"leases": [issued_json(i) for i in many]}, status_code=201)
-    minted = await vault.leases.mint(
+        return {"leases": [issued_json(i) for i in many]}, 201
+    lease = await vault.leases.mint(
         principal,
         ctx,
         secret_set=body.secret_set,
@@ -75,10 +87,9 @@ async def mint(body: LeaseMint, request: Request, vault: VaultDep) -> JSONRespon
         request_reason=_one_line(body.reason),
         budgets=body.budgets,
     )
-    if isinstance(minted, IssuedLease):
-        return JSONResponse(issued_json(minted), status_code=201)
-    pending = {**request_json(minted), "poll": f"/v1/me/lease-requests/{minted.id}"}
-    return JSONResponse(pending, status_code=202)
+    if isinstance(lease, IssuedLease):
+        return issued_json(lease), 201
+    return {**request_json(lease), "poll": f"/v1/me/lease-requests/{lease.id}"}, 202
 
 
 def _one_line(text: str | None) -> str | None:
@@ -86,6 +97,8 @@ def _one_line(text: str | None) -> str | None:
     if text is None:
         return None
     return " ".join("".join(c if c.isprintable() else " " for c in text).split()) or None
+
+
 async def _mint_bundle(body: LeaseMint, request: Request, vault: Vault) -> JSONResponse:
     """A multi-set lease: workflow scope only, one set or the other named, never both."""
     if body.secret_set is not None or body.count is not None:

@@ -17,7 +17,7 @@ from keyfob.vault import new_request_id
 
 log = logging.getLogger("keyfob.api")
 
-_HEADERS = [
+API_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
 ]
@@ -63,7 +63,7 @@ class ApiMiddleware:
             if message["type"] == "http.response.start":
                 headers: list[Any] = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
-                headers.extend(_HEADERS)
+                headers.extend(API_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from keyfob.api import build_api
+from keyfob.api import build_api, mint_route
 from keyfob.api.middleware import ApiMiddleware
 from keyfob.app.audit_sinks import build_sinks
 from keyfob.app.edge import Edge, misdirected, with_hsts
@@ -31,7 +31,8 @@ PROXY_PREFIX = "/proxy/"
 
 
 class Keyfob:
-    """Dispatches ``/proxy/…`` to the proxy and everything else to the API."""
+    """Dispatches ``/proxy/…`` to the proxy, an agent's ``POST /v1/leases`` to the plain mint
+    route, and everything else to the API."""
 
     def __init__(
         self,
@@ -41,8 +42,10 @@ class Keyfob:
         planes: Planes | None = None,
         forward: ForwardProxy | None = None,
         forward_listen: str | None = None,
+        mint: mint_route.MintRoute | None = None,
     ) -> None:
         self.api = api
+        self.mint = mint
         self.proxy = proxy
         self.edge = edge
         self.planes = planes or Planes(api.state.settings)
@@ -69,6 +72,10 @@ class Keyfob:
             send = with_hsts(send)
         if scope["path"].startswith(PROXY_PREFIX):
             await self.proxy(scope, receive, send)
+        elif (
+            self.mint is not None and scope["path"] == mint_route.PATH and scope["method"] == "POST"
+        ):
+            await self.mint(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -140,5 +147,8 @@ def create_app(
     app.openapi = with_proxy  # type: ignore[method-assign]
     app.mount("/ui", build_dashboard(app))
     app.add_middleware(ApiMiddleware, max_body=settings.max_body_bytes)
-    keyfob = Keyfob(app, proxy, Edge(settings), Planes(settings), forward, settings.proxy_listen)
+    mint = mint_route.MintRoute(app, lambda: app.state.vault, settings.max_body_bytes)
+    keyfob = Keyfob(
+        app, proxy, Edge(settings), Planes(settings), forward, settings.proxy_listen, mint
+    )
     return keyfob

@@ -428,6 +428,7 @@ class SqliteBatch(Batch):
         self.cache = cache
         self._lease_changes: list[LeaseChange] = []
         self._grant_changes: list[GrantChange] = []
+        self._new_leases: list[tuple[LeaseRow, str]] = []
 
     def _select(self, sql: str, keys: Collection[str]) -> list[sqlite3.Row]:
         keys = list(keys)
@@ -507,6 +508,7 @@ class SqliteBatch(Batch):
             values.append(digest)
             params.append(values)
         self.conn.executemany(_SQL_INSERT_LEASE, params)
+        self._new_leases.extend(rows)
 
     def exported(self, set_ids: Collection[str], when: str) -> None:
         self.conn.executemany(_SQL_EXPORTED, [(when, i) for i in set_ids])
@@ -535,6 +537,11 @@ class SqliteBatch(Batch):
         """After COMMIT: the cache holds what the database now holds."""
         cache = self.cache
         cache.head = (self.seq, self.head)
+        # A lease just minted is the row its first use reads (a fresh single-use lease
+        # per call): kept, so that use does not read it back.
+        for row, digest in self._new_leases:
+            cache.leases[digest] = row
+            cache.digests[row.id] = digest
         for lease_id, _, uses in self._lease_changes:
             digest = cache.digests[lease_id]
             cache.leases[digest] = replace(cache.leases[digest], uses=uses)
