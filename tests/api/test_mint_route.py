@@ -123,3 +123,79 @@ def _shape(value: Any) -> Any:
     if isinstance(value, list):
         return [_shape(v) for v in value]
     return type(value).__name__
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_body_longer_than_its_content_length_is_413_not_read_whole(
+    vault: Vault, settings: Settings, agent: dict[str, Any]
+) -> None:
+    """A server that let a chunked body past a small Content-Length (h11 prefers
+    Transfer-Encoding) must not make the plain route read without a bound."""
+    app = create_app(settings, vault=vault)
+    chunk = b" " * 65536
+    limit = settings.max_body_bytes
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        sent += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": sent < limit * 4}
+
+    answer: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        answer.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/leases",
+        "raw_path": b"/v1/leases",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"keyfob.test"),
+            (b"authorization", f"Bearer {agent['token']}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"40"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("keyfob.test", 80),
+    }
+    await app(scope, receive, send)
+    assert answer[0]["status"] == 413
+    assert sent <= limit + 2 * len(chunk)  # stopped soon after the limit
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_websocket_to_the_mint_path_is_not_taken_for_a_mint(
+    vault: Vault, settings: Settings
+) -> None:
+    app = create_app(settings, vault=vault)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/v1/leases",
+        "raw_path": b"/v1/leases",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"keyfob.test")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("keyfob.test", 80),
+        "subprotocols": [],
+    }
+    await app(scope, receive, send)  # no KeyError: FastAPI closes it as an unknown route
+    assert sent
+    assert sent[0]["type"] == "websocket.close"

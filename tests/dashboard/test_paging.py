@@ -182,6 +182,10 @@ async def test_leases_and_requests_page_without_repeats(ui: Ui, vault: Vault) ->
         "/ui/leases?after=e30",
         "/ui/leases?requests_after=WzFd",
         "/ui/credentials/openai/prod/default?versions_after=WyJ4Il0",
+        # A superscript two, an Arabic-Indic one, 30 nines: digits to str.isdigit only.
+        "/ui/credentials/openai/prod/default?versions_after=WyJcdTAwYjIiXQ",
+        "/ui/credentials/openai/prod/default?versions_after=WyJcdTA2NjEiXQ",
+        "/ui/credentials/openai/prod/default?versions_after=WyI5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTkiXQ",
     ],
 )
 async def test_a_forged_cursor_is_refused_plainly(ui: Ui, vault: Vault, url: str) -> None:
@@ -197,6 +201,15 @@ _NEWER = re.compile(r'<a href="([^"]+)" rel="prev">Newer</a>')
 
 def audit_rows(text: str) -> list[str]:
     return re.findall(r'<tr id="event-(\d+)">', text)
+
+
+@pytest.mark.parametrize("after", ["%C2%B2", "%D9%A1", "9" * 30])
+async def test_an_audit_cursor_that_is_not_ascii_digits_starts_at_the_newest(
+    ui: Ui, vault: Vault, after: str
+) -> None:
+    for name in ("after", "newer"):
+        answer = await ui.get(f"/ui/audit?{name}={after}")
+        assert answer.status_code == 200, answer.text
 
 
 async def test_audit_older_then_newer_covers_every_record_once(ui: Ui, vault: Vault) -> None:

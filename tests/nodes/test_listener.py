@@ -31,3 +31,19 @@ async def test_a_listener_that_cannot_connect_drops_caches_every_ttl() -> None:
     assert not listener.connected
     assert notices == []
     assert len(resets) >= 3
+
+
+def test_the_listener_connects_with_the_engines_tls_settings() -> None:
+    """``?ssl=verify-full`` reaches asyncpg as its ``ssl`` argument (a DSN would turn it
+    into a server setting and connect with ``prefer``, unverified)."""
+    from keyfob.store.notify import _connect_args
+
+    url = "postgresql+asyncpg://keyfob:pw@db.example:5433/vault?ssl=verify-full"
+    args = _connect_args(url)
+    assert args["ssl"] == "verify-full"
+    assert (args["host"], args["port"], args["database"], args["user"]) == (
+        "db.example",
+        5433,
+        "vault",
+        "keyfob",
+    )

@@ -63,7 +63,13 @@ def keyfob_run(
 def run_env(server_url: str, token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYFOB_", "OPENAI_"))}
     # Key material a server's environment may hold; CMD must inherit none of it.
-    withheld = {"KEYFOB_MASTER_KEY": CANARY + "-master", "KEYFOB_PKCS11_PIN": CANARY + "-pin"}
+    withheld = {
+        "KEYFOB_MASTER_KEY": CANARY + "-master",
+        "KEYFOB_PKCS11_PIN": CANARY + "-pin",
+        "KEYFOB_DATABASE_URL": f"postgresql://keyfob:{CANARY}-db@127.0.0.1:1/x",
+        "KEYFOB_AUDIT_SHIP_WEBHOOK_TOKEN": CANARY + "-ship",
+        "KEYFOB_AUDIT_SHIP_WEBHOOK_SECRET": CANARY + "-sign",
+    }
     return {**env, **withheld, "KEYFOB_ADDR": server_url, "KEYFOB_TOKEN": token}
 
 
@@ -110,6 +116,7 @@ def test_the_child_calls_through_keyfob_and_holds_no_key(
     assert "KEYFOB_TOKEN" not in env
     assert "KEYFOB_MASTER_KEY" not in env
     assert "KEYFOB_PKCS11_PIN" not in env
+    assert not {k for k in env if k.startswith(("KEYFOB_DATABASE", "KEYFOB_AUDIT_SHIP"))}
     assert leaks([CANARY, world.agent_token], {"out": done.stdout.encode()}) == []
     # The child's lease died with it.
     after = httpx.post(

@@ -47,12 +47,20 @@ class MintRoute:
             return
         messages: list[Message] = []
         pieces: list[bytes] = []
+        read = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            pieces.append(message.get("body", b""))
+            piece = message.get("body", b"")
+            pieces.append(piece)
+            read += len(piece)
+            if read > self._max_body:
+                # More than it said (a server that let a chunked body past a small
+                # Content-Length): FastAPI's counting receive answers 413 for the rest.
+                await self._api(scope, _replay(messages, receive), send)
+                return
             if not message.get("more_body", False):
                 break
         body = None
@@ -70,11 +78,14 @@ class MintRoute:
         """The agent token of a request this route answers, or None (FastAPI answers)."""
         auth = ctype = length = None
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            # The first of each, as Starlette's ``headers[...]`` reads them (deps.bearer).
+            if name == b"authorization" and auth is None:
                 auth = value
-            elif name == b"content-type":
+            elif name == b"content-type" and ctype is None:
                 ctype = value
             elif name == b"content-length":
+                if length is not None:
+                    return None  # two lengths: FastAPI's checks refuse it
                 length = value
         if auth is None or ctype is None or length is None:
             return None

@@ -73,7 +73,10 @@ class Keyfob:
         if scope["path"].startswith(PROXY_PREFIX):
             await self.proxy(scope, receive, send)
         elif (
-            self.mint is not None and scope["path"] == mint_route.PATH and scope["method"] == "POST"
+            self.mint is not None
+            and scope["type"] == "http"
+            and scope["path"] == mint_route.PATH
+            and scope["method"] == "POST"
         ):
             await self.mint(scope, receive, send)
         else:

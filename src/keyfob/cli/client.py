@@ -20,6 +20,7 @@ from keyfob import __version__
 from keyfob.cli.errors import CliError
 from keyfob.errors import PROBLEM_PREFIX
 from keyfob.secret import Masked, Secret
+from keyfob.text import digits
 
 Params = Mapping[str, str | int | Sequence[str]]
 
@@ -187,7 +188,7 @@ def describe_error(response: httpx.Response, addr: str, auth_hint: str = AUTH_HI
     if isinstance(reason, str) and reason:
         # A lease denial: the reason is the stable part scripts match on.
         retry = response.headers.get("retry-after")
-        if retry and retry.isdigit():
+        if retry and digits(retry, 9):
             parts.append(f"; retry in {retry} s")
         parts.append(f" (reason: {reason})")
     else:

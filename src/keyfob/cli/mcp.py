@@ -12,6 +12,7 @@ import typer
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json_line
+from keyfob.text import digits
 
 if TYPE_CHECKING:
     from keyfob.mcp.config import McpConfig
@@ -26,7 +27,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not digits(port, 5) or not 0 < int(port) < 65536:
         raise CliError(f"--http takes HOST:PORT (e.g. 127.0.0.1:8765), not {value[:60]!r}")
     host = host.strip("[]")
     if host not in LOOPBACK:

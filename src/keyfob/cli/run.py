@@ -41,8 +41,17 @@ KEYFOB_ERROR = 2  # keyfob-side failure: never a code CMD could have meant
 NOT_FOUND = 127  # CMD could not be started (as a shell says it)
 RENEW_AT = 2 / 3  # of a term: renew with a third of the lease's life still left
 MASKED = "kfl_********"
-# What CMD must not inherit: the agent token, and key material that has no place there.
-WITHHELD = ("KEYFOB_TOKEN", "KEYFOB_MASTER_KEY", "KEYFOB_PKCS11_PIN", "KEYFOB_LEASE")
+# What CMD must not inherit: the agent token, and key material or credentials a server's
+# environment may hold that have no place there.
+WITHHELD = (
+    "KEYFOB_TOKEN",
+    "KEYFOB_LEASE",
+    "KEYFOB_MASTER_KEY",
+    "KEYFOB_PKCS11_PIN",
+    "KEYFOB_DATABASE_URL",
+    "KEYFOB_AUDIT_SHIP_WEBHOOK_TOKEN",
+    "KEYFOB_AUDIT_SHIP_WEBHOOK_SECRET",
+)
 # Signals passed on to CMD. SIGINT from the terminal already reached CMD (same process
 # group); it is passed on only when it came from elsewhere (``kill -INT``).
 FORWARDED = (

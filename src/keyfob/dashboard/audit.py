@@ -22,6 +22,7 @@ from keyfob.clock import BadTime, isoformat, parse_iso
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import checked_form, current_user, vault_of
 from keyfob.errors import NotFound
+from keyfob.text import digits
 from keyfob.vault import Principal
 
 router = APIRouter()
@@ -68,7 +69,7 @@ def query_of(filters: dict[str, str]) -> dict[str, Any]:
 
 def cursor_of(request: Request, name: str = "after") -> int:
     raw = request.query_params.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
+    return int(raw) if digits(raw) else 0
 
 
 def row_of(event: Event) -> dict[str, Any]:

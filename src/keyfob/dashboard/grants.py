@@ -16,6 +16,7 @@ from keyfob.constraints import CONSTRAINTS, Constraint
 from keyfob.dashboard.render import PER_PAGE, done, page, pager, search_of
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import KeyfobError, NotFound, ValidationFailed
+from keyfob.text import digits
 from keyfob.vault import Principal
 from keyfob.vault.paging import Page
 from keyfob.vault.validation import field_error
@@ -89,7 +90,7 @@ def _moment(field: str, text: str) -> str | None:
 def _number(field: str, text: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit():
+    if not digits(text, 9):
         raise field_error(field, "a whole number of at least 1, or empty")
     return int(text)
 

@@ -19,6 +19,7 @@ from keyfob.dashboard.agent_snippets import snippets
 from keyfob.dashboard.render import PER_PAGE, done, page, pager
 from keyfob.dashboard.security import checked_form, context, current_user, vault_of
 from keyfob.errors import Conflict, KeyfobError, NotFound, ValidationFailed
+from keyfob.text import digits
 from keyfob.vault import Principal, Vault
 
 router = APIRouter()
@@ -145,7 +146,7 @@ def _int(form: dict[str, str], field: str, *, optional: bool = False) -> int | N
     raw = form.get(field, "").strip()
     if not raw and optional:
         return None
-    if not raw.isdigit() or len(raw) > 9:
+    if not digits(raw, 9):
         raise ValidationFailed(f"{field}: a version number")
     return int(raw)
 

@@ -37,6 +37,7 @@ from keyfob.proxy import egress
 from keyfob.proxy.app import ProxyApp
 from keyfob.proxy.tunnel import Interception
 from keyfob.settings import Settings
+from keyfob.text import digits
 from keyfob.vault import Vault, new_request_id
 from keyfob.vault.context import Context
 from keyfob.vault.forwarding import Bundle, SetRoute
@@ -348,7 +349,7 @@ class _Literal(ValueError):
 def _authority(target: str) -> tuple[str, int]:
     """``host:port`` of a CONNECT; an IP literal, a bad port or a bad name is refused."""
     host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not digits(port, 5) or not 0 < int(port) < 65536:
         raise ValueError("CONNECT needs host:port")
     host = host.lower()
     if host.startswith("["):

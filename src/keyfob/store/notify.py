@@ -43,8 +43,17 @@ async def send(conn: AsyncConnection, notices: list[str]) -> None:
         await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload[:MAX_PAYLOAD]})
 
 
-def _dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+def _connect_args(url: str) -> dict[str, Any]:
+    """``asyncpg.connect`` keywords as the engine's own dialect derives them from ``url``,
+    so the listener connects as the engine does (``?ssl=verify-full`` included)."""
+    import inspect
+
+    import asyncpg
+
+    parsed = make_url(url)
+    _, params = parsed.get_dialect()().create_connect_args(parsed)
+    accepted = inspect.signature(asyncpg.connect).parameters
+    return {k: v for k, v in params.items() if k in accepted}
 
 
 class Listener:
@@ -58,7 +67,7 @@ class Listener:
         ttl: float,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
-        self._dsn = Secret(_dsn(url))  # may hold the database password
+        self._url = Secret(url)  # may hold the database password
         self._on_notice = on_notice
         self._on_reset = on_reset
         self._on_state = on_state
@@ -101,7 +110,8 @@ class Listener:
             try:
                 conn = await asyncio.wait_for(
                     asyncpg.connect(
-                        self._dsn.reveal(), server_settings={"application_name": APP_NAME}
+                        **_connect_args(self._url.reveal()),
+                        server_settings={"application_name": APP_NAME},
                     ),
                     max(self.ttl, 1.0),
                 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,19 +58,23 @@ def _master(settings: Settings, doing: str) -> MasterKeyProvider:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write ``path`` 0600 through a temporary file and a rename; never replace a file."""
+    """Write ``path`` 0600 through a temporary file and a link; never replace a file.
+
+    The temporary file is made by ``mkstemp`` (unpredictable name, ``O_EXCL``, 0600), so
+    a symlink or file planted in a shared folder is neither followed nor reused.
+    """
     if path.exists():
         raise ConfigurationError(f"{path} already exists; choose a new path for the backup")
     if not path.parent.is_dir():
         raise ConfigurationError(f"the folder {path.parent} does not exist")
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.link(temp, path)  # fails if PATH appeared meanwhile: nothing is overwritten
+        os.link(temp, path, follow_symlinks=False)  # fails if PATH appeared meanwhile
     except FileExistsError:
         raise ConfigurationError(
             f"{path} already exists; choose a new path for the backup"

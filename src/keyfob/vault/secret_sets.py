@@ -21,6 +21,7 @@ from keyfob.store import KeyMeta, SetRow, Tx, VersionRow
 from keyfob.store import access as access_sql
 from keyfob.store import credential_tokens as token_sql
 from keyfob.store import secrets as sql
+from keyfob.text import digits
 from keyfob.tokens import new_id
 from keyfob.vault import paging, validation
 from keyfob.vault.context import Context
@@ -111,7 +112,7 @@ class SecretSets:
         """A set's versions newest first, a page at a time (keyset on the version number)."""
         limit = clamp(limit)
         key = paging.decode(cursor, 1)
-        if key is not None and not key[0].isdigit():
+        if key is not None and not digits(key[0], 9):
             raise InvalidRequest("cursor is not one this server handed out")
         async with self._core.db.read() as conn:
             row = await self._find(conn, path)

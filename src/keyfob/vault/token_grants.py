@@ -21,6 +21,7 @@ import jwt
 from keyfob.errors import CredentialRefreshFailed
 from keyfob.profiles.model import GitHubApp, GoogleServiceAccount, OAuth2, check_token_url
 from keyfob.secret import SECRET, Masked, Secret
+from keyfob.text import digits
 
 # Google's token endpoint accepts assertions valid for at most an hour (exp - iat).
 ASSERTION_LIFETIME = 3600
@@ -116,7 +117,7 @@ def call_for(
         None,
     )
     installation = _need(values, spec.installation_id)
-    if not installation.isdigit():
+    if not digits(installation):
         raise CredentialRefreshFailed(
             "the GitHub installation id is not a number", reason="bad_credential"
         )
@@ -238,7 +239,7 @@ def _lifetime(value: object) -> int:
         return DEFAULT_LIFETIME
     if isinstance(value, int | float) and value > 0:
         return int(value)
-    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+    if isinstance(value, str) and digits(value, 9) and int(value) > 0:
         return int(value)
     return DEFAULT_LIFETIME
 

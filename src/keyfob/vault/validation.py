@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from keyfob.errors import ValidationFailed
 from keyfob.profiles import Profile, check_key_name, check_slug, resolve
+from keyfob.text import digits
 from keyfob.vault import token_grants
 
 MAX_VALUE_BYTES = 64 * 1024
@@ -150,7 +151,7 @@ def check_refreshed(profile: Mapping[str, Any] | None, entries: Mapping[str, str
             token_grants.check_private_key(entries.get(inject["private_key"], ""))
         except ValueError as exc:
             raise _fail(["entries", inject["private_key"]], str(exc)) from None
-        if not entries.get(inject["installation_id"], "").isdigit():
+        if not digits(entries.get(inject["installation_id"], "")):
             raise _fail(["entries", inject["installation_id"]], "must be a number")
 
 
