@@ -28,7 +28,7 @@ WRITER = Path(__file__).parent / "support" / "crash_writer.py"
 SET = "crash/test/writer"
 KILLS = 22
 MIN_KILLS = 8
-WRITER_BUDGET = 15.0  # seconds
+WRITER_BUDGET = 8.0  # seconds
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def test_acknowledged_writes_survive_sigkill(settings: Settings) -> None:
 # reads back, every acknowledged mint is there, every spent or in-flight lease is tried
 # again and no lease id reached the upstream twice, and the audit chain verifies.
 
-LOAD_BUDGET = 8.0  # seconds of kill rounds per backend, at least two rounds
+LOAD_BUDGET = 5.0  # seconds of kill rounds per backend, at least two rounds
 WORKERS = 4
 AGENT = "crash-agent"
 
