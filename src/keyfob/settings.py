@@ -14,8 +14,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from keyfob.text import digits
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEYFOB_", extra="ignore", frozen=True)
@@ -385,6 +383,7 @@ def split_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT``) as ``(host, port)``; ValueError if malformed."""
     host, sep, port = value.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not digits(port, 5) or not 0 <= int(port) <= 65535:
+    digits = port.isascii() and port.isdigit()  # not "²": int() would raise
+    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT")
     return host, int(port)
