@@ -117,7 +117,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(text: str) -> timedelta:
     """``90``, ``90s``, ``15m``, ``2h``, ``7d`` or combinations such as ``1h30m``."""
     value = text.strip().lower()
-    if digits(value):
+    if digits(value, 64):  # too large for a time: said by the range check
         seconds = int(value)
     elif value and _DURATION.sub("", value) == "":
         seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(value))

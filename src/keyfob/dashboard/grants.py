@@ -90,7 +90,7 @@ def _moment(field: str, text: str) -> str | None:
 def _number(field: str, text: str) -> int | None:
     if not text:
         return None
-    if not digits(text, 9):
+    if not digits(text, 64):  # the range check says how large it may be
         raise field_error(field, "a whole number of at least 1, or empty")
     return int(text)
 
