@@ -7,7 +7,6 @@ Shared by the forward-proxy test modules: each builds one per module (``build``)
 from __future__ import annotations
 
 import base64
-import datetime
 import os
 import socket
 import ssl
@@ -18,15 +17,12 @@ from typing import Any
 
 import certifi
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import unique
+from tests.support.certs import TestCa
 from tests.support.hashing import FAST_HASHING
 from tests.support.server import LiveServer, free_port, serve_in_thread
 from tests.support.upstream import FakeUpstream
@@ -47,66 +43,10 @@ class TestPki:
     server: ssl.SSLContext
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 def make_pki(directory: Path) -> TestPki:
     """A throwaway CA (the upstreams' "public" CA) and one certificate for every host."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("upstream test CA"))
-        .issuer_name(_name("upstream test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name(OPENAI_HOST))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]), critical=False
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = directory / "upstream-ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pem = directory / "upstream.pem"
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + leaf.public_bytes(serialization.Encoding.PEM)
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pem)
-    return TestPki(ca_file, context)
+    ca = TestCa(directory, "upstream test CA")
+    return TestPki(ca.ca_file, ca.server("upstream", HOSTS))
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,15 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import BEARER, proxied
+from tests.support.certs import TestCa
 from tests.support.http import assert_problem
 from tests.support.server import LiveServer, serve_in_thread
 from tests.support.upstream import FakeUpstream
@@ -32,97 +27,14 @@ class Pki:
     dns_only: ssl.SSLContext
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _write_pem(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Path:
-    path.with_suffix(".key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
-def _issue(
-    directory: Path,
-    name: str,
-    ca: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    sans: list[x509.GeneralName],
-) -> ssl.SSLContext:
-    """A server certificate for ``sans`` signed by ``ca``, as a server-side SSL context."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = _write_pem(directory / f"{name}.pem", cert, key)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pem, pem.with_suffix(".key"))
-    return context
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A throwaway CA, and two server certificates: DNS+IP names, and DNS only."""
-    directory = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("keyfob test CA"))
-        .issuer_name(_name("keyfob test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = _write_pem(directory / "ca.pem", ca, ca_key)
-    localhost = x509.DNSName("localhost")
-    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    ca = TestCa(tmp_path_factory.mktemp("pki"))
     return Pki(
-        ca_file,
-        _issue(directory, "with-ip", ca, ca_key, [localhost, loopback]),
-        _issue(directory, "dns-only", ca, ca_key, [localhost]),
+        ca.ca_file,
+        ca.server("with-ip", ["localhost", "127.0.0.1"]),
+        ca.server("dns-only", ["localhost"]),
     )
 
 
