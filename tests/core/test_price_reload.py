@@ -1,7 +1,11 @@
-"""Several nodes, one price table: a price an operator sets on one node meters requests on
-the others too, without a restart (each node checks for changes every few seconds)."""
+"""Several processes, one price table: a price an operator sets in one process meters
+requests in the others too, without a restart. On PostgreSQL the ``prices`` notice
+carries it (tests/nodes); where there are no notices (SQLite) each process checks the
+table every ``RELOAD_SECONDS`` in the background."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -10,29 +14,48 @@ from keyfob.vault import Context, Vault
 from keyfob.vault import usage as usage_service
 
 
-async def test_another_nodes_price_change_is_picked_up(
-    vault: Vault, settings: Settings, monkeypatch: pytest.MonkeyPatch
+async def _set_price(vault: Vault) -> None:
+    await vault.pricing.set(
+        Context("operator:test"), {"model": "gpt-4o-mini", "input": 700, "output": 900}
+    )
+
+
+async def test_a_change_check_reads_another_processes_prices(
+    vault: Vault, settings: Settings
 ) -> None:
     other = await Vault.open(settings)
     try:
         before = other.pricing.table.lookup("gpt-4o-mini")
-        assert before is not None
-
-        await vault.pricing.set(
-            Context("operator:test"), {"model": "gpt-4o-mini", "input": 700, "output": 900}
-        )
-        monkeypatch.setattr(usage_service, "RELOAD_SECONDS", 1e9)
-        other.pricing.poke()  # within the check interval: nothing happens yet
-        unchanged = other.pricing.table.lookup("gpt-4o-mini")
-        monkeypatch.setattr(usage_service, "RELOAD_SECONDS", 0.0)
-        other.pricing.poke()
-        await other.pricing.close()  # the check it started, done
+        await _set_price(vault)
+        unchanged = other.pricing.table.lookup("gpt-4o-mini")  # nothing read yet
+        await other.pricing.reload_if_changed()
         after = other.pricing.table.lookup("gpt-4o-mini")
 
-        assert other.proxy.on_request == other.pricing.poke  # every proxied request pokes
+        assert before is not None
         assert unchanged == before
         assert after is not None
         assert (after.input, after.output, after.source) == (700, 900, "operator")
         assert other.pricing.table.version == vault.pricing.table.version
+    finally:
+        await other.close()
+
+
+async def test_without_notices_a_background_check_picks_the_change_up(
+    vault: Vault, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not vault.core.db.is_sqlite:
+        pytest.skip("PostgreSQL carries price changes as notices (tests/nodes)")
+    monkeypatch.setattr(usage_service, "RELOAD_SECONDS", 0.02)
+    other = await Vault.open(settings)
+    try:
+        await other.caches.start(1.0)
+        await _set_price(vault)
+        for _ in range(200):
+            after = other.pricing.table.lookup("gpt-4o-mini")
+            if after is not None and after.source == "operator":
+                break
+            await asyncio.sleep(0.01)
+        assert after is not None
+        assert (after.input, after.output) == (700, 900)
     finally:
         await other.close()

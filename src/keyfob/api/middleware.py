@@ -30,6 +30,20 @@ def log_unhandled(exc: BaseException, rid: str) -> None:
     log.error("unhandled %s at %s (request %s)", type(exc).__name__, where, rid)
 
 
+def with_api_headers(send: Send, rid: str) -> Send:
+    """``send`` that adds the request id and ``API_HEADERS`` to the response's start."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers: list[Any] = list(message.get("headers", []))
+            headers.append((b"x-request-id", rid.encode()))
+            headers.extend(API_HEADERS)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
 class ApiMiddleware:
     def __init__(self, app: ASGIApp, *, max_body: int) -> None:
         self.app = app
@@ -59,13 +73,7 @@ class ApiMiddleware:
                     raise HTTPException(413)
             return message
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers: list[Any] = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode()))
-                headers.extend(API_HEADERS)
-                message = {**message, "headers": headers}
-            await send(message)
+        send_with_headers = with_api_headers(send, rid)
 
         started = False
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyfob import tokens
 from keyfob.api.leases import minted
-from keyfob.api.middleware import API_HEADERS, log_unhandled
+from keyfob.api.middleware import API_HEADERS, log_unhandled, with_api_headers
 from keyfob.api.models import LeaseMint
 from keyfob.api.problems import render
 from keyfob.errors import KeyfobError
@@ -115,12 +115,12 @@ class MintRoute:
         try:
             answer, status = await minted(vault, body, claim, ctx)
         except KeyfobError as error:
-            await render(error, rid)(scope, receive, _with_headers(send, rid))
+            await render(error, rid)(scope, receive, with_api_headers(send, rid))
             return
         except Exception as exc:
             log_unhandled(exc, rid)
             failed = KeyfobError("unexpected server error; see the server log")
-            await render(failed, rid)(scope, receive, _with_headers(send, rid))
+            await render(failed, rid)(scope, receive, with_api_headers(send, rid))
             return
         # As starlette's JSONResponse renders it.
         content = json.dumps(
@@ -146,13 +146,3 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-def _with_headers(send: Send, rid: str) -> Send:
-    async def sending(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = [*message.get("headers", []), (b"x-request-id", rid.encode()), *API_HEADERS]
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return sending

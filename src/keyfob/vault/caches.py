@@ -51,6 +51,7 @@ class Caches:
         self._set_hooks: list[Callable[[str | None], None]] = []
         self._pending: set[asyncio.Task[None]] = set()
         self._listener: Listener | None = None
+        self._polling: asyncio.Task[None] | None = None
         # Counted per topic (and ``reset``) for /metrics: how often this node dropped what.
         self.dropped: dict[str, int] = dict.fromkeys((*TOPICS, "reset"), 0)
 
@@ -64,14 +65,29 @@ class Caches:
             self._set_hooks.append(hook)
 
     async def start(self, ttl: float) -> None:
-        """Listen for other nodes' notices (PostgreSQL; nothing to do on SQLite)."""
-        if self._listener is not None:
+        """Listen for other nodes' notices (PostgreSQL). SQLite has no notices: the only
+        cache another process's change can leave stale there is the price table (every
+        exact decision reads the file), so it is checked every ``RELOAD_SECONDS``."""
+        if self._listener is not None or self._polling is not None:
             return
         self._listener = self._core.db.listener(self.notice, self.reset, ttl)
         if self._listener is not None:
             await self._listener.start()
+        else:
+            self._polling = asyncio.get_running_loop().create_task(self._poll_prices())
+
+    async def _poll_prices(self) -> None:
+        from keyfob.vault import usage
+
+        while True:
+            await asyncio.sleep(usage.RELOAD_SECONDS)
+            await self._pricing.reload_if_changed()
 
     async def close(self) -> None:
+        polling, self._polling = self._polling, None
+        if polling is not None:
+            polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,14 +74,10 @@ class Proxying:
         self._core = core
         self._consumer = consumer
         self._settling: set[asyncio.Task[None]] = set()
-        # Called as each request begins (the vault hooks the price table's change check).
-        self.on_request: Callable[[], None] | None = None
 
     async def begin(self, request: ProxyRequest) -> ProxyUse:
         """Take one use for ``request`` (audited before this returns) or raise the denial."""
         started = time.monotonic()
-        if self.on_request is not None:
-            self.on_request()
         token = request.token
         digest = None
         refusal = "unknown"

@@ -7,9 +7,7 @@ a warning past 80% of its limit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +27,8 @@ from keyfob.vault.validation import field_error
 log = logging.getLogger("keyfob.prices")
 
 GROUPS = ("grant", "agent", "secret_set", "model", "day")
-# How often a node looks for price changes another node made (one one-row query).
+# Where there are no notices (SQLite), how often a process looks for price changes
+# another process made (one one-row query).
 RELOAD_SECONDS = 5.0
 MAX_DAYS = 366
 
@@ -55,29 +54,15 @@ class Pricing:
         self._fallback = fallback
         consumer.prices = PriceTable(fallback=fallback)
         self._stamp: tuple[str | None, int] = (None, 0)
-        self._checked = time.monotonic()
-        self._reloading: asyncio.Task[None] | None = None
 
     @property
     def table(self) -> PriceTable:
         return self._consumer.prices
 
-    def poke(self) -> None:
-        """Pick up another node's price changes: at most every ``RELOAD_SECONDS``, in the
-        background (the request that pokes does not wait for it)."""
-        now = time.monotonic()
-        if now - self._checked < RELOAD_SECONDS or self._reloading is not None:
-            return
-        self._checked = now
-        self._reloading = asyncio.get_running_loop().create_task(self._reload_if_changed())
-
-    async def close(self) -> None:
-        """Let a change check in flight finish before the database closes."""
-        task = self._reloading
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _reload_if_changed(self) -> None:
+    async def reload_if_changed(self) -> None:
+        """Read the table again if another process changed it (one one-row query): the
+        price notice's stand-in where there are no notices (several processes on one
+        SQLite file; ``Caches`` calls it every ``RELOAD_SECONDS``)."""
         try:
             async with self._core.db.read() as conn:
                 stamp = await usage_sql.prices_stamp(conn)
@@ -85,12 +70,10 @@ class Pricing:
                 await self.load()
         except Exception as exc:  # a missed check is retried at the next one
             log.warning("could not check the price table for changes: %s", type(exc).__name__)
-        finally:
-            self._reloading = None
 
     async def load(self) -> PriceTable:
         """Read the operator's prices (at start, after every change on this node, and when
-        ``poke`` finds another node's change)."""
+        another node's change is noticed)."""
         async with self._core.db.read() as conn:
             rows = await usage_sql.list_prices(conn)
             self._stamp = await usage_sql.prices_stamp(conn)

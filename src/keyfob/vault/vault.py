@@ -88,7 +88,6 @@ class Vault:
         self.authority = Authority(core)
         self.forwarding = Forwarding(core, self.leases)
         self.pricing = Pricing(core, self.consumer, fallback_price(settings.unknown_model_price))
-        self.proxy.on_request = self.pricing.poke  # other nodes' price changes
         self.usage = Usage(core)
         # Access tokens of OAuth and service-account sets (the proxy asks per request).
         self.refresh = Refresher(core, self.sets)
@@ -245,7 +244,6 @@ class Vault:
             await self.shipping.close()
             await self.caches.close()
             await self.proxy.settled()  # settlements in flight commit before the last batch
-            await self.pricing.close()
             await self.consumer.close()
         finally:
             self.users.passwords.close()
