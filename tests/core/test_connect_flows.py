@@ -13,7 +13,7 @@ from keyfob.errors import Conflict
 from keyfob.secret import Secret
 from keyfob.settings import Settings
 from keyfob.store.tables import oauth_flows
-from keyfob.vault import Vault
+from keyfob.vault import Context, Vault
 from keyfob.vault import connect_flows as flows
 from tests.core.conftest import run_sql
 
@@ -96,3 +96,16 @@ async def test_a_row_moved_to_another_state_does_not_open(clocked: Vault) -> Non
     )
 
     assert await clocked.connect_flows.take(second.state, second.browser) is None
+
+
+async def test_a_flow_in_progress_survives_rotate_rewrap_retire(clocked: Vault) -> None:
+    ctx = Context("operator:test")
+    started = await clocked.connect_flows.start(flow())
+
+    await clocked.keys.rotate(ctx)
+    await clocked.keys.rewrap(ctx)
+    await clocked.keys.retire(ctx, 1)
+    taken = await clocked.connect_flows.take(started.state, started.browser)
+
+    assert taken is not None
+    assert taken.client_secret.reveal() == "cs-canary-0123456789"

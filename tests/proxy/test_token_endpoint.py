@@ -5,13 +5,17 @@ nothing is saved but the failure's audit record, and the claim is let go at once
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import update
 
 from keyfob.errors import CredentialRefreshFailed
 from keyfob.proxy import egress
 from keyfob.proxy.token_fetch import TokenFetcher
+from keyfob.settings import Settings
+from keyfob.store.tables import credential_tokens
 from keyfob.vault import Context, Vault
 from tests.support.oauth_server import CLIENT_ID, FakeAuthServer
 
@@ -72,3 +76,71 @@ async def test_a_slow_token_endpoint_is_tried_once_and_nothing_is_saved(
         assert auth.token_calls == 2
     finally:
         await routes.close()
+
+
+async def _client_credentials_set(vault: Vault, ctx: Context, auth: FakeAuthServer) -> Any:
+    return await vault.sets.create(
+        ctx,
+        provider="oauth",
+        environment="test",
+        name="keys",
+        entries={"CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": auth.client_secret},
+        profile={
+            "base_url": auth.url + "/api",
+            "hosts": [auth.host],
+            "inject": {
+                "kind": "oauth2",
+                "grant": "client_credentials",
+                "token_url": auth.token_url,
+                "client_id": "CLIENT_ID",
+                "client_secret": "CLIENT_SECRET",
+            },
+            "allow_private_upstream": True,
+        },
+    )
+
+
+async def test_a_stored_token_moves_with_keys_rewrap_and_outlives_the_old_term(
+    vault: Vault, ctx: Context, settings: Settings, auth: FakeAuthServer
+) -> None:
+    created = await _client_credentials_set(vault, ctx, auth)
+    routes = egress.Egress(None)
+    fetch = TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=5))
+    try:
+        first = await vault.refresh.token(created.id, created.version, fetch)
+        await vault.keys.rotate(ctx)
+        await vault.keys.rewrap(ctx)
+        await vault.keys.retire(ctx, 1)
+        other = await Vault.open(settings)  # another node: nothing in memory
+        try:
+            again = await other.refresh.token(created.id, created.version, fetch)
+        finally:
+            await other.close()
+    finally:
+        await routes.close()
+
+    assert again.reveal() == first.reveal()
+    assert auth.token_calls == 1  # read from the database, not fetched again
+
+
+async def test_a_stored_token_that_does_not_open_is_fetched_again(
+    vault: Vault, ctx: Context, auth: FakeAuthServer
+) -> None:
+    created = await _client_credentials_set(vault, ctx, auth)
+    routes = egress.Egress(None)
+    fetch = TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=5))
+    try:
+        first = await vault.refresh.token(created.id, created.version, fetch)
+        async with vault.db.engine.begin() as conn:
+            await conn.execute(
+                update(credential_tokens)
+                .where(credential_tokens.c.set_id == created.id)
+                .values(ciphertext=b"\0" * 64)
+            )
+        vault.refresh.forget_all()
+        again = await vault.refresh.token(created.id, created.version, fetch)
+    finally:
+        await routes.close()
+
+    assert again.reveal() != first.reveal()
+    assert auth.token_calls == 2

@@ -86,3 +86,24 @@ async def release(conn: AsyncConnection, set_id: str, who: str, now: str, **valu
 
 async def purge(conn: AsyncConnection, set_id: str) -> None:
     await conn.execute(delete(t).where(t.c.set_id == set_id))
+
+
+async def on_old_terms(conn: AsyncConnection, term: int) -> list[tuple[str, int, int, bytes]]:
+    """(set id, set version, stored term, wrapped DEK) of sealed tokens under older terms."""
+    rows = await conn.execute(
+        select(t.c.set_id, t.c.version, t.c.kek_term, t.c.wrapped_dek).where(
+            and_(t.c.kek_term < term, t.c.wrapped_dek.is_not(None), t.c.version.is_not(None))
+        )
+    )
+    return [(r.set_id, r.version, r.kek_term, bytes(r.wrapped_dek)) for r in rows.all()]
+
+
+async def set_wrapped(
+    conn: AsyncConnection, set_id: str, old_term: int, term: int, wrapped: bytes
+) -> None:
+    """Swap a sealed token's wrapped DEK, only if nobody moved or replaced it meanwhile."""
+    await conn.execute(
+        update(t)
+        .where(and_(t.c.set_id == set_id, t.c.kek_term == old_term))
+        .values(kek_term=term, wrapped_dek=wrapped)
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import SECRET, Masked
@@ -70,3 +70,22 @@ async def take(
     if (await conn.execute(delete(t).where(match))).rowcount != 1:
         return None
     return FlowRow(row.state_digest, row.kek_term, bytes(row.wrapped_dek), bytes(row.ciphertext))
+
+
+async def on_old_terms(conn: AsyncConnection, term: int) -> list[tuple[str, int, bytes]]:
+    """(state digest, stored term, wrapped DEK) of flows sealed under older terms."""
+    rows = await conn.execute(
+        select(t.c.state_digest, t.c.kek_term, t.c.wrapped_dek).where(t.c.kek_term < term)
+    )
+    return [(r.state_digest, r.kek_term, bytes(r.wrapped_dek)) for r in rows.all()]
+
+
+async def set_wrapped(
+    conn: AsyncConnection, state_digest: str, old_term: int, term: int, wrapped: bytes
+) -> None:
+    """Swap a flow's wrapped DEK, only if nobody moved or took it meanwhile."""
+    await conn.execute(
+        update(t)
+        .where(and_(t.c.state_digest == state_digest, t.c.kek_term == old_term))
+        .values(kek_term=term, wrapped_dek=wrapped)
+    )

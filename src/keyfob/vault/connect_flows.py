@@ -19,6 +19,7 @@ from keyfob import crypto
 from keyfob.clock import isoformat
 from keyfob.errors import Conflict, DecryptionFailed
 from keyfob.secret import SECRET, Masked, Secret
+from keyfob.store import Tx
 from keyfob.store import oauth_flows as sql
 from keyfob.vault.core import Core
 
@@ -56,6 +57,20 @@ def _digest(value: str) -> str:
 
 def _aad(state_digest: str) -> str:
     return f"oauth_flow:{state_digest}"
+
+
+async def rewrap_flows(core: Core, tx: Tx) -> int:
+    """Move flows in progress to the active KEK term (``keys rewrap`` and ``retire``)."""
+    term = core.ring.active_term
+    moved = 0
+    for state_digest, old_term, wrapped in await sql.on_old_terms(tx.conn, term):
+        await core.ensure_term(wrapped)
+        new_term, rewrapped = crypto.rewrap(
+            core.ring, wrapped, set_id=_aad(state_digest), version=1
+        )
+        await sql.set_wrapped(tx.conn, state_digest, old_term, new_term, rewrapped)
+        moved += 1
+    return moved
 
 
 def new_verifier() -> Secret[str]:

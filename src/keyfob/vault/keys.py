@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from keyfob import crypto
 from keyfob.errors import Conflict, NotFound
+from keyfob.store import Tx
 from keyfob.store import keyring as keyring_sql
 from keyfob.store import secrets as sql
 from keyfob.vault.authority import Authority
+from keyfob.vault.connect_flows import rewrap_flows
 from keyfob.vault.context import Context
 from keyfob.vault.core import Core
+from keyfob.vault.refresh import rewrap_tokens
 from keyfob.vault.views import KeyStatus, KeyTerm, Rewrapped, Rotated, TermRetired
 
 _BATCH = 200
@@ -81,10 +84,17 @@ class Keys:
                 tx.announce("keys")
                 moved += done
         self._core.data_keys.clear()
-        # keyfob's CA key is sealed like a secret version and moves with them (not
-        # counted: ``rewrapped`` counts secret versions).
-        await Authority(self._core).rewrap()
+        # keyfob's CA key, stored access tokens and connect flows in progress are sealed
+        # like secret versions and move with them (not counted: ``rewrapped`` counts
+        # secret versions).
+        async with self._core.write() as tx:
+            await self._sealed_with_them(tx)
         return Rewrapped(moved, self._core.ring.active_term)
+
+    async def _sealed_with_them(self, tx: Tx) -> None:
+        await Authority(self._core).rewrap_in(tx)
+        await rewrap_tokens(self._core, tx)
+        await rewrap_flows(self._core, tx)
 
     async def retire(self, ctx: Context, term: int) -> TermRetired:
         async with self._core.write() as tx:
@@ -103,8 +113,8 @@ class Keys:
                     f"key term {term} still wraps {still} records; run keys rewrap first",
                     records=still,
                 )
-            # keyfob's CA key moves along by itself: there is no CA without it.
-            await Authority(self._core).rewrap_in(tx)
+            # The CA key, access tokens and connect flows move along by themselves.
+            await self._sealed_with_them(tx)
             await keyring_sql.retire_term(tx.conn, term, self._core.now())
             await self._core.record(tx, ctx, "keys.retire", f"kek:{term}", details={"term": term})
             tx.announce("keys")  # every node forgets the term

@@ -27,11 +27,11 @@ from typing import Any
 
 from keyfob import crypto
 from keyfob.clock import isoformat, parse_iso
-from keyfob.errors import CredentialRefreshFailed
+from keyfob.errors import CredentialRefreshFailed, DecryptionFailed
 from keyfob.profiles import Profile
 from keyfob.profiles.model import GitHubApp, GoogleServiceAccount, OAuth2
 from keyfob.secret import SECRET, Masked, Secret
-from keyfob.store import SetRow
+from keyfob.store import SetRow, Tx
 from keyfob.store import credential_tokens as token_sql
 from keyfob.store import secrets as sets_sql
 from keyfob.store.credential_tokens import TokenState
@@ -75,6 +75,24 @@ class Policy:
     claim_seconds: float = 60.0
     poll: float = 0.02
     wait: float = 30.0
+
+
+def _token_aad(set_id: str) -> str:
+    return f"{set_id}:token"
+
+
+async def rewrap_tokens(core: Core, tx: Tx) -> int:
+    """Move sealed access tokens to the active KEK term (``keys rewrap`` and ``retire``)."""
+    term = core.ring.active_term
+    moved = 0
+    for set_id, version, old_term, wrapped in await token_sql.on_old_terms(tx.conn, term):
+        await core.ensure_term(wrapped)
+        new_term, rewrapped = crypto.rewrap(
+            core.ring, wrapped, set_id=_token_aad(set_id), version=version
+        )
+        await token_sql.set_wrapped(tx.conn, set_id, old_term, new_term, rewrapped)
+        moved += 1
+    return moved
 
 
 class Refresher:
@@ -176,13 +194,19 @@ class Refresher:
         ):
             return None
         expires = parse_iso(state.expires_at, bounded=False).timestamp()
-        entries = await self._core.open_entries(
-            f"{state.set_id}:token",
-            state.version,
-            state.kek_term,
-            state.wrapped_dek,
-            state.ciphertext,
-        )
+        try:
+            entries = await self._core.open_entries(
+                _token_aad(state.set_id),
+                state.version,
+                state.kek_term,
+                state.wrapped_dek,
+                state.ciphertext,
+            )
+        except DecryptionFailed:
+            # A stored token is a cache: one that no longer opens (its key term retired
+            # before ``keys rewrap`` reached it, or a damaged row) is fetched again.
+            log.warning("a stored access token did not open; fetching a new one")
+            return None
         token = Secret(str(entries.get("access_token", "")))
         cached = _Cached(token, state.version, expires, state.lifetime or 1)
         if cached.due(self._now()) or not token.reveal():
@@ -294,7 +318,7 @@ class Refresher:
                 rotated = True
             await self._core.sync_terms(tx)
             plain = json.dumps({"access_token": minted.access_token.reveal()}).encode()
-            sealed = crypto.seal(self._core.ring, plain, set_id=f"{row.id}:token", version=version)
+            sealed = crypto.seal(self._core.ring, plain, set_id=_token_aad(row.id), version=version)
             expires = now + timedelta(seconds=minted.lifetime)
             await token_sql.release(
                 tx.conn,
