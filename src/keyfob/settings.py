@@ -237,8 +237,14 @@ class Settings(BaseSettings):
     )
     audit_ship_syslog: str | None = Field(
         None,
-        description="Ship audit records to syslog as RFC 5424 messages: `udp://HOST:PORT` or "
-        "`tcp://HOST:PORT` (octet-counted framing, RFC 6587). Default: off.",
+        description="Ship audit records to syslog as RFC 5424 messages: `udp://HOST:PORT`, "
+        "`tcp://HOST:PORT` (octet-counted framing, RFC 6587) or `tls://HOST:PORT` (the same "
+        "framing over TLS, RFC 5425; the server's certificate is verified). Default: off.",
+    )
+    audit_ship_syslog_ca_file: Path | None = Field(
+        None,
+        description="PEM file of extra CA certificates trusted for `tls://` syslog (the "
+        "system store is always trusted).",
     )
     audit_ship_syslog_facility: int = Field(
         13, ge=0, le=23, description="Syslog facility of shipped records (13: log audit)."
@@ -320,8 +326,8 @@ class Settings(BaseSettings):
     def _syslog(cls, value: str | None) -> str | None:
         if value is not None:
             scheme, sep, rest = value.partition("://")
-            if not sep or scheme not in ("udp", "tcp"):
-                raise ValueError("must be udp://HOST:PORT or tcp://HOST:PORT")
+            if not sep or scheme not in ("udp", "tcp", "tls"):
+                raise ValueError("must be udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
             split_listen(rest)
         return value
 

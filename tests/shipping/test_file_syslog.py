@@ -1,10 +1,11 @@
-"""Audit shipping to a rotated JSONL file and to syslog (RFC 5424 over UDP)."""
+"""Audit shipping to a rotated JSONL file and to syslog (RFC 5424 over UDP, TCP, TLS)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+import ssl
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from keyfob.settings import Settings
 from keyfob.store import audit_ship
 from keyfob.vault import Vault
 from tests.shipping.conftest import FAST, free_port, head_seq, make_records, wait_for
+from tests.support.certs import TestCa
 
 
 def records_in(path: Path) -> list[dict[str, Any]]:
@@ -142,24 +144,38 @@ async def test_the_serving_process_ships_from_start_up_and_stops_cleanly(
     assert cursor.claimed_by is None
 
 
-async def test_syslog_tcp_uses_octet_counting(
-    open_shipping_vault: Callable[..., Awaitable[Vault]],
-) -> None:
-    """Over TCP each message is framed as ``<length> <message>`` (RFC 6587)."""
-    frames: list[bytes] = []
+class Frames:
+    """A syslog receiver over TCP or TLS: octet-counted frames (RFC 6587, RFC 5425)."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 length = await reader.readuntil(b" ")
-                frames.append(await reader.readexactly(int(length[:-1])))
-        except (asyncio.IncompleteReadError, ConnectionError):
+                self.frames.append(await reader.readexactly(int(length[:-1])))
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             writer.close()
 
+
+@pytest.mark.parametrize("scheme", ["tcp", "tls"])
+async def test_syslog_tcp_and_tls_use_octet_counting(
+    open_shipping_vault: Callable[..., Awaitable[Vault]], tmp_path: Path, scheme: str
+) -> None:
+    """Over TCP and TLS each message is framed as ``<length> <message>``; over TLS the
+    receiver's certificate is verified against the configured CA file."""
+    receiver = Frames()
+    frames = receiver.frames
+    ca = TestCa(tmp_path / "ca")
+    tls = ca.server("syslog", ["127.0.0.1"]) if scheme == "tls" else None
     port = free_port()
-    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    server = await asyncio.start_server(receiver.serve, "127.0.0.1", port, ssl=tls)
     try:
-        vault = await open_shipping_vault(audit_ship_syslog=f"tcp://127.0.0.1:{port}")
+        vault = await open_shipping_vault(
+            audit_ship_syslog=f"{scheme}://127.0.0.1:{port}",
+            audit_ship_syslog_ca_file=ca.ca_file,
+        )
         await vault.shipping.start(build_sinks(vault.settings))
         await make_records(vault, 6)
         last = await head_seq(vault)
@@ -173,3 +189,34 @@ async def test_syslog_tcp_uses_octet_counting(
     chain = ShippedChain()
     assert chain.feed_all(json.loads(m["msg"]) for m in matches if m) == last
     assert chain.ok
+
+
+async def test_syslog_over_tls_refuses_a_receiver_it_does_not_trust(
+    open_shipping_vault: Callable[..., Awaitable[Vault]], tmp_path: Path
+) -> None:
+    """A receiver whose certificate no trusted CA signed gets nothing; the sink says why."""
+    receiver = Frames()
+    tls = TestCa(tmp_path / "untrusted").server("syslog", ["127.0.0.1"])
+    port = free_port()
+    server = await asyncio.start_server(receiver.serve, "127.0.0.1", port, ssl=tls)
+    try:
+        vault = await open_shipping_vault(audit_ship_syslog=f"tls://127.0.0.1:{port}")
+        await vault.shipping.start(build_sinks(vault.settings))
+        await make_records(vault, 3)
+
+        async def failing() -> str | None:
+            (state,) = await vault.shipping.status()
+            return state["problem"] if state["problem"] and "Cert" in state["problem"] else None
+
+        problem = None
+        for _ in range(200):
+            problem = await failing()
+            if problem:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert problem is not None
+    assert "SSLCertVerificationError sending to syslog at tls://127.0.0.1" in problem
+    assert receiver.frames == []

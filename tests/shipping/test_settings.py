@@ -16,7 +16,7 @@ from keyfob.vault.shipping import Policy, configured_sinks
         ("audit_ship_webhook", "https://user:pw@siem.example.com/hook"),
         ("audit_ship_webhook", "siem.example.com/hook"),
         ("audit_ship_syslog", "127.0.0.1:514"),
-        ("audit_ship_syslog", "tls://127.0.0.1:6514"),
+        ("audit_ship_syslog", "tcps://127.0.0.1:6514"),
         ("audit_ship_syslog", "udp://127.0.0.1"),
     ],
 )

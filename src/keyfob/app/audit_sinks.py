@@ -1,5 +1,5 @@
 """The audit shipping sinks ``KEYFOB_AUDIT_SHIP_*`` configure: a rotated JSONL file,
-syslog (RFC 5424 over UDP or TCP) and an HTTPS webhook.
+syslog (RFC 5424 over UDP, TCP or TLS) and an HTTPS webhook.
 
 Each ``send`` returns only once its batch is delivered as far as the sink can tell (the
 file fsynced, the TCP stream drained, a 2xx from the webhook) and raises ``ShipFailed``
@@ -91,13 +91,15 @@ class FileSink:
 
 
 class SyslogSink:
-    """RFC 5424 messages, one datagram each over UDP, octet-counted over TCP (RFC 6587)."""
+    """RFC 5424 messages, one datagram each over UDP, octet-counted over TCP (RFC 6587)
+    or over TLS with the server's certificate verified (RFC 5425)."""
 
     name = "syslog"
 
-    def __init__(self, target: str, facility: int) -> None:
-        scheme, _, address = target.partition("://")
-        self.tcp = scheme == "tcp"
+    def __init__(self, target: str, facility: int, ca_file: Path | None = None) -> None:
+        self.scheme, _, address = target.partition("://")
+        self.tcp = self.scheme in ("tcp", "tls")
+        self._tls = tls_context(ca_file) if self.scheme == "tls" else None
         self.host, self.port = split_listen(address)
         self.facility = facility
         self.hostname = socket.gethostname()
@@ -113,13 +115,13 @@ class SyslogSink:
 
     async def send(self, events: Sequence[Event]) -> None:
         messages = self._messages(events)
-        where = f"{'tcp' if self.tcp else 'udp'}://{self.host}:{self.port}"
+        where = f"{self.scheme}://{self.host}:{self.port}"
         try:
             if self.tcp:
                 await self._send_tcp(messages)
             else:
                 await self._send_udp(messages)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             await self.close()
             raise ShipFailed(f"{type(exc).__name__} sending to syslog at {where}") from exc
 
@@ -138,7 +140,8 @@ class SyslogSink:
     async def _send_tcp(self, messages: list[bytes]) -> None:
         writer = self._writer
         if writer is None or writer.is_closing():
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
+            opening = asyncio.open_connection(self.host, self.port, ssl=self._tls)
+            _, writer = await asyncio.wait_for(opening, 10)
             self._writer = writer
         assert writer is not None
         for message in messages:
@@ -232,7 +235,13 @@ def build_sinks(settings: Settings) -> list[Sink]:
             )
         )
     if settings.audit_ship_syslog is not None:
-        sinks.append(SyslogSink(settings.audit_ship_syslog, settings.audit_ship_syslog_facility))
+        sinks.append(
+            SyslogSink(
+                settings.audit_ship_syslog,
+                settings.audit_ship_syslog_facility,
+                settings.audit_ship_syslog_ca_file,
+            )
+        )
     if settings.audit_ship_webhook is not None:
         token = settings.audit_ship_webhook_token
         secret = settings.audit_ship_webhook_secret
