@@ -29,14 +29,15 @@ async def auth() -> AsyncIterator[FakeAuthServer]:
         fake.stop()
 
 
-async def test_a_slow_token_endpoint_is_tried_once_and_nothing_is_saved(
-    vault: Vault, ctx: Context, auth: FakeAuthServer
-) -> None:
-    created = await vault.sets.create(
+async def oauth_set(
+    vault: Vault, ctx: Context, auth: FakeAuthServer, name: str, **inject: str
+) -> Any:
+    """An OAuth set against the fake authorization server (``inject``: the grant's fields)."""
+    return await vault.sets.create(
         ctx,
         provider="oauth",
         environment="test",
-        name="slow",
+        name=name,
         entries={
             "CLIENT_ID": CLIENT_ID,
             "CLIENT_SECRET": auth.client_secret,
@@ -45,14 +46,17 @@ async def test_a_slow_token_endpoint_is_tried_once_and_nothing_is_saved(
         profile={
             "base_url": auth.url + "/api",
             "hosts": [auth.host],
-            "inject": {
-                "kind": "oauth2",
-                "grant": "refresh_token",
-                "token_url": auth.token_url,
-                "refresh_token": "REFRESH_TOKEN",
-            },
+            "inject": {"kind": "oauth2", "token_url": auth.token_url, **inject},
             "allow_private_upstream": True,
         },
+    )
+
+
+async def test_a_slow_token_endpoint_is_tried_once_and_nothing_is_saved(
+    vault: Vault, ctx: Context, auth: FakeAuthServer
+) -> None:
+    created = await oauth_set(
+        vault, ctx, auth, "slow", grant="refresh_token", refresh_token="REFRESH_TOKEN"
     )
     routes = egress.Egress(None)
     fetch = TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=0.3))
@@ -78,32 +82,18 @@ async def test_a_slow_token_endpoint_is_tried_once_and_nothing_is_saved(
         await routes.close()
 
 
-async def _client_credentials_set(vault: Vault, ctx: Context, auth: FakeAuthServer) -> Any:
-    return await vault.sets.create(
-        ctx,
-        provider="oauth",
-        environment="test",
-        name="keys",
-        entries={"CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": auth.client_secret},
-        profile={
-            "base_url": auth.url + "/api",
-            "hosts": [auth.host],
-            "inject": {
-                "kind": "oauth2",
-                "grant": "client_credentials",
-                "token_url": auth.token_url,
-                "client_id": "CLIENT_ID",
-                "client_secret": "CLIENT_SECRET",
-            },
-            "allow_private_upstream": True,
-        },
-    )
-
-
 async def test_a_stored_token_moves_with_keys_rewrap_and_outlives_the_old_term(
     vault: Vault, ctx: Context, settings: Settings, auth: FakeAuthServer
 ) -> None:
-    created = await _client_credentials_set(vault, ctx, auth)
+    created = await oauth_set(
+        vault,
+        ctx,
+        auth,
+        "keys",
+        grant="client_credentials",
+        client_id="CLIENT_ID",
+        client_secret="CLIENT_SECRET",
+    )
     routes = egress.Egress(None)
     fetch = TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=5))
     try:
@@ -126,7 +116,15 @@ async def test_a_stored_token_moves_with_keys_rewrap_and_outlives_the_old_term(
 async def test_a_stored_token_that_does_not_open_is_fetched_again(
     vault: Vault, ctx: Context, auth: FakeAuthServer
 ) -> None:
-    created = await _client_credentials_set(vault, ctx, auth)
+    created = await oauth_set(
+        vault,
+        ctx,
+        auth,
+        "keys",
+        grant="client_credentials",
+        client_id="CLIENT_ID",
+        client_secret="CLIENT_SECRET",
+    )
     routes = egress.Egress(None)
     fetch = TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=5))
     try:
