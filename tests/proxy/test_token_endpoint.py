@@ -82,10 +82,17 @@ async def test_a_slow_token_endpoint_is_tried_once_and_nothing_is_saved(
         await routes.close()
 
 
-async def test_a_stored_token_moves_with_keys_rewrap_and_outlives_the_old_term(
-    vault: Vault, ctx: Context, settings: Settings, auth: FakeAuthServer
-) -> None:
-    created = await oauth_set(
+@pytest.fixture
+async def fetch() -> AsyncIterator[TokenFetcher]:
+    routes = egress.Egress(None)
+    try:
+        yield TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=5))
+    finally:
+        await routes.close()
+
+
+async def client_credentials(vault: Vault, ctx: Context, auth: FakeAuthServer) -> Any:
+    return await oauth_set(
         vault,
         ctx,
         auth,
@@ -94,51 +101,39 @@ async def test_a_stored_token_moves_with_keys_rewrap_and_outlives_the_old_term(
         client_id="CLIENT_ID",
         client_secret="CLIENT_SECRET",
     )
-    routes = egress.Egress(None)
-    fetch = TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=5))
+
+
+async def test_a_stored_token_moves_with_keys_rewrap_and_outlives_the_old_term(
+    vault: Vault, ctx: Context, settings: Settings, auth: FakeAuthServer, fetch: TokenFetcher
+) -> None:
+    created = await client_credentials(vault, ctx, auth)
+    first = await vault.refresh.token(created.id, created.version, fetch)
+    await vault.keys.rotate(ctx)
+    await vault.keys.rewrap(ctx)
+    await vault.keys.retire(ctx, 1)
+    other = await Vault.open(settings)  # another node: nothing in memory
     try:
-        first = await vault.refresh.token(created.id, created.version, fetch)
-        await vault.keys.rotate(ctx)
-        await vault.keys.rewrap(ctx)
-        await vault.keys.retire(ctx, 1)
-        other = await Vault.open(settings)  # another node: nothing in memory
-        try:
-            again = await other.refresh.token(created.id, created.version, fetch)
-        finally:
-            await other.close()
+        again = await other.refresh.token(created.id, created.version, fetch)
     finally:
-        await routes.close()
+        await other.close()
 
     assert again.reveal() == first.reveal()
     assert auth.token_calls == 1  # read from the database, not fetched again
 
 
 async def test_a_stored_token_that_does_not_open_is_fetched_again(
-    vault: Vault, ctx: Context, auth: FakeAuthServer
+    vault: Vault, ctx: Context, auth: FakeAuthServer, fetch: TokenFetcher
 ) -> None:
-    created = await oauth_set(
-        vault,
-        ctx,
-        auth,
-        "keys",
-        grant="client_credentials",
-        client_id="CLIENT_ID",
-        client_secret="CLIENT_SECRET",
-    )
-    routes = egress.Egress(None)
-    fetch = TokenFetcher(routes, timeout=aiohttp.ClientTimeout(total=5))
-    try:
-        first = await vault.refresh.token(created.id, created.version, fetch)
-        async with vault.db.engine.begin() as conn:
-            await conn.execute(
-                update(credential_tokens)
-                .where(credential_tokens.c.set_id == created.id)
-                .values(ciphertext=b"\0" * 64)
-            )
-        vault.refresh.forget_all()
-        again = await vault.refresh.token(created.id, created.version, fetch)
-    finally:
-        await routes.close()
+    created = await client_credentials(vault, ctx, auth)
+    first = await vault.refresh.token(created.id, created.version, fetch)
+    async with vault.db.engine.begin() as conn:
+        await conn.execute(
+            update(credential_tokens)
+            .where(credential_tokens.c.set_id == created.id)
+            .values(ciphertext=b"\0" * 64)
+        )
+    vault.refresh.forget_all()
+    again = await vault.refresh.token(created.id, created.version, fetch)
 
     assert again.reveal() != first.reveal()
     assert auth.token_calls == 2
