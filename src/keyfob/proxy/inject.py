@@ -8,6 +8,7 @@ into the one header or parameter the profile names, never into a body.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,20 +88,27 @@ def forwarded(profile: Profile, pairs: list[tuple[str, str]]) -> list[tuple[str,
     return [(n, v) for n, v in pairs if n not in own]
 
 
+@functools.lru_cache(maxsize=1024)
+def _base(base_url: str) -> tuple[str, str, int, str]:
+    """A base URL's scheme, lower-case host, port and path: parsed once per URL, not once
+    per request (the text is the key, so a changed profile parses its own)."""
+    base = urlsplit(base_url)
+    port = base.port or (443 if base.scheme == "https" else 80)
+    return base.scheme, (base.hostname or "").lower(), port, base.path
+
+
 def target(profile: Profile, method: str, path: str, query: str) -> Upstream:
     """Where the request goes: the profile's base URL joined with the normalised path."""
-    base = urlsplit(profile.base_url)
-    host = (base.hostname or "").lower()
+    scheme, host, port, base_path = _base(profile.base_url)
     if host not in profile.hosts:
         # The profile validator makes this impossible; a row edited in the database must not
         # redirect credentials either.
         raise BadGateway("the secret set's upstream is not one of its allowed hosts")
-    port = base.port or (443 if base.scheme == "https" else 80)
-    if base.scheme != "https" and not profile.allow_private_upstream:
+    if scheme != "https" and not profile.allow_private_upstream:
         raise BadGateway("the secret set's upstream is not HTTPS")
     if isinstance(profile.inject, Query):
         query = paths.without_param(query, profile.inject.param)
-    return Upstream(method, base.scheme, host, port, paths.join(base.path, path), query)
+    return Upstream(method, scheme, host, port, paths.join(base_path, path), query)
 
 
 def payload_hash(agent_value: str | None) -> str | None:

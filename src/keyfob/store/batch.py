@@ -17,9 +17,9 @@ import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
@@ -327,6 +327,19 @@ def _columns(table: Any) -> str:
     return ", ".join(c.name for c in table.c)
 
 
+R = TypeVar("R")
+
+
+def _with(row: R, **changes: Any) -> R:
+    """A copy of a frozen row with ``changes``: what ``dataclasses.replace`` makes, without
+    re-running ``__init__`` field by field (the counters move on every proxied request)."""
+    fields_now = row.__dict__
+    assert changes.keys() <= fields_now.keys()
+    copy = object.__new__(type(row))
+    copy.__dict__.update(fields_now, **changes)
+    return copy
+
+
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -511,7 +524,8 @@ class SqliteBatch(Batch):
         self._new_leases.extend(rows)
 
     def exported(self, set_ids: Collection[str], when: str) -> None:
-        self.conn.executemany(_SQL_EXPORTED, [(when, i) for i in set_ids])
+        if set_ids:  # an export is rare; a proxied batch has none
+            self.conn.executemany(_SQL_EXPORTED, [(when, i) for i in set_ids])
 
     def budget_used(self, keys: Collection[BudgetKey]) -> dict[BudgetKey, int]:
         out: dict[BudgetKey, int] = {}
@@ -544,9 +558,9 @@ class SqliteBatch(Batch):
             cache.digests[row.id] = digest
         for lease_id, _, uses in self._lease_changes:
             digest = cache.digests[lease_id]
-            cache.leases[digest] = replace(cache.leases[digest], uses=uses)
+            cache.leases[digest] = _with(cache.leases[digest], uses=uses)
         for grant_id, _, uses, window, count in self._grant_changes:
-            cache.grants[grant_id] = replace(
+            cache.grants[grant_id] = _with(
                 cache.grants[grant_id], uses=uses, rate_window=window, rate_count=count
             )
 

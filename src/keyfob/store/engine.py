@@ -40,8 +40,8 @@ T = TypeVar("T")
 log = logging.getLogger("keyfob.store")
 
 # Committed WAL pages are copied into the database at most this often (seconds), by a
-# connection of their own in a thread of their own: never inside a batch, never under
-# the write lock, so no request waits for one.
+# connection of their own in a thread of their own: never inside a batch, and the bulk of
+# the copy never under the write lock, so requests rarely wait for one.
 WAL_CHECKPOINT_INTERVAL = 1.0
 # How long a batch in the writer thread waits for another process's write lock (seconds).
 LOCK_WAIT = 30.0
@@ -191,7 +191,8 @@ class Database:
         self._checkpointer: ThreadPoolExecutor | None = None
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_timer: asyncio.TimerHandle | None = None
-        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._batches = 0  # SQLite batches committed (a checkpoint asks if any came since)
         self._rows = RowCache()
         self._synchronous = sqlite_synchronous
         # Told of every committed transaction's audit records and how long the commit
@@ -387,6 +388,7 @@ class Database:
                         done = await loop.run_in_executor(
                             self._writer_pool(), self._sqlite_batch, work, True
                         )
+                    self._batches += 1
                     if self._checkpoint_timer is None:
                         self._checkpoint_timer = loop.call_later(
                             WAL_CHECKPOINT_INTERVAL, self._start_wal_checkpoint, loop
@@ -478,18 +480,38 @@ class Database:
             return
         if self._checkpointer is None:
             self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="keyfob-checkpoint")
-        self._checkpointing = loop.run_in_executor(self._checkpointer, self._wal_checkpoint)
+        self._checkpointing = loop.create_task(self._checkpoint_wal(self._checkpointer))
         self._checkpointing.add_done_callback(_checkpoint_done)
 
-    def _wal_checkpoint(self) -> None:
+    async def _checkpoint_wal(self, pool: ThreadPoolExecutor) -> None:
+        """Copy the WAL into the database, then let the next batch start the WAL over.
+
+        SQLite restarts the WAL from its beginning only when a write transaction starts
+        with every frame already copied. Under steady load batches keep committing while
+        the copy runs, so that never happened: the WAL grew by every commit (tens of MB a
+        second at one client) and each commit extended the file, which costs more than
+        overwriting it. So the frames committed during the copy are copied once more with
+        the write lock held (a short copy: a fraction of a second's commits), and the next
+        batch finds the WAL done and writes from its start again.
+        """
+        loop = asyncio.get_running_loop()
+        batches = self._batches
+        frames, copied = await loop.run_in_executor(pool, self._wal_checkpoint)
+        if self._write_lock is None or (self._batches == batches and copied >= frames):
+            return
+        async with self._write_lock:
+            await loop.run_in_executor(pool, self._wal_checkpoint)
+
+    def _wal_checkpoint(self) -> tuple[int, int]:
         """Move committed WAL pages into the database without blocking readers or writers
-        (PASSIVE: it copies what it can and never waits for a lock)."""
+        (PASSIVE: it copies what it can and never waits for a lock): (frames, copied)."""
         if self._checkpoint_conn is None:
             path = self.url.removeprefix("sqlite+aiosqlite:///")
             self._checkpoint_conn = sqlite3.connect(
                 path, timeout=0, isolation_level=None, check_same_thread=False
             )
-        self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        row = self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return (int(row[1]), int(row[2])) if row is not None else (0, 0)
 
     def _close_checkpointer(self) -> None:
         if self._checkpoint_conn is not None:

@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from keyfob import tokens
 from keyfob.profiles import Profile, metering
@@ -25,7 +24,7 @@ from keyfob.profiles.taps import Tap, Usage
 from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store.batch import Draft, SetState
 from keyfob.vault import budgets
-from keyfob.vault.consume import Attempt, Consumer, Settlement, token_kind
+from keyfob.vault.consume import Attempt, Consumer, Settlement, token_kind, upstream_host
 from keyfob.vault.core import Core
 from keyfob.vault.decision import PROXY
 
@@ -145,7 +144,7 @@ class Proxying:
             "lease_id": use.lease_id,
             "grant_id": use.grant_id,
             "method": request.method,
-            "host": urlsplit(use.profile.base_url).netloc,
+            "host": upstream_host(use.profile.base_url),
             "path": request.path,
             "duration_ms": round((time.monotonic() - use.started) * 1000, 3),
             **details,
