@@ -103,6 +103,50 @@ class _PgTemplate:
 
 _pg_template: _PgTemplate | None = None
 
+# One event loop and one connection kept for the whole process: a reset is then a few
+# round trips (~10 ms) instead of a connection, a TRUNCATE of every table (new files for
+# each, ~0.4 s) and a disconnect. The loop is never the thread's current loop, so the
+# tests' own loops are untouched.
+_runner: asyncio.Runner | None = None
+_kept: Any = None
+
+
+def _run(coro: Any) -> Any:
+    global _runner
+    if _runner is None:
+        _runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+        atexit.register(_close_runner)
+    return _runner.run(coro)
+
+
+def _close_runner() -> None:
+    global _runner
+    if _runner is not None:
+        _runner.run(_forget_connection())
+        _runner.close()
+        _runner = None
+
+
+async def _connection(url: str) -> Any:
+    global _kept
+    import asyncpg
+
+    if _kept is None or _kept.is_closed():
+        _kept = await asyncpg.connect(_dsn(url))
+        await _kept.execute("SET lock_timeout = '20s'")
+    return _kept
+
+
+async def _forget_connection() -> None:
+    global _kept
+    kept, _kept = _kept, None
+    if kept is not None:
+        try:
+            await kept.close(timeout=5)
+        except Exception:
+            kept.terminate()
+
+
 _TRIGGERS = "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal"
 _TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
 
@@ -155,34 +199,41 @@ async def _rebuild(url: str) -> _PgTemplate:
 
 
 async def _empty(url: str, template: _PgTemplate) -> bool:
-    """Empty every table and put the seeded rows back; False if the schema was changed."""
-    import asyncpg
+    """Empty every table and put the seeded rows back; False if the schema was changed.
 
-    conn = await asyncpg.connect(_dsn(url))
-    try:
-        await conn.execute("SET lock_timeout = '20s'")
-        tables = [r["tablename"] for r in await conn.fetch(_TABLES)]
-        if tables != template.tables or await conn.fetchval(_TRIGGERS) != template.triggers:
-            return False
-        async with conn.transaction():
-            await conn.execute(f"TRUNCATE {_quoted(tables)} RESTART IDENTITY CASCADE")
-            for table, (columns, rows) in template.seeded.items():
-                await conn.copy_records_to_table(table, records=rows, columns=columns)
-    finally:
-        await conn.close()
+    DELETE with the foreign keys' checks off (``session_replication_role = replica``)
+    does what ``TRUNCATE`` did, without a new file per table. (The schema has no
+    sequences: keyfob makes its ids.)
+    """
+    conn = await _connection(url)
+    tables = [r["tablename"] for r in await conn.fetch(_TABLES)]
+    if tables != template.tables or await conn.fetchval(_TRIGGERS) != template.triggers:
+        return False
+    statements = ["SET LOCAL session_replication_role = replica"]
+    statements += [f'DELETE FROM "{table}"' for table in tables]
+    async with conn.transaction():
+        await conn.execute(";\n".join(statements))
+        for table, (columns, rows) in template.seeded.items():
+            await conn.copy_records_to_table(table, records=rows, columns=columns)
     return True
 
 
 async def _reset_pg(url: str) -> None:
     global _pg_template
-    if _pg_template is None or not await _empty(url, _pg_template):
-        _pg_template = await _rebuild(url)
+    try:
+        if _pg_template is not None and await _empty(url, _pg_template):
+            return
+    except Exception:
+        await _forget_connection()
+        raise
+    await _forget_connection()  # the schema changes: no statement cached against the old one
+    _pg_template = await _rebuild(url)
 
 
 def reset_postgres() -> str:
     """Empty this process's test database (migrated, as a fresh one would be); its URL."""
     assert PG_URL is not None
-    asyncio.run(_reset_pg(PG_URL))
+    _run(_reset_pg(PG_URL))
     return PG_URL
 
 
@@ -190,6 +241,7 @@ def drop_worker_database() -> None:
     """Drop the per-worker database (never the one KEYFOB_TEST_DATABASE_URL names)."""
     if PG_URL is None or PG_URL == BASE_PG_URL:
         return
+    _close_runner()
 
     async def drop() -> None:
         import asyncpg
