@@ -1,7 +1,8 @@
 """The forward proxy's benchmark row: 32 keep-alive clients through CONNECT + TLS
 interception, against the reverse route in the same run, to the same TLS upstream.
 
-``python bench/forward.py [--clients 32] [--duration 10] [--handshakes 200]``
+``python bench/forward.py [--clients 32] [--duration 10] [--rounds 2] [--handshakes 200]
+[--modes reverse,forward]``
 
 One keyfob process serves both routes (``KEYFOB_PROXY_LISTEN``); the upstream is
 ``bench/upstream.py``'s protocol behind TLS, named ``bench.example`` through
@@ -11,6 +12,11 @@ CONNECT tunnel (one TLS handshake per client, then keep-alive) to
 ``https://bench.example/…``. The load generator shares the machine's cores with keyfob
 and does the client side of TLS for the forward row, so the ratio is a lower bound.
 The handshake row times CONNECT + TLS with keyfob's leaf already cached.
+
+Each row also gives keyfob's CPU time per request (``cpu_ms_per_request``: user + system
+time of the keyfob process over the measured window, from ``/proc/<pid>/stat``, divided by
+the requests answered in it): on a loaded machine requests per second move with the other
+tenants, CPU per request much less.
 """
 
 from __future__ import annotations
@@ -145,13 +151,36 @@ async def _tunnel(
     return reader, writer
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 async def load(
-    mode: str, clients: int, duration: float, warmup: float, connect: Any, request: bytes
+    mode: str,
+    clients: int,
+    duration: float,
+    warmup: float,
+    connect: Any,
+    request: bytes,
+    server_pid: int,
 ) -> dict[str, Any]:
     done = 0
     errors = 0
     start = time.monotonic() + warmup
     end = start + duration
+    cpu: list[float] = []
+
+    async def sample() -> None:
+        for moment in (start, end):
+            await asyncio.sleep(max(0.0, moment - time.monotonic()))
+            cpu.append(cpu_seconds(server_pid))
 
     async def client() -> None:
         nonlocal done, errors
@@ -168,8 +197,16 @@ async def load(
         finally:
             writer.close()
 
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return {"mode": mode, "clients": clients, "rps": round(done / duration, 1), "errors": errors}
+    await asyncio.gather(sample(), *(client() for _ in range(clients)))
+    used = cpu[1] - cpu[0]
+    return {
+        "mode": mode,
+        "clients": clients,
+        "rps": round(done / duration, 1),
+        "errors": errors,
+        "cpu_ms_per_request": round(used * 1000 / done, 3) if done else None,
+        "cpu_busy": round(used / duration, 2),
+    }
 
 
 async def measure(
@@ -178,6 +215,7 @@ async def measure(
     kf_port: int,
     tokens: dict[str, str],
     trust: ssl.SSLContext,
+    server_pid: int,
 ) -> dict[str, Any]:
     reverse = (
         f"POST /proxy/{SET_PATH}{PATH} HTTP/1.1\r\nHost: 127.0.0.1:{kf_port}\r\n"
@@ -195,27 +233,44 @@ async def measure(
     async def tunnelled() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await _tunnel(proxy_port, tokens["credential"], trust)
 
+    load_at_start = os.getloadavg()
+    runs = {"reverse": (plain, reverse), "forward": (tunnelled, forward)}
     rows = []
     for _ in range(args.rounds):
-        rows.append(await load("reverse", args.clients, args.duration, 1.0, plain, reverse))
-        rows.append(await load("forward", args.clients, args.duration, 1.0, tunnelled, forward))
+        for mode in args.modes:
+            connect, request = runs[mode]
+            rows.append(
+                await load(mode, args.clients, args.duration, 1.0, connect, request, server_pid)
+            )
     # CONNECT + TLS with the leaf cached (the runs above minted it), one at a time.
-    times = []
-    for _ in range(args.handshakes):
+    times: list[float] = []
+    for _ in range(args.handshakes if "forward" in args.modes else 0):
         began = time.perf_counter()
         _, writer = await tunnelled()
         times.append((time.perf_counter() - began) * 1000)
         writer.close()
-    reverse_rps = statistics.median(r["rps"] for r in rows if r["mode"] == "reverse")
-    forward_rps = statistics.median(r["rps"] for r in rows if r["mode"] == "forward")
-    return {
+    result: dict[str, Any] = {
         "rows": rows,
-        "reverse_rps": reverse_rps,
-        "forward_rps": forward_rps,
-        "forward_vs_reverse": round(forward_rps / reverse_rps, 3) if reverse_rps else None,
-        "handshake_ms_p50": round(statistics.median(times), 3),
-        "handshake_ms_p90": round(sorted(times)[int(0.9 * (len(times) - 1))], 3),
+        "load_average_start": [round(x, 2) for x in load_at_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }
+    for mode in args.modes:
+        mine = [r for r in rows if r["mode"] == mode]
+        result[f"{mode}_rps"] = statistics.median(r["rps"] for r in mine)
+        per_request = [r["cpu_ms_per_request"] for r in mine if r["cpu_ms_per_request"]]
+        result[f"{mode}_cpu_ms_per_request"] = (
+            round(statistics.median(per_request), 3) if per_request else None
+        )
+    if {"reverse", "forward"} <= set(args.modes) and result["reverse_rps"]:
+        result["forward_vs_reverse"] = round(result["forward_rps"] / result["reverse_rps"], 3)
+        if result["forward_cpu_ms_per_request"] and result["reverse_cpu_ms_per_request"]:
+            result["forward_vs_reverse_cpu_per_request"] = round(
+                result["forward_cpu_ms_per_request"] / result["reverse_cpu_ms_per_request"], 3
+            )
+    if times:
+        result["handshake_ms_p50"] = round(statistics.median(times), 3)
+        result["handshake_ms_p90"] = round(sorted(times)[int(0.9 * (len(times) - 1))], 3)
+    return result
 
 
 def main() -> int:
@@ -224,7 +279,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--handshakes", type=int, default=200)
+    parser.add_argument(
+        "--modes",
+        type=lambda text: [m for m in text.split(",") if m],
+        default=["reverse", "forward"],
+        help="comma-separated, of reverse and forward (default both, in that order)",
+    )
     args = parser.parse_args()
+    if not args.modes or set(args.modes) - {"reverse", "forward"}:
+        parser.error("--modes takes reverse, forward or both, comma-separated")
     from keyfob.app.bootstrap import init_vault
     from keyfob.settings import Settings
 
@@ -252,14 +315,11 @@ def main() -> int:
             KEYFOB_TEST_RESOLVE=f"{HOST}:443=127.0.0.1:{up_port}",
             KEYFOB_UPSTREAM_CA_FILE=str(ca_file),
         )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", _SERVE, str(data), str(kf_port)], env=env
-            )
-        )
+        server = subprocess.Popen([sys.executable, "-c", _SERVE, str(data), str(kf_port)], env=env)
+        procs.append(server)
         try:
             tokens, trust = setup(kf_port, init.operator_token.reveal(), work)
-            result = uvloop.run(measure(args, proxy_port, kf_port, tokens, trust))
+            result = uvloop.run(measure(args, proxy_port, kf_port, tokens, trust, server.pid))
         finally:
             for proc in procs:
                 proc.terminate()
