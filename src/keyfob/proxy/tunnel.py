@@ -72,12 +72,14 @@ class _BadAnswer(Exception):
 class _Head:
     """httptools' callbacks for one request head."""
 
-    __slots__ = ("complete", "headers", "url")
+    __slots__ = ("complete", "headers", "keep_alive", "parser", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
+        self.keep_alive = False
+        self.parser = httptools.HttpRequestParser(self)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -87,6 +89,8 @@ class _Head:
 
     def on_headers_complete(self) -> None:
         self.complete = True
+        # Read here: once the message is complete the parser forgets Connection: close.
+        self.keep_alive = self.parser.should_keep_alive()
 
 
 class Interception:
@@ -184,19 +188,19 @@ class Interception:
             raise _Refused(_not_http("the request line is not HTTP/1.0 or HTTP/1.1"))
         framing = _framing(head)
         parsed = _Head()
-        parser = httptools.HttpRequestParser(parsed)
-        keep_alive = True
+        parser = parsed.parser
+        upgrade = False
         try:
             parser.feed_data(head)
         except httptools.HttpParserUpgrade:
             # Upgrade and CONNECT: answered as plain requests, then the connection closes.
-            keep_alive = False
+            upgrade = True
         except httptools.HttpParserError:
             parsed.complete = False
         if not parsed.complete:
             raise _Refused(_not_http("the request inside the tunnel is not valid HTTP/1.1"))
         version = parser.get_http_version()
-        keep_alive = keep_alive and version == "1.1" and parser.should_keep_alive()
+        keep_alive = parsed.keep_alive and version == "1.1" and not upgrade
         hosts = [v for k, v in parsed.headers if k == b"host"]
         if len(hosts) != 1 or hosts[0].lower() not in self._hosts:
             raise _Refused(
@@ -293,15 +297,15 @@ class Interception:
     def _line(self) -> bytes | None:
         """A CRLF-ended line off the buffer, or None until one is complete."""
         buf = self._buf
-        end = buf.find(b"\r\n")
+        end = buf.find(b"\n")
         if end < 0:
             if len(buf) > self._max_headers:
                 raise _BadBody
             return None
-        line = bytes(buf[:end])
-        del buf[: end + 2]
-        if b"\r" in line or b"\n" in line:
-            raise _BadBody
+        line = bytes(buf[: end - 1])
+        if end == 0 or buf[end - 1] != 0x0D or b"\r" in line:
+            raise _BadBody  # a bare LF or CR
+        del buf[: end + 1]
         return line
 
     async def _trailers(self) -> None:
