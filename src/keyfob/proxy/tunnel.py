@@ -122,6 +122,9 @@ class Interception:
         # Read from the client and not yet consumed: the rest of a body, the next request.
         self._buf = bytearray()
         self._reader: asyncio.StreamReader | None = None
+        self._loop = asyncio.get_running_loop()
+        self._reading_since: float | None = None
+        self._watch: asyncio.TimerHandle | None = None
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -129,27 +132,46 @@ class Interception:
         sock = writer.get_extra_info("sockname")
         client = (peer[0], peer[1]) if peer else None
         server = (sock[0], sock[1]) if sock else None
-        while True:
-            try:
-                head = await self._read_head()
-                if head is None:
+        self._watch = self._loop.call_later(IDLE_TIMEOUT, self._idle_check)
+        try:
+            while True:
+                try:
+                    head = await self._read_head()
+                    if head is None:
+                        return
+                    scope, body, keep_alive = self._request(head)
+                except _Refused as refused:
+                    await self._deny(writer, refused.error)
                     return
-                scope, body, keep_alive = self._request(head)
-            except _Refused as refused:
-                await self._deny(writer, refused.error)
-                return
-            scope["client"] = client
-            scope["server"] = server
-            if not await self._exchange(scope, body, keep_alive, writer):
-                return
+                scope["client"] = client
+                scope["server"] = server
+                if not await self._exchange(scope, body, keep_alive, writer):
+                    return
+        finally:
+            self._watch.cancel()
 
     async def _fill(self) -> bool:
         """More bytes from the client into the buffer; False at end of stream."""
         assert self._reader is not None
-        async with asyncio.timeout(IDLE_TIMEOUT):
+        self._reading_since = self._loop.time()
+        try:
             data = await self._reader.read(READ_CHUNK)
+        finally:
+            self._reading_since = None
         self._buf += data
         return bool(data)
+
+    def _idle_check(self) -> None:
+        """A read that has waited ``IDLE_TIMEOUT`` ends in TimeoutError. One timer per
+        tunnel, moved on lazily, instead of one armed and cancelled around every read."""
+        since = self._reading_since
+        now = self._loop.time()
+        if since is not None and now - since >= IDLE_TIMEOUT:
+            assert self._reader is not None
+            self._reader.set_exception(TimeoutError("the tunnel was idle too long"))
+            return
+        wait = IDLE_TIMEOUT - (now - since) if since is not None else IDLE_TIMEOUT
+        self._watch = self._loop.call_later(wait, self._idle_check)
 
     async def _read_head(self) -> bytes | None:
         """The next request's head, up to and with its blank line; None if the client
