@@ -4,6 +4,7 @@ one ``lease.mint`` record and exactly the rules of a single mint, on SQLite and 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -135,7 +136,7 @@ async def test_no_token_or_value_reaches_the_log(
     assert CANARY not in logged
 
 
-def _batch(ids: list[str], secrets: list[str]) -> IssuedBatch:
+def _batch(ids: list[str], secrets: list[str], **changes: Any) -> IssuedBatch:
     view = LeaseView(
         ids[0],
         "agent-1",
@@ -153,7 +154,7 @@ def _batch(ids: list[str], secrets: list[str]) -> IssuedBatch:
         None,
         [{"unit": "usd", "limit": 1.5, "window": "day"}],
     )
-    return IssuedBatch(view, tuple(ids), Secret(tuple(secrets)), 60)
+    return IssuedBatch(replace(view, **changes), tuple(ids), Secret(tuple(secrets)), 60)
 
 
 @pytest.mark.parametrize(
@@ -167,8 +168,15 @@ def _batch(ids: list[str], secrets: list[str]) -> IssuedBatch:
         (["\0id\0", "x"], ["\0token\0", "y"]),
     ],
 )
-def test_batch_answer_is_the_lease_by_lease_rendering(ids: list[str], secrets: list[str]) -> None:
-    batch = _batch(ids, secrets)
+@pytest.mark.parametrize(
+    "changes",
+    # A shared value that is the template's own stand-in for an id or a token.
+    [{}, {"secret_set": "\0token\0"}, {"keys": ["\0id\0", "\0token\0"]}],
+)
+def test_batch_answer_is_the_lease_by_lease_rendering(
+    ids: list[str], secrets: list[str], changes: dict[str, Any]
+) -> None:
+    batch = _batch(ids, secrets, **changes)
 
     rendered = batch_json(batch)
 

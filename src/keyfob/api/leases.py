@@ -57,16 +57,17 @@ def batch_json(batch: IssuedBatch) -> bytes:
     should one ever, the batch is rendered lease by lease instead."""
     ids, secrets = batch.ids, batch.tokens.reveal()
     shape = {**batch.lease.as_dict(), "id": _ID, "token": _TOKEN, "ttl": batch.ttl}
-    head, found, rest = render(shape).decode("utf-8").partition(_QUOTED_ID)
-    middle, found_too, tail = rest.partition(_QUOTED_TOKEN)
+    text = render(shape).decode("utf-8")
     if (
-        not (found and found_too)
-        or _QUOTED_ID in tail
-        or _QUOTED_TOKEN in tail
+        text.count(_QUOTED_ID) != 1
+        or text.count(_QUOTED_TOKEN) != 1
         or not _PLAIN.fullmatch("".join(ids))
         or not _PLAIN.fullmatch("".join(secrets))
     ):
         return render({"leases": [issued_json(i) for i in batch.leases()]})
+    # The id comes first in a lease's JSON, the token after every shared field.
+    head, _, rest = text.partition(_QUOTED_ID)
+    middle, _, tail = rest.partition(_QUOTED_TOKEN)
     head += '"'
     middle = '"' + middle + '"'
     tail = '"' + tail
