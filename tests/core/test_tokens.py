@@ -1,4 +1,5 @@
-"""Bearer tokens: prefix, 43 base62 characters, every character as likely as another."""
+"""Bearer tokens: prefix, 43 base62 characters, every character as likely as another;
+identifiers minted together: distinct and adjacent."""
 
 from __future__ import annotations
 
@@ -38,3 +39,16 @@ def test_unknown_prefix_is_refused() -> None:
         tokens.new_tokens("kfx_", 2)
     with pytest.raises(ValueError, match="unknown token prefix"):
         tokens.new_token("kfx_")
+
+
+def test_ids_of_a_batch_are_distinct_hex_and_adjacent() -> None:
+    batches = [tokens.new_ids(100) for _ in range(200)]
+    ids = [i for batch in batches for i in batch]
+
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    assert len(set(ids)) == len(ids)
+    # Sorted as the index holds them, a batch's ids are one run.
+    assert all(sorted(batch) == batch for batch in batches)
+    assert tokens.new_ids(256)[-1].endswith("ff")
+    with pytest.raises(ValueError, match="share a base"):
+        tokens.new_ids(257)
