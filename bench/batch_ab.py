@@ -4,9 +4,10 @@
 keyfob twice on SQLite: "base" imports keyfob from ``SRC`` (a ``src`` directory, e.g. of
 ``git archive main src``), "branch" from this checkout. Each gets the benchmark's set,
 agent and grant; then, round after round with the order alternating, the load generator
-sends the ``make bench`` batch-mint row (``count=100``, 8 clients) to each. Printed per
-target: leases/s (median of rounds) and server CPU milliseconds per lease (from
-``/proc/<pid>/stat``, the number a loaded machine keeps), with the load average.
+sends the ``make bench`` batch-mint row (``count=100``, 8 clients) to each (``--count 0``:
+the plain single-lease mint instead). Printed per target: leases/s (median of rounds) and
+server CPU milliseconds per lease (from ``/proc/<pid>/stat``, the number a loaded machine
+keeps), with the load average.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--count", type=int, default=BATCH, help="leases per call (0: no count)")
     args = parser.parse_args(argv)
     cfg = Config(duration=args.duration, warmup=0.5)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -108,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 wait_port(procs, name, port)
                 agent = set_up(port, init.operator_token.reveal())
                 targets[name] = _Target(name, port, "", agent, pid)
-                body = json.dumps({"secret_set": SET_PATH, "scope": "request", "count": BATCH})
+                asked: dict[str, Any] = {"secret_set": SET_PATH, "scope": "request"}
+                if args.count:
+                    asked["count"] = args.count
+                body = json.dumps(asked)
                 requests[name] = raw_request("POST", "/v1/leases", port, agent, body.encode())
         for name, target in targets.items():  # warm-up
             spec = http_spec(target, requests[name], args.clients, cfg, 201)
@@ -122,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = procs.load(spec, server=target.pid)
                 if result.get("errors"):
                     print(f"  {name}: errors {result.get('error_kinds')}", file=sys.stderr)
-                rate = result["rps"] * BATCH
-                cpu = result["server_cpu_ms_per_request"] / BATCH
+                per = max(1, args.count)
+                rate = result["rps"] * per
+                cpu = result["server_cpu_ms_per_request"] / per
                 seen[name]["rate"].append(rate)
                 seen[name]["cpu"].append(cpu)
                 print(
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         for name in targets:
             procs.check(name)
-        print(f"batch mint (count={BATCH}), {args.clients} clients, {args.rounds} rounds")
+        what = f"batch mint (count={args.count})" if args.count else "lease mint (no count)"
+        print(f"{what}, {args.clients} clients, {args.rounds} rounds")
         print(f"{'':8}{'leases/s':>12}{'CPU ms/lease':>14}")
         for name, got in seen.items():
             rate, cpu = statistics.median(got["rate"]), statistics.median(got["cpu"])
