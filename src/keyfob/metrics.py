@@ -235,7 +235,9 @@ class Metrics:
             count += 1
             action = record.action
             if action == "lease.mint":
-                self._mints.inc()
+                # A batch mint is one record for ``count`` leases.
+                minted = record.details.get("count", 1)
+                self._mints.inc(minted if isinstance(minted, int) and minted > 0 else 1)
             elif action == "lease.deny":
                 details = record.details
                 self._count(_reason(details.get("stage")), _reason(details.get("reason")))

@@ -11,7 +11,6 @@ FastAPI app with the body replayed, so every refusal keeps its one renderer.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from pydantic import ValidationError
@@ -113,7 +112,7 @@ class MintRoute:
         )
         claim = AgentClaim(tokens.digest(vault.core.ring.system.token_key, token))
         try:
-            answer, status = await minted(vault, body, claim, ctx)
+            content, status = await minted(vault, body, claim, ctx)
         except KeyfobError as error:
             await render(error, rid)(scope, receive, with_api_headers(send, rid))
             return
@@ -122,10 +121,6 @@ class MintRoute:
             failed = KeyfobError("unexpected server error; see the server log")
             await render(failed, rid)(scope, receive, with_api_headers(send, rid))
             return
-        # As starlette's JSONResponse renders it.
-        content = json.dumps(
-            answer, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-        ).encode("utf-8")
         headers = [
             (b"content-length", str(len(content)).encode()),
             (b"content-type", _JSON),

@@ -13,12 +13,11 @@ The statements are the same; the SQLite ones are written out from the table defi
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
-from operator import attrgetter
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, select, update
@@ -27,7 +26,13 @@ from sqlalchemy.engine import Connection
 from keyfob.secret import SECRET, Masked
 from keyfob.store.audit_writer import SQL_INSERT, AuditChain, Row, as_mappings
 from keyfob.store.audit_writer import Draft as Draft  # where the vault has always found it
-from keyfob.store.records import AgentRow, GrantRow, LeaseRow, from_mapping, to_columns
+from keyfob.store.records import (
+    AgentRow,
+    GrantRow,
+    LeaseRow,
+    encode,
+    from_mapping,
+)
 from keyfob.store.tables import (
     agents,
     audit_events,
@@ -53,6 +58,48 @@ class SetState(Masked):
     wrapped_dek: bytes = field(metadata=SECRET)
     ciphertext: bytes = field(metadata=SECRET)
     keys_json: str
+
+
+R = TypeVar("R")
+
+
+def _with(row: R, **changes: Any) -> R:
+    """A copy of a frozen row with ``changes``: what ``dataclasses.replace`` makes, without
+    re-running ``__init__`` field by field (the counters move on every proxied request)."""
+    fields_now = row.__dict__
+    assert changes.keys() <= fields_now.keys()
+    copy = object.__new__(type(row))
+    copy.__dict__.update(fields_now, **changes)
+    return copy
+
+
+# A lease row's columns but its id (``asdict``, which deep-copies, was slow per mint).
+_LEASE_COLUMNS = tuple(f.name for f in fields(LeaseRow) if f.name != "id")
+
+
+@dataclass(frozen=True, slots=True)
+class NewLeases:
+    """Leases minted together: ``row`` with each id in turn and that lease's token digest
+    (a batch mint's leases differ in nothing else; a single mint is a batch of one)."""
+
+    row: LeaseRow  # the first lease; its id is ``ids[0]``
+    ids: Sequence[str]
+    digests: Sequence[str]
+
+    def rows(self) -> list[tuple[LeaseRow, str]]:
+        """Each lease's row with its digest."""
+        first = self.row
+        return [
+            (first if i == first.id else _with(first, id=i), d)
+            for i, d in zip(self.ids, self.digests, strict=True)
+        ]
+
+    def columns(self) -> dict[str, Any]:
+        """The column values the leases share, without ``id`` and the NULL ones (an
+        insert of fewer columns is cheaper per row; each missing column is NULL)."""
+        row = self.row
+        values = encode({name: getattr(row, name) for name in _LEASE_COLUMNS})
+        return {k: v for k, v in values.items() if v is not None}
 
 
 class LostRace(RuntimeError):
@@ -115,8 +162,8 @@ class Batch(AuditChain, ABC):
         """The agent's unrevoked grant on the set (what a mint issues under)."""
 
     @abstractmethod
-    def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
-        """Insert new leases with their token digests."""
+    def insert_leases(self, groups: Sequence[NewLeases]) -> None:
+        """Insert new leases with their token digests (one statement per group)."""
 
     @abstractmethod
     def _insert(self, rows: list[Row]) -> None: ...
@@ -292,9 +339,16 @@ class CoreBatch(Batch):
         ).first()
         return from_mapping(GrantRow, row._mapping) if row is not None else None
 
-    def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
-        if rows:
-            self.conn.execute(leases.insert(), [{**to_columns(r), "digest": d} for r, d in rows])
+    def insert_leases(self, groups: Sequence[NewLeases]) -> None:
+        for group in groups:
+            shared = group.columns()
+            self.conn.execute(
+                leases.insert(),
+                [
+                    {**shared, "id": i, "digest": d}
+                    for i, d in zip(group.ids, group.digests, strict=True)
+                ],
+            )
 
     def lease_uses(self, changes: Sequence[LeaseChange]) -> None:
         self._each(_LEASE_USES, [{"b_id": i, "b_old": o, "b_new": n} for i, o, n in changes])
@@ -327,19 +381,6 @@ def _columns(table: Any) -> str:
     return ", ".join(c.name for c in table.c)
 
 
-R = TypeVar("R")
-
-
-def _with(row: R, **changes: Any) -> R:
-    """A copy of a frozen row with ``changes``: what ``dataclasses.replace`` makes, without
-    re-running ``__init__`` field by field (the counters move on every proxied request)."""
-    fields_now = row.__dict__
-    assert changes.keys() <= fields_now.keys()
-    copy = object.__new__(type(row))
-    copy.__dict__.update(fields_now, **changes)
-    return copy
-
-
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -368,17 +409,17 @@ _SQL_GRANT_FOR = (
     f"SELECT {_columns(grants)} FROM grants "  # noqa: S608
     "WHERE agent_id = ? AND set_id = ? AND revoked_at IS NULL"
 )
-# A lease row's fields in order (lists as JSON text), then its digest: ``asdict`` per row
-# was a fifth of a batch mint.
-_LEASE_FIELDS = tuple(f.name for f in fields(LeaseRow))
-_LEASE_VALUES = attrgetter(*_LEASE_FIELDS)
-_LEASE_LISTS = tuple(
-    i for i, name in enumerate(_LEASE_FIELDS) if name in ("actions", "keys", "budgets")
-)
-_SQL_INSERT_LEASE = (
-    f"INSERT INTO leases ({', '.join(_LEASE_FIELDS)}, digest) "  # noqa: S608
-    f"VALUES ({_marks(len(_LEASE_FIELDS) + 1)})"
-)
+
+
+@lru_cache(maxsize=64)
+def _insert_leases_sql(names: tuple[str, ...]) -> str:
+    """INSERT of a lease's id, digest and ``names`` (the non-NULL columns its batch shares)."""
+    return (
+        f"INSERT INTO leases (id, digest, {', '.join(names)}) "  # noqa: S608 - column names
+        f"VALUES ({_marks(len(names) + 2)})"
+    )
+
+
 _SQL_BUDGET_USED = "SELECT used FROM budget_usage WHERE owner = ? AND unit = ? AND period = ?"
 _SQL_BUDGET_ADD = (
     "UPDATE budget_usage SET used = used + ? WHERE owner = ? AND unit = ? AND period = ?"
@@ -441,7 +482,7 @@ class SqliteBatch(Batch):
         self.cache = cache
         self._lease_changes: list[LeaseChange] = []
         self._grant_changes: list[GrantChange] = []
-        self._new_leases: list[tuple[LeaseRow, str]] = []
+        self._new_leases: list[NewLeases] = []
 
     def _select(self, sql: str, keys: Collection[str]) -> list[sqlite3.Row]:
         keys = list(keys)
@@ -511,17 +552,15 @@ class SqliteBatch(Batch):
         known[key] = grant.id
         return grant
 
-    def insert_leases(self, rows: Sequence[tuple[LeaseRow, str]]) -> None:
-        params = []
-        for row, digest in rows:
-            values = list(_LEASE_VALUES(row))
-            for i in _LEASE_LISTS:
-                if values[i] is not None:
-                    values[i] = json.dumps(values[i])
-            values.append(digest)
-            params.append(values)
-        self.conn.executemany(_SQL_INSERT_LEASE, params)
-        self._new_leases.extend(rows)
+    def insert_leases(self, groups: Sequence[NewLeases]) -> None:
+        for group in groups:
+            shared = group.columns()
+            values = tuple(shared.values())
+            sql = _insert_leases_sql(tuple(shared))
+            self.conn.executemany(
+                sql, [(i, d, *values) for i, d in zip(group.ids, group.digests, strict=True)]
+            )
+        self._new_leases.extend(groups)
 
     def exported(self, set_ids: Collection[str], when: str) -> None:
         if set_ids:  # an export is rare; a proxied batch has none
@@ -553,9 +592,10 @@ class SqliteBatch(Batch):
         cache.head = (self.seq, self.head)
         # A lease just minted is the row its first use reads (a fresh single-use lease
         # per call): kept, so that use does not read it back.
-        for row, digest in self._new_leases:
-            cache.leases[digest] = row
-            cache.digests[row.id] = digest
+        for group in self._new_leases:
+            for row, digest in group.rows():
+                cache.leases[digest] = row
+                cache.digests[row.id] = digest
         for lease_id, _, uses in self._lease_changes:
             digest = cache.digests[lease_id]
             cache.leases[digest] = _with(cache.leases[digest], uses=uses)

@@ -10,7 +10,7 @@ record.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from keyfob.secret import SECRET, Masked, Secret
 from keyfob.store import Tx
 from keyfob.store import access as sql
 from keyfob.store import secrets as sets_sql
-from keyfob.store.batch import Batch, Draft
+from keyfob.store.batch import Batch, Draft, NewLeases
 from keyfob.store.records import GrantRow, LeaseRequestRow, LeaseRow
 from keyfob.vault import validation
 from keyfob.vault.context import Context
@@ -98,6 +98,30 @@ class IssuedLease(Masked):
     lease: LeaseView
     token: Secret[str] = field(metadata=SECRET)
     ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedBatch(Masked):
+    """The leases of one batch mint, with their tokens: shown this once, never stored.
+
+    They differ only in id and token, so the batch holds one view (its first lease's)
+    and the ids and tokens in order, not ``count`` objects (``leases`` builds those)."""
+
+    lease: LeaseView  # the first lease; each other one is this with its own id
+    ids: tuple[str, ...]
+    tokens: Secret[tuple[str, ...]] = field(metadata=SECRET)
+    ttl: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def leases(self) -> list[IssuedLease]:
+        """Each lease of the batch, as a single mint issues it."""
+        first = self.lease
+        return [
+            IssuedLease(replace(first, id=i), Secret(token), self.ttl)
+            for i, token in zip(self.ids, self.tokens.reveal(), strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +284,7 @@ class Minted:
 
     leases: list[IssuedLease]
     agent: Principal | None = None  # who minted (for the transactional path)
+    batch: IssuedBatch | None = None  # a batch mint's leases (``leases`` is then empty)
 
 
 class Leases:
@@ -352,15 +377,17 @@ class Leases:
         max_uses: int | None = None,
         route: str = "/v1/leases",
         budgets: list[dict[str, Any]] | None = None,
-    ) -> list[IssuedLease]:
-        """``count`` leases, each with its own token, in one grouped commit. A grant that
-        needs approval refuses (403 ``approval_required``): approval is per lease."""
+    ) -> IssuedBatch:
+        """``count`` leases, each with its own token, in one grouped commit and under one
+        ``lease.mint`` record. A grant that needs approval refuses (403
+        ``approval_required``): approval is per lease."""
         path = self._checked(secret_set, scope, ttl, max_uses, count)
         if self.grouped is None:
             raise RuntimeError("batch mint needs the grouped commit")
         budgets = clean_budgets(budgets) if budgets is not None else None
         minted = await self._grouped(agent, ctx, path, scope, ttl, max_uses, count, route, budgets)
-        return minted.leases
+        assert minted.batch is not None
+        return minted.batch
 
     def _checked(
         self, secret_set: str, scope: str, ttl: int | None, max_uses: int | None, count: int
@@ -419,9 +446,10 @@ class Leases:
     ) -> list[Minted | KeyfobError]:
         """Decide and issue ``orders`` inside the grouped commit: the same checks as the
         transactional mint (agent by its token now, the live set, ``mint_refusal``), the
-        lease rows and one ``lease.mint`` record per lease in the batch's transaction."""
+        lease rows and one ``lease.mint`` record per order (a batch mint's names all its
+        leases) in the batch's transaction."""
         drafts: list[Draft] = []
-        rows: list[tuple[LeaseRow, str]] = []
+        new: list[NewLeases] = []
         results: list[Minted | KeyfobError] = []
         for o in orders:
             found = None
@@ -467,18 +495,21 @@ class Leases:
                 continue
             ttl = self._ttl(grant, o.scope, o.ttl, now.moment)
             uses = 1 if o.scope == "request" else _cap(o.max_uses, grant.max_lease_uses)
-            issued = []
             ids = tokens.new_ids(o.count)
-            for token, lease_id in zip(tokens.new_tokens(tokens.LEASE, o.count), ids, strict=True):
-                row = self._lease_row(grant, o.scope, ttl, uses, now, lease_id, o.budgets)
-                rows.append((row, self.digest(token)))
+            minted = tokens.new_tokens(tokens.LEASE, o.count)
+            key = self._core.ring.system.token_key
+            row = self._lease_row(grant, o.scope, ttl, uses, now, ids[0], o.budgets)
+            new.append(NewLeases(row, ids, [tokens.digest(key, t) for t in minted]))
+            view = lease_view(row, now.iso)
+            if o.single:
                 details = _mint_details(row, ttl, None)
-                drafts.append(
-                    Draft(now.iso, actor, "lease.mint", target, "ok", o.request_id, details)
-                )
-                issued.append(IssuedLease(lease_view(row, now.iso), Secret(token), ttl))
-            results.append(Minted(issued))
-        batch.insert_leases(rows)
+                results.append(Minted([IssuedLease(view, Secret(minted[0]), ttl)]))
+            else:
+                details = _batch_details(row, ttl, ids)
+                issued = IssuedBatch(view, tuple(ids), Secret(tuple(minted)), ttl)
+                results.append(Minted([], batch=issued))
+            drafts.append(Draft(now.iso, actor, "lease.mint", target, "ok", o.request_id, details))
+        batch.insert_leases(new)
         batch.append(drafts)
         return results
 
@@ -812,6 +843,21 @@ def _mint_details(row: LeaseRow, ttl: int, request_id: str | None) -> dict[str, 
         "ttl": ttl,
         "max_uses": row.max_uses,
         "request": request_id,
+    }
+
+
+def _batch_details(row: LeaseRow, ttl: int, ids: list[str]) -> dict[str, Any]:
+    """What a batch mint's one ``lease.mint`` record says: every lease's id, how many, and
+    what they share (never a token)."""
+    return {
+        "lease_ids": ids,
+        "count": len(ids),
+        "agent_id": row.agent_id,
+        "grant_id": row.grant_id,
+        "scope": row.scope,
+        "ttl": ttl,
+        "max_uses": row.max_uses,
+        "request": None,
     }
 
 
