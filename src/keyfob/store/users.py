@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import SECRET, Masked
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.paging import keyset, prefix_of
 from keyfob.store.tables import sessions, signin_limits, users
 

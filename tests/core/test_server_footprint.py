@@ -1,0 +1,71 @@
+"""A started server has not imported what it loads only on first use (docs/architecture.md,
+"What a serving process imports"): each module below is ~1-8 MB of idle memory that a
+server that never needs it should not hold. The server is the real one, in a child
+process, after one request of each kind; ``tests.support.footprint`` lists its modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyfob.app.bootstrap import init_vault
+from keyfob.settings import Settings
+from tests.support.footprint import ProbedServer, start_probed
+
+# Each entry: a module a SQLite server with default settings must not have imported.
+LAZY = {
+    "sqlalchemy.orm": "the store uses SQL core only (keyfob.store._asyncio)",
+}
+
+
+def exercise(server: ProbedServer) -> None:
+    """Requests a running server typically gets: health, the API, a mint, the proxy."""
+    operator = {"Authorization": f"Bearer {server.operator_token}"}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/readyz").status_code == 200
+        assert http.get("/v1/agents", headers=operator).status_code == 200
+        agent = http.post("/v1/agents", json={"name": "footprint"}, headers=operator)
+        assert agent.status_code == 201
+        refused = http.post(
+            "/v1/leases",
+            json={"secret_set": "openai/prod/none"},
+            headers={"Authorization": f"Bearer {agent.json()['token']}"},
+        )
+        assert refused.status_code == 403  # no grant
+        assert refused.headers["content-type"] == "application/problem+json"
+        proxied = http.post(
+            "/proxy/openai/prod/none/v1/chat", headers={"Authorization": "Bearer kfl_" + "x" * 43}
+        )
+        assert proxied.status_code == 401
+        assert proxied.headers["content-type"] == "application/problem+json"
+
+
+def start(tmp_path: Path, settings: Settings, **kw: object) -> ProbedServer:
+    init = init_vault(settings)
+    assert init.operator_token is not None
+    server = start_probed(settings, init.operator_token.reveal(), tmp_path, **kw)  # type: ignore[arg-type]
+    try:
+        exercise(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
+    tmp = tmp_path_factory.mktemp("footprint")
+    server = start(tmp, Settings(data_dir=tmp / "data"))
+    try:
+        yield server.modules()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("module", sorted(LAZY))
+def test_a_started_server_has_not_imported(served: set[str], module: str) -> None:
+    assert module not in served, LAZY[module]
