@@ -5,6 +5,8 @@ process, after one request of each kind; ``tests.support.footprint`` lists its m
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +16,15 @@ import pytest
 from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from tests.support.footprint import ProbedServer, start_probed
+from tests.support.server import env_for, free_port
 
 # Each entry: a module a SQLite server with default settings must not have imported.
 LAZY = {
     "sqlalchemy.orm": "the store uses SQL core only (keyfob.store._asyncio)",
+    "uvicorn.main": "uvicorn's command line (keyfob.app._uvicorn)",
+    "click": "uvicorn's command line (keyfob.app._uvicorn)",
+    "watchfiles": "uvicorn's reloader (keyfob.app._uvicorn)",
+    "multiprocessing": "uvicorn's worker supervisor (keyfob.app._uvicorn)",
 }
 
 
@@ -69,3 +76,27 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
 @pytest.mark.parametrize("module", sorted(LAZY))
 def test_a_started_server_has_not_imported(served: set[str], module: str) -> None:
     assert module not in served, LAZY[module]
+
+
+def test_a_server_that_cannot_start_exits_3(tmp_path: Path) -> None:
+    """As with ``uvicorn.run``: the lifespan failed (the master key file is gone), so the
+    process exits with uvicorn's start-up failure status, 3, and its log says why."""
+    settings = Settings(data_dir=tmp_path / "data")
+    init_vault(settings)
+    settings.resolved_master_key_file.unlink()
+    serve = (
+        "import sys; from keyfob.settings import Settings; "
+        "from keyfob.app.bootstrap import run_server; "
+        "run_server(Settings(), '127.0.0.1', int(sys.argv[1]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", serve, str(free_port())],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "Application startup failed" in done.stderr
+    assert "master key" in done.stderr
