@@ -25,6 +25,8 @@ LAZY = {
     "click": "uvicorn's command line (keyfob.app._uvicorn)",
     "watchfiles": "uvicorn's reloader (keyfob.app._uvicorn)",
     "multiprocessing": "uvicorn's worker supervisor (keyfob.app._uvicorn)",
+    "websockets": "keyfob serves no WebSocket (uvicorn ws='none')",
+    "uvicorn.protocols.websockets": "keyfob serves no WebSocket (uvicorn ws='none')",
 }
 
 
@@ -100,3 +102,34 @@ def test_a_server_that_cannot_start_exits_3(tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr[-2000:]
     assert "Application startup failed" in done.stderr
     assert "master key" in done.stderr
+
+
+def test_a_websocket_upgrade_gets_problem_json_and_no_library_advice(tmp_path: Path) -> None:
+    """Without a WebSocket protocol (``ws="none"``) an upgrade request is an HTTP request:
+    the proxy refuses it with 400 problem+json; uvicorn's advice to install a WebSocket
+    library stays out of keyfob's log."""
+    import socket
+
+    server = start(tmp_path, Settings(data_dir=tmp_path / "data"))
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"GET /proxy/openai/prod/none/v1/realtime HTTP/1.1\r\n"
+                b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                b"X-Keyfob-Lease: kfl_" + b"x" * 43 + b"\r\n\r\n"
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        head = answer.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 400"), answer[:300]
+        assert b"content-type: application/problem+json" in head
+        server.stop()
+        assert "WebSocket library" not in server.log_text()
+    finally:
+        server.stop()

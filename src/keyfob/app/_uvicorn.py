@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -49,11 +50,23 @@ def install() -> ModuleType:
     return package
 
 
+class _NoWebSocketHint(logging.Filter):
+    """keyfob serves no WebSocket (``ws="none"``): uvicorn's advice to install a WebSocket
+    library when a client asks for an upgrade is not for keyfob's operators. The request
+    itself is answered (the proxy refuses upgrades with 400 problem+json)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No supported WebSocket library detected")
+
+
 def config(app: Any, **options: Any) -> Config:
+    """``uvicorn.Config`` without WebSocket support (no protocol module is imported)."""
     install()
     from uvicorn.config import Config
 
-    return Config(app, **options)
+    made = Config(app, ws="none", **options)  # configures logging first
+    logging.getLogger("uvicorn.error").addFilter(_NoWebSocketHint())
+    return made
 
 
 def server(config: Config) -> Server:
