@@ -27,6 +27,8 @@ LAZY = {
     "multiprocessing": "uvicorn's worker supervisor (keyfob.app._uvicorn)",
     "websockets": "keyfob serves no WebSocket (uvicorn ws='none')",
     "uvicorn.protocols.websockets": "keyfob serves no WebSocket (uvicorn ws='none')",
+    "jinja2": "the dashboard is built on its first request (keyfob.app.LazyDashboard)",
+    "keyfob.dashboard": "the dashboard is built on its first request (keyfob.app.LazyDashboard)",
 }
 
 
@@ -66,18 +68,44 @@ def start(tmp_path: Path, settings: Settings, **kw: object) -> ProbedServer:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProbedServer]:
     tmp = tmp_path_factory.mktemp("footprint")
-    server = start(tmp, Settings(data_dir=tmp / "data"))
+    started = start(tmp, Settings(data_dir=tmp / "data"))
     try:
-        yield server.modules()
+        yield started
     finally:
-        server.stop()
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def served(server: ProbedServer) -> set[str]:
+    """The server's modules after ``exercise``, before any test's own requests."""
+    return server.modules()
 
 
 @pytest.mark.parametrize("module", sorted(LAZY))
 def test_a_started_server_has_not_imported(served: set[str], module: str) -> None:
     assert module not in served, LAZY[module]
+
+
+def test_the_dashboard_is_built_on_its_first_request(
+    server: ProbedServer, served: set[str]
+) -> None:
+    """The first ``/ui`` request builds the dashboard: its pages, error pages and security
+    headers are there from that request on."""
+    assert "keyfob.dashboard" not in served
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        missing = http.get("/ui/no-such-page")  # the very first /ui request: an error page
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("text/html")
+        assert "No such page." in missing.text
+        assert "content-security-policy" in missing.headers
+        login = http.get("/ui/login")
+        assert login.status_code == 200
+        assert "<form" in login.text
+        assert "content-security-policy" in login.headers
+        assert http.get("/ui/").status_code in (303, 307)
+    assert {"jinja2", "keyfob.dashboard"} <= server.modules()
 
 
 def test_a_server_that_cannot_start_exits_3(tmp_path: Path) -> None:
