@@ -29,6 +29,8 @@ LAZY = {
     "uvicorn.protocols.websockets": "keyfob serves no WebSocket (uvicorn ws='none')",
     "jinja2": "the dashboard is built on its first request (keyfob.app.LazyDashboard)",
     "keyfob.dashboard": "the dashboard is built on its first request (keyfob.app.LazyDashboard)",
+    "keyfob.proxy.forward": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
+    "h11": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
 }
 
 
@@ -159,5 +161,28 @@ def test_a_websocket_upgrade_gets_problem_json_and_no_library_advice(tmp_path: P
         assert b"content-type: application/problem+json" in head
         server.stop()
         assert "WebSocket library" not in server.log_text()
+    finally:
+        server.stop()
+
+
+def test_the_forward_proxy_is_there_when_configured(tmp_path: Path) -> None:
+    """With ``KEYFOB_PROXY_LISTEN`` the forward proxy is built and listens: a CONNECT
+    without a lease is refused there with a problem answer."""
+    import socket
+
+    listen = free_port()
+    server = start(
+        tmp_path,
+        Settings(data_dir=tmp_path / "data"),
+        extra_env={"KEYFOB_PROXY_LISTEN": f"127.0.0.1:{listen}"},
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", listen), timeout=10) as sock:
+            sock.sendall(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+            answer = sock.recv(65536)
+        head = answer.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 407"), answer[:300]
+        assert b"application/problem+json" in head
+        assert {"h11", "keyfob.proxy.forward"} <= server.modules()
     finally:
         server.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,9 +22,11 @@ from keyfob.app.planes import Planes, not_here
 from keyfob.clock import Clock
 from keyfob.proxy import openapi
 from keyfob.proxy.app import ProxyApp
-from keyfob.proxy.forward import ForwardProxy
 from keyfob.settings import Settings, split_listen
 from keyfob.vault import Vault
+
+if TYPE_CHECKING:
+    from keyfob.proxy.forward import ForwardProxy
 
 PROXY_PREFIX = "/proxy/"
 
@@ -134,8 +136,13 @@ def create_app(
     app.state.settings = settings
     proxy = ProxyApp(settings, lambda: app.state.vault)
     app.state.proxy = proxy
-    # The forward proxy hands every intercepted request to the same proxy app.
-    forward = ForwardProxy(settings, lambda: app.state.vault, proxy)
+    # The forward proxy hands every intercepted request to the same proxy app. Built (and
+    # its module, h11 and the tunnel imported) only where one is configured.
+    forward = None
+    if settings.proxy_listen:
+        from keyfob.proxy.forward import ForwardProxy
+
+        forward = ForwardProxy(settings, lambda: app.state.vault, proxy)
     if vault is not None:
         app.state.vault = vault
     else:
