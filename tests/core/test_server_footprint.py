@@ -29,6 +29,8 @@ LAZY = {
     "uvicorn.protocols.websockets": "keyfob serves no WebSocket (uvicorn ws='none')",
     "jinja2": "the dashboard is built on its first request (keyfob.app.LazyDashboard)",
     "keyfob.dashboard": "the dashboard is built on its first request (keyfob.app.LazyDashboard)",
+    "sqlalchemy.dialects.postgresql": "a SQLite server loads no PostgreSQL dialect",
+    "asyncpg": "a SQLite server loads no PostgreSQL driver",
     "keyfob.proxy.forward": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
     "h11": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
 }
