@@ -31,6 +31,7 @@ LAZY = {
     "keyfob.dashboard": "the dashboard is built on its first request (keyfob.app.LazyDashboard)",
     "sqlalchemy.dialects.postgresql": "a SQLite server loads no PostgreSQL dialect",
     "asyncpg": "a SQLite server loads no PostgreSQL driver",
+    "jwt": "PyJWT signs only refreshed JWT-bearer credentials (vault.token_grants)",
     "keyfob.proxy.forward": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
     "h11": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
 }
