@@ -32,6 +32,7 @@ LAZY = {
     "sqlalchemy.dialects.postgresql": "a SQLite server loads no PostgreSQL dialect",
     "asyncpg": "a SQLite server loads no PostgreSQL driver",
     "jwt": "PyJWT signs only refreshed JWT-bearer credentials (vault.token_grants)",
+    "cryptography.x509": "X.509 only to make a certificate (the CA, --self-signed)",
     "keyfob.proxy.forward": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
     "h11": "the forward proxy is built only with KEYFOB_PROXY_LISTEN",
 }
