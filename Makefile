@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install serve test lint pytest bench bench-peers bench-growth bench-verify bench-streams bench-nodes package-check clean
+.PHONY: install serve test lint pytest bench bench-peers bench-growth bench-verify bench-streams bench-rss bench-nodes package-check clean
 
 # Two stamps: serving needs keyfob and its runtime dependencies only; the test extra
 # (pytest, ruff, mypy, Playwright, provider SDKs) is installed by the targets that test.
@@ -69,6 +69,10 @@ bench-verify: $(BIN)/.installed
 # The SSE stall test at 256, 512 and 1,024 streams on one worker, and RSS at 256.
 bench-streams: $(BIN)/.installed
 	$(BIN)/python bench/streams.py $(BENCH_ARGS)
+
+# Idle RSS of one server after one request of each kind; e.g. BENCH_ARGS="--importtime --cli"
+bench-rss: $(BIN)/.installed
+	$(BIN)/python bench/rss.py $(BENCH_ARGS)
 
 # Not in CI: 32 clients over 1, 2 and 3 nodes on PostgreSQL (rps, CPU per request) and
 # revocation propagation; every table of the database is dropped first, e.g.

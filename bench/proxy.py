@@ -253,28 +253,43 @@ def keyfob_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_stack(procs: Processes, workdir: Path) -> Stack:
+@dataclass
+class Keyfob:
+    """A started keyfob server with the benchmark's secret set, agent, grant and lease."""
+
+    port: int
+    pid: int
+    lease: str  # a workflow lease for SET_PATH
+    agent_token: str
+
+
+def set_up_keyfob(
+    procs: Processes,
+    workdir: Path,
+    upstream_url: str,
+    *,
+    name: str = "keyfob",
+    python_flags: tuple[str, ...] = (),
+    argv: list[str] | None = None,
+) -> Keyfob:
+    """Initialise a data dir, start keyfob (one worker, SQLite) and set it up through its
+    HTTP API, checking one proxied call. ``argv`` replaces the default start command
+    (``{data_dir}`` and ``{port}`` in it are filled in)."""
     import httpx
 
     from keyfob.app.bootstrap import init_vault
     from keyfob.settings import Settings
 
-    up_port, bare_port, kf_port = free_port(), free_port(), free_port()
-    upstream_url = f"http://127.0.0.1:{up_port}"
-    up_pid = procs.start("upstream", [sys.executable, str(HERE / "upstream.py"), str(up_port)])
-    bare_pid = procs.start(
-        "bare", [sys.executable, str(HERE / "bare.py"), str(bare_port), upstream_url]
-    )
-    data_dir = workdir / "data"
+    kf_port = free_port()
+    data_dir = workdir / f"{name}-data"
     init = init_vault(Settings(data_dir=data_dir))
     assert init.operator_token is not None
-    keyfob_pid = procs.start(
-        "keyfob",
-        [sys.executable, "-c", _SERVE, str(data_dir), str(kf_port)],
-        env=keyfob_env(data_dir),
-    )
-    for name, port in (("upstream", up_port), ("bare", bare_port), ("keyfob", kf_port)):
-        wait_port(procs, name, port)
+    if argv is None:
+        command = [sys.executable, *python_flags, "-c", _SERVE, str(data_dir), str(kf_port)]
+    else:
+        command = [a.format(data_dir=data_dir, port=kf_port) for a in argv]
+    keyfob_pid = procs.start(name, command, env=keyfob_env(data_dir))
+    wait_port(procs, name, kf_port)
 
     keyfob_url = f"http://127.0.0.1:{kf_port}"
     operator = {"Authorization": f"Bearer {init.operator_token.reveal()}"}
@@ -287,13 +302,13 @@ def start_stack(procs: Processes, workdir: Path) -> Stack:
             created: dict[str, Any] = answer.json()
             return created
 
-        provider, environment, name = SET_PATH.split("/")
+        provider, environment, set_name = SET_PATH.split("/")
         post(
             "/v1/secret-sets",
             {
                 "provider": provider,
                 "environment": environment,
-                "name": name,
+                "name": set_name,
                 "entries": {"API_KEY": LOCAL_KEY},
                 "profile": {
                     "base_url": upstream_url,
@@ -329,15 +344,34 @@ def start_stack(procs: Processes, workdir: Path) -> Stack:
         )
         if check.status_code != 200 or b"cmpl-bench" not in check.content:
             raise RuntimeError(f"proxied check: {check.status_code} {check.text[:300]}")
+    return Keyfob(kf_port, keyfob_pid, lease, agent["token"])
+
+
+def start_upstream(procs: Processes) -> tuple[str, int, int]:
+    """The fake upstream: (url, port, pid)."""
+    up_port = free_port()
+    up_pid = procs.start("upstream", [sys.executable, str(HERE / "upstream.py"), str(up_port)])
+    wait_port(procs, "upstream", up_port)
+    return f"http://127.0.0.1:{up_port}", up_port, up_pid
+
+
+def start_stack(procs: Processes, workdir: Path) -> Stack:
+    upstream_url, up_port, up_pid = start_upstream(procs)
+    bare_port = free_port()
+    bare_pid = procs.start(
+        "bare", [sys.executable, str(HERE / "bare.py"), str(bare_port), upstream_url]
+    )
+    wait_port(procs, "bare", bare_port)
+    kf = set_up_keyfob(procs, workdir, upstream_url)
 
     # Same header sizes everywhere: direct and bare carry a token as long as the lease.
     stand_in = fake_lease()
     targets = {
         "direct": Target("direct", up_port, "", stand_in, up_pid),
         "bare": Target("bare", bare_port, "", stand_in, bare_pid),
-        "keyfob": Target("keyfob", kf_port, f"/proxy/{SET_PATH}", lease, keyfob_pid),
+        "keyfob": Target("keyfob", kf.port, f"/proxy/{SET_PATH}", kf.lease, kf.pid),
     }
-    return Stack(targets, agent["token"], keyfob_pid, bare_pid)
+    return Stack(targets, kf.agent_token, kf.pid, bare_pid)
 
 
 # -- measurements ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from keyfob.app.bootstrap import init_vault
+from keyfob.proxy.egress import Egress
 from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import BEARER, proxied
@@ -156,3 +157,26 @@ def test_plain_http_needs_the_private_upstream_flag(operator: httpx.Client, base
     assert_problem(refused, 422, "validation-failed")
     assert CANARY not in refused.text
     assert operator.get("/v1/secret-sets/generic/test/plain").status_code == 404
+
+
+async def test_the_trust_store_is_loaded_at_the_first_https_request(
+    pki: Pki, tls_upstream: FakeUpstream
+) -> None:
+    """The upstream TLS context (system store plus ``KEYFOB_UPSTREAM_CA_FILE``) is made
+    just before the first HTTPS request, not with the session: a server whose upstreams
+    are plain HTTP never loads the store. That context verifies: the CA file is in it."""
+    plain = FakeUpstream().start()
+    egress = Egress(pki.ca_file)
+    try:
+        session = egress.session(allow_private=True)
+        async with session.get(f"{plain.url}/echo/plain") as answer:
+            assert answer.status == 200
+        assert egress._tls is None
+        async with session.get(f"https://localhost:{tls_upstream.port}/echo/tls") as answer:
+            assert answer.status == 200
+        assert egress._tls is not None
+        assert egress._tls.verify_mode == ssl.CERT_REQUIRED
+        assert egress._tls.check_hostname
+    finally:
+        await egress.close()
+        plain.stop()

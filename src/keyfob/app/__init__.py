@@ -9,10 +9,10 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyfob.api import build_api, mint_route
 from keyfob.api.middleware import ApiMiddleware
@@ -20,12 +20,13 @@ from keyfob.app.audit_sinks import build_sinks
 from keyfob.app.edge import Edge, misdirected, with_hsts
 from keyfob.app.planes import Planes, not_here
 from keyfob.clock import Clock
-from keyfob.dashboard import build_dashboard
 from keyfob.proxy import openapi
 from keyfob.proxy.app import ProxyApp
-from keyfob.proxy.forward import ForwardProxy
 from keyfob.settings import Settings, split_listen
 from keyfob.vault import Vault
+
+if TYPE_CHECKING:
+    from keyfob.proxy.forward import ForwardProxy
 
 PROXY_PREFIX = "/proxy/"
 
@@ -102,6 +103,22 @@ class Keyfob:
             await self.proxy.close()
 
 
+class LazyDashboard:
+    """The ``/ui`` sub-app, built on its first request: a server nobody signs in to
+    never imports Jinja2 and the dashboard's pages (~3 MB of idle memory)."""
+
+    def __init__(self, parent: FastAPI) -> None:
+        self.parent = parent
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            from keyfob.dashboard import build_dashboard
+
+            self._app = build_dashboard(self.parent)
+        await self._app(scope, receive, send)
+
+
 def settle_heap() -> None:
     """Once started, keep the cyclic collector off the long-lived heap (FastAPI, pydantic,
     SQLAlchemy: hundreds of thousands of objects) and run it less often: measured, the
@@ -119,8 +136,13 @@ def create_app(
     app.state.settings = settings
     proxy = ProxyApp(settings, lambda: app.state.vault)
     app.state.proxy = proxy
-    # The forward proxy hands every intercepted request to the same proxy app.
-    forward = ForwardProxy(settings, lambda: app.state.vault, proxy)
+    # The forward proxy hands every intercepted request to the same proxy app. Built (and
+    # its module, h11 and the tunnel imported) only where one is configured.
+    forward = None
+    if settings.proxy_listen:
+        from keyfob.proxy.forward import ForwardProxy
+
+        forward = ForwardProxy(settings, lambda: app.state.vault, proxy)
     if vault is not None:
         app.state.vault = vault
     else:
@@ -148,7 +170,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = with_proxy  # type: ignore[method-assign]
-    app.mount("/ui", build_dashboard(app))
+    app.mount("/ui", LazyDashboard(app))
     app.add_middleware(ApiMiddleware, max_body=settings.max_body_bytes)
     mint = mint_route.MintRoute(app, lambda: app.state.vault, settings.max_body_bytes)
     keyfob = Keyfob(

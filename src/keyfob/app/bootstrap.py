@@ -160,6 +160,9 @@ class QueryFree(logging.Filter):
 
 
 def _log_config() -> dict[str, Any]:
+    from keyfob.app import _uvicorn
+
+    _uvicorn.install()  # uvicorn.config, without the package file's CLI imports
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -178,10 +181,10 @@ def make_self_signed(settings: Settings) -> tuple[Path, Path]:
 
 def run_server(settings: Settings, host: str, port: int) -> None:
     """Serve the API, the proxy and the dashboard with uvicorn, uvloop and httptools."""
-    import uvicorn
-
-    from keyfob.app import create_app
+    from keyfob.app import _uvicorn, create_app
     from keyfob.app.tls import ServerTls, cert_protocol
+
+    _uvicorn.install()  # before anything imports a uvicorn module (cert_protocol does)
 
     # Read before anything starts: a missing file or a key that does not match its
     # certificate stops start-up with a ConfigurationError that names the file.
@@ -210,9 +213,9 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     if settings.operator_listen and settings.agent_listen:
         # Split planes: two listeners, one app; the app tells them apart by port.
         sockets = [_bound(settings.operator_listen), _bound(settings.agent_listen)]
-        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
+        _uvicorn.server(_uvicorn.config(app, **options)).run(sockets=sockets)
         return
-    uvicorn.run(app, host=host, port=port, **options)
+    _uvicorn.run(app, host=host, port=port, **options)
 
 
 def _bound(listen: str) -> socket.socket:

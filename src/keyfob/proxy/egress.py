@@ -17,10 +17,12 @@ from __future__ import annotations
 import functools
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import ClientRequest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -135,6 +137,20 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
+class _Connector(aiohttp.TCPConnector):
+    """Takes the TLS context from ``tls`` when a request is HTTPS, and only then: the trust
+    store (~0.7 MB) is loaded just before the first HTTPS upstream request, never by a
+    server whose upstreams are all plain HTTP (loopback ones, tests, the benchmark).
+    keyfob never sets ``ssl`` per request, so every HTTPS request gets this context."""
+
+    def __init__(self, tls: Callable[[], ssl.SSLContext], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._keyfob_tls = tls
+
+    def _get_ssl_context(self, req: ClientRequest) -> ssl.SSLContext | None:
+        return self._keyfob_tls() if req.is_ssl() else None
+
+
 class Egress:
     """The process's upstream sessions, created on first use inside the running loop."""
 
@@ -147,14 +163,12 @@ class Egress:
     def session(self, allow_private: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(allow_private)
         if session is None or session.closed:
-            if self._tls is None:
-                self._tls = tls_context(self._ca_file)
-            connector = aiohttp.TCPConnector(
+            connector = _Connector(
+                self.tls,
                 resolver=CheckedResolver(allow_private, self._overrides),
                 use_dns_cache=False,
                 limit=4096,
                 limit_per_host=0,
-                ssl=self._tls,
                 enable_cleanup_closed=False,
             )
             session = aiohttp.ClientSession(
@@ -167,6 +181,12 @@ class Egress:
             )
             self._sessions[allow_private] = session
         return session
+
+    def tls(self) -> ssl.SSLContext:
+        """The upstream TLS context (system trust store plus ``ca_file``), made on first use."""
+        if self._tls is None:
+            self._tls = tls_context(self._ca_file)
+        return self._tls
 
     async def close(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}

@@ -6,8 +6,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.paging import keyset, prefix_of
 from keyfob.store.records import (
     AgentRow,

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.audit import STORED_COLUMNS, Event, stored_event
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.tables import audit_events, audit_head
 
 _STORED = select(*(audit_events.c[name] for name in STORED_COLUMNS))

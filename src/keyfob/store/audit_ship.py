@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.audit import GENESIS
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.tables import audit_ship_cursors as t
 
 

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import SECRET, Masked
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.tables import agents, ca_certificates, lease_bundles
 
 

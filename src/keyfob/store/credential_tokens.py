@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import SECRET, Masked
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.tables import credential_tokens as t
 
 

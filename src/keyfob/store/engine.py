@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from keyfob.audit import Event
 from keyfob.errors import ConfigurationError, Unavailable
 from keyfob.store import notify, tables
+from keyfob.store._asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from keyfob.store.audit_writer import AuditChain, Draft, as_mappings
 from keyfob.store.batch import SQL_LOCK_HEAD, Batch, CoreBatch, LostRace, RowCache, SqliteBatch
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.access import _live
 from keyfob.store.tables import agents, grants, lease_requests, leases, secret_sets
 

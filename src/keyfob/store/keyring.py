@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.records import KekRow
 from keyfob.store.tables import kek_terms, keyring_meta
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import Secret
+from keyfob.store._asyncio import AsyncConnection
 
 log = logging.getLogger("keyfob.store")
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.audit import canonical
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.paging import prefix_of
 from keyfob.store.records import SetRow, VersionRow
 from keyfob.store.tables import secret_sets, secret_versions

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.records import TokenRow
 from keyfob.store.tables import operator_tokens
 

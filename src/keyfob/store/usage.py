@@ -7,8 +7,8 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.tables import audit_events, budget_usage, prices
 
 PriceRow = dict[str, str]

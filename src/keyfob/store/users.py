@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyfob.secret import SECRET, Masked
+from keyfob.store._asyncio import AsyncConnection
 from keyfob.store.paging import keyset, prefix_of
 from keyfob.store.tables import sessions, signin_limits, users
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.dialects import postgresql, sqlite
 
 
 @dataclass(frozen=True)
@@ -116,15 +119,26 @@ async def delete_user(conn: AsyncConnection, user_id: str) -> None:
 # -- sign-in limits -----------------------------------------------------------------------
 
 
+def _upsertable(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's ``INSERT`` with ``ON CONFLICT``; the dialect module is imported here,
+    so a SQLite server never loads PostgreSQL's (~2 MB of its idle memory)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
+
+
 async def take_attempt(conn: AsyncConnection, key: str, now: str, forget_at: str) -> int | None:
     """Count one attempt against ``key`` unless it is locked: the new count, or ``None``.
 
     One conditional UPDATE … RETURNING, taken before the password is checked: however
     many sign-ins run at once, none gets past a lock and each one is counted.
     """
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     await conn.execute(
-        insert(signin_limits)
+        _upsertable(conn, signin_limits)
         .values(key=key, failures=0, locked_until=None, expires_at=now)
         .on_conflict_do_nothing(index_elements=["key"])
     )

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from keyfob import crypto, tokens
 from keyfob.ca_bundle import merged_bundle
 from keyfob.clock import isoformat
-from keyfob.crypto import _pki
 from keyfob.errors import ValidationFailed
 from keyfob.secret import Secret
 from keyfob.store import Tx
@@ -44,6 +43,8 @@ class Authority:
 
     async def create(self, ctx: Context) -> CaRow:
         """A new CA, sealed and stored, audited (``ca.create``)."""
+        from keyfob.crypto import _pki  # X.509 on first use: most servers run no CA
+
         now = self._core.clock.now()
         cert, key = _pki.new_ca(CA_NAME, now, CA_DAYS)
         ca_id = tokens.new_id()
@@ -144,6 +145,8 @@ class Authority:
         if cached is not None and cached[1] > now:
             self._leaves.move_to_end(host)
             return cached[0]
+        from keyfob.crypto import _pki  # X.509 on first use, as in create
+
         _, ca_cert, key = await self._signer()
         cert, leaf_key = _pki.leaf(ca_cert, key.reveal(), host, now, LEAF_HOURS)
         context = _server_context(cert, leaf_key)

@@ -16,8 +16,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import jwt
-
 from keyfob.errors import CredentialRefreshFailed
 from keyfob.profiles.model import GitHubApp, GoogleServiceAccount, OAuth2, check_token_url
 from keyfob.secret import SECRET, Masked, Secret
@@ -195,6 +193,8 @@ def service_account(raw: str, allow_private: bool) -> dict[str, str]:
         raise ValueError("token_uri", str(exc)) from None
     if urlsplit(data["token_uri"]).query:
         raise ValueError("token_uri", "may not have a query")
+    import jwt  # on first use (see _sign)
+
     try:
         jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(
             data["private_key"]
@@ -210,6 +210,8 @@ def check_private_key(pem: str) -> None:
     """Raise ``ValueError`` unless ``pem`` is an RSA private key (GitHub App keys are)."""
     if "PRIVATE KEY" not in pem:
         raise ValueError("is not an RSA private key in PEM form")
+    import jwt  # on first use, as below
+
     try:
         jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(pem)
     except (jwt.InvalidKeyError, ValueError, TypeError):
@@ -217,6 +219,10 @@ def check_private_key(pem: str) -> None:
 
 
 def _sign(claims: dict[str, Any], pem: str, headers: dict[str, str] | None) -> str:
+    # PyJWT (and the X.509 parts of cryptography it loads) is imported on first use: a
+    # server that refreshes no JWT-signed credential never holds it (with X.509, ~1.2 MB idle).
+    import jwt
+
     try:
         return jwt.encode(claims, pem, algorithm="RS256", headers=headers)
     except (jwt.InvalidKeyError, ValueError, TypeError):
