@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +141,7 @@ class Tally:
     spent: dict[str, str] = field(default_factory=dict)  # lease id -> token, 200 or in flight
     answered: dict[str, int] = field(default_factory=dict)  # node url -> answers after the kill
     refused: dict[str, int] = field(default_factory=dict)  # node url -> connection errors
+    working: set[int] = field(default_factory=set)  # workers with an answer before the kill
     wrong: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -230,9 +231,11 @@ def _worker(
                     with tally.lock:
                         tally.spent[lease["id"]] = lease["token"]
                     in_flight = None
-                if killed.is_set():
-                    with tally.lock:
+                with tally.lock:
+                    if killed.is_set():
                         tally.answered[node.url] = tally.answered.get(node.url, 0) + 1
+                    else:
+                        tally.working.add(n)
             except httpx.TransportError:
                 if in_flight is not None:
                     with tally.lock:
@@ -303,6 +306,14 @@ def _reuse_spent(url: str, tally: Tally, upstream: FakeUpstream) -> None:
     assert not twice, f"single-use leases reached the upstream twice: {twice[:5]}"
 
 
+def _wait_for(done: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while not done():
+        if time.monotonic() > deadline:
+            return  # the asserts after the round say what did not happen
+        time.sleep(0.02)
+
+
 def _load_round(
     nodes: list[Node],
     victim: Node,
@@ -323,10 +334,18 @@ def _load_round(
     ]
     for thread in threads:
         thread.start()
-    time.sleep(rng.uniform(0.2, 1.2))
+    # Waits, not fixed sleeps: on a loaded machine the clients may take seconds to start,
+    # and the kill must land in the middle of the load, then be seen by the victim's
+    # clients while every survivor keeps answering.
+    _wait_for(lambda: len(tally.working) == WORKERS, "every client got an answer")
+    time.sleep(rng.uniform(0.05, 0.6))
     killed.set()  # first: its clients may see the connection drop before kill() returns
     victim.kill()
-    time.sleep(0.4)  # the killed node's clients keep trying; a survivor keeps answering
+    _wait_for(
+        lambda: tally.refused.get(victim.url, 0) > 0
+        and all(tally.answered.get(node.url, 0) > 0 for node in nodes if node is not victim),
+        "the killed node's clients saw an error and every other node answered",
+    )
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
