@@ -18,6 +18,8 @@ from keyfob.settings import Settings
 from tests.support.footprint import ProbedServer, start_probed
 from tests.support.server import env_for, free_port
 
+pytestmark = pytest.mark.slow  # server child processes
+
 # Each entry: a module a SQLite server with default settings must not have imported.
 LAZY = {
     "typer": "keyfob serve execs a fresh interpreter for the server (bootstrap.exec_server)",

@@ -15,6 +15,8 @@ import pytest
 from keyfob.settings import Settings
 from tests.core.test_server_footprint import start
 
+pytestmark = pytest.mark.slow  # server child processes
+
 BOUND_MB = 108.0
 
 
