@@ -203,3 +203,34 @@ def test_the_forward_proxy_is_there_when_configured(tmp_path: Path, cli: bool) -
         assert {"h11", "keyfob.proxy.forward"} <= server.modules()
     finally:
         server.stop()
+
+
+STAND_INS = """
+import sys
+import keyfob.store.engine
+from keyfob.store import _asyncio
+from keyfob.app import _uvicorn
+assert "sqlalchemy.orm" not in sys.modules and "sqlalchemy.ext.asyncio" not in sys.modules
+_uvicorn.install()
+assert "uvicorn.main" not in sys.modules
+# Later real imports (Alembic, tests, a plug-in) get the whole packages, same classes.
+import sqlalchemy.ext.asyncio as real
+assert real.AsyncConnection is _asyncio.AsyncConnection and real.AsyncSession
+assert real.create_async_engine is _asyncio.create_async_engine
+import uvicorn
+from uvicorn import Config, Server, run
+import uvicorn.config, uvicorn.server, uvicorn.main
+assert Config is uvicorn.config.Config and Server is uvicorn.server.Server
+assert run is uvicorn.main.run and uvicorn.__version__
+print("ok")
+"""
+
+
+def test_a_later_import_of_the_real_packages_gets_the_same_classes() -> None:
+    """The stand-ins (``store._asyncio``, ``app._uvicorn``) leave ``sqlalchemy.ext.asyncio``
+    and ``uvicorn`` whole for any later importer."""
+    done = subprocess.run(
+        [sys.executable, "-c", STAND_INS], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
