@@ -61,7 +61,7 @@ class FakeBootstrap:
         self.initialised = True
         return self._result(created=created)
 
-    def run_server(self, settings: Settings, host: str, port: int) -> None:
+    def exec_server(self, settings: Settings, host: str, port: int, url: str) -> None:
         self.served.append((host, port))
 
     def create_first_user(self, settings: Settings, name: str, password: Secret[str]) -> str:

@@ -18,8 +18,14 @@ from keyfob.settings import Settings
 from tests.support.footprint import ProbedServer, start_probed
 from tests.support.server import env_for, free_port
 
+pytestmark = pytest.mark.slow  # server child processes
+
 # Each entry: a module a SQLite server with default settings must not have imported.
 LAZY = {
+    "typer": "keyfob serve execs a fresh interpreter for the server (bootstrap.exec_server)",
+    "rich": "keyfob serve execs a fresh interpreter for the server (bootstrap.exec_server)",
+    "httpx": "keyfob serve execs a fresh interpreter for the server (bootstrap.exec_server)",
+    "keyfob.cli": "keyfob serve execs a fresh interpreter for the server (bootstrap.exec_server)",
     "sqlalchemy.orm": "the store uses SQL core only (keyfob.store._asyncio)",
     "uvicorn.main": "uvicorn's command line (keyfob.app._uvicorn)",
     "click": "uvicorn's command line (keyfob.app._uvicorn)",
@@ -73,10 +79,12 @@ def start(tmp_path: Path, settings: Settings, **kw: object) -> ProbedServer:
     return server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProbedServer]:
+@pytest.fixture(scope="module", params=[False, True], ids=["run_server", "keyfob serve"])
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ProbedServer]:
     tmp = tmp_path_factory.mktemp("footprint")
-    started = start(tmp, Settings(data_dir=tmp / "data"))
+    started = start(tmp, Settings(data_dir=tmp / "data"), cli=request.param)
     try:
         yield started
     finally:
@@ -169,16 +177,21 @@ def test_a_websocket_upgrade_gets_problem_json_and_no_library_advice(tmp_path: P
         server.stop()
 
 
-def test_the_forward_proxy_is_there_when_configured(tmp_path: Path) -> None:
-    """With ``KEYFOB_PROXY_LISTEN`` the forward proxy is built and listens: a CONNECT
-    without a lease is refused there with a problem answer."""
+@pytest.mark.parametrize("cli", [False, True], ids=["KEYFOB_PROXY_LISTEN", "--forward-proxy"])
+def test_the_forward_proxy_is_there_when_configured(tmp_path: Path, cli: bool) -> None:
+    """With ``KEYFOB_PROXY_LISTEN`` (or ``keyfob serve --forward-proxy``, which the
+    process ``keyfob serve`` execs into must get) the forward proxy is built and listens:
+    a CONNECT without a lease is refused there with a problem answer."""
     import socket
 
     listen = free_port()
+    where = f"127.0.0.1:{listen}"
     server = start(
         tmp_path,
         Settings(data_dir=tmp_path / "data"),
-        extra_env={"KEYFOB_PROXY_LISTEN": f"127.0.0.1:{listen}"},
+        extra_env=None if cli else {"KEYFOB_PROXY_LISTEN": where},
+        cli=cli,
+        cli_args=("--forward-proxy", where) if cli else (),
     )
     try:
         with socket.create_connection(("127.0.0.1", listen), timeout=10) as sock:
@@ -190,3 +203,34 @@ def test_the_forward_proxy_is_there_when_configured(tmp_path: Path) -> None:
         assert {"h11", "keyfob.proxy.forward"} <= server.modules()
     finally:
         server.stop()
+
+
+STAND_INS = """
+import sys
+import keyfob.store.engine
+from keyfob.store import _asyncio
+from keyfob.app import _uvicorn
+assert "sqlalchemy.orm" not in sys.modules and "sqlalchemy.ext.asyncio" not in sys.modules
+_uvicorn.install()
+assert "uvicorn.main" not in sys.modules
+# Later real imports (Alembic, tests, a plug-in) get the whole packages, same classes.
+import sqlalchemy.ext.asyncio as real
+assert real.AsyncConnection is _asyncio.AsyncConnection and real.AsyncSession
+assert real.create_async_engine is _asyncio.create_async_engine
+import uvicorn
+from uvicorn import Config, Server, run
+import uvicorn.config, uvicorn.server, uvicorn.main
+assert Config is uvicorn.config.Config and Server is uvicorn.server.Server
+assert run is uvicorn.main.run and uvicorn.__version__
+print("ok")
+"""
+
+
+def test_a_later_import_of_the_real_packages_gets_the_same_classes() -> None:
+    """The stand-ins (``store._asyncio``, ``app._uvicorn``) leave ``sqlalchemy.ext.asyncio``
+    and ``uvicorn`` whole for any later importer."""
+    done = subprocess.run(
+        [sys.executable, "-c", STAND_INS], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

@@ -1,6 +1,7 @@
 """A server child process that can be asked what it has imported and how much memory it holds.
 
-The child is the real server (``run_server``, or ``keyfob serve`` with ``cli=True``) plus
+The child is the real server (``run_server``, or ``keyfob serve`` with ``cli=True``, which
+execs ``keyfob.app.serve``: the child then execs itself into running that module) plus
 one daemon thread that waits for a trigger file and then writes ``sorted(sys.modules)``
 to a file: no debug endpoint, no setting, nothing in the server itself.
 """
@@ -35,11 +36,25 @@ def watch():
         scratch.replace(out)
 
 threading.Thread(target=watch, daemon=True).start()
-port = sys.argv[1]
-if sys.argv[4] == "cli":
+port, mode, probe = sys.argv[1], sys.argv[4], sys.argv[:4]
+if mode == "cli":
+    import os
+
+    execve = os.execve
+
+    def into_probe(path, args, env):
+        # keyfob serve execs "python -P -m keyfob.app.serve HOST PORT URL": exec this
+        # script instead, which runs that module with the same arguments (and watches).
+        assert args[1:4] == ["-P", "-m", "keyfob.app.serve"], args
+        execve(path, [path, *probe, "serve-module", *args[4:]], env)
+
+    os.execve = into_probe
     from keyfob.cli.main import main
-    sys.argv = ["keyfob", "serve", "--host", "127.0.0.1", "--port", port]
+    sys.argv = ["keyfob", "serve", "--host", "127.0.0.1", "--port", port, *sys.argv[5:]]
     main()
+elif mode == "serve-module":
+    from keyfob.app.serve import main
+    main(sys.argv[5:8])
 else:
     from keyfob.app.bootstrap import run_server
     from keyfob.settings import Settings
@@ -81,13 +96,17 @@ def start_probed(
     extra_env: dict[str, str] | None = None,
     *,
     cli: bool = False,
+    cli_args: tuple[str, ...] = (),
     timeout: float = 60,
 ) -> ProbedServer:
-    """Start the server child in ``workdir``; returns once ``/healthz`` answers."""
+    """Start the server child in ``workdir``; returns once ``/healthz`` answers.
+    ``cli_args``: more options for ``keyfob serve``."""
     port = free_port()
     log_path = workdir / "server.log"
-    argv = [sys.executable, "-c", _CHILD, str(port), str(workdir / "trigger")]
-    argv += [str(workdir / "modules.txt"), "cli" if cli else "run_server"]
+    script = workdir / "probed_server.py"
+    script.write_text(_CHILD)
+    argv = [sys.executable, str(script), str(port), str(workdir / "trigger")]
+    argv += [str(workdir / "modules.txt"), "cli" if cli else "run_server", *cli_args]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             argv,

@@ -8,11 +8,12 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from keyfob.errors import ConfigurationError, Conflict
 from keyfob.secret import Masked, Secret
@@ -216,6 +217,23 @@ def run_server(settings: Settings, host: str, port: int) -> None:
         _uvicorn.server(_uvicorn.config(app, **options)).run(sockets=sockets)
         return
     _uvicorn.run(app, host=host, port=port, **options)
+
+
+def exec_server(settings: Settings, host: str, port: int, url: str) -> NoReturn:
+    """``keyfob serve``: replace this process (the pid stays) by a fresh interpreter that
+    runs ``run_server`` (``keyfob.app.serve``). The command line's modules and the heap of
+    its start-up checks would otherwise stay in the server: ~10 MB of idle memory.
+
+    The new process reads the same environment; ``proxy_listen`` (``--forward-proxy``)
+    goes in it. ``-P``: the current directory is not put on the module path.
+    """
+    env = dict(os.environ)
+    if settings.proxy_listen:
+        env["KEYFOB_PROXY_LISTEN"] = settings.proxy_listen
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-P", "-m", "keyfob.app.serve", host, str(port), url]
+    os.execve(sys.executable, argv, env)  # noqa: S606 - our own interpreter, no shell
 
 
 def _bound(listen: str) -> socket.socket:

@@ -141,7 +141,7 @@ def serve(
             err=True,
         )
     try:
-        core.run_server(settings, bind_host, bind_port)
+        core.exec_server(settings, bind_host, bind_port, url)  # returns only in tests
     except OSError as exc:
         raise CliError(f"cannot serve on {url}: {exc.strerror or exc}") from None
 
