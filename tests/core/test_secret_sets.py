@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from keyfob.errors import Conflict, NotFound, ValidationFailed
 from keyfob.profiles import Profile, all_presets, check_key_name
@@ -471,3 +472,30 @@ async def test_every_preset_resolves_with_its_required_fields(
     assert set(profile.referenced_keys()) <= set(required)
     assert profile.allow_private_upstream is False
     assert await values(vault, f"{preset.name}/prod/default") == required
+
+
+async def test_a_listing_reads_a_fixed_number_of_statements_however_many_sets(
+    vault: Vault, ctx: Context
+) -> None:
+    """The current versions of a page come in one query, not one per set (N+1)."""
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    async def statements_to_list(expected: int) -> int:
+        statements.clear()
+        event.listen(vault.db.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            items, _ = await vault.sets.search()
+        finally:
+            event.remove(vault.db.engine.sync_engine, "before_cursor_execute", count)
+        assert len(items) == expected
+        assert all(item.keys for item in items)  # the current version's keys are shown
+        return len(statements)
+
+    await create_set(vault, ctx, "openai/prod/a0")
+    few = await statements_to_list(1)
+    for n in range(1, 12):
+        await create_set(vault, ctx, f"openai/prod/a{n}")
+    assert await statements_to_list(12) == few

@@ -131,6 +131,18 @@ async def get_version(conn: AsyncConnection, set_id: str, version: int) -> Versi
     return VersionRow.from_row(row) if row else None
 
 
+async def get_versions(
+    conn: AsyncConnection, wanted: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], VersionRow]:
+    """Many sets' versions in one query (a listing's current versions), by (set id, version)."""
+    if not wanted:
+        return {}
+    key = tuple_(secret_versions.c.set_id, secret_versions.c.version)
+    rows = (await conn.execute(select(secret_versions).where(key.in_(list(wanted))))).all()
+    found = (VersionRow.from_row(row) for row in rows)
+    return {(v.set_id, v.version): v for v in found}
+
+
 async def list_versions(
     conn: AsyncConnection, set_id: str, *, below: int | None = None, limit: int | None = None
 ) -> list[VersionRow]:

@@ -90,13 +90,15 @@ class SecretSets:
                 prefix=prefix,
             )
             marks = await token_sql.reconnect_marks(conn)
+            page = rows[:limit]
+            current = await sql.get_versions(conn, [(r.id, r.version) for r in page])
             items = [
                 set_view(
                     r,
-                    await sql.get_version(conn, r.id, r.version),
+                    current.get((r.id, r.version)),
                     r.id in marks and (marks[r.id][1] or 0) >= r.version,
                 )
-                for r in rows[:limit]
+                for r in page
             ]
         next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return items, next_cursor
