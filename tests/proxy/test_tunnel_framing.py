@@ -377,6 +377,16 @@ def test_a_request_that_ends_the_connection_gets_its_answer_first(
         assert client.closed()
 
 
+def test_an_upgrade_is_refused_and_ends_the_connection(fwd: Forward) -> None:
+    """The app refuses upgrades; the tunnel closes after the answer all the same, since
+    what a client sends after an upgrade request is not HTTP/1.1."""
+    with Client(fwd) as client:
+        answer = client.exchange(request(headers=b"Connection: Upgrade\r\nUpgrade: websocket\r\n"))
+        assert answer.status == 400
+        assert answer.headers[b"connection"] == b"close"
+        assert client.closed()
+
+
 def test_an_answer_to_head_has_no_body(fwd: Forward) -> None:
     """The next answer follows the HEAD answer's head directly, though that head carries
     the GET's Content-Length."""

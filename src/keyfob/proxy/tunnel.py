@@ -175,7 +175,7 @@ class Interception:
 
     async def _read_head(self) -> bytes | None:
         """The next request's head, up to and with its blank line; None if the client
-        closed (or went idle) between requests."""
+        closed the tunnel between requests (an idle one ends in TimeoutError)."""
         buf = self._buf
         searched = 0
         while True:
