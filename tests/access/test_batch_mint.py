@@ -14,6 +14,7 @@ from keyfob import tokens
 from keyfob.api.leases import batch_json, issued_json, render
 from keyfob.errors import Unauthorized
 from keyfob.secret import Secret
+from keyfob.settings import Settings
 from keyfob.vault import Vault
 from keyfob.vault.context import Context
 from keyfob.vault.leases import IssuedBatch, LeaseView
@@ -28,6 +29,7 @@ from tests.access.factories import (
     mint,
 )
 from tests.conftest import CANARY
+from tests.proxy.test_fail_closed import drop_trigger, make_audit_unwritable
 from tests.support.http import assert_problem
 
 
@@ -87,6 +89,25 @@ async def test_every_token_of_a_batch_works_exactly_once(
     # Each token is the lease the answer pairs it with.
     used = await audit(client, "secret_set.export")
     assert [e["details"]["lease_id"] for e in used] == [lease["id"] for lease in leases]
+
+
+async def test_a_batch_whose_record_cannot_be_written_is_not_minted(
+    client: httpx.AsyncClient, agent: dict[str, Any], settings: Settings
+) -> None:
+    """Fail closed: no record, no leases, no tokens; with storage back, a batch mints."""
+    await make_grant(client, agent, scopes=["request"])
+    await make_audit_unwritable(settings)
+    try:
+        refused = await mint(client, agent["token"], scope="request", count=4)
+    finally:
+        await drop_trigger(settings)
+
+    assert_problem(refused, 503, "unavailable")
+    assert "kfl_" not in refused.text
+    assert (await client.get("/v1/leases", params={"all": "true"})).json()["items"] == []
+    assert await audit(client, "lease.mint") == []
+    assert len(leases_of(await mint(client, agent["token"], scope="request", count=4))) == 4
+    await audit_count(client)
 
 
 async def test_batches_never_repeat_a_token_or_an_id(
