@@ -162,6 +162,16 @@ def test_pipelined_requests_are_answered_in_order(fwd: Forward) -> None:
     assert json.loads(second.body)["query"] == "n=2"
 
 
+def test_pipelined_bodies_end_where_their_length_says(fwd: Forward) -> None:
+    fwd.upstream.clear()
+    first = request(b"POST", headers=b"Content-Length: 5\r\n", body=b"first")
+    second = request(b"POST", headers=b"Content-Length: 6\r\n", body=b"second")
+    with Client(fwd) as client:
+        client.send(first + second)
+        assert [client.answer().status for _ in range(2)] == [200, 200]
+    assert [s.body for s in fwd.upstream.seen] == [b"first", b"second"]
+
+
 def test_a_head_split_across_reads_is_read_whole(fwd: Forward) -> None:
     """Pieces with pauses between them, one cut inside the blank line that ends the head."""
     data = request(b"POST", headers=b"Content-Length: 5\r\nX-Split: yes\r\n", body=b"hello")
@@ -444,3 +454,19 @@ def test_an_idle_tunnel_is_closed(fwd: Forward, monkeypatch: pytest.MonkeyPatch)
         began = time.monotonic()
         assert client.closed()
         assert time.monotonic() - began < 5
+
+
+def test_large_bodies_pass_whole_both_ways(fwd: Forward) -> None:
+    """A body over the app's one-piece size goes up as a stream, read in many pieces off
+    the tunnel; a large answer comes down in many writes; the connection stays usable."""
+    fwd.upstream.clear()
+    upload = bytes(i % 251 for i in range(1_500_000))
+    with Client(fwd) as client:
+        client.send(request(b"POST", headers=b"Content-Length: %d\r\n" % len(upload)))
+        for at in range(0, len(upload), 100_000):
+            client.send(upload[at : at + 100_000])
+        assert client.answer().status == 200
+        big = client.exchange(request(path=b"/v1/big?n=700000"))
+        assert big.body == b"x" * 700_000
+        assert client.exchange(request()).status == 200
+    assert fwd.upstream.seen[0].body == upload

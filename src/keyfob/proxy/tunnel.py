@@ -10,9 +10,9 @@ sees ``/proxy/{set}/{rest}`` with a lease, exactly as a reverse-route request.
 The framing is keyfob's own: a request's head is read up to its blank line (431 past
 ``max_headers``), checked for ambiguous framing, then parsed and validated by httptools
 (llhttp, strict); the body is read by its Content-Length or decoded from chunks here, so
-no byte of the next request is ever parsed as part of this one. Answers are framed here
-too, and written in as few TLS records as the app's messages allow: the head goes out
-with the first piece of the body.
+no byte of the next request is ever parsed as part of this one. Answers are framed by
+``framing.Answer`` and written in as few TLS records as the app's messages allow: the
+head goes out with the first piece of the body.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -34,6 +33,7 @@ from keyfob.errors import (
     MisdirectedRequest,
 )
 from keyfob.proxy.app import ProxyApp, StreamAborted
+from keyfob.proxy.framing import REASONS, TOKEN, Answer, BadAnswer, body_framing, head_end
 from keyfob.proxy.headers import CREDENTIALS
 from keyfob.vault import Vault, new_request_id
 from keyfob.vault.context import Context
@@ -42,18 +42,11 @@ from keyfob.vault.forwarding import Bundle, SetRoute
 READ_CHUNK = 64 * 1024
 IDLE_TIMEOUT = 120.0
 DRAIN_LIMIT = 64 * 1024
-# Answer bytes held back to share a TLS record; past this they are written and drained.
-WRITE_HIGH = 64 * 1024
 _LEASE_HEADER = b"x-keyfob-lease"
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # The request line, strictly: one space each side of the target, HTTP/1.0 or 1.1 only.
-_REQUEST_LINE = re.compile(_TOKEN + rb" [^ \x00-\x1f\x7f]+ HTTP/1\.[01]\r\n")
+_REQUEST_LINE = re.compile(TOKEN + rb" [^ \x00-\x1f\x7f]+ HTTP/1\.[01]\r\n")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[\t\x20-\x7e\x80-\xff]*)?")
-_TRAILER = re.compile(_TOKEN + rb":[\t\x20-\x7e\x80-\xff]*")
-_FIELD_NAME = re.compile(_TOKEN)
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
-_NO_BODY_STATUS = frozenset({204, 304})
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_TRAILER = re.compile(TOKEN + rb":[\t\x20-\x7e\x80-\xff]*")
 
 
 class _Refused(Exception):
@@ -63,10 +56,6 @@ class _Refused(Exception):
 
 class _BadBody(Exception):
     """The request body's framing is broken (or the client left mid-body)."""
-
-
-class _BadAnswer(Exception):
-    """The app's answer cannot be framed as it claims (length, header bytes)."""
 
 
 class _Head:
@@ -179,7 +168,7 @@ class Interception:
         buf = self._buf
         searched = 0
         while True:
-            end = _head_end(buf, searched)
+            end = head_end(buf, searched)
             if end > self._max_headers or (end < 0 and len(buf) > self._max_headers):
                 raise _Refused(
                     HeadersTooLarge(
@@ -208,7 +197,10 @@ class Interception:
         connection may carry another request; _Refused if any check fails."""
         if _REQUEST_LINE.match(head) is None:
             raise _Refused(_not_http("the request line is not HTTP/1.0 or HTTP/1.1"))
-        framing = _framing(head)
+        try:
+            framing = body_framing(head)
+        except InvalidRequest as refused:
+            raise _Refused(refused) from None
         parsed = _Head()
         parser = parsed.parser
         upgrade = False
@@ -358,7 +350,7 @@ class Interception:
         left = [-1 if chunked else length]
         broken = False
         finished = asyncio.Event()
-        answer = _Answer(writer, scope["method"] == "HEAD", keep_alive)
+        answer = Answer(writer, scope["method"] == "HEAD", keep_alive)
 
         async def receive() -> Message:
             nonlocal body_done, broken
@@ -382,7 +374,7 @@ class Interception:
             while not body_done and not broken and drained <= DRAIN_LIMIT:
                 piece, body_done = await self._body(chunked, left)
                 drained += len(piece)
-        except (StreamAborted, _BadBody, _BadAnswer, ConnectionError, TimeoutError):
+        except (StreamAborted, _BadBody, BadAnswer, ConnectionError, TimeoutError):
             return False
         finally:
             finished.set()
@@ -403,7 +395,7 @@ class Interception:
             b"connection: close\r\nx-request-id: %s\r\n\r\n"
             % (
                 error.status,
-                _REASONS.get(error.status, b""),
+                REASONS.get(error.status, b""),
                 PROBLEM_JSON.encode(),
                 len(body),
                 rid.encode(),
@@ -414,163 +406,5 @@ class Interception:
             await writer.drain()
 
 
-class _Answer:
-    """One response, framed for HTTP/1.1 and written in as few writes as its messages
-    allow: what the app sends is held until the end of the message, until the task
-    yields (so a stream's pieces are not delayed), or until ``WRITE_HIGH`` bytes."""
-
-    __slots__ = (
-        "_chunked",
-        "_held",
-        "_left",
-        "_loop",
-        "_pending",
-        "_size",
-        "_writer",
-        "done",
-        "head_only",
-        "keep_alive",
-    )
-
-    def __init__(self, writer: asyncio.StreamWriter, head_only: bool, keep_alive: bool) -> None:
-        self._writer = writer
-        self._loop = asyncio.get_running_loop()
-        self._held: list[bytes] = []
-        self._size = 0
-        self._pending: asyncio.Handle | None = None
-        self._chunked = False
-        self._left = -1  # bytes still owed to a Content-Length; -1 without one
-        self.head_only = head_only
-        self.keep_alive = keep_alive
-        self.done = False
-
-    async def send(self, message: Message) -> None:
-        if self._writer.transport.is_closing():
-            raise ConnectionResetError("the client closed the tunnel")
-        if message["type"] == "http.response.start":
-            self._start(message["status"], message.get("headers", []))
-            self._schedule()
-            return
-        if message["type"] != "http.response.body":
-            return
-        body = message.get("body", b"")
-        more = message.get("more_body", False)
-        if self.head_only:
-            body = b""
-        elif self._chunked:
-            if body:
-                self._hold(b"%x\r\n" % len(body))
-                self._hold(body)
-                self._hold(b"\r\n")
-            if not more:
-                self._hold(b"0\r\n\r\n")
-        else:
-            if self._left >= 0:
-                if len(body) > self._left:
-                    raise _BadAnswer("the answer is longer than its Content-Length")
-                self._left -= len(body)
-                if not more and self._left:
-                    raise _BadAnswer("the answer is shorter than its Content-Length")
-            if body:
-                self._hold(body)
-        if not more:
-            self.done = True
-            self._flush()
-        elif self._size >= WRITE_HIGH:
-            self._flush()
-        else:
-            self._schedule()
-        if self._writer.transport.get_write_buffer_size() > WRITE_HIGH:
-            await self._writer.drain()
-
-    def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
-        length = None
-        for name, value in headers:
-            if _FIELD_NAME.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
-                raise _BadAnswer("a header of the answer cannot be written")
-            if name == b"content-length":
-                if length is not None or not value.isdigit():
-                    raise _BadAnswer("the answer's Content-Length cannot be written")
-                length = int(value)
-            lines.append(b"%s: %s\r\n" % (name, value))
-        no_body = status in _NO_BODY_STATUS or status < 200
-        if no_body:
-            self.head_only = True
-        elif length is not None:
-            self._left = length
-        elif not self.head_only:
-            # No length: chunked, as uvicorn frames the reverse route's answers.
-            self._chunked = True
-            lines.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        self._hold(b"".join(lines))
-
-    def _hold(self, data: bytes) -> None:
-        self._held.append(data)
-        self._size += len(data)
-
-    def _schedule(self) -> None:
-        if self._pending is None and self._held:
-            self._pending = self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self.cancel()
-        if self._held:
-            data = b"".join(self._held)
-            self._held.clear()
-            self._size = 0
-            if not self._writer.transport.is_closing():
-                self._writer.write(data)
-
-    def cancel(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
-
-
 def _not_http(detail: str) -> InvalidRequest:
     return InvalidRequest(detail, reason="bad_request")
-
-
-def _head_end(buf: bytearray, start: int) -> int:
-    """Where a request head ends (after its blank line), or -1 if it has not yet; a bare
-    LF ends it too, for the parser to refuse rather than wait for."""
-    crlf = buf.find(b"\n\r\n", start)
-    lf = buf.find(b"\n\n", start)
-    if lf >= 0 and (crlf < 0 or lf < crlf):
-        return lf + 2
-    return crlf + 3 if crlf >= 0 else -1
-
-
-def _smuggling(detail: str) -> _Refused:
-    return _Refused(InvalidRequest(detail, reason="smuggling"))
-
-
-def _framing(head: bytes) -> tuple[int, bool]:
-    """(Content-Length, chunked) of a request head; ambiguous framing, which two parsers
-    might read two ways (request smuggling), is refused before anything reads the body."""
-    lengths = []
-    codings = []
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        if name == b"content-length":
-            lengths.append(value.strip(b" \t"))
-        elif name == b"transfer-encoding":
-            codings.append(value)
-    if codings and lengths:
-        raise _smuggling("Content-Length and Transfer-Encoding may not both be sent")
-    if len(lengths) > 1:
-        raise _smuggling("more than one Content-Length header")
-    if codings:
-        if [c.strip(b" \t").lower() for c in b",".join(codings).split(b",")] != [b"chunked"]:
-            raise _smuggling("the only transfer coding accepted is chunked")
-        return 0, True
-    if lengths:
-        if not lengths[0].isdigit() or len(lengths[0]) > 18:
-            raise _smuggling("the Content-Length is not a plain decimal number")
-        return int(lengths[0]), False
-    return 0, False
