@@ -470,3 +470,46 @@ def test_large_bodies_pass_whole_both_ways(fwd: Forward) -> None:
         assert big.body == b"x" * 700_000
         assert client.exchange(request()).status == 200
     assert fwd.upstream.seen[0].body == upload
+
+
+def test_expect_100_continue_is_answered_when_the_body_is_wanted(fwd: Forward) -> None:
+    """curl and others send ``Expect: 100-continue`` and hold the body back (curl for a
+    second) until ``100 Continue`` comes: it comes as soon as the app reads the body."""
+    fwd.upstream.clear()
+    body = b'{"big": true}'
+    with Client(fwd) as client:
+        client.send(
+            request(
+                b"POST",
+                headers=b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(body),
+            )
+        )
+        interim = client.answer(head_only=True)  # before any body byte is sent
+        assert interim.status == 100
+        client.send(body)
+        final = client.answer()
+        assert final.status == 200
+        assert json.loads(final.body)["body"] == body.decode()
+        assert client.exchange(request()).status == 200  # the connection is kept
+    assert fwd.upstream.seen[0].body == body
+    assert fwd.upstream.seen[0].header("expect") is None  # hop by hop, not forwarded
+
+
+def test_expect_100_continue_refused_before_the_body_closes_at_once(fwd: Forward) -> None:
+    """Refused without reading the body: no 100, the refusal, then the tunnel closes
+    instead of waiting for a body the client holds back."""
+    fwd.upstream.clear()
+    with Client(fwd) as client:
+        client.send(
+            request(
+                b"POST",
+                headers=b"Expect: 100-continue\r\nX-Amz-Copy-Source: other/object\r\n"
+                b"Content-Length: 5000\r\n",
+            )
+        )
+        began = time.monotonic()
+        answer = client.answer()
+        assert answer.status == 400
+        assert client.closed()
+        assert time.monotonic() - began < 3
+    assert fwd.upstream.seen == []

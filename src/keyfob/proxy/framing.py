@@ -42,6 +42,7 @@ class Answer:
         "done",
         "head_only",
         "keep_alive",
+        "started",
     )
 
     def __init__(self, writer: asyncio.StreamWriter, head_only: bool, keep_alive: bool) -> None:
@@ -55,6 +56,7 @@ class Answer:
         self.head_only = head_only
         self.keep_alive = keep_alive
         self.done = False
+        self.started = False  # the answer's head is written or held
 
     async def send(self, message: Message) -> None:
         if self._writer.transport.is_closing():
@@ -96,6 +98,7 @@ class Answer:
             await self._writer.drain()
 
     def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.started = True
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b""))]
         length = None
         for name, value in headers:

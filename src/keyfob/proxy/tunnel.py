@@ -43,6 +43,7 @@ READ_CHUNK = 64 * 1024
 IDLE_TIMEOUT = 120.0
 DRAIN_LIMIT = 64 * 1024
 _LEASE_HEADER = b"x-keyfob-lease"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The request line, strictly: one space each side of the target, HTTP/1.0 or 1.1 only.
 _REQUEST_LINE = re.compile(TOKEN + rb" [^ \x00-\x1f\x7f]+ HTTP/1\.[01]\r\n")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[\t\x20-\x7e\x80-\xff]*)?")
@@ -128,13 +129,13 @@ class Interception:
                     head = await self._read_head()
                     if head is None:
                         return
-                    scope, body, keep_alive = self._request(head)
+                    scope, body, keep_alive, expects = self._request(head)
                 except _Refused as refused:
                     await self._deny(writer, refused.error)
                     return
                 scope["client"] = client
                 scope["server"] = server
-                if not await self._exchange(scope, body, keep_alive, writer):
+                if not await self._exchange(scope, body, keep_alive, expects, writer):
                     return
         finally:
             self._watch.cancel()
@@ -192,9 +193,10 @@ class Interception:
                     )
                 return None
 
-    def _request(self, head: bytes) -> tuple[dict[str, Any], tuple[int, bool], bool]:
-        """The ASGI scope for a head, its body framing (length, chunked) and whether the
-        connection may carry another request; _Refused if any check fails."""
+    def _request(self, head: bytes) -> tuple[dict[str, Any], tuple[int, bool], bool, bool]:
+        """The ASGI scope for a head, its body framing (length, chunked), whether the
+        connection may carry another request and whether the client waits for ``100
+        Continue`` before sending the body; _Refused if any check fails."""
         if _REQUEST_LINE.match(head) is None:
             raise _Refused(_not_http("the request line is not HTTP/1.0 or HTTP/1.1"))
         try:
@@ -255,7 +257,11 @@ class Interception:
             "headers": headers,
             "extensions": {},
         }
-        return scope, framing, keep_alive
+        expects = version == "1.1" and any(
+            k == b"expect" and v.strip(b" \t").lower() == b"100-continue"
+            for k, v in parsed.headers
+        )
+        return scope, framing, keep_alive, expects
 
     async def _body(self, chunked: bool, left: list[int]) -> tuple[bytes, bool]:
         """The next piece of the request body and whether it was the last; ``left`` holds
@@ -342,21 +348,32 @@ class Interception:
         scope: dict[str, Any],
         framing: tuple[int, bool],
         keep_alive: bool,
+        expects: bool,
         writer: asyncio.StreamWriter,
     ) -> bool:
-        """Run one request through the app; False if the connection must close."""
+        """Run one request through the app; False if the connection must close.
+
+        ``Expect: 100-continue``: ``100 Continue`` goes out when the app first asks for the
+        body, as uvicorn does on the reverse route; an app that answers without asking
+        (a refusal) closes the connection instead of waiting for a body the client holds
+        back."""
         length, chunked = framing
         body_done = not chunked and length == 0
+        owed = expects and not body_done  # a 100 Continue the client waits for
         left = [-1 if chunked else length]
         broken = False
         finished = asyncio.Event()
         answer = Answer(writer, scope["method"] == "HEAD", keep_alive)
 
         async def receive() -> Message:
-            nonlocal body_done, broken
+            nonlocal body_done, broken, owed
             if body_done or broken:
                 await finished.wait()
                 return {"type": "http.disconnect"}
+            if owed:
+                owed = False
+                if not answer.started:
+                    writer.write(_CONTINUE)
             try:
                 piece, body_done = await self._body(chunked, left)
             except (_BadBody, TimeoutError, ConnectionError):
@@ -367,6 +384,8 @@ class Interception:
 
         try:
             await self._app(scope, receive, answer.send)
+            if owed:
+                return False  # the body was never asked for, so the client never sent it
             # A request without a body (or one the app refused before reading it): its end
             # is still to be read before the next request on this connection.
             # A large unread body is not worth reading: the connection closes instead.
