@@ -2,12 +2,13 @@
 
 ``.venv/bin/python bench/batch_ab.py --baseline SRC [--rounds N] [--duration S]`` starts
 keyfob twice on SQLite: "base" imports keyfob from ``SRC`` (a ``src`` directory, e.g. of
-``git archive main src``), "branch" from this checkout. Each gets the benchmark's set,
-agent and grant; then, round after round with the order alternating, the load generator
-sends the ``make bench`` batch-mint row (``count=100``, 8 clients) to each (``--count 0``:
-the plain single-lease mint instead). Printed per target: leases/s (median of rounds) and
-server CPU milliseconds per lease (from ``/proc/<pid>/stat``, the number a loaded machine
-keeps), with the load average.
+``git archive main src``), "branch" from this checkout. Each is set up as ``make bench``
+sets keyfob up (``proxy.set_up_keyfob``: set, agent, grant, one proxied check); then,
+round after round with the order alternating, the load generator sends the ``make bench``
+batch-mint row (``count=100``, 8 clients) to each (``--count 0``: the plain single-lease
+mint instead). Printed per target: leases/s (median of rounds) and server CPU
+milliseconds per lease (from ``/proc/<pid>/stat``, the number a loaded machine keeps),
+with the load average.
 """
 
 from __future__ import annotations
@@ -25,56 +26,17 @@ from typing import Any
 
 # Siblings: run as a script, bench/ is first on sys.path.
 from proxy import (
-    _SERVE,
     BATCH,
     SET_PATH,
     Config,
     Processes,
+    Target,
     _keyfob_env_cleared,
-    free_port,
     http_spec,
-    keyfob_env,
     raw_request,
-    wait_port,
+    set_up_keyfob,
+    start_upstream,
 )
-from proxy import Target as _Target
-
-
-def set_up(port: int, operator_token: str) -> str:
-    """The benchmark's set, agent and grant; the agent's token."""
-    import httpx
-
-    auth = {"Authorization": f"Bearer {operator_token}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=30) as api:
-
-        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-            answer = api.post(path, json=body)
-            if answer.status_code != 201:
-                raise RuntimeError(f"set-up {path}: {answer.status_code} {answer.text}")
-            created: dict[str, Any] = answer.json()
-            return created
-
-        provider, environment, name = SET_PATH.split("/")
-        profile = {
-            "base_url": "http://127.0.0.1:9",
-            "hosts": ["127.0.0.1"],
-            "inject": {"kind": "bearer", "key": "API_KEY"},
-            "allow_private_upstream": True,
-        }
-        post(
-            "/v1/secret-sets",
-            {
-                "provider": provider,
-                "environment": environment,
-                "name": name,
-                "entries": {"API_KEY": "sk-ab-" + "k" * 40},
-                "profile": profile,
-            },
-        )
-        agent = post("/v1/agents", {"name": "bench"})
-        post("/v1/grants", {"agent": "bench", "secret_set": SET_PATH, "max_lease_ttl": 86_400})
-        token: str = agent["token"]
-        return token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,30 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes(workdir)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     try:
-        targets: dict[str, _Target] = {}
+        targets: dict[str, Target] = {}
         requests: dict[str, str] = {}
         with _keyfob_env_cleared():
+            upstream_url, _, _ = start_upstream(procs)
             for name, src in (("base", args.baseline.resolve()), ("branch", None)):
-                from keyfob.app.bootstrap import init_vault
-                from keyfob.settings import Settings
-
-                data_dir = workdir / name
-                init = init_vault(Settings(data_dir=data_dir))
-                assert init.operator_token is not None
-                port = free_port()
-                env = keyfob_env(data_dir)
-                if src is not None:
-                    env["PYTHONPATH"] = str(src)
-                argv_ = [sys.executable, "-c", _SERVE, str(data_dir), str(port)]
-                pid = procs.start(name, argv_, env=env)
-                wait_port(procs, name, port)
-                agent = set_up(port, init.operator_token.reveal())
-                targets[name] = _Target(name, port, "", agent, pid)
+                env = {"PYTHONPATH": str(src)} if src is not None else None
+                kf = set_up_keyfob(procs, workdir, upstream_url, name=name, env=env)
+                targets[name] = Target(name, kf.port, "", kf.agent_token, kf.pid)
                 asked: dict[str, Any] = {"secret_set": SET_PATH, "scope": "request"}
                 if args.count:
                     asked["count"] = args.count
-                body = json.dumps(asked)
-                requests[name] = raw_request("POST", "/v1/leases", port, agent, body.encode())
+                body = json.dumps(asked).encode()
+                requests[name] = raw_request("POST", "/v1/leases", kf.port, kf.agent_token, body)
         for name, target in targets.items():  # warm-up
             spec = http_spec(target, requests[name], args.clients, cfg, 201)
             procs.load({**spec, "duration": 1.0, "warmup": 0.1})

@@ -271,10 +271,12 @@ def set_up_keyfob(
     name: str = "keyfob",
     python_flags: tuple[str, ...] = (),
     argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Keyfob:
     """Initialise a data dir, start keyfob (one worker, SQLite) and set it up through its
     HTTP API, checking one proxied call. ``argv`` replaces the default start command
-    (``{data_dir}`` and ``{port}`` in it are filled in)."""
+    (``{data_dir}`` and ``{port}`` in it are filled in); ``env`` adds to its environment
+    (``PYTHONPATH`` for another version's ``src``)."""
     import httpx
 
     from keyfob.app.bootstrap import init_vault
@@ -288,7 +290,7 @@ def set_up_keyfob(
         command = [sys.executable, *python_flags, "-c", _SERVE, str(data_dir), str(kf_port)]
     else:
         command = [a.format(data_dir=data_dir, port=kf_port) for a in argv]
-    keyfob_pid = procs.start(name, command, env=keyfob_env(data_dir))
+    keyfob_pid = procs.start(name, command, env={**keyfob_env(data_dir), **(env or {})})
     wait_port(procs, name, kf_port)
 
     keyfob_url = f"http://127.0.0.1:{kf_port}"
