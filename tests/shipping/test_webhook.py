@@ -151,6 +151,14 @@ async def test_receiver_stopped_mid_stream_gets_every_record_in_order(
         await receiver.start()
         last = await head_seq(vault)
         await wait_for(lambda: receiver.chain.count == last)
+
+        # The receiver holds a batch before the shipper has read its answer and moved
+        # its cursor: wait for the cursor, not for a fixed time.
+        async def caught_up() -> dict[str, Any] | None:
+            answer = (await http.get("/readyz")).json()
+            return answer if answer["audit_shipping"][0]["behind"] == 0 else None
+
+        await wait_for(lambda: degraded_now(caught_up))
         ready = (await http.get("/readyz")).json()
     assert receiver.chain.ok, receiver.chain.first_bad
     assert receiver.refused == 0
