@@ -118,9 +118,24 @@ def make_set(
     }
 
 
+# Tests of keyfob's surfaces (HTTP API, dashboard, CLI, SDK, MCP server, error contracts):
+# they reach storage through the same vault calls that tests/core, tests/access, the
+# proxy, node, crash, backup and leak tests run on both backends. Their PostgreSQL copies
+# are marked ``surface_postgres``: `make test` leaves them out, `make test-surface-pg`
+# (run by CI after `make test`) runs only them, `make test-all` runs everything.
+SURFACES = ("tests/api/", "tests/dashboard/", "tests/contracts/", "tests/cli/", "tests/sdk/",
+            "tests/mcp_server/")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with slow tests first, each kept whole: xdist hands modules out in this
-    order, so the longest start at once instead of finishing last on one worker."""
+    """Marks the surface tests' PostgreSQL copies (see SURFACES). Then modules with slow
+    tests first, each kept whole: xdist hands modules out in this order, so the longest
+    start at once instead of finishing last on one worker."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("backend") == "postgresql"
+        if on_postgres and item.nodeid.startswith(SURFACES):
+            item.add_marker(pytest.mark.surface_postgres)
     slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 

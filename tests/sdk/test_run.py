@@ -314,3 +314,32 @@ def test_approval_pending_or_denied_is_exit_2(
     assert "denied" in err
     assert len(err.splitlines()) == 1
     assert not marker.exists()
+
+
+def test_a_signal_while_the_command_starts_reaches_it(monkeypatch: Any) -> None:
+    """A signal that lands while ``keyfob run`` is starting CMD (here: right after the
+    child exists, before ``Popen`` has returned) is passed on, not lost or fatal."""
+    from keyfob.cli import run as run_module
+
+    missed: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: missed.append(signum))
+    real_popen = subprocess.Popen
+
+    def popen_then_signal(*args: Any, **kwargs: Any) -> Any:
+        child = real_popen(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        return child
+
+    monkeypatch.setattr(run_module.subprocess, "Popen", popen_then_signal)
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGUSR2, lambda *_: sys.exit(42))\n"
+        "time.sleep(5)\n"
+    )
+    try:
+        code = run_module.supervise([sys.executable, "-c", script], dict(os.environ))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert missed == []
+    # The child got it: by its own handler, or by the default action before it set one.
+    assert code in (42, -signal.SIGUSR2)

@@ -250,11 +250,18 @@ def _exit_code(returncode: int) -> int:
 
 
 def supervise(command: list[str], env: Mapping[str, str]) -> int:
-    """Start ``command`` with ``env`` and inherited stdio; pass signals on; its exit code."""
-    child = subprocess.Popen(command, env=dict(env))  # noqa: S603 - the user's own command
+    """Start ``command`` with ``env`` and inherited stdio; pass signals on; its exit code.
+
+    The handlers are in place before the child starts: a signal that arrives while it is
+    being started is held and passed on once it exists (with the handlers installed after
+    the start, a SIGTERM in between ended ``keyfob run`` and left the child running)."""
+    child: subprocess.Popen[bytes] | None = None
+    held: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        if child.poll() is None:
+        if child is None:
+            held.append(signum)
+        elif child.poll() is None:
             child.send_signal(signum)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -264,6 +271,9 @@ def supervise(command: list[str], env: Mapping[str, str]) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
+        child = subprocess.Popen(command, env=dict(env))  # noqa: S603 - the user's own command
+        while held:
+            forward(held.pop(0), None)
         while True:
             try:
                 return child.wait()
