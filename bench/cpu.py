@@ -27,6 +27,7 @@ from typing import Any
 # Siblings: run as a script, bench/ is first on sys.path.
 from proxy import (
     BATCH,
+    SDK_BATCH,
     SET_PATH,
     Config,
     Processes,
@@ -60,6 +61,14 @@ def rows(stack: Any, cfg: Config) -> list[tuple[str, str, dict[str, Any], int]]:
         json.dumps({"secret_set": SET_PATH, "scope": "request", "count": BATCH}).encode(),
     )
     pair = {**http_spec(kf, mint, 32, cfg), "mode": "mint_call", "call": kf.json_request("{lease}")}
+    pool_mint = raw_request(
+        "POST",
+        "/v1/leases",
+        kf.port,
+        stack.agent_token,
+        json.dumps({"secret_set": SET_PATH, "scope": "request", "count": SDK_BATCH}).encode(),
+    )
+    pooled = {**http_spec(kf, pool_mint, 32, cfg), "mode": "pool_call", "call": pair["call"]}
     proxied = "proxied, workflow lease"
     invalid = kf.json_request(fake_lease())
     return [
@@ -76,6 +85,7 @@ def rows(stack: Any, cfg: Config) -> list[tuple[str, str, dict[str, Any], int]]:
             BATCH,
         ),
         ("mint + call, per pair, 32 clients", "keyfob", pair, 1),
+        ("SDK pool (mint 20 at a time), per call, 32 clients", "keyfob", pooled, 1),
     ]
 
 

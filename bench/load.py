@@ -2,7 +2,7 @@
 
 ``python bench/load.py SPEC_JSON`` runs one measurement and prints its result as JSON.
 Requests are pre-built bytes; responses are parsed by httptools and only their status
-(and, for SSE, body arrival) is looked at. Two modes:
+(and, for SSE, body arrival) is looked at. The modes:
 
 - ``http``: ``connections`` keep-alive connections, each sending ``request`` back to back
   for ``warmup`` + ``duration`` seconds; only requests that complete inside the measured
@@ -17,6 +17,9 @@ Requests are pre-built bytes; responses are parsed by httptools and only their s
   (201, its body read for the token), then ``call`` (with ``{lease}`` in place of the
   token) goes through the proxy with it; the pair's time is one request, the call's
   status is judged against ``expect``.
+- ``pool_call``: like ``mint_call``, but ``request`` is a batch mint (``count``) whose
+  leases are used one per call until they run out, as ``keyfob.sdk.LeaseAuth`` does;
+  each call is one request.
 """
 
 from __future__ import annotations
@@ -201,8 +204,48 @@ class MintCallClient(HttpClient):
         self.transport.write(self.call.replace("{lease}", token).encode("latin-1"))
 
 
+class PoolCallClient(MintCallClient):
+    """A fresh single-use lease per call from a pool minted ``count`` at a time, as
+    ``keyfob.sdk.LeaseAuth`` does it: ``request`` is the batch mint, sent when the pool
+    is empty, and its time counts in the call that found the pool empty."""
+
+    def __init__(self, run: HttpRun) -> None:
+        super().__init__(run)
+        self.pool: list[str] = []
+
+    def send(self) -> None:
+        if not self.pool:
+            super().send()
+            return
+        assert self.transport is not None
+        self.minting = False
+        self.in_flight = True
+        self.body.clear()
+        self.sent = time.perf_counter_ns()
+        self.transport.write(self.call.replace("{lease}", self.pool.pop()).encode("latin-1"))
+
+    def on_message_complete(self) -> None:
+        if not self.minting:
+            HttpClient.on_message_complete(self)
+            return
+        try:
+            leases = json.loads(bytes(self.body))["leases"]
+            self.pool = [lease["token"] for lease in leases]
+        except (ValueError, KeyError, TypeError):
+            self.pool = []
+        if self.parser.get_status_code() != 201 or not self.pool:
+            HttpClient.on_message_complete(self)  # the mint failed: this call's status
+            return
+        self.minting = False
+        assert self.transport is not None
+        self.transport.write(self.call.replace("{lease}", self.pool.pop()).encode("latin-1"))
+
+
+CLIENTS: dict[str, type[HttpClient]] = {"mint_call": MintCallClient, "pool_call": PoolCallClient}
+
+
 def _client_kind(spec: dict[str, Any]) -> type[HttpClient]:
-    return MintCallClient if spec["mode"] == "mint_call" else HttpClient
+    return CLIENTS.get(spec["mode"], HttpClient)
 
 
 async def _http_client(run: HttpRun, first: HttpClient) -> None:

@@ -39,6 +39,7 @@ UPSTREAM_PATH = "/v1/chat/completions"
 JSON_BODY = b'{"model":"bench","messages":[{"role":"user","content":"hi"}],"max_tokens":1}'
 LOCAL_KEY = "sk-bench-" + "k" * 40  # the upstream key keyfob injects (never in responses)
 BATCH = 100  # leases per batch mint
+SDK_BATCH = 20  # leases per mint in keyfob.sdk.LeaseAuth's pool (keyfob/sdk/auth.py BATCH)
 _B62 = string.digits + string.ascii_letters
 _SERVE = (
     "import sys; from pathlib import Path; from keyfob.settings import Settings; "
@@ -473,6 +474,18 @@ def run_round(procs: Processes, stack: Stack, cfg: Config, round_no: int) -> dic
     progress(f"round {round_no + 1}: mint + call, 32 clients")
     pair = {**http_spec(kf, mint, 32, cfg), "mode": "mint_call", "call": kf.json_request("{lease}")}
     out["mint_call_32"] = procs.load(pair, server=kf.pid)
+    # The same, with the leases taken from a pool minted SDK_BATCH at a time, as
+    # keyfob.sdk's LeaseAuth does it: each call still has its own single-use lease.
+    progress(f"round {round_no + 1}: pooled single-use leases (SDK), 32 clients")
+    pool_mint = raw_request(
+        "POST",
+        "/v1/leases",
+        kf.port,
+        stack.agent_token,
+        json.dumps({"secret_set": SET_PATH, "scope": "request", "count": SDK_BATCH}).encode(),
+    )
+    pooled = {**http_spec(kf, pool_mint, 32, cfg), "mode": "pool_call", "call": pair["call"]}
+    out["pool_call_32"] = procs.load(pooled, server=kf.pid)
     return out
 
 

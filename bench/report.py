@@ -163,12 +163,26 @@ def summarise(rounds: list[dict[str, Any]], ramp: dict[str, Any], rss: dict[str,
         None if r is None else r >= 0.45,
         "req/s",
     )
+    pooled = med([r["pool_call_32"]["rps"] for r in rounds if "pool_call_32" in r])
+    r = ratio(pooled, rps["bare"])
+    add(
+        "fresh single-use lease per request, SDK pool (mint 20 at a time), 32 clients",
+        {"bare": rps["bare"], "keyfob": pooled},
+        "≥ 0.45 x bare",
+        None if r is None else r >= 0.45,
+        "req/s",
+    )
     # CPU per request against bare's at 32 clients: the ratio a loaded machine keeps.
     bare_cpu = med([r["rps_32"]["bare"].get(cpu) for r in rounds])
     pair_cpu = med([r["mint_call_32"].get(cpu) for r in rounds if "mint_call_32" in r])
     add(
         "mint + call server CPU per pair, 32 clients",
         {"bare": bare_cpu, "keyfob": pair_cpu},
+    )
+    pool_cpu = med([r["pool_call_32"].get(cpu) for r in rounds if "pool_call_32" in r])
+    add(
+        "SDK pool server CPU per call, 32 clients",
+        {"bare": bare_cpu, "keyfob": pool_cpu},
     )
     idle = rss["after_setup"]
     add("RSS idle after set-up", idle, "≤ 80 MB", _le(idle["keyfob"], 80), "MB")
