@@ -42,6 +42,9 @@ def test_each_listener_answers_only_its_own_routes(tmp_path: Path) -> None:
             assert agent.status_code == 201, agent.text
             for url in (operator_url, agent_url):
                 assert http.get(f"{url}/healthz").status_code == 200
+                # Readiness on both, for an operator and for a load balancer (no token).
+                assert http.get(f"{url}/readyz").json() == {"status": "ready"}
+                assert httpx.get(f"{url}/readyz", timeout=10).json() == {"status": "ready"}
             # The control plane is not on the agent listener, nor the dashboard.
             for path in ("/v1/agents", "/v1/secret-sets", "/ui/", "/v1/audit", "/docs"):
                 refused = http.get(f"{agent_url}{path}")

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keyfob.api.service import NOT_READY
 from keyfob.app import create_app as create_server_app
 from keyfob.app.bootstrap import init_vault
 from keyfob.errors import ConfigurationError, DecryptionFailed, Unavailable
@@ -77,11 +78,11 @@ def token_key(hsm: SoftHsm, label: str) -> Any:
         return session, None
 
 
-async def api(vault: Vault, settings: Settings, token: str) -> httpx.AsyncClient:
+async def api(vault: Vault, settings: Settings, token: str | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_server_app(settings, vault=vault)),
         base_url="http://keyfob.test",
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {token}"} if token else {},
     )
 
 
@@ -180,7 +181,17 @@ async def test_a_key_gone_from_the_token_shows_in_readyz_and_reads_go_on(
         ready = await http.get("/readyz")
         rotate = await http.post("/v1/keys/rotate")
         keys = await http.get("/v1/keys")
+    async with await api(vault, vault.settings, None) as http:
+        anonymous = await http.get("/readyz")
+        unknown = await http.get("/readyz", headers={"Authorization": "Bearer kfo_" + "Q" * 43})
 
+    # A load balancer (or a token that is not an operator's) learns only that it is down:
+    # no key or token label, no PKCS#11 error.
+    for answer in (anonymous, unknown):
+        assert answer.status_code == 503
+        assert answer.json()["detail"] == NOT_READY
+        for text in (key_label, hsm.token_label, "PKCS", "unavailable ("):
+            assert text not in answer.text
     assert ready.status_code == 503
     assert ready.headers["content-type"] == "application/problem+json"
     problem = ready.json()

@@ -33,6 +33,12 @@ def app_client(vault: Vault, token: str | None = None) -> httpx.AsyncClient:
     )
 
 
+async def operator_token(vault: Vault) -> str:
+    """A new operator token of ``vault`` (``/readyz`` tells only an operator why)."""
+    _, token = await vault.operators.create_token(Context(actor="operator:test"), "probe")
+    return token.reveal()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,7 +14,14 @@ from keyfob.clock import FrozenClock
 from keyfob.settings import Settings
 from keyfob.vault import Vault
 from keyfob.vault.shipping import Shipping
-from tests.shipping.conftest import FAST, app_client, head_seq, make_records, wait_for
+from tests.shipping.conftest import (
+    FAST,
+    app_client,
+    head_seq,
+    make_records,
+    operator_token,
+    wait_for,
+)
 
 
 class Collecting:
@@ -96,8 +103,13 @@ async def test_readyz_says_when_no_node_ships_a_sink(
     """Configured but shipped by nobody (its node gone): degraded, the vault still ready."""
     vault = await open_shipping_vault(audit_ship_file=tmp_path / "never.jsonl")
     await make_records(vault, 2)
-    async with app_client(vault) as http:
+    async with app_client(vault, await operator_token(vault)) as http:
         answer = await http.get("/readyz")
+    async with app_client(vault) as http:
+        anonymous = await http.get("/readyz")
+    # A load balancer learns only that it is degraded: not the sink, nor its file.
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"status": "degraded"}
     assert answer.status_code == 200
     body = answer.json()
     assert body["status"] == "degraded"

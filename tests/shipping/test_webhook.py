@@ -27,7 +27,15 @@ from keyfob.app.audit_sinks import build_sinks
 from keyfob.audit import ShippedChain
 from keyfob.vault import Vault
 from tests.conftest import CANARY, make_set
-from tests.shipping.conftest import FAST, app_client, free_port, head_seq, make_records, wait_for
+from tests.shipping.conftest import (
+    FAST,
+    app_client,
+    free_port,
+    head_seq,
+    make_records,
+    operator_token,
+    wait_for,
+)
 from tests.support.certs import loopback_tls
 
 TOKEN = "webhook-bearer-6c1d0e"
@@ -117,7 +125,7 @@ async def test_receiver_stopped_mid_stream_gets_every_record_in_order(
     await receiver.start()
     receiver.crash_after = 12
     await vault.shipping.start(build_sinks(vault.settings))
-    async with app_client(vault) as http:
+    async with app_client(vault, await operator_token(vault)) as http, app_client(vault) as anon:
         producer = asyncio.create_task(make_records(vault, 40, pause=0.005))
         await wait_for(lambda: receiver.crash_after is None and not receiver.running)
 
@@ -143,6 +151,9 @@ async def test_receiver_stopped_mid_stream_gets_every_record_in_order(
         assert state["sink"] == "webhook"
         assert state["behind"] > 0
         assert state["failing_since"] is not None
+        # Without an operator token: degraded, and not which sink, where, or what failed.
+        anonymous = await anon.get("/readyz")
+        assert (anonymous.status_code, anonymous.json()) == (200, {"status": "degraded"})
         await producer
         # More records while it is down, one holding a secret set made with the canary.
         created = await vault_set_with_canary(vault)

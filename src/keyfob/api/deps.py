@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from keyfob import tokens
-from keyfob.errors import Forbidden, InvalidRequest
+from keyfob.errors import Forbidden, InvalidRequest, Unauthorized, Unavailable
 from keyfob.tls_scope import client_certificate
 from keyfob.vault import Context, Principal, Vault, new_request_id
 
@@ -91,6 +91,24 @@ async def operator(request: Request, vault: Annotated[Vault, Depends(get_vault)]
     return acting(principal, ctx)
 
 
+async def operator_or_none(
+    request: Request, vault: Annotated[Vault, Depends(get_vault)]
+) -> Context | None:
+    """The operator's audit context if the request carries a valid operator token, else
+    None, never a 401: for answers that only say more to an operator (``/readyz``)."""
+    token = bearer(request)
+    # No token (a load balancer), or an agent's or a lease's: not an attempt to act as an
+    # operator, so nothing to audit. Any other token is checked (and a failure audited)
+    # as on every operator route, and gets the same answer as no token.
+    if not token or _kind(token) in (tokens.AGENT, tokens.LEASE):
+        return None
+    try:
+        return await operator(request, vault)
+    except (Unauthorized, Unavailable):
+        # Unavailable: the token cannot be checked now (the database is away).
+        return None
+
+
 async def agent(
     request: Request, vault: Annotated[Vault, Depends(get_vault)]
 ) -> tuple[Principal, Context]:
@@ -139,3 +157,4 @@ AgentDep = Annotated[tuple[Principal, Context], Depends(agent)]
 LeaseTokenDep = Annotated[str | None, Depends(lease_token)]
 AnonymousDep = Annotated[Context, Depends(anonymous)]
 OperatorOrAgentDep = Annotated[Context, Depends(operator_or_agent)]
+OperatorOrNoneDep = Annotated[Context | None, Depends(operator_or_none)]

@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from keyfob.audit import CheckpointFile, Event
@@ -45,6 +46,11 @@ from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.shipping import Shipping
 from keyfob.vault.usage import Pricing, Usage, fallback_price
 from keyfob.vault.users import Users
+
+# ``ready`` asks the master key provider at most this often (seconds) and answers with
+# the last result in between: load balancers probe every few seconds, and each check of
+# an HSM is a round trip through the token. A failure (or a recovery) shows within this.
+MASTER_CHECK_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,8 @@ class Vault:
         # Audit shipping: its tasks are started by the serving process (``start``).
         self.shipping = Shipping(core, settings, self.metrics)
         core.db.on_commit = self._committed if self.shipping.configured else self.metrics.committed
+        # When ``ready`` last asked the master key provider, and its failure if it failed.
+        self._master_checked: tuple[datetime, str | None] | None = None
 
     def _committed(self, records: Sequence[Event], seconds: float) -> None:
         self.metrics.committed(records, seconds)
@@ -227,7 +235,7 @@ class Vault:
     async def ready(self) -> None:
         """Raise ``Unavailable`` unless the database and the checkpoint dir take writes and
         the master key provider can wrap (an HSM that went away says so here)."""
-        await asyncio.to_thread(self.core.ring.master.check)
+        await self._check_master()
         async with self.db.write():
             pass
         directory: Path = self.core.checkpoints.path.parent
@@ -238,6 +246,20 @@ class Vault:
             probe.unlink()
         except OSError as exc:
             raise Unavailable("the audit checkpoint directory is not writable") from exc
+
+    async def _check_master(self) -> None:
+        now = self.core.clock.now()
+        last = self._master_checked
+        # A clock set back counts as the interval being over.
+        if last is None or not 0 <= (now - last[0]).total_seconds() < MASTER_CHECK_INTERVAL:
+            failure = None
+            try:
+                await asyncio.to_thread(self.core.ring.master.check)
+            except Unavailable as exc:
+                failure = exc.detail
+            last = self._master_checked = (now, failure)
+        if last[1] is not None:
+            raise Unavailable(last[1])
 
     async def close(self) -> None:
         try:
