@@ -82,3 +82,24 @@ async def test_a_failure_shows_once_the_interval_is_over_and_is_kept_through_the
     clock.advance(MASTER_CHECK_INTERVAL / 2)
     await clocked.ready()
     assert provider.calls == 3
+
+
+async def test_the_log_says_why_once_per_change_and_when_it_is_ready_again(
+    clocked: Vault, clock: FrozenClock, provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="keyfob.ready")
+    await clocked.ready()
+    provider.failing = True
+    clock.advance(MASTER_CHECK_INTERVAL)
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            await clocked.ready()
+    provider.failing = False
+    clock.advance(MASTER_CHECK_INTERVAL)
+    await clocked.ready()
+    await clocked.ready()
+    said = [r.getMessage() for r in caplog.records if r.name == "keyfob.ready"]
+    assert said == [
+        "not ready: the master key 'probe-label' on token 'probe-token' is gone",
+        "ready again",
+    ]

@@ -7,6 +7,7 @@ first operator token once, and refuses to touch a database that already has a ke
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.shipping import Shipping
 from keyfob.vault.usage import Pricing, Usage, fallback_price
 from keyfob.vault.users import Users
+
+log = logging.getLogger("keyfob.ready")
 
 # ``ready`` asks the master key provider at most this often (seconds) and answers with
 # the last result in between: load balancers probe every few seconds, and each check of
@@ -109,6 +112,8 @@ class Vault:
         core.db.on_commit = self._committed if self.shipping.configured else self.metrics.committed
         # When ``ready`` last asked the master key provider, and its failure if it failed.
         self._master_checked: tuple[datetime, str | None] | None = None
+        # Why the last ``ready`` failed (None: it did not), so the log says it once.
+        self._unready: str | None = None
 
     def _committed(self, records: Sequence[Event], seconds: float) -> None:
         self.metrics.committed(records, seconds)
@@ -234,7 +239,23 @@ class Vault:
 
     async def ready(self) -> None:
         """Raise ``Unavailable`` unless the database and the checkpoint dir take writes and
-        the master key provider can wrap (an HSM that went away says so here)."""
+        the master key provider can wrap (an HSM that went away says so here).
+
+        ``/readyz`` tells only an operator token why; the log says it to whoever runs
+        keyfob, once per change (not once per load balancer probe), and says when it is
+        ready again."""
+        try:
+            await self._ready()
+        except Unavailable as exc:
+            if exc.detail != self._unready:
+                log.warning("not ready: %s", exc.detail)
+            self._unready = exc.detail
+            raise
+        if self._unready is not None:
+            log.warning("ready again")
+            self._unready = None
+
+    async def _ready(self) -> None:
         await self._check_master()
         async with self.db.write():
             pass
