@@ -229,6 +229,28 @@ def test_invalid_setting_is_named_without_its_value(real_cli: Cli, real: RealKey
     assert real.requests == []
 
 
+def test_invalid_setting_stops_a_command_before_it_asks_for_a_value(
+    real_cli: Cli, real: RealKeyfob, canary: str
+):
+    # The settings are read as a command starts (not for --help): nothing is prompted for.
+    result = real_cli(
+        "set",
+        "create",
+        "openai/prod/default",
+        "--key",
+        "OPENAI_API_KEY",
+        tty=True,
+        input=canary + "\n",
+        env={"KEYFOB_PORT": "not-a-port"},
+    )
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: invalid setting: KEYFOB_PORT")
+    assert result.stderr.count("\n") == 1
+    assert real.requests == []
+
+
 def test_version(real_cli: Cli, real: RealKeyfob):
     from keyfob import __version__
 

@@ -1,31 +1,80 @@
 """The CLI starts without the server: a client command (``keyfob run``, ``lease mint``,
 ``ca bundle``…) imports no storage, web framework or crypto package. Each ``keyfob``
 invocation pays its imports, so this is what keeps the agent's commands quick to start;
-commands that open the vault locally (``init``, ``serve``, ``keys``…) import it when run."""
+commands that open the vault locally (``init``, ``serve``, ``keys``…) import it when run.
+
+Within the CLI too, a command imports what it needs when it runs: the settings
+(pydantic) when a command reads them, not for ``--help``; httpx and the SDK when a
+command talks to a server; Rich when a table or help is drawn; and ``keyfob init``
+opens the vault without the web framework."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 SERVER = (
     "aiohttp alembic asyncpg aiosqlite cryptography fastapi jinja2 jwt mcp sqlalchemy "
     "starlette uvicorn keyfob.api keyfob.app keyfob.proxy keyfob.store keyfob.vault"
 ).split()
+# Read when a command runs (``state``), not to build the commands or show their help.
+# (typer itself imports pydantic to convert the options of a command it runs, --help too.)
+SETTINGS = "pydantic_settings keyfob.settings keyfob.profiles".split()
+# Imported by the commands that talk to a server, when they open a client.
+CLIENT = "httpx httpcore keyfob.sdk keyfob.cli.client".split()
+# Imported where a table is drawn (Rich) or the MCP server is run (asyncio).
+ON_USE = "rich asyncio".split()
+WEB = (
+    "aiohttp fastapi jinja2 starlette uvicorn keyfob.api keyfob.app.asgi keyfob.dashboard "
+    "keyfob.proxy"
+).split()
 
-CHILD = """
+ENTRY = """
 import sys
 from typer.main import get_command
 from keyfob.cli.main import create_app
 get_command(create_app())  # every command and option built, as on each invocation
-server = sys.argv[1].split()
-print(sorted(m for m in sys.modules if any(m == s or m.startswith(s + ".") for s in server)))
+kept_out = sys.argv[1].split()
+print(sorted(m for m in sys.modules if any(m == s or m.startswith(s + ".") for s in kept_out)))
 """
+
+# Runs ``keyfob ARGS…`` as the console script does, then names the kept-out modules loaded.
+INVOKE = """
+import json, sys
+kept_out = sys.argv[1].split()
+sys.argv = ["keyfob", *sys.argv[2:]]
+from keyfob.cli.main import main
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+loaded = sorted(m for m in sys.modules if any(m == s or m.startswith(s + ".") for s in kept_out))
+sys.stderr.write(json.dumps({"code": code, "loaded": loaded}) + "\\n")
+"""
+
+
+def _invoke(
+    kept_out: list[str], *args: str, env: dict[str, str] | None = None
+) -> tuple[int, list[str], str]:
+    """Exit code, the kept-out modules ``keyfob ARGS…`` loaded, and its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", INVOKE, " ".join(kept_out), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return report["code"], report["loaded"], done.stdout
 
 
 def test_the_cli_entry_point_imports_no_server_package() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, " ".join(SERVER)],
+        [sys.executable, "-c", ENTRY, " ".join(SERVER + SETTINGS + CLIENT + ON_USE + ["pydantic"])],
         capture_output=True,
         text=True,
         timeout=60,
@@ -33,3 +82,24 @@ def test_the_cli_entry_point_imports_no_server_package() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_help_reads_no_settings_and_opens_no_client() -> None:
+    # ``lease mint --help`` runs the root callback first: the settings are not read there.
+    code, loaded, out = _invoke(SERVER + SETTINGS + CLIENT + ["pydantic"], "--help")
+    assert code == 0
+    assert "Usage: keyfob" in out
+    assert loaded == []
+    for args in (["lease", "mint", "--help"], ["run", "--help"], ["set", "create", "--help"]):
+        code, loaded, out = _invoke(SERVER + SETTINGS + CLIENT, *args)
+        assert code == 0
+        assert f"Usage: keyfob {' '.join(args[:-1])}" in out
+        assert loaded == [], args
+
+
+def test_init_opens_the_vault_without_the_web_framework(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "KEYFOB_DATA_DIR": str(tmp_path / "data")}
+    code, loaded, out = _invoke(WEB + CLIENT, "init", "--json", env=env)
+    assert code == 0
+    assert json.loads(out)["operator_token"].startswith("kfo_")
+    assert loaded == []

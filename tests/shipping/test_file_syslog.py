@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from keyfob import app as app_module
+from keyfob.app import asgi as app_module
 from keyfob.app.audit_sinks import build_sinks
 from keyfob.audit import ShippedChain
 from keyfob.settings import Settings

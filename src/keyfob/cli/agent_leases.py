@@ -7,16 +7,18 @@ under the client's timeout) until an operator decides, and prints the lease once
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keyfob.cli.client import KeyfobClient
 from keyfob.cli.constraints import Action, Scope
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line, show_new_token, when
 from keyfob.cli.paths import segment, set_path
+
+if TYPE_CHECKING:
+    from keyfob.cli.client import KeyfobClient
 
 POLL_SLICE = 20.0  # seconds per long poll; the server holds at most 30, the client waits 30
 Wait = Annotated[

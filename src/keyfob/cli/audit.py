@@ -7,14 +7,16 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keyfob.cli.client import KeyfobClient
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_json_line, print_line, print_table, when
+
+if TYPE_CHECKING:
+    from keyfob.cli.client import KeyfobClient
 
 app = typer.Typer(name="audit", help="The audit log: tail, verify, export.", no_args_is_help=True)
 

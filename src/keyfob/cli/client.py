@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from keyfob import __version__
+from keyfob.cli.context import AUTH_HINT
 from keyfob.cli.errors import CliError
 from keyfob.errors import PROBLEM_PREFIX
 from keyfob.secret import Masked, Secret
@@ -25,7 +26,6 @@ from keyfob.text import digits
 Params = Mapping[str, str | int | Sequence[str]]
 
 TIMEOUT_SECONDS = 30.0
-AUTH_HINT = "check KEYFOB_TOKEN or --token-file"
 
 
 class KeyfobClient(Masked):

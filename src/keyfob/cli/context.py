@@ -4,6 +4,10 @@
 the server core); ``CliState`` is built once per invocation by the root callback. It
 opens one client per kind of credential: the operator or agent token from
 ``KEYFOB_TOKEN``/``--token-file``, or a lease from ``KEYFOB_LEASE`` or stdin (never argv).
+
+Each invocation pays for what it imports, so the settings (pydantic) are read when a
+command runs (``state``), not for ``--help``, and the HTTP client (httpx) is imported
+when a command opens one.
 """
 
 from __future__ import annotations
@@ -15,20 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import typer
 
-from keyfob.cli.client import AUTH_HINT, KeyfobClient, check_addr, sends_token_in_clear
 from keyfob.cli.errors import CliError
 from keyfob.clock import SystemClock
 from keyfob.secret import Secret
-from keyfob.settings import Settings
 from keyfob.tokens import AGENT, LEASE, OPERATOR, looks_like
+
+if TYPE_CHECKING:
+    import httpx
+
+    from keyfob.cli.client import KeyfobClient
+    from keyfob.settings import Settings
 
 LEASE_ENV = "KEYFOB_LEASE"
 LEASE_HINT = f"check {LEASE_ENV} or the lease on stdin"
+AUTH_HINT = "check KEYFOB_TOKEN or --token-file"
 
 
 class InitOutcome(Protocol):
@@ -97,15 +105,44 @@ class Wiring:
     bootstrap: Callable[[], Bootstrap] = _core_bootstrap
 
 
+def load_settings() -> Settings:
+    """``KEYFOB_*`` settings, with a bad variable reported by name (never by value)."""
+    from pydantic import ValidationError
+
+    from keyfob.settings import Settings
+
+    try:
+        # Fields have defaults; mypy without the pydantic plugin thinks they are required.
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"KEYFOB_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise CliError(f"invalid setting: {problems}") from None
+
+
 @dataclass
 class CliState:
-    """One invocation's settings and lazily opened client."""
+    """One invocation's settings (read on first use) and lazily opened clients."""
 
-    settings: Settings
     wiring: Wiring
-    addr: str
+    addr_option: str | None = None  # --addr; KEYFOB_ADDR otherwise
     token_file: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
     _clients: dict[str, KeyfobClient] = field(default_factory=dict, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """The ``KEYFOB_*`` settings, read once; a bad variable is a ``CliError``."""
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def addr(self) -> str:
+        """The server address: ``--addr``, else ``KEYFOB_ADDR``."""
+        return self.addr_option or self.settings.addr
 
     def token(self) -> Secret[str] | None:
         """The operator or agent token: ``--token-file`` wins over ``KEYFOB_TOKEN``."""
@@ -181,6 +218,8 @@ class CliState:
         return Secret(text)
 
     def _open(self, token: Secret[str], auth_hint: str) -> KeyfobClient:
+        from keyfob.cli.client import KeyfobClient, check_addr, sends_token_in_clear
+
         addr = check_addr(self.addr)
         if sends_token_in_clear(addr):
             typer.echo(
@@ -201,4 +240,7 @@ def state(ctx: typer.Context) -> CliState:
     found = ctx.find_object(CliState)
     if found is None:  # only when a command is invoked without the root app
         raise CliError("keyfob CLI state is missing; run commands through `keyfob`")
+    # Read as the command starts, so a bad KEYFOB_* variable stops it before it asks for
+    # anything; ``--help`` never gets here and does not load the settings.
+    found.settings  # noqa: B018
     return found

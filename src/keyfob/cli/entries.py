@@ -18,7 +18,7 @@ from typing import TextIO
 import typer
 
 from keyfob.cli.errors import CliError
-from keyfob.profiles import KEY_NAME_RE
+from keyfob.names import KEY_NAME_RE
 from keyfob.secret import Secret
 
 KEY_NAME = KEY_NAME_RE

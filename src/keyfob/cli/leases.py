@@ -7,12 +7,11 @@ an operator token, lives in ``agent_leases`` and is registered on the same group
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keyfob.cli import agent_leases
-from keyfob.cli.client import KeyfobClient
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line, print_table, when
@@ -23,6 +22,9 @@ app = typer.Typer(
     help="Leases: mint (agent), check (lease), list, revoke, and approve lease requests.",
     no_args_is_help=True,
 )
+
+if TYPE_CHECKING:
+    from keyfob.cli.client import KeyfobClient
 app.command("mint")(agent_leases.mint)
 app.command("poll")(agent_leases.poll)
 app.command("check")(agent_leases.check)

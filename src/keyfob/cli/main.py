@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from keyfob import __version__
@@ -27,11 +26,10 @@ from keyfob.cli import (
     usage,
     users,
 )
-from keyfob.cli.context import CliState, Wiring
+from keyfob.cli.context import CliState, Wiring, state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line
 from keyfob.errors import KeyfobError
-from keyfob.settings import Settings
 
 
 class KeyfobGroup(TyperGroup):
@@ -47,21 +45,9 @@ class KeyfobGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def load_settings() -> Settings:
-    """``KEYFOB_*`` settings, with a bad variable reported by name (never by value)."""
-    try:
-        # Fields have defaults; mypy without the pydantic plugin thinks they are required.
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"KEYFOB_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise CliError(f"invalid setting: {problems}") from None
-
-
-def version(json_out: JsonFlag = False) -> None:
+def version(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     """Print the keyfob version."""
+    state(ctx)  # as every command, refuses a bad KEYFOB_* variable (``--version`` does not)
     if json_out:
         print_json({"version": __version__})
     else:
@@ -116,13 +102,8 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
             ),
         ] = False,
     ) -> None:
-        settings = load_settings()
-        cli = CliState(
-            settings=settings,
-            wiring=seams,
-            addr=addr or settings.addr,
-            token_file=token_file,
-        )
+        # The settings are read when a command runs (``state``): not for its --help.
+        cli = CliState(wiring=seams, addr_option=addr, token_file=token_file)
         ctx.obj = cli
         ctx.call_on_close(cli.close)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -107,6 +106,8 @@ def mcp(
             print(
                 f"keyfob mcp: streamable HTTP at {url} (keyfob at {config.addr})", file=sys.stderr
             )
+    import asyncio
+
     try:
         asyncio.run(_serve(config, listen))
     except KeyboardInterrupt:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from keyfob.clock import parse_iso
+
+if TYPE_CHECKING:
+    # Imported by the functions that draw: a command that prints lines or JSON skips Rich.
+    from rich.console import Console
 
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of text.")
@@ -24,6 +25,8 @@ JsonFlag = Annotated[
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # Built per call so it writes to whatever sys.stdout is now (CliRunner swaps it).
     console = Console(highlight=False, emoji=False)
     if not console.is_terminal:
@@ -51,6 +54,9 @@ def print_table(
     columns: Sequence[str], rows: Iterable[Sequence[str]], *, header: bool = True
 ) -> None:
     """A compact table; long cells fold rather than being cut, so ids stay copyable."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, header_style="bold", pad_edge=False, show_header=header)
     for index, column in enumerate(columns):
         # The first column is the handle (path, id, seq) a user copies: never split it.

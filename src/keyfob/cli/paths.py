@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from keyfob.cli.errors import CliError
-from keyfob.profiles import SLUG_RE
+from keyfob.names import SLUG_RE
 from keyfob.tokens import PREFIXES
 
 SLUG = SLUG_RE

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -34,8 +34,10 @@ import typer
 from keyfob.ca_bundle import merged_bundle
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
-from keyfob.sdk import AgentClient, Grant, KeyfobError, Lease
-from keyfob.sdk.errors import ApprovalRequired, AuthenticationFailed, Conflict, NotFound
+
+if TYPE_CHECKING:
+    # Imported where used: the SDK imports httpx, which the other commands do not need.
+    from keyfob.sdk import AgentClient, Grant, Lease
 
 KEYFOB_ERROR = 2  # keyfob-side failure: never a code CMD could have meant
 NOT_FOUND = 127  # CMD could not be started (as a shell says it)
@@ -161,6 +163,8 @@ class Renewer:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        from keyfob.sdk import KeyfobError
+
         while self._leases:
             # Wake for the lease whose renewal is due first.
             due = min(lease.ttl * (1 - RENEW_AT) for lease in self._leases.values())
@@ -210,6 +214,8 @@ def _targets(agent: AgentClient, sets: list[str]) -> list[Target]:
 def _mint(
     agent: AgentClient, targets: list[Target], ttl: int | None, wait: float | None
 ) -> dict[str, Lease]:
+    from keyfob.sdk import ApprovalRequired
+
     leases: dict[str, Lease] = {}
     try:
         for target in targets:
@@ -232,6 +238,8 @@ def _mint(
 
 
 def _revoke(agent: AgentClient, leases: Mapping[str, Lease], warn: Callable[[str], None]) -> None:
+    from keyfob.sdk import Conflict, KeyfobError, NotFound
+
     for name, lease in leases.items():
         try:
             agent.revoke(lease)
@@ -325,10 +333,12 @@ def run(
     ] = None,
 ) -> None:
     """Run CMD with leases for the sets where its keys would be (agent token)."""
+    from keyfob.sdk import AgentClient, KeyfobError
+
     if not command:
         _fail("no command: keyfob run --set P/E/N -- CMD [ARGS]...")
+    cli = state(ctx)  # a bad KEYFOB_* variable is reported as by every other command
     try:
-        cli = state(ctx)
         agent = AgentClient(cli.addr, _agent_token(ctx), transport=cli.wiring.transport)
     except (CliError, KeyfobError) as exc:
         _fail(exc)
@@ -352,6 +362,8 @@ def _run(
     dry_run: bool,
     json_out: bool,
 ) -> int:
+    from keyfob.sdk import KeyfobError
+
     try:
         targets = _targets(agent, secret_sets)
         if dry_run:
@@ -390,6 +402,7 @@ def _run_forward(
     json_out: bool,
 ) -> int:
     """CMD through the forward proxy: one multi-set credential, revoked when CMD exits."""
+    from keyfob.sdk import KeyfobError
 
     try:
         targets = _targets(agent, secret_sets)
@@ -433,6 +446,8 @@ def _print_plan(env: Mapping[str, str], command: list[str], json_out: bool) -> N
 
 
 def _fail(problem: object) -> NoReturn:
+    from keyfob.sdk import AuthenticationFailed, KeyfobError
+
     message = problem.message if isinstance(problem, CliError) else str(problem)
     if isinstance(problem, KeyfobError) and problem.reason is None:
         # The problem type's last part names the cause for scripts: "(unauthorized)".

@@ -18,7 +18,6 @@ from keyfob.cli.output import (
     show_new_token,
 )
 from keyfob.cli.users import read_password
-from keyfob.settings import Settings
 
 
 def _describe(result: InitOutcome) -> dict[str, Any]:
@@ -111,6 +110,8 @@ def serve(
     cli = state(ctx)
     settings = cli.settings
     if forward_proxy is not None:
+        from keyfob.settings import Settings
+
         try:
             settings = Settings.model_validate(
                 {**settings.model_dump(), "proxy_listen": forward_proxy}

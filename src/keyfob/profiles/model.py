@@ -14,10 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keyfob.addresses import PRIVATE, parse_host, refusal
+from keyfob.names import KEY_NAME_RE, SLUG_RE
 
-# \Z, not $: "$" also matches before a trailing newline ("bot\n").
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
-KEY_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}\Z")
 _HOST_RE = re.compile(
     r"^(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z"
 )
