@@ -28,14 +28,13 @@ from typing import Any
 from proxy import (
     BATCH,
     SDK_BATCH,
-    SET_PATH,
     Config,
     Processes,
     _keyfob_env_cleared,
     fake_lease,
     http_spec,
+    mint_request,
     raise_fd_limit,
-    raw_request,
     rss_mb,
     start_stack,
 )
@@ -46,28 +45,10 @@ CPU = "server_cpu_ms_per_request"
 def rows(stack: Any, cfg: Config) -> list[tuple[str, str, dict[str, Any], int]]:
     """(row, target, load spec, requests per answer) for one round."""
     kf, bare = stack.targets["keyfob"], stack.targets["bare"]
-    mint = raw_request(
-        "POST",
-        "/v1/leases",
-        kf.port,
-        stack.agent_token,
-        json.dumps({"secret_set": SET_PATH, "scope": "request"}).encode(),
-    )
-    batch = raw_request(
-        "POST",
-        "/v1/leases",
-        kf.port,
-        stack.agent_token,
-        json.dumps({"secret_set": SET_PATH, "scope": "request", "count": BATCH}).encode(),
-    )
+    mint = mint_request(kf.port, stack.agent_token)
+    batch = mint_request(kf.port, stack.agent_token, BATCH)
     pair = {**http_spec(kf, mint, 32, cfg), "mode": "mint_call", "call": kf.json_request("{lease}")}
-    pool_mint = raw_request(
-        "POST",
-        "/v1/leases",
-        kf.port,
-        stack.agent_token,
-        json.dumps({"secret_set": SET_PATH, "scope": "request", "count": SDK_BATCH}).encode(),
-    )
+    pool_mint = mint_request(kf.port, stack.agent_token, SDK_BATCH)
     pooled = {**http_spec(kf, pool_mint, 32, cfg), "mode": "pool_call", "call": pair["call"]}
     proxied = "proxied, workflow lease"
     invalid = kf.json_request(fake_lease())

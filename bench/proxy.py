@@ -213,6 +213,14 @@ def raw_request(method: str, path: str, port: int, token: str, body: bytes = b""
     return "\r\n".join(head) + "\r\n\r\n" + body.decode("latin-1")
 
 
+def mint_request(port: int, agent_token: str, count: int | None = None) -> str:
+    """``POST /v1/leases`` for single-use (``request``) leases of the benchmark's set."""
+    body: dict[str, Any] = {"secret_set": SET_PATH, "scope": "request"}
+    if count is not None:
+        body["count"] = count
+    return raw_request("POST", "/v1/leases", port, agent_token, json.dumps(body).encode())
+
+
 def fake_lease() -> str:
     """A well-formed lease token that was never issued."""
     return "kfl_" + "".join(secrets.choice(_B62) for _ in range(43))
@@ -450,23 +458,11 @@ def run_round(procs: Processes, stack: Stack, cfg: Config, round_no: int) -> dic
     progress(f"round {round_no + 1}: invalid lease")
     invalid = http_spec(kf, kf.json_request(fake_lease()), 1, cfg, 401)
     out["invalid_1"] = procs.load(invalid, server=kf.pid)
-    mint = raw_request(
-        "POST",
-        "/v1/leases",
-        kf.port,
-        stack.agent_token,
-        json.dumps({"secret_set": SET_PATH, "scope": "request"}).encode(),
-    )
+    mint = mint_request(kf.port, stack.agent_token)
     for clients in (1, 8):
         progress(f"round {round_no + 1}: lease mint, {clients} client(s)")
         out[f"mint_{clients}"] = procs.load(http_spec(kf, mint, clients, cfg, 201), server=kf.pid)
-    batch = raw_request(
-        "POST",
-        "/v1/leases",
-        kf.port,
-        stack.agent_token,
-        json.dumps({"secret_set": SET_PATH, "scope": "request", "count": BATCH}).encode(),
-    )
+    batch = mint_request(kf.port, stack.agent_token, BATCH)
     progress(f"round {round_no + 1}: batch mint (count {BATCH}), 8 clients")
     out["mint_batch_8"] = procs.load(http_spec(kf, batch, 8, cfg, 201), server=kf.pid)
     # A fresh single-use lease per call (mint + call, as the SDK does it), against the
@@ -477,13 +473,7 @@ def run_round(procs: Processes, stack: Stack, cfg: Config, round_no: int) -> dic
     # The same, with the leases taken from a pool minted SDK_BATCH at a time, as
     # keyfob.sdk's LeaseAuth does it: each call still has its own single-use lease.
     progress(f"round {round_no + 1}: pooled single-use leases (SDK), 32 clients")
-    pool_mint = raw_request(
-        "POST",
-        "/v1/leases",
-        kf.port,
-        stack.agent_token,
-        json.dumps({"secret_set": SET_PATH, "scope": "request", "count": SDK_BATCH}).encode(),
-    )
+    pool_mint = mint_request(kf.port, stack.agent_token, SDK_BATCH)
     pooled = {**http_spec(kf, pool_mint, 32, cfg), "mode": "pool_call", "call": pair["call"]}
     out["pool_call_32"] = procs.load(pooled, server=kf.pid)
     return out
