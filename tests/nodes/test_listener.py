@@ -1,14 +1,17 @@
-"""The cache listener's fallback: a node that cannot listen drops its caches every TTL.
-
-No database is needed: the listener points at a closed port, as when PostgreSQL (or the
-path to it) is gone for the dedicated connection.
+"""The cache listener: a node that cannot listen drops its caches every TTL (no database
+needed: the listener points at a closed port, as when PostgreSQL or the path to it is gone
+for the dedicated connection), and ``close`` ends it even when a cancellation is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from keyfob.store.notify import Listener
+from tests.support.backends import PG_SKIP_REASON, PG_URL, reset_postgres
 from tests.support.server import free_port
 
 
@@ -47,3 +50,36 @@ def test_the_listener_connects_with_the_engines_tls_settings() -> None:
         "vault",
         "keyfob",
     )
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return reset_postgres()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_URL is None, reason=PG_SKIP_REASON)
+async def test_close_ends_the_listener_even_when_a_cancellation_is_lost(pg_url: str) -> None:
+    """Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives in the turn its
+    inner call finishes; the listener's close then waited forever while it kept pinging.
+    Here the ping swallows the cancellation outright."""
+    lost: list[int] = []
+
+    class Swallowing(Listener):
+        async def _ping(self, conn: Any) -> None:
+            try:
+                await super()._ping(conn)
+            except asyncio.CancelledError:
+                lost.append(1)
+
+    listener = Swallowing(pg_url, lambda _: None, lambda: None, ttl=0.05)
+    await listener.start()
+    assert listener.connected
+    closing = asyncio.ensure_future(listener.close())
+    done, _ = await asyncio.wait({closing}, timeout=5)
+    if not done:  # the old close: clean up, then fail
+        listener._closing = True
+        await asyncio.wait({closing}, timeout=5)
+        pytest.fail("close() did not end the listener")
+    assert lost == [1]
+    assert not listener.connected

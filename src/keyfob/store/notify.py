@@ -75,6 +75,7 @@ class Listener:
         self.connected = False
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._closing = False
 
     async def start(self, wait: float = 5.0) -> None:
         """Start listening; waits up to ``wait`` s for the first connection (a node that
@@ -83,7 +84,17 @@ class Listener:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), wait)
 
+    async def _ping(self, conn: Any) -> None:
+        """Wait ``ttl``, then check that the connection still answers."""
+        await asyncio.sleep(self.ttl)
+        async with asyncio.timeout(max(self.ttl, 1.0)):
+            await conn.fetchval("SELECT 1")
+
     async def close(self) -> None:
+        # The flag ends the loops even if the cancellation below is lost: Python 3.11's
+        # ``asyncio.wait_for`` returns the result of an inner call that finished in the
+        # same turn and drops the cancel (a node's close then waited forever, pinging).
+        self._closing = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -105,25 +116,22 @@ class Listener:
         import asyncpg
 
         backoff = 0.1
-        while True:
+        while not self._closing:
             conn = None
             try:
-                conn = await asyncio.wait_for(
-                    asyncpg.connect(
+                async with asyncio.timeout(max(self.ttl, 1.0)):
+                    conn = await asyncpg.connect(
                         **_connect_args(self._url.reveal()),
                         server_settings={"application_name": APP_NAME},
-                    ),
-                    max(self.ttl, 1.0),
-                )
+                    )
                 await conn.add_listener(CHANNEL, self._notified)
                 self._state(True)
                 # Anything changed while this node was not listening is unknown: drop all.
                 self._on_reset()
                 self._ready.set()
                 backoff = 0.1
-                while not conn.is_closed():
-                    await asyncio.sleep(self.ttl)
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), max(self.ttl, 1.0))
+                while not self._closing and not conn.is_closed():
+                    await self._ping(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -133,8 +141,11 @@ class Listener:
                 self._state(False)
                 if conn is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await conn.close()
             self._ready.set()
+            if self._closing:
+                return
             # While down, caches live at most ``ttl`` seconds.
             self._on_reset()
             await asyncio.sleep(min(backoff, self.ttl))
