@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.sql import Executable
 
+from keyfob.clock import FrozenClock
+from keyfob.settings import Settings
 from keyfob.store.tables import audit_events, metadata, secret_versions
 from keyfob.vault import Context, Vault
 from tests.conftest import make_set
@@ -51,3 +55,13 @@ async def snapshot(vault: Vault) -> dict[str, list[Any]]:
         query = select(table).order_by(*table.primary_key.columns)
         out[table.name] = await fetch(vault, query)
     return out
+
+
+@pytest.fixture
+async def clocked(settings: Settings, clock: FrozenClock) -> AsyncIterator[Vault]:
+    """A fresh vault on the test's ``clock`` (``clock.advance`` moves its time)."""
+    vault, _ = await Vault.initialise(settings, clock=clock)
+    try:
+        yield vault
+    finally:
+        await vault.close()

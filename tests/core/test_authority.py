@@ -7,25 +7,17 @@ import datetime
 import ssl
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from keyfob.ca_bundle import merged_bundle
 from keyfob.clock import FrozenClock
-from keyfob.settings import Settings
 from keyfob.store.tables import ca_certificates
 from keyfob.vault import Context, Vault
 from keyfob.vault.authority import LEAF_HOURS
 
 from .conftest import fetch
-
-
-@pytest.fixture
-async def clocked(settings: Settings, clock: FrozenClock) -> Vault:
-    vault, _ = await Vault.initialise(settings, clock=clock)
-    return vault
 
 
 async def test_init_makes_a_ca_whose_key_is_sealed_at_rest(vault: Vault) -> None:

@@ -3,28 +3,16 @@ only by the starting browser, bounded in number, and tamper-evident at rest."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import update
 
 from keyfob.clock import FrozenClock
 from keyfob.errors import Conflict
 from keyfob.secret import Secret
-from keyfob.settings import Settings
 from keyfob.store.tables import oauth_flows
 from keyfob.vault import Context, Vault
 from keyfob.vault import connect_flows as flows
 from tests.core.conftest import run_sql
-
-
-@pytest.fixture
-async def clocked(settings: Settings, clock: FrozenClock) -> AsyncIterator[Vault]:
-    vault, _ = await Vault.initialise(settings, clock=clock)
-    try:
-        yield vault
-    finally:
-        await vault.close()
 
 
 def flow(name: str = "default") -> flows.Flow:

@@ -3,14 +3,11 @@ round trip per load balancer probe is load for nothing), and a failure shows aft
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from keyfob.clock import FrozenClock
 from keyfob.crypto import MasterKey
 from keyfob.errors import Unavailable
-from keyfob.settings import Settings
 from keyfob.vault import Vault
 from keyfob.vault.vault import MASTER_CHECK_INTERVAL
 
@@ -26,15 +23,6 @@ class Provider:
         self.calls += 1
         if self.failing:
             raise Unavailable("the master key 'probe-label' on token 'probe-token' is gone")
-
-
-@pytest.fixture
-async def clocked(settings: Settings, clock: FrozenClock) -> AsyncIterator[Vault]:
-    vault, _ = await Vault.initialise(settings, clock=clock)
-    try:
-        yield vault
-    finally:
-        await vault.close()
 
 
 @pytest.fixture
