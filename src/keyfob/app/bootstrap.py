@@ -172,6 +172,20 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options but the protocol and TLS. Its access lines are logged at
+    ``info``: above that level they are not built at all (formatting a line only to drop
+    it was ~1.4 % of a proxied request's CPU)."""
+    return {
+        "loop": "uvloop",
+        "log_level": settings.log_level,
+        "log_config": _log_config(),
+        "access_log": settings.log_level in ("debug", "info"),
+        "server_header": False,
+        "proxy_headers": False,
+    }
+
+
 def make_self_signed(settings: Settings) -> tuple[Path, Path]:
     """A self-signed pair in ``<data_dir>/tls`` for loopback and the bound host."""
     hosts = ["localhost", "127.0.0.1", "::1"]
@@ -201,15 +215,9 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    options: dict[str, Any] = {
-        "loop": "uvloop",
-        "http": cert_protocol() if tls is not None else "httptools",
-        "log_level": settings.log_level,
-        "log_config": _log_config(),
-        "server_header": False,
-        "proxy_headers": False,
-        "ssl_context_factory": tls.factory if tls is not None else None,
-    }
+    options = server_options(settings)
+    options["http"] = cert_protocol() if tls is not None else "httptools"
+    options["ssl_context_factory"] = tls.factory if tls is not None else None
     app = create_app(settings)
     if settings.operator_listen and settings.agent_listen:
         # Split planes: two listeners, one app; the app tells them apart by port.
