@@ -91,9 +91,16 @@ def _names_a_source(name: str) -> bool:
 
 # uvicorn writes its own Date.
 _RESPONSE_DROP = HOP_BY_HOP | {"date"}
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+# Header names joined by newlines, each a token (RFC 9110 section 5.6.2).
+_TOKENS = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\n[!#$%&'*+.^_`|~0-9A-Za-z-]+)*\Z")
 MAX_HEADERS = 200
+# Names that need a look of their own; every other header is only checked and kept.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "upgrade", "host"})
+# Never forwarded as the agent sent them (keyfob sets the length itself).
+_REMOVED = HOP_BY_HOP | CREDENTIALS | STEERING | {"content-length"}
+# What ``bytes.strip`` takes off a value that holds no CR, LF or NUL (``str.strip`` would
+# take the NBSP and NEL of a Latin-1 value too).
+_BLANK = " \t\x0b\x0c"
 
 
 @dataclass(slots=True)
@@ -128,52 +135,64 @@ def _lease(name: str, value: str) -> str | None:
 
 def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body: int) -> Incoming:
     """Check the agent's headers, find the lease, keep what may be forwarded."""
-    total = 0
-    pairs: list[tuple[str, str]] = []
-    lengths: set[bytes] = set()
-    encodings: list[bytes] = []
+    raw = list(raw)
+    count = len(raw)
+    if not count:
+        return Incoming([], None, None, False, None)
+    # Checked, lowered and decoded all at once rather than header by header (a third of
+    # the time for an SDK's sixteen headers): names and values each joined by newlines,
+    # which no name holds and a value must not.
+    names, values = zip(*raw, strict=True)
+    joined = b"\n".join(names)
+    if not _TOKENS.match(joined):
+        raise InvalidRequest("a header name holds a character that is not allowed")
+    text = b"\n".join(values)
+    if text.count(b"\n") != count - 1 or b"\r" in text or b"\x00" in text:
+        raise InvalidRequest("a header value holds CR, LF or NUL")
+    lowered = joined.lower().decode("latin-1")
+    keys = lowered.split("\n")
+    texts = text.decode("latin-1").split("\n")
+    lengths: set[str] = set()
+    encodings: list[str] = []
     nominated: set[str] = set()
-    hosts = 0
-    for name, value in raw:
-        total += len(name) + len(value) + 4
-        if not _TOKEN.match(name):
-            raise InvalidRequest("a header name holds a character that is not allowed")
-        if _BAD_VALUE.search(value):
-            raise InvalidRequest("a header value holds CR, LF or NUL")
-        lower = name.lower()
-        if lower == b"content-length":
-            lengths.add(value.strip())
-        elif lower == b"transfer-encoding":
-            encodings.extend(v.strip().lower() for v in value.split(b","))
-        elif lower == b"connection":
-            nominated.update(v.strip().lower().decode("latin-1") for v in value.split(b","))
-        elif lower == b"upgrade":
-            raise InvalidRequest("protocol upgrades (WebSocket, h2c) are not proxied")
-        elif lower == b"host":
-            hosts += 1
-            if hosts > 1:
-                raise InvalidRequest("more than one Host header")
-        pairs.append((lower.decode("latin-1"), value.decode("latin-1")))
-    if total > max_bytes or len(pairs) > MAX_HEADERS:
+    if not _FRAMING.isdisjoint(keys):
+        hosts = 0
+        for key, value in zip(keys, texts, strict=True):
+            if key not in _FRAMING:
+                continue
+            if key == "content-length":
+                lengths.add(value.strip(_BLANK))
+            elif key == "transfer-encoding":
+                encodings.extend(v.strip(_BLANK).lower() for v in value.split(","))
+            elif key == "connection":
+                nominated.update(v.strip(_BLANK).lower() for v in value.split(","))
+            elif key == "upgrade":
+                raise InvalidRequest("protocol upgrades (WebSocket, h2c) are not proxied")
+            else:
+                hosts += 1
+                if hosts > 1:
+                    raise InvalidRequest("more than one Host header")
+    if len(joined) + len(text) + 2 * count + 2 > max_bytes or count > MAX_HEADERS:
         raise HeadersTooLarge("the request headers are too large")
     length = _content_length(lengths, encodings)
     if length is not None and length > max_body:
         raise PayloadTooLarge("the request body is too large for the proxy")
-    found: dict[str, str] = {}
+    if "source" in lowered or not _FOREIGN_RESOURCE.isdisjoint(keys):
+        for key in keys:
+            if ("source" in key and _names_a_source(key)) or key in _FOREIGN_RESOURCE:
+                raise ForbiddenHeader(
+                    f"the header {_shown(key)} names another resource and is not proxied"
+                )
+    forward = [
+        (key, value)
+        for key, value in zip(keys, texts, strict=True)
+        if key not in _REMOVED and key not in nominated
+    ]
+    # The first of each lease header counts; the last x-amz-content-sha256.
+    found = {key: texts[keys.index(key)] for key in LEASE_HEADERS if key in keys}
     amz_sha = None
-    removed = HOP_BY_HOP | CREDENTIALS | STEERING | nominated
-    forward = []
-    for key, text in pairs:
-        if ("source" in key and _names_a_source(key)) or key in _FOREIGN_RESOURCE:
-            raise ForbiddenHeader(
-                f"the header {_shown(key)} names another resource and is not proxied"
-            )
-        if key in LEASE_HEADERS and key not in found:
-            found[key] = text
-        if key == "x-amz-content-sha256":
-            amz_sha = text.strip()
-        if key not in removed and key != "content-length":
-            forward.append((key, text))
+    if "x-amz-content-sha256" in keys:
+        amz_sha = texts[len(keys) - 1 - keys[::-1].index("x-amz-content-sha256")].strip()
     offered = [c for key in LEASE_HEADERS if key in found and (c := _lease(key, found[key]))]
     # The first that has a lease's shape wins: an SDK's own placeholder key in another
     # header must not hide it.
@@ -194,11 +213,11 @@ def _shown(name: str) -> str:
     return name if _WORDS.match(name) else "(a copy or rename source)"
 
 
-def _content_length(lengths: set[bytes], encodings: list[bytes]) -> int | None:
+def _content_length(lengths: set[str], encodings: list[str]) -> int | None:
     if encodings:
         if lengths:
             raise InvalidRequest("Content-Length and Transfer-Encoding may not both be sent")
-        if encodings != [b"chunked"]:
+        if encodings != ["chunked"]:
             raise InvalidRequest("the only transfer coding accepted is chunked")
         return None
     if not lengths:
@@ -206,7 +225,7 @@ def _content_length(lengths: set[bytes], encodings: list[bytes]) -> int | None:
     if len(lengths) > 1:
         raise InvalidRequest("conflicting Content-Length headers")
     (text,) = lengths
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise InvalidRequest("Content-Length is not a number")
     return int(text)
 
