@@ -168,6 +168,7 @@ def _outcome(read, raw: list[tuple[bytes, bytes]], max_bytes: int) -> object:
 @example(raw=[(b"Connection", b"close, X-Custom"), (b"x-custom", b"1")], max_bytes=65536)
 @example(raw=[(b"ab", b"cd"), (b"e", b"")], max_bytes=13)
 @example(raw=[(b"x-custom", b"a\nb")], max_bytes=65536)
+@example(raw=[(b"x-custom\nx-other", b"1")], max_bytes=65536)
 @example(raw=[(b"X-Amz-Website-Redirect-Location", b"/elsewhere")], max_bytes=65536)
 @example(raw=[(b"x-amz-content-sha256", b"1"), (b"X-Amz-Content-Sha256", b"2")], max_bytes=65536)
 @example(raw=[(b"ab", b"cd"), (b"e", b"")], max_bytes=12)

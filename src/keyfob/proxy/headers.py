@@ -139,12 +139,12 @@ def read_request(raw: Iterable[tuple[bytes, bytes]], *, max_bytes: int, max_body
     count = len(raw)
     if not count:
         return Incoming([], None, None, False, None)
-    # Checked, lowered and decoded all at once rather than header by header (a third of
-    # the time for an SDK's sixteen headers): names and values each joined by newlines,
+    # Checked, lowered and decoded all at once rather than header by header (a quarter
+    # less time for an SDK's sixteen headers): names and values each joined by newlines,
     # which no name holds and a value must not.
     names, values = zip(*raw, strict=True)
     joined = b"\n".join(names)
-    if not _TOKENS.match(joined):
+    if joined.count(b"\n") != count - 1 or not _TOKENS.match(joined):
         raise InvalidRequest("a header name holds a character that is not allowed")
     text = b"\n".join(values)
     if text.count(b"\n") != count - 1 or b"\r" in text or b"\x00" in text:
