@@ -20,11 +20,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 NO_SET = "none"
@@ -36,6 +39,18 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 # to a few milliseconds when healthy.
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+
+# FastAPI (0.142 and later) records spans, metrics and logs of its own as soon as an
+# OpenTelemetry SDK is configured in the process (auto-instrumentation does that):
+# every exception with its message and stack trace, before keyfob's error handlers run,
+# and the query string. keyfob's apps turn it off; what keyfob reports is these metrics
+# and the audit log, neither of which ever carries a value.
+FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 class Exchange(Protocol):

@@ -19,6 +19,7 @@ from keyfob.api import (
     usage,
     users,
 )
+from keyfob.metrics import FASTAPI_TELEMETRY_OFF
 
 
 def build_api() -> FastAPI:
@@ -29,6 +30,7 @@ def build_api() -> FastAPI:
         summary="A credential vault for AI agents.",
         docs_url=None,  # served by ``docs``: local assets, strict CSP
         redoc_url=None,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     problems.install(app)
     docs.install(app)

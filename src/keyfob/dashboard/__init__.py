@@ -28,13 +28,14 @@ from keyfob.dashboard import (
 )
 from keyfob.dashboard.render import page
 from keyfob.dashboard.security import CsrfRejected, SecurityHeaders, SignInRequired
+from keyfob.metrics import FASTAPI_TELEMETRY_OFF
 
 PAGES = (signin, overview, connect, credentials, agents, grants, leases, usage, audit, users)
 
 
 def build_dashboard(parent: FastAPI) -> SecurityHeaders:
     """The /ui sub-app; ``parent.state.vault`` is read per request."""
-    ui = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    ui = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, telemetry=FASTAPI_TELEMETRY_OFF)
     ui.state.parent = parent
     ui.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for module in PAGES:
