@@ -41,10 +41,10 @@ OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 
 # FastAPI (0.142 and later) records spans, metrics and logs of its own as soon as an
-# OpenTelemetry SDK is configured in the process (auto-instrumentation does that):
-# every exception with its message and stack trace, before keyfob's error handlers run,
-# and the query string. keyfob's apps turn it off; what keyfob reports is these metrics
-# and the audit log, neither of which ever carries a value.
+# OpenTelemetry SDK is configured in the process (auto-instrumentation does that): an
+# unhandled exception with its message and stack trace (keyfob's 500 handler logs only
+# its type and file:line), and the query string. keyfob's apps turn it off; what keyfob
+# reports is these metrics and the audit log, neither of which ever carries a value.
 FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
