@@ -1,7 +1,7 @@
 """FastAPI's own OpenTelemetry stays off in keyfob's apps, even when the process has an
 SDK configured (as auto-instrumentation does): FastAPI would otherwise record an
 unhandled exception with its message and stack trace, which keyfob's 500 handler never
-logs, and the query string. keyfob's metrics and audit log are what it reports (keyfob.metrics)."""
+logs, and the query string. keyfob reports through its metrics and audit log."""
 
 from __future__ import annotations
 
