@@ -17,39 +17,35 @@ from opentelemetry.metrics import _internal as metrics_internal
 from tests.conftest import CANARY, make_set
 
 
-class Asked:
-    """What FastAPI asked the configured providers for."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-
-def providers(asked: Asked) -> tuple[Any, Any, Any]:
+def providers(asked: list[str]) -> tuple[Any, Any, Any]:
     """Configured (non-proxy) providers that note each tracer, meter and logger asked for."""
 
     # Not the API's NoOp providers: FastAPI takes those for "off".
     class Tracers(trace.TracerProvider):
-        def get_tracer(self, name: str, *args: Any, **kwargs: Any) -> trace.Tracer:
-            asked.calls.append(f"tracer {name}")
+        def get_tracer(
+            self, instrumenting_module_name: str, *args: Any, **kwargs: Any
+        ) -> trace.Tracer:
+            asked.append(f"tracer {instrumenting_module_name}")
             return trace.NoOpTracer()
 
     class Meters(metrics.MeterProvider):
         def get_meter(self, name: str, *args: Any, **kwargs: Any) -> metrics.Meter:
-            asked.calls.append(f"meter {name}")
+            asked.append(f"meter {name}")
             return metrics.NoOpMeter(name)
 
     class Loggers(_logs.LoggerProvider):
         def get_logger(self, name: str, *args: Any, **kwargs: Any) -> _logs.Logger:
-            asked.calls.append(f"logger {name}")
+            asked.append(f"logger {name}")
             return _logs.NoOpLogger(name)
 
     return Tracers(), Meters(), Loggers()
 
 
 @pytest.fixture
-def otel_configured(monkeypatch: pytest.MonkeyPatch) -> Asked:
-    """The process-wide providers an OpenTelemetry SDK would set, for this test only."""
-    asked = Asked()
+def otel_configured(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The process-wide providers an OpenTelemetry SDK would set, for this test only; what
+    FastAPI asked them for."""
+    asked: list[str] = []
     tracers, meters, loggers = providers(asked)
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", tracers)
     monkeypatch.setattr(metrics_internal, "_METER_PROVIDER", meters)
@@ -57,7 +53,7 @@ def otel_configured(monkeypatch: pytest.MonkeyPatch) -> Asked:
     return asked
 
 
-async def test_a_plain_fastapi_app_would_be_traced(otel_configured: Asked) -> None:
+async def test_a_plain_fastapi_app_would_be_traced(otel_configured: list[str]) -> None:
     """The set-up is what FastAPI takes for a configured SDK: a default app records."""
     app = FastAPI()
 
@@ -68,11 +64,11 @@ async def test_a_plain_fastapi_app_would_be_traced(otel_configured: Asked) -> No
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         assert (await http.get("/x?q=1")).status_code == 200
-    assert sorted(otel_configured.calls) == ["logger fastapi", "meter fastapi", "tracer fastapi"]
+    assert sorted(otel_configured) == ["logger fastapi", "meter fastapi", "tracer fastapi"]
 
 
 async def test_keyfobs_api_and_dashboard_record_nothing(
-    otel_configured: Asked, client: httpx.AsyncClient
+    otel_configured: list[str], client: httpx.AsyncClient
 ) -> None:
     assert (await client.get("/v1/secret-sets?limit=5")).status_code == 200
     created = await client.post("/v1/secret-sets", json=make_set())
@@ -83,4 +79,4 @@ async def test_keyfobs_api_and_dashboard_record_nothing(
     assert (await client.get("/v1/secret-sets/openai/prod/absent")).status_code == 404
     assert (await client.post("/v1/secret-sets", json=make_set())).status_code == 409
     assert (await client.get("/ui/login")).status_code == 200
-    assert otel_configured.calls == []
+    assert otel_configured == []
