@@ -21,6 +21,7 @@ from sqlalchemy import text
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
 from tests.conftest import CANARY
+from tests.support import loopback
 from tests.support.server import ProcessServer, env_for, free_port, start_server
 from tests.support.upstream import FakeUpstream
 
@@ -192,11 +193,17 @@ def _worker(
 ) -> None:
     rng = random.Random(seed * 100 + n)
     path = f"crash/load/w{n}"
-    op = httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    agent = httpx.Client(
-        base_url=node.url, headers={"Authorization": f"Bearer {agent_token}"}, timeout=10
+    tls = loopback.TLS
+    op = httpx.Client(
+        base_url=node.url, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=tls
     )
-    proxy = httpx.Client(base_url=node.url, timeout=10)
+    agent = httpx.Client(
+        base_url=node.url,
+        headers={"Authorization": f"Bearer {agent_token}"},
+        timeout=10,
+        verify=tls,
+    )
+    proxy = httpx.Client(base_url=node.url, timeout=10, verify=tls)
     counter = 0
     with op, agent, proxy:
         while not stop.is_set():
@@ -342,8 +349,10 @@ def _load_round(
     killed.set()  # first: its clients may see the connection drop before kill() returns
     victim.kill()
     _wait_for(
-        lambda: tally.refused.get(victim.url, 0) > 0
-        and all(tally.answered.get(node.url, 0) > 0 for node in nodes if node is not victim),
+        lambda: (
+            tally.refused.get(victim.url, 0) > 0
+            and all(tally.answered.get(node.url, 0) > 0 for node in nodes if node is not victim)
+        ),
         "the killed node's clients saw an error and every other node answered",
     )
     stop.set()

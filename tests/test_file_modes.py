@@ -10,10 +10,9 @@ import os
 import stat
 from pathlib import Path
 
-import httpx
-
 from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
+from tests.support import loopback
 from tests.support.server import start_server
 
 
@@ -31,7 +30,7 @@ def test_data_files_are_0600_and_the_directory_0700_under_umask_000(tmp_path: Pa
     finally:
         os.umask(previous)
     try:
-        answer = httpx.post(
+        answer = loopback.post(
             server.url + "/v1/agents",
             json={"name": "modes"},
             headers={"Authorization": f"Bearer {token.reveal()}"},

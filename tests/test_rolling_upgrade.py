@@ -30,6 +30,7 @@ from keyfob.store import Database
 from keyfob.store.engine import _head_revision
 from keyfob.vault import Vault, schema
 from tests.conftest import CANARY
+from tests.support import loopback
 from tests.support.backends import blank_postgres
 from tests.support.server import serve_in_thread
 from tests.support.upstream import FakeUpstream
@@ -108,14 +109,14 @@ def use(url: str, token: str, fake: FakeUpstream, tag: str) -> None:
             "/v1/grants", json={"agent": f"bot-{tag}", "secret_set": f"generic/test/{tag}"}
         )
         assert grant.status_code == 201, grant.text
-        lease = httpx.post(
+        lease = loopback.post(
             url + "/v1/leases",
             json={"secret_set": f"generic/test/{tag}"},
             headers={"Authorization": f"Bearer {agent.json()['token']}"},
         )
         assert lease.status_code == 201, lease.text
         before = fake.count(f"/echo/{tag}")
-        answer = httpx.get(
+        answer = loopback.get(
             f"{url}/proxy/generic/test/{tag}/echo/{tag}",
             headers={"Authorization": f"Bearer {lease.json()['token']}"},
         )

@@ -26,6 +26,7 @@ import pytest
 from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from tests.proxy.factories import Proxied, local_profile, proxied, unique
+from tests.support import loopback
 from tests.support.backends import BACKENDS, reset_postgres
 from tests.support.server import LiveServer, start_server
 from tests.support.upstream import FakeUpstream
@@ -75,7 +76,7 @@ def nodes(
 
 
 def lease(p: Proxied, **body: Any) -> dict[str, Any]:
-    answer = httpx.post(
+    answer = loopback.post(
         f"{p.server_url}/v1/leases",
         json={"secret_set": p.set_path, **body},
         headers={"Authorization": f"Bearer {p.agent_token}"},
@@ -194,7 +195,7 @@ async def test_a_grant_use_cap_holds_across_leases_and_nodes(nodes: Nodes) -> No
 async def test_fresh_single_use_leases_each_reach_upstream_once(nodes: Nodes) -> None:
     """The SDK's pattern, a new lease per call, with every lease sent twice at once."""
     p = proxied(nodes.operator, local_profile(nodes.upstream))
-    answer = httpx.post(
+    answer = loopback.post(
         f"{p.server_url}/v1/leases",
         json={"secret_set": p.set_path, "scope": "request", "count": REQUESTS},
         headers={"Authorization": f"Bearer {p.agent_token}"},

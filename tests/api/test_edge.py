@@ -16,6 +16,7 @@ from keyfob.app.edge import Edge
 from keyfob.settings import Settings
 from keyfob.vault import Vault
 from tests.dashboard.conftest import PASSWORD, csrf_of, sign_in
+from tests.support import loopback
 from tests.support.server import LiveServer
 
 ROUTES = ["/healthz", "/v1/secret-sets", "/ui/login", "/proxy/openai/prod/default/v1/models"]
@@ -72,7 +73,7 @@ def test_the_live_server_answers_its_address_and_loopback_names_only(
         (f"localhost:{port}", 200),
         (f"rebind.attacker.example:{port}", 421),
     ]:
-        answer = httpx.get(live_server.url + "/ui/login", headers={"host": host})
+        answer = loopback.get(live_server.url + "/ui/login", headers={"host": host})
         assert answer.status_code == status, host
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
+from tests.support import loopback
 from tests.support.hashing import FAST_HASHING
 from tests.support.server import free_port, start_server
 
@@ -44,7 +45,7 @@ def test_each_listener_answers_only_its_own_routes(tmp_path: Path) -> None:
                 assert http.get(f"{url}/healthz").status_code == 200
                 # Readiness on both, for an operator and for a load balancer (no token).
                 assert http.get(f"{url}/readyz").json() == {"status": "ready"}
-                assert httpx.get(f"{url}/readyz", timeout=10).json() == {"status": "ready"}
+                assert loopback.get(f"{url}/readyz", timeout=10).json() == {"status": "ready"}
             # The control plane is not on the agent listener, nor the dashboard.
             for path in ("/v1/agents", "/v1/secret-sets", "/ui/", "/v1/audit", "/docs"):
                 refused = http.get(f"{agent_url}{path}")

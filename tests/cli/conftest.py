@@ -12,14 +12,14 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from keyfob.app import create_app as create_server_app
 from keyfob.cli.context import Bootstrap, Wiring
-from keyfob.cli.main import create_app
 from keyfob.settings import Settings
 from keyfob.vault import Vault
 from tests.support.asgi import BackgroundLoop, SyncASGITransport
+from tests.support.cli import invoke
 from tests.support.server import LiveServer
 
 T = TypeVar("T")
@@ -161,9 +161,7 @@ class Cli:
             now=lambda: self.now,
             bootstrap=(lambda: bootstrap) if bootstrap is not None else Wiring().bootstrap,
         )
-        return CliRunner().invoke(
-            create_app(wiring), list(args), input=input, env=env, catch_exceptions=False
-        )
+        return invoke(args, wiring=wiring, input=input, env=env, catch_exceptions=False)
 
     def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -221,9 +219,7 @@ class Operator:
             "KEYFOB_LEASE": "",
             **(env or {}),
         }
-        result = CliRunner().invoke(
-            create_app(), list(args), input=input, env=full_env, catch_exceptions=False
-        )
+        result = invoke(args, input=input, env=full_env, catch_exceptions=False)
         (self.revealed if reveals else self.transcript).append(result.output)
         return result
 

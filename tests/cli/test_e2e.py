@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from keyfob.cli.main import create_app
 from keyfob.tokens import OPERATOR, looks_like
+from tests.support import loopback
 from tests.support.server import free_port
 
 from .conftest import Operator
@@ -246,7 +247,7 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if loopback.get(url + "/healthz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

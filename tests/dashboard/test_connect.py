@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from tests.conftest import make_set
+from tests.support import loopback
 from tests.support.browser import Tour, chromium_path, launch, step
 from tests.support.oauth_server import CLIENT_ID, FakeAuthServer
 from tests.support.server import LiveServer
@@ -50,7 +51,7 @@ def issued_refresh_tokens(auth: FakeAuthServer) -> list[str]:
 def test_a_callback_with_a_state_keyfob_did_not_issue_is_refused(
     live_server: LiveServer, operator: httpx.Client
 ) -> None:
-    answer = httpx.get(
+    answer = loopback.get(
         f"{live_server.url}/ui/connect/callback",
         params={"state": "made-up", "code": "stolen-code"},
         timeout=30,
@@ -79,13 +80,13 @@ def test_connect_generic_oauth_in_the_browser_then_proxy_with_it(
     agent = operator.post("/v1/agents", json={"name": "connector"}).json()
     granted = operator.post("/v1/grants", json={"agent": "connector", "secret_set": path})
     assert granted.status_code == 201, granted.text
-    lease = httpx.post(
+    lease = loopback.post(
         f"{live_server.url}/v1/leases",
         json={"secret_set": path},
         headers={"Authorization": f"Bearer {agent['token']}"},
         timeout=30,
     ).json()["token"]
-    proxied = httpx.get(
+    proxied = loopback.get(
         f"{live_server.url}/proxy/{path}/things",
         headers={"Authorization": f"Bearer {lease}"},
         timeout=30,

@@ -26,6 +26,7 @@ from keyfob.secret import Secret
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault, passwords
 from keyfob.vault.users import ADDRESS_FREE_ATTEMPTS, BASE_LOCK, FREE_ATTEMPTS
+from tests.support import loopback
 from tests.support.server import LiveServer, start_server
 
 PASSWORD = "correct horse battery staple"
@@ -37,7 +38,7 @@ CHEAP = {"KEYFOB_PASSWORD_HASH_MEMORY_KIB": "1024", "KEYFOB_PASSWORD_HASH_TIME_C
 
 async def _sign_in(base: str, name: str, password: str) -> httpx.Response:
     """One browser-like sign-in on its own connection (a fresh login CSRF cookie)."""
-    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=120, verify=loopback.TLS) as http:
         form = await http.get("/ui/login")
         match = _CSRF.search(form.text)
         assert match, form.text

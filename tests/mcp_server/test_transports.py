@@ -24,6 +24,7 @@ from tests.mcp_server.conftest import (
     mcp_env,
     uses_by,
 )
+from tests.support import loopback
 from tests.support.server import LiveServer
 from tests.support.upstream import FakeUpstream
 
@@ -93,7 +94,7 @@ async def test_streamable_http(
     assert use["details"]["path"] == "/echo/via-mcp"
     assert use["actor"] == f"agent:{agent_id}"
     # A page that rebinds its DNS name to loopback cannot drive the endpoint.
-    rebound = httpx.post(
+    rebound = loopback.post(
         mcp.url,
         headers={"Host": "attacker.example:8765", "Content-Type": "application/json"},
         json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},

@@ -34,6 +34,7 @@ from typer.testing import CliRunner
 from keyfob.cli.main import create_app as create_cli
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied, local_profile, proxied, unique
+from tests.support import loopback
 from tests.support.backends import PG_SKIP_REASON, PG_URL, reset_postgres
 from tests.support.nodes import Call, Cluster, round_robin, spread, start_cluster
 from tests.support.upstream import FakeUpstream
@@ -74,7 +75,7 @@ def setup(cluster: Cluster, upstream: FakeUpstream, **grant: Any) -> Proxied:
 
 
 def mint(cluster: Cluster, p: Proxied, node: int = 0, **body: Any) -> dict[str, Any]:
-    answer = httpx.post(
+    answer = loopback.post(
         f"{cluster.urls[node]}/v1/leases",
         json={"secret_set": p.set_path, **body},
         headers={"Authorization": f"Bearer {p.agent_token}"},
@@ -86,7 +87,7 @@ def mint(cluster: Cluster, p: Proxied, node: int = 0, **body: Any) -> dict[str, 
 
 
 def proxy(cluster: Cluster, node: int, p: Proxied, token: str, rest: str) -> httpx.Response:
-    return httpx.get(
+    return loopback.get(
         f"{cluster.urls[node]}/proxy/{p.set_path}{rest}",
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
@@ -220,7 +221,7 @@ def test_a_revocation_on_one_node_holds_on_the_others_within_a_second(
     assert upstream.count(f"/echo/{marker}") == NODES
     if change == "agent":  # and its token mints nothing anywhere
         for n in range(1, NODES):
-            refused = httpx.post(
+            refused = loopback.post(
                 f"{cluster.urls[n]}/v1/leases",
                 json={"secret_set": p.set_path},
                 headers={"Authorization": f"Bearer {p.agent_token}"},
@@ -353,7 +354,7 @@ def test_a_request_approved_on_another_node_lets_the_waiting_one_proceed(
     waited: dict[str, Any] = {}
 
     def wait_on_node_0() -> None:
-        answer = httpx.get(
+        answer = loopback.get(
             f"{cluster.urls[0]}{poll}",
             params={"wait": 20},
             headers={"Authorization": f"Bearer {p.agent_token}"},

@@ -17,6 +17,7 @@ from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from keyfob.vault.rules import check_networks, network_allowed
 from tests.proxy.factories import audit, local_profile, proxied, unique
+from tests.support import loopback
 from tests.support.hashing import FAST_HASHING
 from tests.support.server import LiveServer, serve_in_thread
 from tests.support.upstream import FakeUpstream
@@ -30,7 +31,7 @@ def bind(operator: httpx.Client, agent: str, networks: list[str] | None) -> dict
 
 
 def mint(server_url: str, agent_token: str, set_path: str, **headers: str) -> httpx.Response:
-    return httpx.post(
+    return loopback.post(
         f"{server_url}/v1/leases",
         json={"secret_set": set_path, "scope": "workflow"},
         headers={"Authorization": f"Bearer {agent_token}", **headers},
@@ -60,7 +61,7 @@ def test_a_token_from_outside_its_networks_is_refused_and_audited(
     assert refused.status_code == 401
     assert refused.headers["content-type"] == "application/problem+json"
     # Every other agent route refuses the token too.
-    me = httpx.get(
+    me = loopback.get(
         f"{server.url}/v1/me/grants", headers={"Authorization": f"Bearer {p.agent_token}"}
     )
     assert me.status_code == 401
@@ -74,7 +75,7 @@ def test_a_token_from_outside_its_networks_is_refused_and_audited(
     # Loopback added: the same token mints and proxies.
     bind(operator, p.agent_name, ["10.9.0.0/16", "127.0.0.0/8"])
     assert mint(server.url, p.agent_token, p.set_path).status_code == 201
-    assert httpx.get(p.url("/echo"), headers={"Authorization": f"Bearer {p.lease()}"}).is_success
+    assert loopback.get(p.url("/echo"), headers={"Authorization": f"Bearer {p.lease()}"}).is_success
 
 
 def test_a_lease_is_refused_once_its_agent_is_bound_elsewhere(
@@ -83,20 +84,20 @@ def test_a_lease_is_refused_once_its_agent_is_bound_elsewhere(
     p = proxied(operator, local_profile(upstream))
     lease = p.lease()
     auth = {"Authorization": f"Bearer {lease}"}
-    assert httpx.get(p.url("/echo"), headers=auth).status_code == 200
+    assert loopback.get(p.url("/echo"), headers=auth).status_code == 200
     bind(operator, p.agent_name, ["10.9.0.0/16"])
-    refused = httpx.get(p.url("/echo"), headers=auth)
+    refused = loopback.get(p.url("/echo"), headers=auth)
     assert refused.status_code == 403
     assert refused.json()["reason"] == "network_not_allowed"
     # The dry run judges the same way.
-    check = httpx.post(f"{server.url}/v1/leases/check", json={"action": "proxy"}, headers=auth)
+    check = loopback.post(f"{server.url}/v1/leases/check", json={"action": "proxy"}, headers=auth)
     assert check.status_code == 200, check.text
     assert check.json()["reason"] == "network_not_allowed"
     denies = audit(operator, action="lease.deny", target=f"secret_set:{p.set_path}")
     assert [e["details"]["reason"] for e in denies] == ["network_not_allowed"]
     # Unbound again: the lease works (it was never revoked, only refused).
     assert bind(operator, p.agent_name, None)["allowed_networks"] is None
-    assert httpx.get(p.url("/echo"), headers=auth).status_code == 200
+    assert loopback.get(p.url("/echo"), headers=auth).status_code == 200
     updates = audit(operator, action="agent.update")
     assert updates[-1]["details"]["allowed_networks"] is None
     assert updates[-1]["details"]["previous_allowed_networks"] == ["10.9.0.0/16"]
@@ -145,9 +146,9 @@ def test_the_client_address_comes_from_the_trusted_proxy(
         minted = mint(behind_proxy.url, p.agent_token, p.set_path, **inside)
         assert minted.status_code == 201, minted.text
         auth = {"Authorization": f"Bearer {minted.json()['token']}"}
-        assert httpx.get(p.url("/echo"), headers={**auth, **inside}).status_code == 200
-        refused = httpx.get(p.url("/echo"), headers={**auth, **outside})
+        assert loopback.get(p.url("/echo"), headers={**auth, **inside}).status_code == 200
+        refused = loopback.get(p.url("/echo"), headers={**auth, **outside})
         assert refused.status_code == 403
         assert refused.json()["reason"] == "network_not_allowed"
         # Without the header the client is the proxy itself (127.0.0.1): outside too.
-        assert httpx.get(p.url("/echo"), headers=auth).status_code == 403
+        assert loopback.get(p.url("/echo"), headers=auth).status_code == 403

@@ -28,6 +28,7 @@ from keyfob.proxy import decoding
 from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied, audit, proxied
+from tests.support import loopback
 from tests.support.server import LiveServer, start_server
 from tests.test_leak import leaks
 
@@ -199,7 +200,7 @@ def bearer(operator: httpx.Client, raw: RawUpstream) -> Proxied:
 
 
 def _get(p: Proxied, name: str) -> httpx.Response:
-    return httpx.get(
+    return loopback.get(
         p.url(f"/{name}"),
         headers={"X-Keyfob-Lease": p.lease(), "Accept-Encoding": "gzip, br, zstd"},
         timeout=15,
@@ -272,7 +273,7 @@ def test_a_stream_that_inflates_past_the_cap_is_cut_and_audited(
 ) -> None:
     """Past the cap after the answer started: the agent's connection is cut, never a
     complete-looking answer; the outcome record says why."""
-    with httpx.stream(
+    with loopback.stream(
         "GET", bearer.url("/slow-bomb"), headers={"X-Keyfob-Lease": bearer.lease()}, timeout=15
     ) as answer:
         assert answer.status_code == 200

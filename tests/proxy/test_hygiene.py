@@ -18,6 +18,7 @@ from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied, audit, local_profile, proxied, unique
+from tests.support import loopback
 from tests.support.http import assert_problem
 from tests.support.server import LiveServer, free_port, serve_in_thread, start_server
 from tests.support.upstream import FakeUpstream, Listener
@@ -170,10 +171,10 @@ def test_body_over_the_limit_with_content_length(
     target, token = small
     marker = unique("big")
 
-    refused = httpx.post(
+    refused = loopback.post(
         target.url(f"/echo/{marker}"), content=b"x" * 4096, headers=bearer(token), timeout=30
     )
-    fits = httpx.post(
+    fits = loopback.post(
         target.url(f"/echo/{marker}"), content=b"y" * 1024, headers=bearer(token), timeout=30
     )
 
@@ -195,7 +196,7 @@ def test_body_over_the_limit_chunked(
             yield b"z" * 512
             time.sleep(0.02)  # separate reads on the server, so the limit trips mid-stream
 
-    refused = httpx.post(
+    refused = loopback.post(
         target.url(f"/echo/{marker}"), content=pieces(), headers=bearer(token), timeout=30
     )
 
@@ -214,12 +215,12 @@ def test_headers_over_the_limit(small: tuple[Proxied, str], upstream: FakeUpstre
     target, token = small
     marker = unique("bighead")
 
-    refused = httpx.get(
+    refused = loopback.get(
         target.url(f"/echo/{marker}"),
         headers={**bearer(token), "x-padding": "p" * (MAX_HEADERS + 100)},
         timeout=30,
     )
-    many = httpx.get(
+    many = loopback.get(
         target.url(f"/echo/{marker}"),
         headers=[*bearer(token).items(), *[(f"x-h{i}", "1") for i in range(250)]],
         timeout=30,
@@ -243,7 +244,7 @@ def test_unreachable_upstream_is_502_without_detail(operator: httpx.Client) -> N
     }
     target = proxied(operator, profile)
 
-    answer = httpx.get(target.url("/v1/models"), headers=bearer(target.lease()), timeout=30)
+    answer = loopback.get(target.url("/v1/models"), headers=bearer(target.lease()), timeout=30)
 
     body = assert_problem(answer, 502, "bad-gateway")
     assert body["reason"] == "connect"
@@ -255,7 +256,7 @@ def test_unreachable_upstream_is_502_without_detail(operator: httpx.Client) -> N
 
 def test_slow_upstream_is_504(p: Proxied, lease: str) -> None:
     started = time.monotonic()
-    answer = httpx.get(p.url("/slow?delay=5"), headers=bearer(lease), timeout=30)
+    answer = loopback.get(p.url("/slow?delay=5"), headers=bearer(lease), timeout=30)
 
     body = assert_problem(answer, 504, "gateway-timeout")
     assert body["reason"] == "timeout"
@@ -264,7 +265,9 @@ def test_slow_upstream_is_504(p: Proxied, lease: str) -> None:
 
 def test_stalled_stream_is_cut_after_the_read_timeout(p: Proxied, lease: str) -> None:
     started = time.monotonic()
-    with httpx.stream("GET", p.url("/stall?delay=8"), headers=bearer(lease), timeout=30) as answer:
+    with loopback.stream(
+        "GET", p.url("/stall?delay=8"), headers=bearer(lease), timeout=30
+    ) as answer:
         assert answer.status_code == 200
         chunks = answer.iter_raw()
         assert next(chunks) == b"data: first\n\n"
@@ -285,7 +288,7 @@ def test_sse_is_unbuffered_and_never_compressed(
     marker = unique("sse")
     headers = {**bearer(lease), "Accept-Encoding": "gzip, br"}
 
-    with httpx.stream("GET", p.url(f"/{marker}/sse?events=3"), headers=headers) as answer:
+    with loopback.stream("GET", p.url(f"/{marker}/sse?events=3"), headers=headers) as answer:
         raw = b"".join(answer.iter_raw())
 
     assert answer.status_code == 200
@@ -308,7 +311,7 @@ def test_chunked_upload_arrives_intact(
         for start in range(0, len(payload), 64 * 1024):
             yield payload[start : start + 64 * 1024]
 
-    answer = httpx.post(
+    answer = loopback.post(
         p.url(f"/echo/{marker}"), content=pieces(), headers=bearer(lease), timeout=60
     )
 
@@ -322,7 +325,7 @@ def test_chunked_upload_arrives_intact(
 def test_head(p: Proxied, lease: str, upstream: FakeUpstream) -> None:
     marker = unique("head")
 
-    answer = httpx.head(p.url(f"/echo/{marker}"), headers=bearer(lease), timeout=30)
+    answer = loopback.head(p.url(f"/echo/{marker}"), headers=bearer(lease), timeout=30)
 
     assert answer.status_code == 200
     assert answer.content == b""
@@ -335,7 +338,7 @@ def test_redirect_is_returned_not_followed(
 ) -> None:
     to = f"{listener.url}/steal"
 
-    answer = httpx.get(
+    answer = loopback.get(
         p.url("/redirect"), params={"to": to, "status": status}, headers=bearer(lease), timeout=30
     )
 
@@ -348,7 +351,7 @@ def test_redirect_is_returned_not_followed(
 def test_agent_hanging_up_mid_stream_stops_the_upstream_read(
     p: Proxied, lease: str, operator: httpx.Client
 ) -> None:
-    with httpx.stream(
+    with loopback.stream(
         "GET", p.url("/sse?events=100&delay=0.05"), headers=bearer(lease), timeout=30
     ) as answer:
         rid = answer.headers["x-keyfob-request-id"]
@@ -372,7 +375,7 @@ def test_each_request_leaves_a_use_then_an_outcome(
     body = b'{"hello": "upstream"}'
 
     sent = time.monotonic()
-    answer = httpx.post(
+    answer = loopback.post(
         p.url(f"/echo/{marker}?token={QUERY_SECRET}&model=m1"),
         content=body,
         headers={**bearer(lease), "content-type": "application/json"},
@@ -417,7 +420,7 @@ def test_outcome_duration_spans_the_upstream_exchange(
     # The upstream takes at least 300 ms (to its headers, or to its last event); the
     # duration must count all of it, in milliseconds, and no more than the agent waited.
     sent = time.monotonic()
-    answer = httpx.get(p.url(path), headers=bearer(lease), timeout=30)
+    answer = loopback.get(p.url(path), headers=bearer(lease), timeout=30)
     wall_ms = (time.monotonic() - sent) * 1000
 
     assert answer.status_code == 200, answer.text
@@ -435,7 +438,7 @@ def test_acknowledged_request_survives_kill_9(tmp_path: Path, upstream: FakeUpst
     try:
         with httpx.Client(base_url=live.url, headers=bearer(token), timeout=30) as op:
             target = proxied(op, local_profile(upstream))
-            answer = httpx.get(
+            answer = loopback.get(
                 target.url("/echo/crash"), headers=bearer(target.lease()), timeout=30
             )
             assert answer.status_code == 200

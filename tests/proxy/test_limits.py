@@ -13,13 +13,14 @@ import pytest
 
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied, audit, local_profile, proxied, unique
+from tests.support import loopback
 from tests.support.http import assert_problem
 from tests.support.upstream import FakeUpstream
 
 
 def call(p: Proxied, lease: str | None, rest: str, method: str = "GET") -> httpx.Response:
     headers = {"Authorization": f"Bearer {lease}"} if lease is not None else {}
-    return httpx.request(method, p.url(rest), headers=headers, timeout=30)
+    return loopback.request(method, p.url(rest), headers=headers, timeout=30)
 
 
 def denied(response: httpx.Response, status: int, slug: str, reason: str) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def lease_view(operator: httpx.Client, p: Proxied, lease_id: str) -> dict[str, A
 
 
 def mint(p: Proxied, **body: Any) -> dict[str, Any]:
-    answer = httpx.post(
+    answer = loopback.post(
         f"{p.server_url}/v1/leases",
         json={"secret_set": p.set_path, "scope": "workflow", **body},
         headers={"Authorization": f"Bearer {p.agent_token}"},
@@ -99,7 +100,7 @@ def test_batch_minted_leases_each_work_once(
     operator: httpx.Client, upstream: FakeUpstream
 ) -> None:
     p = proxied(operator, local_profile(upstream))
-    answer = httpx.post(
+    answer = loopback.post(
         f"{p.server_url}/v1/leases",
         json={"secret_set": p.set_path, "scope": "request", "count": 3},
         headers={"Authorization": f"Bearer {p.agent_token}"},
@@ -231,7 +232,7 @@ def test_grant_paths(operator: httpx.Client, upstream: FakeUpstream) -> None:
     chat = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]}
     before = len(upstream.seen)
 
-    allowed = httpx.post(
+    allowed = loopback.post(
         p.url("/v1/chat/completions"),
         json=chat,
         headers={"Authorization": f"Bearer {lease['token']}"},

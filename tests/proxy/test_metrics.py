@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CANARY
 from tests.proxy.factories import local_profile, proxied
+from tests.support import loopback
 from tests.support.server import LiveServer
 from tests.support.upstream import FakeUpstream
 from tests.test_leak import leaks
@@ -40,14 +41,14 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 def test_metrics_are_for_operators_only(
     server: LiveServer, operator: httpx.Client, upstream: FakeUpstream
 ) -> None:
-    anonymous = httpx.get(f"{server.url}/metrics")
+    anonymous = loopback.get(f"{server.url}/metrics")
     assert anonymous.status_code == 401
     assert anonymous.headers["content-type"] == "application/problem+json"
     assert "keyfob_" not in anonymous.text
-    wrong = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {CANARY}"})
+    wrong = loopback.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {CANARY}"})
     assert wrong.status_code == 401
     p = proxied(operator, local_profile(upstream))
-    as_agent = httpx.get(
+    as_agent = loopback.get(
         f"{server.url}/metrics", headers={"Authorization": f"Bearer {p.agent_token}"}
     )
     assert as_agent.status_code == 403
@@ -62,19 +63,20 @@ def test_proxied_requests_mints_and_denials_are_counted_without_secrets(
     lease = p.lease()
     auth = {"Authorization": f"Bearer {lease}"}
     for _ in range(3):
-        assert httpx.get(p.url("/echo/x"), headers=auth).status_code == 200
-    assert httpx.get(p.url("/slow?delay=0.2"), headers=auth).status_code == 200
-    assert httpx.get(p.url("/status/503"), headers=auth).status_code == 503
+        assert loopback.get(p.url("/echo/x"), headers=auth).status_code == 200
+    assert loopback.get(p.url("/slow?delay=0.2"), headers=auth).status_code == 200
+    assert loopback.get(p.url("/status/503"), headers=auth).status_code == 503
     # Refused before any use: a made-up lease, and a lease-looking string in the route.
     bogus = "kfl_" + CANARY
     assert (
-        httpx.get(p.url("/echo"), headers={"Authorization": f"Bearer {bogus}"}).status_code == 401
+        loopback.get(p.url("/echo"), headers={"Authorization": f"Bearer {bogus}"}).status_code
+        == 401
     )
-    elsewhere = httpx.get(f"{server.url}/proxy/{bogus}/x/y/z", headers=auth)
+    elsewhere = loopback.get(f"{server.url}/proxy/{bogus}/x/y/z", headers=auth)
     assert elsewhere.status_code == 403, elsewhere.text
     # A mint for a set the agent has no grant for is denied (and audited).
     other = proxied(operator, local_profile(upstream))
-    denied = httpx.post(
+    denied = loopback.post(
         f"{server.url}/v1/leases",
         json={"secret_set": other.set_path},
         headers={"Authorization": f"Bearer {p.agent_token}"},

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.proxy.factories import Proxied, audit, proxied, unique
+from tests.support import loopback
 from tests.support.http import assert_problem
 from tests.support.oauth_server import CLIENT_ID, FakeAuthServer
 
@@ -73,7 +74,7 @@ def call(
     target: Proxied, lease: str | None = None, method: str = "GET", **kw: Any
 ) -> httpx.Response:
     lease = lease or target.lease()
-    return httpx.request(
+    return loopback.request(
         method,
         target.url("/things"),
         headers={"Authorization": f"Bearer {lease}"},

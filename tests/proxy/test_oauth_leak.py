@@ -13,6 +13,7 @@ import pytest
 from tests.dashboard.conftest import csrf_of
 from tests.proxy.factories import proxied
 from tests.proxy.test_oauth import oauth_profile, refresh_set, sa_profile
+from tests.support import loopback
 from tests.support.oauth_server import CLIENT_ID, FakeAuthServer
 from tests.support.server import LiveServer
 from tests.test_leak import leaks
@@ -49,7 +50,7 @@ def test_no_refresh_token_access_token_or_private_key_leaks(
     def get(target: str, path: str) -> None:
         lease = proxied_sets[target].lease()
         keep(
-            httpx.get(
+            loopback.get(
                 proxied_sets[target].url(path),
                 headers={"Authorization": f"Bearer {lease}"},
                 timeout=30,

@@ -20,6 +20,7 @@ from keyfob.app.bootstrap import init_vault
 from keyfob.settings import Settings
 from tests.proxy.factories import proxied
 from tests.proxy.test_oauth import oauth_profile
+from tests.support import loopback
 from tests.support.backends import BACKENDS, reset_postgres
 from tests.support.oauth_server import CLIENT_ID, FakeAuthServer
 from tests.support.server import ProcessServer, start_server
@@ -82,7 +83,9 @@ def test_64_requests_on_three_nodes_refresh_once_and_store_the_rotated_token(
     urls = [f"{node.url}/proxy/{target.set_path}/things" for node in nodes]
 
     def call(n: int) -> httpx.Response:
-        return httpx.get(urls[n % NODES], headers={"Authorization": f"Bearer {lease}"}, timeout=60)
+        return loopback.get(
+            urls[n % NODES], headers={"Authorization": f"Bearer {lease}"}, timeout=60
+        )
 
     auth.lifetime = 1  # the first token is expired a second from now
     for n in range(NODES):  # every node has the first token in memory
@@ -97,7 +100,7 @@ def test_64_requests_on_three_nodes_refresh_once_and_store_the_rotated_token(
     assert auth.reused == []
     assert len({a.json()["token"] for a in answers}) == 1
 
-    exported = httpx.post(
+    exported = loopback.post(
         f"{two.url}/v1/secret-sets/{target.set_path}/export",
         headers={"Authorization": f"Bearer {lease}"},
         timeout=30,

@@ -24,6 +24,7 @@ from keyfob.proxy import headers as proxy_headers
 from keyfob.proxy import sigv4
 from tests.conftest import CANARY
 from tests.proxy.factories import BEARER, Proxied, audit, local_profile, proxied, unique
+from tests.support import loopback
 from tests.support.http import assert_problem
 from tests.support.upstream import AwsCredentials, FakeUpstream, Seen
 
@@ -117,7 +118,7 @@ def test_method_path_and_host_overrides_never_reach_the_upstream(
     of the override headers; under SigV4 none of them is signed either."""
     p = sets[kind]
     marker = unique("steer")
-    answer = httpx.post(
+    answer = loopback.post(
         p.url(f"/echo/{marker}"),
         headers=[("X-Keyfob-Lease", p.lease()), ("X-Kept", "yes"), *STEERING],
         content=b"{}",
@@ -148,7 +149,7 @@ def test_a_header_naming_another_object_is_refused_before_the_lease_is_used(
     lease = p.lease(scope="request")
     before = len(upstream.seen)
     marker = unique("copy")
-    answer = httpx.post(
+    answer = loopback.post(
         p.url(f"/echo/{marker}"),
         headers={"X-Keyfob-Lease": lease, name: value},
         content=b"",
@@ -158,7 +159,7 @@ def test_a_header_naming_another_object_is_refused_before_the_lease_is_used(
     assert name.lower() in problem["detail"]
     assert len(upstream.seen) == before
     assert [r for r in audit(operator, action="lease.use") if marker in str(r)] == []
-    again = httpx.get(p.url(f"/echo/{marker}"), headers={"X-Keyfob-Lease": lease}, timeout=10)
+    again = loopback.get(p.url(f"/echo/{marker}"), headers={"X-Keyfob-Lease": lease}, timeout=10)
     assert again.status_code == 200, again.text
 
 
@@ -179,7 +180,7 @@ def test_sigv4_forwards_and_signs_only_known_amz_headers(
         "x-amz-unknown-future-header": "x",
         "x-amz-bucket-region": "eu-west-1",
     }
-    answer = httpx.post(
+    answer = loopback.post(
         p.url(f"/echo/{marker}"),
         headers={"X-Keyfob-Lease": p.lease(), **sent},
         content=b"{}",

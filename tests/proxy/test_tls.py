@@ -15,6 +15,7 @@ from keyfob.proxy.egress import Egress
 from keyfob.settings import Settings
 from tests.conftest import CANARY
 from tests.proxy.factories import BEARER, proxied
+from tests.support import loopback
 from tests.support.certs import TestCa
 from tests.support.http import assert_problem
 from tests.support.server import LiveServer, serve_in_thread
@@ -96,7 +97,7 @@ def tls_profile(host: str, fake: FakeUpstream) -> dict[str, object]:
 
 def through(operator: httpx.Client, host: str, fake: FakeUpstream) -> httpx.Response:
     target = proxied(operator, tls_profile(host, fake))
-    return httpx.get(
+    return loopback.get(
         target.url("/echo/tls"), headers={"Authorization": f"Bearer {target.lease()}"}, timeout=30
     )
 

@@ -20,6 +20,7 @@ import httpx
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied
 from tests.sdk.conftest import generic_set, preset_set
+from tests.support import loopback
 from tests.support.server import LiveServer, free_port
 from tests.support.upstream import FakeUpstream
 from tests.test_leak import leaks
@@ -119,7 +120,7 @@ def test_the_child_calls_through_keyfob_and_holds_no_key(
     assert not {k for k in env if k.startswith(("KEYFOB_DATABASE", "KEYFOB_AUDIT_SHIP"))}
     assert leaks([CANARY, world.agent_token], {"out": done.stdout.encode()}) == []
     # The child's lease died with it.
-    after = httpx.post(
+    after = loopback.post(
         f"{server.url}/proxy/{world.set_path}/v1/chat/completions",
         headers={"Authorization": f"Bearer {lease}"},
         json={"model": "m", "messages": []},

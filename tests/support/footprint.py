@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from keyfob.settings import Settings
+from tests.support import loopback
 from tests.support.server import ProcessServer, env_for, free_port
 
 _CHILD = """
@@ -121,7 +122,7 @@ def start_probed(
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log_text()}")
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if loopback.get(url + "/healthz", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             time.sleep(0.05)

@@ -23,6 +23,7 @@ import httpx
 
 from keyfob.clock import Clock
 from keyfob.settings import Settings
+from tests.support import loopback
 from tests.support.hashing import hashing_env
 
 _SERVE = (
@@ -103,7 +104,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log_text()}")
         try:
-            if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+            if loopback.get(server.url + "/healthz", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             time.sleep(0.05)

@@ -60,9 +60,9 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-def create_app(wiring: Wiring | None = None) -> typer.Typer:
-    """A fresh ``keyfob`` app; tests pass a ``Wiring`` with a mock transport and fakes."""
-    seams = wiring or Wiring()
+def create_app() -> typer.Typer:
+    """A fresh ``keyfob`` app. Tests pass a ``Wiring`` (a mock transport, fakes) as the
+    click context's ``obj`` (``main(obj=...)``), so one built command serves every run."""
     app = typer.Typer(
         name="keyfob",
         cls=KeyfobGroup,
@@ -103,6 +103,7 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
         ] = False,
     ) -> None:
         # The settings are read when a command runs (``state``): not for its --help.
+        seams = ctx.obj if isinstance(ctx.obj, Wiring) else Wiring()
         cli = CliState(wiring=seams, addr_option=addr, token_file=token_file)
         ctx.obj = cli
         ctx.call_on_close(cli.close)
