@@ -155,6 +155,15 @@ class Settings(BaseSettings):
         "notices is down, it drops its caches this often (seconds), so nothing it keeps "
         "is staler than this. Ignored on SQLite.",
     )
+    lease_retention_days: float = Field(
+        7.0,
+        ge=0,
+        le=3650,
+        description="Days a lease (or a multi-set lease) is kept after it expires, for "
+        "`keyfob lease list` and the API; then the server deletes it with its budget "
+        "counters (checked a minute after start and hourly, a `lease.prune` audit record "
+        "per batch). Every mint and use stays in the audit log. 0 keeps leases forever.",
+    )
     max_pending_requests: int = Field(
         20,
         ge=1,

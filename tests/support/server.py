@@ -189,8 +189,10 @@ def serve_in_thread(
 
     async def run() -> None:
         vault = await Vault.open(settings, clock=clock)
-        # As the lifespan does when it owns the vault (``KEYFOB_AUDIT_SHIP_*``; none by default).
+        # As the lifespan does when it owns the vault: audit shipping (``KEYFOB_AUDIT_SHIP_*``;
+        # none by default) and lease retention.
         await vault.shipping.start(build_sinks(settings))
+        vault.retention.start()
         app = create_app(settings, vault=vault)
         config = uvicorn.Config(
             app,

@@ -152,6 +152,7 @@ def create_app(
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             app.state.vault = await Vault.open(settings, clock=clock)
             await app.state.vault.shipping.start(build_sinks(settings))
+            app.state.vault.retention.start()
             await keyfob.start()
             settle_heap()
             try:

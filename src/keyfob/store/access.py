@@ -18,7 +18,14 @@ from keyfob.store.records import (
     from_columns,
     to_columns,
 )
-from keyfob.store.tables import agents, grants, lease_requests, leases
+from keyfob.store.tables import (
+    agents,
+    budget_usage,
+    grants,
+    lease_bundles,
+    lease_requests,
+    leases,
+)
 
 # -- agents ---------------------------------------------------------------------------
 
@@ -225,6 +232,22 @@ async def renew_lease(conn: AsyncConnection, lease_id: str, when: str, expires_a
         .values(renewed_at=when, expires_at=expires_at)
     )
     return bool(result.rowcount)
+
+
+async def prune_leases(conn: AsyncConnection, expired_before: str, limit: int) -> tuple[int, int]:
+    """Delete up to ``limit`` leases that expired before ``expired_before`` with their
+    budget counters, and the multi-set leases that expired before it; returns how many of
+    each went. A renewed lease's ``expires_at`` is its current term's end."""
+    found = select(leases.c.id).where(leases.c.expires_at < expired_before).limit(limit)
+    ids = [r.id for r in (await conn.execute(found)).all()]
+    if ids:
+        owners = [f"lease:{lease_id}" for lease_id in ids]
+        await conn.execute(delete(budget_usage).where(budget_usage.c.owner.in_(owners)))
+        await conn.execute(delete(leases).where(leases.c.id.in_(ids)))
+    bundles = await conn.execute(
+        delete(lease_bundles).where(lease_bundles.c.expires_at < expired_before)
+    )
+    return len(ids), bundles.rowcount
 
 
 # -- lease requests -------------------------------------------------------------------

@@ -194,6 +194,8 @@ leases = Table(
     Index("ix_leases_agent", "agent_id"),
     Index("ix_leases_grant", "grant_id"),
     Index("ix_leases_set", "set_id"),
+    # migration 0007l: leases past their retention are found by expiry, not by a scan
+    Index("ix_leases_expires", "expires_at"),
 )
 
 lease_requests = Table(

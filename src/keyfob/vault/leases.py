@@ -34,7 +34,7 @@ from keyfob.store import secrets as sets_sql
 from keyfob.store.batch import Batch, Draft, NewLeases
 from keyfob.store.records import GrantRow, LeaseRequestRow, LeaseRow
 from keyfob.vault import validation
-from keyfob.vault.context import Context
+from keyfob.vault.context import SYSTEM, Context
 from keyfob.vault.core import UNAUTHORIZED, Core
 from keyfob.vault.decision import Now, mint_refusal, renew_refusal, spent
 from keyfob.vault.grant_checks import clean_budgets
@@ -52,6 +52,7 @@ APPROVAL_TIMEOUT = 600
 MAX_WAIT = 30
 MAX_PENDING = 20  # lease requests waiting for approval, per agent and per grant
 MAX_COUNT = 100  # leases one batch mint may ask for
+PRUNE_BATCH = 500  # leases deleted per transaction once past their retention
 NOT_GRANTED = "no usable grant for this agent and secret set"
 
 
@@ -805,6 +806,23 @@ class Leases:
                 {"lease_ids": ids, "agent_id": agent_id, "grant_id": grant_id},
             )
         return RevokedLeases(len(ids), ids)
+
+    async def prune(self, retention: timedelta, batch: int = PRUNE_BATCH) -> int:
+        """Delete the leases and multi-set leases that expired more than ``retention``
+        ago, ``batch`` leases per transaction, each with its ``lease.prune`` record (fail
+        closed: no record, nothing deleted); returns how many leases went."""
+        expired_before = _iso(self._core.clock.now() - retention)
+        ctx = Context(actor=SYSTEM.actor)  # one request id for the run's batches
+        total = 0
+        while True:
+            async with self._core.write() as tx:
+                gone, bundles = await sql.prune_leases(tx.conn, expired_before, batch)
+                if gone or bundles:
+                    details = {"leases": gone, "bundles": bundles, "expired_before": expired_before}
+                    await self._core.record(tx, ctx, "lease.prune", "vault", details=details)
+            total += gone
+            if gone < batch:
+                return total
 
     def digest(self, token: str) -> str:
         return tokens.digest(self._core.ring.system.token_key, token)

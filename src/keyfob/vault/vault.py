@@ -43,6 +43,7 @@ from keyfob.vault.operators import Operators
 from keyfob.vault.passwords import Passwords, password_hasher
 from keyfob.vault.proxying import Proxying
 from keyfob.vault.refresh import Refresher
+from keyfob.vault.retention import Retention
 from keyfob.vault.secret_sets import SecretSets
 from keyfob.vault.shipping import Shipping
 from keyfob.vault.usage import Pricing, Usage, fallback_price
@@ -107,6 +108,8 @@ class Vault:
         self.metrics = Metrics()
         self.metrics.caches(lambda: self.caches.dropped, lambda: self.caches.listening)
         self.metrics.queue_depth(self.consumer.commit.depth)
+        # Deletes leases long expired; started by the serving process, as shipping is.
+        self.retention = Retention(self.leases, settings.lease_retention_days)
         # Audit shipping: its tasks are started by the serving process (``start``).
         self.shipping = Shipping(core, settings, self.metrics)
         core.db.on_commit = self._committed if self.shipping.configured else self.metrics.committed
@@ -284,6 +287,7 @@ class Vault:
 
     async def close(self) -> None:
         try:
+            await self.retention.close()
             await self.shipping.close()
             await self.caches.close()
             await self.proxy.settled()  # settlements in flight commit before the last batch
