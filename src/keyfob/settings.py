@@ -159,10 +159,11 @@ class Settings(BaseSettings):
         7.0,
         ge=0,
         le=3650,
-        description="Days a lease (or a multi-set lease) is kept after it expires, for "
-        "`keyfob lease list` and the API; then the server deletes it with its budget "
-        "counters (checked a minute after start and hourly, a `lease.prune` audit record "
-        "per batch). Every mint and use stays in the audit log. 0 keeps leases forever.",
+        description="Days a lease (or a multi-set lease, or a lease request) is kept after it "
+        "expires, for `keyfob lease list` and the API; then the server deletes it, a lease "
+        "with its budget counters (checked a minute after start and hourly, a "
+        "`lease.prune` audit record per batch). Every mint and use stays in the audit "
+        "log. 0 keeps leases forever.",
     )
     max_pending_requests: int = Field(
         20,

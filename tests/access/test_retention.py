@@ -14,7 +14,7 @@ from sqlalchemy import select
 from keyfob.app import asgi as app_module
 from keyfob.clock import isoformat
 from keyfob.settings import Settings
-from keyfob.store.tables import budget_usage, lease_bundles, leases
+from keyfob.store.tables import budget_usage, lease_bundles, lease_requests, leases
 from keyfob.vault import Vault
 from keyfob.vault.retention import Retention
 from tests.access.factories import audit, audit_count, check, make_grant, make_lease
@@ -48,7 +48,18 @@ async def _bundles(vault: Vault) -> set[str]:
         return {r.id for r in (await conn.execute(select(lease_bundles.c.id))).all()}
 
 
-async def _add_rows(vault: Vault, owners: list[str], bundles: dict[str, datetime]) -> None:
+async def _requests(vault: Vault) -> set[str]:
+    async with vault.db.read() as conn:
+        return {r.id for r in (await conn.execute(select(lease_requests.c.id))).all()}
+
+
+async def _add_rows(
+    vault: Vault,
+    owners: list[str],
+    bundles: dict[str, datetime],
+    requests: dict[str, datetime] | None = None,
+) -> None:
+    """Budget counters, multi-set leases and lease requests (expiring when given)."""
     async with vault.core.write() as tx:
         for owner in owners:
             await tx.conn.execute(
@@ -64,6 +75,21 @@ async def _add_rows(vault: Vault, owners: list[str], bundles: dict[str, datetime
                     set_paths="[]",
                     created_at=isoformat(expires - timedelta(hours=1)),
                     expires_at=isoformat(expires),
+                )
+            )
+        for request_id, expires in (requests or {}).items():
+            await tx.conn.execute(
+                lease_requests.insert().values(
+                    id=request_id,
+                    agent_id="a",
+                    grant_id="g",
+                    set_path="openai/prod/default",
+                    scope="request",
+                    ttl=60,
+                    status="approved",
+                    created_at=isoformat(expires - timedelta(minutes=10)),
+                    expires_at=isoformat(expires),
+                    lease_id="l",
                 )
             )
 
@@ -87,6 +113,7 @@ async def test_leases_past_retention_go_with_their_counters_and_one_record(
         vault,
         [f"lease:{gone[0]['id']}", f"lease:{kept['id']}", grant_owner],
         {"bundle_old": datetime.now(UTC), "bundle_new": datetime.now(UTC) + timedelta(days=2)},
+        {"request_old": datetime.now(UTC), "request_new": datetime.now(UTC) + timedelta(days=2)},
     )
     before = await audit_count(client)
     # A week and an hour on: the request leases expired more than a week ago, the
@@ -98,11 +125,13 @@ async def test_leases_past_retention_go_with_their_counters_and_one_record(
     assert await _lease_ids(vault) == {kept["id"]}
     assert await _counters(vault) == {f"lease:{kept['id']}", grant_owner}
     assert await _bundles(vault) == {"bundle_new"}
+    assert await _requests(vault) == {"request_new"}
     (record,) = await audit(client, "lease.prune")
     assert record["actor"] == "system"
     assert record["target"] == "vault"
     assert record["details"]["leases"] == 3
     assert record["details"]["bundles"] == 1
+    assert record["details"]["requests"] == 1
     cutoff = datetime.fromisoformat(record["details"]["expired_before"])
     assert timedelta(hours=1) - timedelta(minutes=1) < cutoff - datetime.now(UTC)
     assert cutoff - datetime.now(UTC) < timedelta(hours=1) + timedelta(minutes=1)
@@ -130,6 +159,18 @@ async def test_nothing_within_retention_is_deleted(
 
     assert await _lease_ids(vault) == {gone[0]["id"], gone[1]["id"], kept["id"]}
     assert await audit(client, "lease.prune") == []
+
+
+async def test_an_old_request_alone_is_deleted_and_audited(
+    client: httpx.AsyncClient, vault: Vault
+) -> None:
+    await _add_rows(vault, [], {}, {"request_old": datetime.now(UTC) - timedelta(days=8)})
+
+    assert await vault.leases.prune(WEEK) == 0  # no lease went
+
+    assert await _requests(vault) == set()
+    (record,) = await audit(client, "lease.prune")
+    assert (record["details"]["leases"], record["details"]["requests"]) == (0, 1)
 
 
 async def test_a_backlog_goes_in_batches_each_with_its_record(

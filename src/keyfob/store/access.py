@@ -234,10 +234,13 @@ async def renew_lease(conn: AsyncConnection, lease_id: str, when: str, expires_a
     return bool(result.rowcount)
 
 
-async def prune_leases(conn: AsyncConnection, expired_before: str, limit: int) -> tuple[int, int]:
+async def prune_leases(
+    conn: AsyncConnection, expired_before: str, limit: int
+) -> tuple[int, int, int]:
     """Delete up to ``limit`` leases that expired before ``expired_before`` with their
-    budget counters, and the multi-set leases that expired before it; returns how many of
-    each went. A renewed lease's ``expires_at`` is its current term's end."""
+    budget counters, and the multi-set leases and lease requests that expired before it;
+    returns how many of each went. A renewed lease's ``expires_at`` is its current term's
+    end; a request's is the end of its wait for approval."""
     found = select(leases.c.id).where(leases.c.expires_at < expired_before).limit(limit)
     ids = [r.id for r in (await conn.execute(found)).all()]
     if ids:
@@ -247,7 +250,10 @@ async def prune_leases(conn: AsyncConnection, expired_before: str, limit: int) -
     bundles = await conn.execute(
         delete(lease_bundles).where(lease_bundles.c.expires_at < expired_before)
     )
-    return len(ids), bundles.rowcount
+    requests = await conn.execute(
+        delete(lease_requests).where(lease_requests.c.expires_at < expired_before)
+    )
+    return len(ids), bundles.rowcount, requests.rowcount
 
 
 # -- lease requests -------------------------------------------------------------------

@@ -808,17 +808,22 @@ class Leases:
         return RevokedLeases(len(ids), ids)
 
     async def prune(self, retention: timedelta, batch: int = PRUNE_BATCH) -> int:
-        """Delete the leases and multi-set leases that expired more than ``retention``
-        ago, ``batch`` leases per transaction, each with its ``lease.prune`` record (fail
-        closed: no record, nothing deleted); returns how many leases went."""
+        """Delete the leases, multi-set leases and lease requests that expired more than
+        ``retention`` ago, ``batch`` leases per transaction, each with its ``lease.prune``
+        record (fail closed: no record, nothing deleted); returns how many leases went."""
         expired_before = _iso(self._core.clock.now() - retention)
         ctx = Context(actor=SYSTEM.actor)  # one request id for the run's batches
         total = 0
         while True:
             async with self._core.write() as tx:
-                gone, bundles = await sql.prune_leases(tx.conn, expired_before, batch)
-                if gone or bundles:
-                    details = {"leases": gone, "bundles": bundles, "expired_before": expired_before}
+                gone, bundles, requests = await sql.prune_leases(tx.conn, expired_before, batch)
+                if gone or bundles or requests:
+                    details = {
+                        "leases": gone,
+                        "bundles": bundles,
+                        "requests": requests,
+                        "expired_before": expired_before,
+                    }
                     await self._core.record(tx, ctx, "lease.prune", "vault", details=details)
             total += gone
             if gone < batch:

@@ -1,4 +1,5 @@
-"""Lease retention: leases that expired ``KEYFOB_LEASE_RETENTION_DAYS`` ago are deleted.
+"""Lease retention: leases (and multi-set leases and lease requests) that expired
+``KEYFOB_LEASE_RETENTION_DAYS`` ago are deleted.
 
 A single-use lease per request leaves a row per request (~0.5 kB with its indexes):
 without this the table grows for ever and minting slows with it. The serving process
