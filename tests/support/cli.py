@@ -67,5 +67,5 @@ def invoke(
             return_value=None,
             exit_code=exit_code,
             exception=exception,
-            exc_info=exc_info,  # type: ignore[arg-type]
+            exc_info=exc_info,
         )

@@ -4,9 +4,10 @@
 A single-use lease per request leaves a row per request (~0.5 kB with its indexes):
 without this the table grows for ever and minting slows with it. The serving process
 starts the task (``start``); it runs a minute after start, so a server restarted often
-still prunes, then hourly. Every node may run it: a batch is one transaction, and a
-batch another node deleted first is simply not there. A failed run is logged (the
-error's type only) and tried again at the next interval.
+still prunes, then hourly. Every node may run it: a batch is an audited write, so the
+audit head's lock orders batches, and one another node deleted first is simply not
+found. A failed run is logged (the error's type only) and tried again at the next
+interval.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ INTERVAL_SECONDS = 3600.0
 
 
 class Retention:
+    """The pruning task of one serving process: ``start``, then ``close`` on the way out."""
+
     def __init__(
         self,
         leases: Leases,
@@ -49,17 +52,13 @@ class Retention:
         if self.enabled and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def run_once(self) -> int:
-        """Prune now; returns how many leases went."""
-        return await self._leases.prune(self._keep)
-
     async def _run(self) -> None:
         wait = self._first
         while True:
             await asyncio.sleep(wait)
             wait = self._interval
             try:
-                pruned = await self.run_once()
+                pruned = await self._leases.prune(self._keep)
             except Exception as exc:  # the next run tries again
                 log.warning(
                     "pruning expired leases failed (%s); trying again in %.0f s",
@@ -68,7 +67,7 @@ class Retention:
                 )
             else:
                 if pruned:
-                    log.info("pruned %d leases expired before the retention period", pruned)
+                    log.info("pruned %d leases past their retention", pruned)
 
     async def close(self) -> None:
         task, self._task = self._task, None
