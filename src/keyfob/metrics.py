@@ -156,6 +156,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.proxy = ProxyMetrics(self.registry)
         self._mints = Counter("keyfob_lease_mints", "Leases minted.", registry=self.registry)
+        self._pruned = Counter(
+            "keyfob_leases_pruned",
+            "Leases deleted past their retention (KEYFOB_LEASE_RETENTION_DAYS).",
+            registry=self.registry,
+        )
         self._denials = Counter(
             "keyfob_lease_denials",
             "Lease mints and uses refused, by stage (mint, use) and reason.",
@@ -253,6 +258,10 @@ class Metrics:
                 # A batch mint is one record for ``count`` leases.
                 minted = record.details.get("count", 1)
                 self._mints.inc(minted if isinstance(minted, int) and minted > 0 else 1)
+            elif action == "lease.prune":
+                pruned = record.details.get("leases")
+                if isinstance(pruned, int) and pruned > 0:
+                    self._pruned.inc(pruned)
             elif action == "lease.deny":
                 details = record.details
                 self._count(_reason(details.get("stage")), _reason(details.get("reason")))

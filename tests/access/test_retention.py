@@ -183,6 +183,9 @@ async def test_a_backlog_goes_in_batches_each_with_its_record(
 
     records = await audit(client, "lease.prune")
     assert [r["details"]["leases"] for r in records] == [2, 2, 1]
+    text = (await client.get("/metrics")).text
+    (line,) = [x for x in text.splitlines() if x.startswith("keyfob_leases_pruned_total ")]
+    assert float(line.split()[1]) == 5
     assert len({r["request_id"] for r in records}) == 1  # one run
     assert len(await _lease_ids(vault)) == 1
 
