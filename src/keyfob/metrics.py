@@ -258,10 +258,6 @@ class Metrics:
                 # A batch mint is one record for ``count`` leases.
                 minted = record.details.get("count", 1)
                 self._mints.inc(minted if isinstance(minted, int) and minted > 0 else 1)
-            elif action == "lease.prune":
-                pruned = record.details.get("leases")
-                if isinstance(pruned, int) and pruned > 0:
-                    self._pruned.inc(pruned)
             elif action == "lease.deny":
                 details = record.details
                 self._count(_reason(details.get("stage")), _reason(details.get("reason")))
@@ -275,6 +271,10 @@ class Metrics:
             elif action == "credential.reconnect_needed":
                 grant = _reason(record.details.get("grant"))
                 self._refreshes.labels(grant, "reconnect_needed").inc()
+            elif action == "lease.prune":  # hourly at most, so tested last
+                pruned = record.details.get("leases")
+                if isinstance(pruned, int) and pruned > 0:
+                    self._pruned.inc(pruned)
         self._records.inc(count)
 
     def _metered(self, usage: Any) -> None:

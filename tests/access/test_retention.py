@@ -33,24 +33,14 @@ class Later:
         return datetime.now(UTC) + self.ahead
 
 
+async def _column(vault: Vault, column: Any) -> set[str]:
+    """Every value of ``column`` (a key column) in the vault's database."""
+    async with vault.db.read() as conn:
+        return {row[0] for row in (await conn.execute(select(column))).all()}
+
+
 async def _lease_ids(vault: Vault) -> set[str]:
-    async with vault.db.read() as conn:
-        return {r.id for r in (await conn.execute(select(leases.c.id))).all()}
-
-
-async def _counters(vault: Vault) -> set[str]:
-    async with vault.db.read() as conn:
-        return {r.owner for r in (await conn.execute(select(budget_usage.c.owner))).all()}
-
-
-async def _bundles(vault: Vault) -> set[str]:
-    async with vault.db.read() as conn:
-        return {r.id for r in (await conn.execute(select(lease_bundles.c.id))).all()}
-
-
-async def _requests(vault: Vault) -> set[str]:
-    async with vault.db.read() as conn:
-        return {r.id for r in (await conn.execute(select(lease_requests.c.id))).all()}
+    return await _column(vault, leases.c.id)
 
 
 async def _add_rows(
@@ -123,9 +113,9 @@ async def test_leases_past_retention_go_with_their_counters_and_one_record(
     assert await vault.leases.prune(WEEK) == 3
 
     assert await _lease_ids(vault) == {kept["id"]}
-    assert await _counters(vault) == {f"lease:{kept['id']}", grant_owner}
-    assert await _bundles(vault) == {"bundle_new"}
-    assert await _requests(vault) == {"request_new"}
+    assert await _column(vault, budget_usage.c.owner) == {f"lease:{kept['id']}", grant_owner}
+    assert await _column(vault, lease_bundles.c.id) == {"bundle_new"}
+    assert await _column(vault, lease_requests.c.id) == {"request_new"}
     (record,) = await audit(client, "lease.prune")
     assert record["actor"] == "system"
     assert record["target"] == "vault"
@@ -168,7 +158,7 @@ async def test_an_old_request_alone_is_deleted_and_audited(
 
     assert await vault.leases.prune(WEEK) == 0  # no lease went
 
-    assert await _requests(vault) == set()
+    assert await _column(vault, lease_requests.c.id) == set()
     (record,) = await audit(client, "lease.prune")
     assert (record["details"]["leases"], record["details"]["requests"]) == (0, 1)
 
@@ -201,7 +191,7 @@ async def test_no_audit_record_no_deletion(
         with pytest.raises(Exception, match="disk full"):
             await vault.leases.prune(WEEK)
         assert await _lease_ids(vault) == {gone[0]["id"], gone[1]["id"], kept["id"]}
-        assert await _counters(vault) == {f"lease:{gone[0]['id']}"}
+        assert await _column(vault, budget_usage.c.owner) == {f"lease:{gone[0]['id']}"}
     finally:
         await drop_trigger(settings)
     assert await vault.leases.prune(WEEK) == 2

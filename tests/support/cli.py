@@ -42,12 +42,12 @@ def invoke(
     with runner.isolation(input=input, env=env) as (stdout, stderr, output):
         try:
             command.main(args=list(args), prog_name="keyfob", obj=wiring)
-        except SystemExit as exit:
+        except SystemExit as stopped:
             # What CliRunner.invoke makes of an exit code.
             exc_info = sys.exc_info()
-            code = 0 if exit.code is None else exit.code
+            code = 0 if stopped.code is None else stopped.code
             if code != 0:
-                exception = exit
+                exception = stopped
             if not isinstance(code, int):
                 sys.stdout.write(f"{code}\n")
                 code = 1
