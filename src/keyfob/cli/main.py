@@ -2,38 +2,100 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+from typer.main import get_group
 
 from keyfob import __version__
-from keyfob.cli import (
-    agents,
-    audit,
-    backups,
-    ca,
-    grants,
-    keys,
-    leases,
-    mcp,
-    me,
-    run,
-    server,
-    sets,
-    tokens,
-    usage,
-    users,
-)
 from keyfob.cli.context import CliState, Wiring, state
 from keyfob.cli.errors import CliError
 from keyfob.cli.output import JsonFlag, print_json, print_line
 from keyfob.errors import KeyfobError
 
+# The commands under the root, in the order ``keyfob --help`` lists them (typer lists
+# single commands before groups): its name, the module that holds it and the attribute
+# there (a ``typer.Typer`` is a command group; a function is one command).
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("init", "keyfob.cli.server", "init"),
+    ("serve", "keyfob.cli.server", "serve"),
+    ("mcp", "keyfob.cli.mcp", "mcp"),
+    ("run", "keyfob.cli.run", "run"),
+    ("usage", "keyfob.cli.usage", "usage"),
+    ("backup", "keyfob.cli.backups", "backup"),
+    ("restore", "keyfob.cli.backups", "restore"),
+    ("version", __name__, "version"),
+    ("set", "keyfob.cli.sets", "app"),
+    ("agent", "keyfob.cli.agents", "app"),
+    ("grant", "keyfob.cli.grants", "app"),
+    ("lease", "keyfob.cli.leases", "app"),
+    ("me", "keyfob.cli.me", "app"),
+    ("audit", "keyfob.cli.audit", "app"),
+    ("keys", "keyfob.cli.keys", "app"),
+    ("ca", "keyfob.cli.ca", "app"),
+    ("token", "keyfob.cli.tokens", "app"),
+    ("user", "keyfob.cli.users", "app"),
+    ("prices", "keyfob.cli.usage", "prices"),
+    ("db", "keyfob.cli.backups", "db"),
+)
+# Options stop at CMD: `keyfob run --set P/E/N python app.py -v` passes -v to python.
+_CONTEXT_SETTINGS: dict[str, dict[str, Any]] = {"run": {"allow_interspersed_args": False}}
+
+
+def _build(name: str, module: str, attribute: str) -> Any:
+    """One root command, imported and built as typer builds it under the root."""
+    target = getattr(import_module(module), attribute)
+    scratch = typer.Typer(add_completion=False)
+    if isinstance(target, typer.Typer):
+        scratch.add_typer(target)
+    else:
+        scratch.command(name, context_settings=_CONTEXT_SETTINGS.get(name))(target)
+    return get_group(scratch).commands[name]
+
+
+class _Commands(MutableMapping[str, Any]):
+    """The root's commands, each imported and built on first look-up.
+
+    Building a command reads the signatures and type hints of every function under it, and
+    importing its module pulls in what that module needs; a run needs one of them (``--help``
+    lists them all and so builds them all)."""
+
+    def __init__(self, built: MutableMapping[str, Any]) -> None:
+        self._built = dict(built)
+        self._where = {name: (module, attribute) for name, module, attribute in COMMANDS}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            module, attribute = self._where[name]  # KeyError: no such command
+            self._built[name] = _build(name, module, attribute)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._built.pop(name, None)
+        self._where.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._where
+        yield from (name for name in self._built if name not in self._where)
+
+    def __len__(self) -> int:
+        return len(self._where.keys() | self._built.keys())
+
 
 class KeyfobGroup(TyperGroup):
-    """Root group: a ``CliError`` or ``KeyfobError`` becomes one line on stderr and exit 1."""
+    """Root group: a ``CliError`` or ``KeyfobError`` becomes one line on stderr and exit 1;
+    its commands are imported and built when a run looks them up (``_Commands``)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands(self.commands)
 
     # ``Any``: the parameter's declared type lives in typer's private vendored click.
     def invoke(self, ctx: Any) -> Any:
@@ -108,27 +170,6 @@ def create_app() -> typer.Typer:
         ctx.obj = cli
         ctx.call_on_close(cli.close)
 
-    app.command("init")(server.init)
-    app.command("serve")(server.serve)
-    app.add_typer(sets.app)
-    app.add_typer(agents.app)
-    app.add_typer(grants.app)
-    app.add_typer(leases.app)
-    app.add_typer(me.app)
-    app.add_typer(audit.app)
-    app.add_typer(keys.app)
-    app.add_typer(ca.app)
-    app.add_typer(tokens.app)
-    app.add_typer(users.app)
-    app.command("mcp")(mcp.mcp)
-    # Options stop at CMD: `keyfob run --set P/E/N python app.py -v` passes -v to python.
-    app.command("run", context_settings={"allow_interspersed_args": False})(run.run)
-    app.command("usage")(usage.usage)
-    app.add_typer(usage.prices)
-    app.command("backup")(backups.backup)
-    app.command("restore")(backups.restore)
-    app.add_typer(backups.db)
-    app.command("version")(version)
     return app
 
 
