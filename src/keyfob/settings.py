@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         None,
         description="Token CLI clients authenticate with (`kfo_…` operator, `kfa_…` agent).",
     )
+    ca_file: Path | None = Field(
+        None,
+        description="CLI clients (and the SDK) verify an https keyfob against this PEM file "
+        "alone, not the public CAs: the certificate `keyfob init --self-signed` wrote, or a "
+        "private CA's.",
+    )
     host: str = Field("127.0.0.1", description="Address `keyfob serve` binds.")
     port: int = Field(8200, ge=0, le=65535, description="Port `keyfob serve` binds.")
     tls_cert: Path | None = Field(

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 from typing import Any
 
 import httpx
 import pytest
-
-from keyfob.cli.client import verification
 
 from .conftest import Cli, FakeTransport, RealKeyfob
 
@@ -252,17 +249,6 @@ def test_invalid_setting_stops_a_command_before_it_asks_for_a_value(
     assert result.stderr.startswith("error: invalid setting: KEYFOB_PORT")
     assert result.stderr.count("\n") == 1
     assert real.requests == []
-
-
-def test_a_plain_http_address_gets_a_tls_context_that_trusts_nothing():
-    # No CA bundle is loaded for http:// (it costs each command ~20 ms); should the client
-    # ever reach TLS through it, verification is on and fails, never skipped.
-    context = verification("http://127.0.0.1:8200")
-    assert isinstance(context, ssl.SSLContext)
-    assert context.verify_mode == ssl.CERT_REQUIRED
-    assert context.check_hostname
-    assert context.cert_store_stats()["x509_ca"] == 0
-    assert verification("https://vault.example.com") is True  # httpx's CA bundle
 
 
 def test_version(real_cli: Cli, real: RealKeyfob):

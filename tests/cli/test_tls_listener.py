@@ -26,11 +26,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from keyfob import sdk
 from keyfob.app.tls import ServerTls
 from keyfob.crypto import self_signed
 from keyfob.errors import ConfigurationError
 from tests.conftest import CANARY
 from tests.proxy.factories import local_profile
+from tests.support.cli import invoke
 from tests.support.hashing import hashing_env
 from tests.support.server import free_port
 from tests.support.upstream import FakeUpstream
@@ -419,6 +421,58 @@ def test_an_agent_bound_to_a_client_certificate_needs_that_certificate(tmp_path:
             # The operator needed no certificate, and no fingerprint is a secret; the
             # canary never came back.
             assert CANARY not in log.read_text()
+    finally:
+        stop(process)
+        upstream.stop()
+
+
+def test_the_cli_and_the_sdk_trust_a_self_signed_keyfob_through_keyfob_ca_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream = FakeUpstream().start()
+    process, port, cert, _, _, operator_token = start(tmp_path)
+    addr = f"https://127.0.0.1:{port}"
+    monkeypatch.delenv("KEYFOB_CA_FILE", raising=False)
+    monkeypatch.setenv("KEYFOB_ADDR", addr)
+    try:
+        cli_env = {"KEYFOB_TOKEN": operator_token}
+        # Without KEYFOB_CA_FILE the certificate is not trusted, and the error says what to set.
+        refused = invoke(["token", "list", "--json"], env=cli_env)
+        assert refused.exit_code == 1
+        assert "presented a TLS certificate this client does not trust" in refused.stderr
+        assert "set KEYFOB_CA_FILE" in refused.stderr
+        listed = invoke(["token", "list", "--json"], env={**cli_env, "KEYFOB_CA_FILE": str(cert)})
+        assert listed.exit_code == 0, listed.stderr
+        assert json.loads(listed.stdout)["items"]
+        missing = tmp_path / "missing.pem"
+        unusable = invoke(["token", "list"], env={**cli_env, "KEYFOB_CA_FILE": str(missing)})
+        assert unusable.exit_code == 1
+        assert unusable.stderr == (
+            f"error: cannot use {missing} as the CA file (KEYFOB_CA_FILE): "
+            "No such file or directory\n"
+        )
+
+        # The SDK reads the same variable: the operator and agent clients, and the proxy
+        # route's client, which talks to the same server.
+        with (
+            sdk.OperatorClient(token=operator_token) as untrusting,
+            pytest.raises(sdk.Unreachable, match=r"does not trust.*set KEYFOB_CA_FILE"),
+        ):
+            untrusting.sets()
+        monkeypatch.setenv("KEYFOB_CA_FILE", str(cert))
+        with sdk.OperatorClient(token=operator_token) as operator:
+            operator.create_set(
+                "generic/test/tls", {"API_KEY": CANARY}, profile=local_profile(upstream)
+            )
+            agent_token = operator.create_agent("tls-agent")["token"].reveal()
+            operator.grant("tls-agent", "generic/test/tls")
+        with sdk.http_client("generic/test/tls", token=agent_token) as client:
+            answer = client.get("/echo")
+        assert answer.status_code == 200, answer.text
+        assert upstream.seen[-1].header("authorization") == f"Bearer {CANARY}"
+        monkeypatch.setenv("KEYFOB_CA_FILE", str(missing))
+        with pytest.raises(sdk.InvalidRequest, match=r"cannot use .* as the CA file"):
+            sdk.AgentClient(token=agent_token)
     finally:
         stop(process)
         upstream.stop()

@@ -53,9 +53,10 @@ class InProcess:
 
 @pytest.fixture(autouse=True)
 def _no_keyfob_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test picks up a developer's KEYFOB_ADDR or KEYFOB_TOKEN by accident."""
+    """No test picks up a developer's KEYFOB_ADDR, KEYFOB_TOKEN or KEYFOB_CA_FILE."""
     monkeypatch.delenv("KEYFOB_ADDR", raising=False)
     monkeypatch.delenv("KEYFOB_TOKEN", raising=False)
+    monkeypatch.delenv("KEYFOB_CA_FILE", raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from keyfob import sdk
 from keyfob.sdk.auth import LEASE_HEADER
-from tests.sdk.conftest import InProcess, generic_set
+from tests.sdk.conftest import ADDR, InProcess, generic_set
 from tests.support.server import LiveServer
 from tests.support.upstream import FakeUpstream
 
@@ -132,3 +132,34 @@ def test_against_a_running_server_sync_and_async(
 def test_a_batch_keyfob_cannot_mint_is_refused(batch: int) -> None:
     with pytest.raises(sdk.InvalidRequest, match="batch"):
         sdk.LeaseAuth("openai/prod/default", batch=batch)
+
+
+def test_leaving_an_http_client_closes_the_agent_client_it_made(
+    inproc: InProcess, upstream: FakeUpstream
+) -> None:
+    world = generic_set(inproc.operator, upstream)
+    with sdk.http_client(
+        world.set_path, addr=ADDR, token=world.agent_token, transport=inproc.transport
+    ) as http:
+        assert http.get("/echo").status_code == 200
+    assert isinstance(http, sdk.clients.ProxyClient)
+    assert http.owned is not None
+    assert http.owned._wire.http.is_closed
+
+
+def test_leaving_an_async_http_client_closes_the_agent_client_it_made(
+    server: LiveServer, operator: httpx.Client, upstream: FakeUpstream
+) -> None:
+    world = generic_set(operator, upstream)
+
+    async def call() -> sdk.clients.AsyncProxyClient:
+        async with sdk.async_http_client(
+            world.set_path, addr=server.url, token=world.agent_token
+        ) as http:
+            assert (await http.get("/echo")).status_code == 200
+        assert isinstance(http, sdk.clients.AsyncProxyClient)
+        return http
+
+    http = asyncio.run(call())
+    assert http.owned is not None
+    assert http.owned._wire.http.is_closed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import ssl
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +22,7 @@ from keyfob.cli.context import AUTH_HINT
 from keyfob.cli.errors import CliError
 from keyfob.errors import PROBLEM_PREFIX
 from keyfob.secret import Masked, Secret
+from keyfob.server_trust import UnusableCaFile, untrusted, verification
 from keyfob.text import digits
 
 Params = Mapping[str, str | int | Sequence[str]]
@@ -40,8 +41,13 @@ class KeyfobClient(Masked):
         token: Secret[str] | None,
         transport: httpx.BaseTransport | None = None,
         auth_hint: str = AUTH_HINT,
+        ca_file: os.PathLike[str] | None = None,
     ) -> None:
         self.addr = check_addr(addr)
+        try:
+            verify = verification(self.addr, ca_file)
+        except UnusableCaFile as exc:
+            raise CliError(str(exc)) from None
         self._auth_hint = auth_hint  # what a 401 tells the user to check
         headers = {"User-Agent": f"keyfob-cli/{__version__}", "Accept": "application/json"}
         if token is not None:
@@ -51,7 +57,7 @@ class KeyfobClient(Masked):
             base_url=self.addr,
             headers=headers,
             transport=transport,
-            verify=verification(self.addr),
+            verify=verify,
             timeout=TIMEOUT_SECONDS,
             follow_redirects=False,
             trust_env=False,
@@ -129,6 +135,12 @@ class KeyfobClient(Masked):
         try:
             yield
         except httpx.ConnectError as exc:
+            if untrusted(exc):
+                raise CliError(
+                    f"keyfob at {self.addr} presented a TLS certificate this client does not "
+                    f"trust ({_reason(exc)}); set KEYFOB_CA_FILE to the CA certificate that "
+                    "signed it (for `keyfob init --self-signed`: <data dir>/tls/cert.pem)"
+                ) from None
             raise CliError(
                 f"cannot connect to keyfob at {self.addr} ({_reason(exc)}); "
                 "is `keyfob serve` running there? Set KEYFOB_ADDR or --addr"
@@ -152,14 +164,6 @@ def check_addr(addr: str) -> str:
             "(KEYFOB_ADDR or --addr)"
         )
     return addr.strip().rstrip("/")
-
-
-def verification(addr: str) -> ssl.SSLContext | bool:
-    """What the client verifies a TLS server with: the CA bundle (httpx's default) for an
-    https address. A plain http address needs none, and loading the bundle costs ~20 ms
-    per command; it gets a context that trusts no CA, so a TLS handshake fails rather
-    than going unverified."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if urlsplit(addr).scheme == "http" else True
 
 
 def sends_token_in_clear(addr: str) -> bool:

@@ -227,7 +227,13 @@ class CliState:
                 "for a keyfob that is not on this machine",
                 err=True,
             )
-        return KeyfobClient(addr, token, transport=self.wiring.transport, auth_hint=auth_hint)
+        return KeyfobClient(
+            addr,
+            token,
+            transport=self.wiring.transport,
+            auth_hint=auth_hint,
+            ca_file=self.settings.ca_file,
+        )
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -133,6 +133,7 @@ class AgentClient(Masked):
     ) -> None:
         self._wire = Wire(addr, token, AGENT_TOKEN, transport, timeout)
         self.addr = self._wire.addr
+        self.verify = self._wire.verify
         self.transport = transport
 
     def __enter__(self) -> AgentClient:
@@ -324,6 +325,7 @@ class AsyncAgentClient(Masked):
     ) -> None:
         self._wire = AsyncWire(addr, token, AGENT_TOKEN, transport, timeout)
         self.addr = self._wire.addr
+        self.verify = self._wire.verify
         self.transport = transport
 
     async def __aenter__(self) -> AsyncAgentClient:

@@ -37,6 +37,9 @@ class ProxyClient(httpx.Client):
             if self.owned is not None:
                 self.owned.close()
 
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()  # httpx's own __exit__ closes the transport without calling close()
+
 
 class AsyncProxyClient(httpx.AsyncClient):
     """``ProxyClient`` for asyncio."""
@@ -49,6 +52,9 @@ class AsyncProxyClient(httpx.AsyncClient):
         finally:
             if self.owned is not None:
                 await self.owned.aclose()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _sync_agent(
@@ -86,6 +92,7 @@ def http_client(
     agent = _sync_agent(agent, addr, token, transport)
     auth = LeaseAuth(set, agent=agent, scope=scope)
     kwargs.setdefault("timeout", TIMEOUT)
+    kwargs.setdefault("verify", agent.verify)  # the proxy route is the same server
     client = ProxyClient(
         base_url=agent.proxy_url(set) + path,
         auth=auth,
@@ -113,6 +120,7 @@ def async_http_client(
     agent = _async_agent(agent, addr, token, transport)
     auth = LeaseAuth(set, async_agent=agent, scope=scope)
     kwargs.setdefault("timeout", TIMEOUT)
+    kwargs.setdefault("verify", agent.verify)
     client = AsyncProxyClient(
         base_url=agent.proxy_url(set) + path,
         auth=auth,
@@ -187,10 +195,14 @@ def _wired(
                     if owned_async is not None:
                         await owned_async.aclose()
 
+            async def __aexit__(self, *exc_info: object) -> None:
+                await self.aclose()
+
         return ClosingAsync(
             base_url=aagent.proxy_url(set),
             auth=_foreign_auth(flavour, auth),
             transport=transport,
+            verify=aagent.verify,
             timeout=TIMEOUT,
             trust_env=False,
         )
@@ -206,10 +218,14 @@ def _wired(
                 if owned is not None:
                     owned.close()
 
+        def __exit__(self, *exc_info: object) -> None:
+            self.close()
+
     return Closing(
         base_url=sagent.proxy_url(set),
         auth=_foreign_auth(flavour, auth),
         transport=transport,
+        verify=sagent.verify,
         timeout=TIMEOUT,
         trust_env=False,
     )

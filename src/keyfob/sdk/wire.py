@@ -8,6 +8,7 @@ token or a lease. ``transport`` is httpx's, so tests hand in the app in-process.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,6 +24,7 @@ from keyfob.sdk.errors import (
     unreachable,
 )
 from keyfob.secret import Masked, Secret
+from keyfob.server_trust import CA_FILE_VARIABLE, UnusableCaFile, verification
 
 DEFAULT_ADDR = "http://127.0.0.1:8200"
 TIMEOUT = 30.0
@@ -46,6 +48,15 @@ def resolve_token(token: str | None) -> Secret[str] | None:
     return Secret(chosen.strip()) if chosen and chosen.strip() else None
 
 
+def resolve_verification(addr: str) -> ssl.SSLContext | bool:
+    """How ``addr``'s certificate is checked: against ``KEYFOB_CA_FILE`` when it is set,
+    else httpx's CA bundle (``keyfob.server_trust``)."""
+    try:
+        return verification(addr, os.environ.get(CA_FILE_VARIABLE))
+    except UnusableCaFile as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 def segment(value: str) -> str:
     """An id as one URL path segment (a ``/`` or ``..`` cannot steer the call elsewhere)."""
     return quote(value, safe="")
@@ -56,6 +67,7 @@ class _Base(Masked):
 
     def __init__(self, addr: str | None, token: str | None, what: str) -> None:
         self.addr = resolve_addr(addr)
+        self.verify = resolve_verification(self.addr)  # for clients of the same server
         self._token = resolve_token(token)
         self._what = what  # "an agent token (kfa_…)" for the message when it is missing
         self._headers = {"User-Agent": f"keyfob-sdk/{__version__}", "Accept": "application/json"}
@@ -102,6 +114,7 @@ class Wire(_Base):
             base_url=self.addr,
             headers=self._headers,
             transport=transport,
+            verify=self.verify,
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
@@ -144,6 +157,7 @@ class AsyncWire(_Base):
             base_url=self.addr,
             headers=self._headers,
             transport=transport,
+            verify=self.verify,
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
