@@ -1,43 +1,105 @@
-"""How keyfob's own clients (the CLI and the SDK) verify the server they talk to.
+"""How keyfob's own clients (the CLI and the SDK) verify the server they talk to, and
+which certificate they show it.
 
 An ``https://`` address is verified against httpx's CA bundle (certifi), or, with
 ``KEYFOB_CA_FILE``, against that file alone: the certificate ``keyfob init
---self-signed`` wrote, or a private CA's (as ``curl --cacert`` and ``VAULT_CACERT``). A
-plain ``http://`` address gets a context that trusts no CA, so loading the bundle
-(~20 ms per process) is skipped and a TLS handshake through it would fail rather than
-go unverified. Standard library only: the SDK and the CLI import it without the server.
+--self-signed`` wrote, or a private CA's (as ``curl --cacert`` and ``VAULT_CACERT``).
+``KEYFOB_CLIENT_CERT`` (and ``KEYFOB_CLIENT_KEY`` when the key is in its own file) is
+the certificate an agent bound to one (``client_cert_sha256``) presents, as ``curl
+--cert/--key`` and ``VAULT_CLIENT_CERT``/``VAULT_CLIENT_KEY``. A plain ``http://``
+address gets a context that trusts no CA, so loading the bundle (~20 ms per process)
+is skipped and a TLS handshake through it would fail rather than go unverified.
+Standard library only (certifi when a client certificate needs the bundle): the SDK
+and the CLI import it without the server. Files are named in errors; their contents
+never are.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 CA_FILE_VARIABLE = "KEYFOB_CA_FILE"
+CLIENT_CERT_VARIABLE = "KEYFOB_CLIENT_CERT"
+CLIENT_KEY_VARIABLE = "KEYFOB_CLIENT_KEY"
 
 
-class UnusableCaFile(ValueError):
-    """``KEYFOB_CA_FILE`` names a file that cannot be read as PEM certificates."""
+class UnusableTlsFile(ValueError):
+    """A CA file or client certificate that cannot be used, named with the reason."""
 
 
-def verification(addr: str, ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext | bool:
-    """What a client of ``addr`` verifies the server with (httpx's ``verify``)."""
-    if urlsplit(addr).scheme == "http":
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if ca_file is None or not os.fspath(ca_file).strip():
-        return True
-    path = os.fspath(ca_file).strip()
+@dataclass(frozen=True)
+class ServerTrust:
+    """The files a client of one keyfob verifies it with and presents to it."""
+
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ServerTrust:
+        """``KEYFOB_CA_FILE``, ``KEYFOB_CLIENT_CERT``, ``KEYFOB_CLIENT_KEY`` (unset or
+        blank: none)."""
+
+        def path(name: str) -> Path | None:
+            value = environ.get(name, "").strip()
+            return Path(value) if value else None
+
+        return cls(path(CA_FILE_VARIABLE), path(CLIENT_CERT_VARIABLE), path(CLIENT_KEY_VARIABLE))
+
+    def verification(self, addr: str) -> ssl.SSLContext | bool:
+        """What a client of ``addr`` passes as httpx's ``verify``."""
+        if urlsplit(addr).scheme == "http":
+            return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.client_key is not None and self.client_cert is None:
+            raise UnusableTlsFile(f"{CLIENT_KEY_VARIABLE} is set without {CLIENT_CERT_VARIABLE}")
+        if self.ca_file is None and self.client_cert is None:
+            return True
+        context = _trusting(self.ca_file)
+        if self.client_cert is not None:
+            _present(context, self.client_cert, self.client_key)
+        return context
+
+
+def _trusting(ca_file: Path | None) -> ssl.SSLContext:
+    if ca_file is None:
+        import certifi  # httpx's own default bundle, which ``verify=True`` would load
+
+        return ssl.create_default_context(cafile=certifi.where())
     reason: str | None
     try:
-        return ssl.create_default_context(cafile=path)
+        return ssl.create_default_context(cafile=str(ca_file))
     except ssl.SSLError as exc:
         empty = exc.reason == "NO_CERTIFICATE_OR_CRL_FOUND"
         reason = "no PEM certificate in it" if empty else exc.reason
     except OSError as exc:
         reason = exc.strerror
-    raise UnusableCaFile(
-        f"cannot use {path} as the CA file ({CA_FILE_VARIABLE}): {reason or 'unreadable'}"
+    raise UnusableTlsFile(
+        f"cannot use {ca_file} as the CA file ({CA_FILE_VARIABLE}): {reason or 'unreadable'}"
+    )
+
+
+def _present(context: ssl.SSLContext, cert: Path, key: Path | None) -> None:
+    reason: str | None
+    try:
+        # An encrypted key would make OpenSSL prompt on the terminal; refuse it instead.
+        context.load_cert_chain(str(cert), str(key) if key else None, password=lambda: b"")
+        return
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            reason = "the key does not belong to the certificate"
+        else:
+            reason = "not a PEM certificate with an unencrypted private key"
+    except OSError as exc:
+        reason = exc.strerror
+    files = f"{cert} and {key}" if key else str(cert)
+    names = f"{CLIENT_CERT_VARIABLE}, {CLIENT_KEY_VARIABLE}" if key else CLIENT_CERT_VARIABLE
+    raise UnusableTlsFile(
+        f"cannot use {files} as the client certificate ({names}): {reason or 'unreadable'}"
     )
 
 

@@ -4,6 +4,7 @@ bad pair at start-up and at reload."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import json
@@ -30,6 +31,9 @@ from keyfob import sdk
 from keyfob.app.tls import ServerTls
 from keyfob.crypto import self_signed
 from keyfob.errors import ConfigurationError
+from keyfob.mcp.config import McpConfig
+from keyfob.mcp.server import KeyfobTools
+from keyfob.secret import Secret
 from tests.conftest import CANARY
 from tests.proxy.factories import local_profile
 from tests.support.cli import invoke
@@ -473,6 +477,71 @@ def test_the_cli_and_the_sdk_trust_a_self_signed_keyfob_through_keyfob_ca_file(
         monkeypatch.setenv("KEYFOB_CA_FILE", str(missing))
         with pytest.raises(sdk.InvalidRequest, match=r"cannot use .* as the CA file"):
             sdk.AgentClient(token=agent_token)
+    finally:
+        stop(process)
+        upstream.stop()
+
+
+async def mcp_echo(addr: str, agent_token: str, set_path: str) -> int:
+    tools = KeyfobTools(McpConfig(addr, Secret(agent_token)))
+    try:
+        answer = await tools.http_request(set_path, "GET", "echo", None, None)
+    finally:
+        await tools.aclose()
+    status: int = answer["status"]
+    return status
+
+
+def test_an_agent_bound_to_a_certificate_presents_it_through_keyfob_client_cert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_path, ca_key, ca_cert = issue_ca(tmp_path)
+    cert, key = issue_client(tmp_path, ca_key, ca_cert, "agent-bound")
+    upstream = FakeUpstream().start()
+    process, port, server_cert, _, _, operator_token = start(
+        tmp_path, KEYFOB_TLS_CLIENT_CA=str(ca_path)
+    )
+    for name in ("KEYFOB_CLIENT_CERT", "KEYFOB_CLIENT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KEYFOB_ADDR", f"https://127.0.0.1:{port}")
+    monkeypatch.setenv("KEYFOB_CA_FILE", str(server_cert))
+    set_path = "generic/test/bound"
+    try:
+        with sdk.OperatorClient(token=operator_token) as operator:
+            operator.create_set(set_path, {"API_KEY": CANARY}, profile=local_profile(upstream))
+            agent_token = operator.create_agent("bound")["token"].reveal()
+            bound = httpx.patch(
+                f"https://127.0.0.1:{port}/v1/agents/bound",
+                json={"client_cert_sha256": fingerprint(cert)},
+                headers={"Authorization": f"Bearer {operator_token}"},
+                verify=trusting(server_cert),
+            )
+            assert bound.json()["client_cert_sha256"] == fingerprint(cert)
+            operator.grant("bound", set_path)
+        # Without the certificate the agent's token is refused.
+        with (
+            sdk.AgentClient(token=agent_token) as bare,
+            pytest.raises(sdk.AuthenticationFailed),
+        ):
+            bare.mint_lease(set_path)
+        refused = invoke(["lease", "mint", "--set", set_path], env={"KEYFOB_TOKEN": agent_token})
+        assert refused.exit_code == 1
+        # With it (key in its own file), the SDK mints and calls through the proxy route,
+        # and the CLI mints.
+        monkeypatch.setenv("KEYFOB_CLIENT_CERT", str(cert))
+        monkeypatch.setenv("KEYFOB_CLIENT_KEY", str(key))
+        with sdk.http_client(set_path, token=agent_token) as client:
+            answer = client.get("/echo")
+        assert answer.status_code == 200, answer.text
+        assert upstream.seen[-1].header("authorization") == f"Bearer {CANARY}"
+        minted = invoke(
+            ["lease", "mint", "--set", set_path, "--json"], env={"KEYFOB_TOKEN": agent_token}
+        )
+        assert minted.exit_code == 0, minted.stderr
+        assert json.loads(minted.stdout)["token"].startswith("kfl_")
+        assert CANARY not in minted.output
+        # keyfob mcp's tools: minting and the proxied request both present it.
+        assert asyncio.run(mcp_echo(f"https://127.0.0.1:{port}", agent_token, set_path)) == 200
     finally:
         stop(process)
         upstream.stop()

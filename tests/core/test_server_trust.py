@@ -1,17 +1,25 @@
 """How keyfob's clients verify the keyfob server: ``KEYFOB_CA_FILE`` alone when set, the
-CA bundle otherwise, and for plain http a context that trusts nothing (no bundle loaded)."""
+CA bundle otherwise, and for plain http a context that trusts nothing (no bundle loaded);
+and the client certificate they present (``KEYFOB_CLIENT_CERT``/``KEYFOB_CLIENT_KEY``)."""
 
 from __future__ import annotations
 
 import datetime
 import ssl
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from keyfob.crypto import self_signed
-from keyfob.server_trust import UnusableCaFile, untrusted, verification
+from keyfob.server_trust import ServerTrust, UnusableTlsFile, untrusted
+
+HTTPS = "https://127.0.0.1:8443"
+
+
+def verification(addr: str, ca_file: Path | str | None) -> ssl.SSLContext | bool:
+    return ServerTrust(Path(ca_file) if ca_file else None).verification(addr)
 
 
 def test_a_plain_http_address_gets_a_context_that_trusts_no_certificate(tmp_path: Path):
@@ -27,7 +35,7 @@ def test_a_plain_http_address_gets_a_context_that_trusts_no_certificate(tmp_path
 
 def test_https_uses_the_bundle_or_the_ca_file_alone(tmp_path: Path):
     assert verification("https://vault.example.com", None) is True  # httpx's CA bundle
-    assert verification("https://vault.example.com", " ") is True
+    assert ServerTrust.from_environ({"KEYFOB_CA_FILE": " "}) == ServerTrust()
     context = verification("https://127.0.0.1:8443", _certificate(tmp_path))
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED
@@ -51,7 +59,7 @@ def test_an_unusable_ca_file_is_named_with_the_reason(
         path.mkdir()
     elif content is not None:
         path.write_text(content)
-    with pytest.raises(UnusableCaFile) as caught:
+    with pytest.raises(UnusableTlsFile) as caught:
         verification("https://127.0.0.1:8443", path)
     assert str(caught.value) == f"cannot use {path} as the CA file (KEYFOB_CA_FILE): {reason}"
 
@@ -71,9 +79,94 @@ def test_untrusted_finds_a_certificate_failure_under_httpx_wrapping():
     assert not untrusted(wrapped(ssl.SSLError(1, "wrong version number")))
 
 
+def test_from_environ_reads_the_three_variables(tmp_path: Path):
+    environ = {
+        "KEYFOB_CA_FILE": "/etc/keyfob/ca.pem",
+        "KEYFOB_CLIENT_CERT": " /etc/keyfob/agent.pem ",
+        "KEYFOB_CLIENT_KEY": "/etc/keyfob/agent.key",
+    }
+    assert ServerTrust.from_environ(environ) == ServerTrust(
+        Path("/etc/keyfob/ca.pem"), Path("/etc/keyfob/agent.pem"), Path("/etc/keyfob/agent.key")
+    )
+
+
+def test_a_client_certificate_is_loaded_with_the_bundle_or_the_ca_file(tmp_path: Path):
+    cert, key = _pair(tmp_path, "agent")
+    for trust in (
+        ServerTrust(client_cert=cert, client_key=key),
+        ServerTrust(_certificate(tmp_path), cert, key),
+    ):
+        context = trust.verification(HTTPS)
+        assert isinstance(context, ssl.SSLContext)
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        roots = context.cert_store_stats()["x509"]
+        assert roots == 1 if trust.ca_file else roots > 100  # certifi's bundle
+    # Certificate and key in one file, as curl --cert takes them.
+    both = tmp_path / "both.pem"
+    both.write_bytes(cert.read_bytes() + key.read_bytes())
+    assert isinstance(ServerTrust(client_cert=both).verification(HTTPS), ssl.SSLContext)
+    # Plain http: no TLS, nothing loaded.
+    plain = ServerTrust(client_cert=tmp_path / "missing.pem").verification("http://127.0.0.1:1")
+    assert isinstance(plain, ssl.SSLContext)
+
+
+def test_an_unusable_client_certificate_is_named_with_the_reason(tmp_path: Path):
+    cert, key = _pair(tmp_path, "agent")
+    _, other_key = _pair(tmp_path, "other")
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        [
+            "openssl",
+            "pkey",
+            "-in",
+            str(key),
+            "-aes256",
+            "-passout",
+            "pass:pw",
+            "-out",
+            str(encrypted),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    missing = tmp_path / "missing.pem"
+    names = "KEYFOB_CLIENT_CERT, KEYFOB_CLIENT_KEY"
+    for trust, message in (
+        (
+            ServerTrust(client_cert=cert, client_key=other_key),
+            f"cannot use {cert} and {other_key} as the client certificate ({names}): "
+            "the key does not belong to the certificate",
+        ),
+        (
+            ServerTrust(client_cert=cert, client_key=encrypted),
+            f"cannot use {cert} and {encrypted} as the client certificate ({names}): "
+            "not a PEM certificate with an unencrypted private key",
+        ),
+        (
+            ServerTrust(client_cert=cert),
+            f"cannot use {cert} as the client certificate (KEYFOB_CLIENT_CERT): "
+            "not a PEM certificate with an unencrypted private key",
+        ),
+        (
+            ServerTrust(client_cert=missing, client_key=key),
+            f"cannot use {missing} and {key} as the client certificate ({names}): "
+            "No such file or directory",
+        ),
+        (ServerTrust(client_key=key), "KEYFOB_CLIENT_KEY is set without KEYFOB_CLIENT_CERT"),
+    ):
+        with pytest.raises(UnusableTlsFile) as caught:
+            trust.verification(HTTPS)
+        assert str(caught.value) == message
+        assert "PRIVATE KEY" not in str(caught.value)
+
+
 def _certificate(directory: Path) -> Path:
+    return _pair(directory, "cert")[0]
+
+
+def _pair(directory: Path, name: str) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
-    cert, _ = self_signed(["127.0.0.1"], days=1, now=now)
-    path = directory / "cert.pem"
-    path.write_bytes(cert)
-    return path
+    cert, key = self_signed(["127.0.0.1"], days=1, now=now)
+    (directory / f"{name}.pem").write_bytes(cert)
+    (directory / f"{name}.key").write_bytes(key)
+    return directory / f"{name}.pem", directory / f"{name}.key"

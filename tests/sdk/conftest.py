@@ -53,10 +53,9 @@ class InProcess:
 
 @pytest.fixture(autouse=True)
 def _no_keyfob_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test picks up a developer's KEYFOB_ADDR, KEYFOB_TOKEN or KEYFOB_CA_FILE."""
-    monkeypatch.delenv("KEYFOB_ADDR", raising=False)
-    monkeypatch.delenv("KEYFOB_TOKEN", raising=False)
-    monkeypatch.delenv("KEYFOB_CA_FILE", raising=False)
+    """No test picks up a developer's KEYFOB_ADDR, KEYFOB_TOKEN or TLS files."""
+    for name in ("ADDR", "TOKEN", "CA_FILE", "CLIENT_CERT", "CLIENT_KEY"):
+        monkeypatch.delenv(f"KEYFOB_{name}", raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +21,7 @@ from keyfob.cli.context import AUTH_HINT
 from keyfob.cli.errors import CliError
 from keyfob.errors import PROBLEM_PREFIX
 from keyfob.secret import Masked, Secret
-from keyfob.server_trust import UnusableCaFile, untrusted, verification
+from keyfob.server_trust import ServerTrust, UnusableTlsFile, untrusted
 from keyfob.text import digits
 
 Params = Mapping[str, str | int | Sequence[str]]
@@ -41,12 +40,12 @@ class KeyfobClient(Masked):
         token: Secret[str] | None,
         transport: httpx.BaseTransport | None = None,
         auth_hint: str = AUTH_HINT,
-        ca_file: os.PathLike[str] | None = None,
+        trust: ServerTrust | None = None,
     ) -> None:
         self.addr = check_addr(addr)
         try:
-            verify = verification(self.addr, ca_file)
-        except UnusableCaFile as exc:
+            verify = (trust or ServerTrust()).verification(self.addr)
+        except UnusableTlsFile as exc:
             raise CliError(str(exc)) from None
         self._auth_hint = auth_hint  # what a 401 tells the user to check
         headers = {"User-Agent": f"keyfob-cli/{__version__}", "Accept": "application/json"}

@@ -219,6 +219,7 @@ class CliState:
 
     def _open(self, token: Secret[str], auth_hint: str) -> KeyfobClient:
         from keyfob.cli.client import KeyfobClient, check_addr, sends_token_in_clear
+        from keyfob.server_trust import ServerTrust
 
         addr = check_addr(self.addr)
         if sends_token_in_clear(addr):
@@ -232,7 +233,9 @@ class CliState:
             token,
             transport=self.wiring.transport,
             auth_hint=auth_hint,
-            ca_file=self.settings.ca_file,
+            trust=ServerTrust(
+                self.settings.ca_file, self.settings.client_cert, self.settings.client_key
+            ),
         )
 
     def close(self) -> None:

@@ -80,9 +80,11 @@ class KeyfobTools:
     def __init__(self, config: McpConfig, transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self.agent = AsyncAgentClient(config.addr, config.token.reveal(), transport=transport)
-        # No environment proxies, no redirects: the proxy answers for itself.
+        # No environment proxies, no redirects: the proxy answers for itself. The proxy
+        # route is the same server: verified, and shown a client certificate, the same way.
         self.http = httpx.AsyncClient(
             transport=transport,
+            verify=self.agent.verify,
             timeout=config.request_timeout,
             follow_redirects=False,
             trust_env=False,

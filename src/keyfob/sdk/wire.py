@@ -24,7 +24,7 @@ from keyfob.sdk.errors import (
     unreachable,
 )
 from keyfob.secret import Masked, Secret
-from keyfob.server_trust import CA_FILE_VARIABLE, UnusableCaFile, verification
+from keyfob.server_trust import ServerTrust, UnusableTlsFile
 
 DEFAULT_ADDR = "http://127.0.0.1:8200"
 TIMEOUT = 30.0
@@ -49,11 +49,12 @@ def resolve_token(token: str | None) -> Secret[str] | None:
 
 
 def resolve_verification(addr: str) -> ssl.SSLContext | bool:
-    """How ``addr``'s certificate is checked: against ``KEYFOB_CA_FILE`` when it is set,
-    else httpx's CA bundle (``keyfob.server_trust``)."""
+    """How ``addr``'s certificate is checked (``KEYFOB_CA_FILE``, else httpx's CA bundle)
+    and which client certificate goes with it (``KEYFOB_CLIENT_CERT``/``_KEY``); see
+    ``keyfob.server_trust``."""
     try:
-        return verification(addr, os.environ.get(CA_FILE_VARIABLE))
-    except UnusableCaFile as exc:
+        return ServerTrust.from_environ().verification(addr)
+    except UnusableTlsFile as exc:
         raise InvalidRequest(str(exc)) from None
 
 
