@@ -9,7 +9,7 @@ from pathlib import Path
 SYSTEM_ROOTS = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 
-def merged_bundle(ca_pem: str) -> str:
+def merged_bundle(ca_pem: str, label: str = "keyfob forward proxy CA") -> str:
     """The system's (or certifi's) roots plus keyfob's CA: clients that replace rather than
     extend their roots with a bundle (rustls among them) still reach every other host."""
     roots = ""
@@ -19,7 +19,7 @@ def merged_bundle(ca_pem: str) -> str:
             break
     if roots and not roots.endswith("\n"):
         roots += "\n"
-    return roots + "# keyfob forward proxy CA\n" + ca_pem
+    return roots + f"# {label}\n" + ca_pem
 
 
 def _certifi() -> str | None:

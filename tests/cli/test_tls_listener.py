@@ -469,11 +469,27 @@ def test_the_cli_and_the_sdk_trust_a_self_signed_keyfob_through_keyfob_ca_file(
                 "generic/test/tls", {"API_KEY": CANARY}, profile=local_profile(upstream)
             )
             agent_token = operator.create_agent("tls-agent")["token"].reveal()
-            operator.grant("tls-agent", "generic/test/tls")
+            operator.grant("tls-agent", "generic/test/tls", scopes=["request", "workflow"])
         with sdk.http_client("generic/test/tls", token=agent_token) as client:
             answer = client.get("/echo")
         assert answer.status_code == 200, answer.text
         assert upstream.seen[-1].header("authorization") == f"Bearer {CANARY}"
+        # keyfob run: CMD calls the proxy route itself, trusting the CA through the
+        # bundle variables its environment gets (httpx reads SSL_CERT_FILE).
+        status = tmp_path / "status"
+        child = (
+            "import httpx, os, sys; "
+            "url = os.environ['KEYFOB_PROXY_URL_GENERIC_TEST_TLS'] + '/echo'; "
+            "lease = os.environ['KEYFOB_LEASE_GENERIC_TEST_TLS']; "
+            "answer = httpx.get(url, headers={'X-Keyfob-Lease': lease}); "
+            "open(sys.argv[1], 'w').write(str(answer.status_code))"
+        )
+        ran = invoke(
+            ["run", "--set", "generic/test/tls", "--", sys.executable, "-c", child, str(status)],
+            env={"KEYFOB_TOKEN": agent_token},
+        )
+        assert ran.exit_code == 0, ran.output
+        assert status.read_text() == "200"
         monkeypatch.setenv("KEYFOB_CA_FILE", str(missing))
         with pytest.raises(sdk.InvalidRequest, match=r"cannot use .* as the CA file"):
             sdk.AgentClient(token=agent_token)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied
@@ -344,3 +345,27 @@ def test_a_signal_while_the_command_starts_reaches_it(monkeypatch: Any) -> None:
     assert missed == []
     # The child got it: by its own handler, or by the default action before it set one.
     assert code in (42, -signal.SIGUSR2)
+
+
+def test_over_https_with_keyfob_ca_file_cmd_trusts_that_ca_next_to_the_system_roots(
+    tmp_path: Path,
+) -> None:
+    from keyfob.cli.errors import CliError
+    from keyfob.cli.run import BUNDLE_VARIABLES, trust_env
+
+    ca = tmp_path / "keyfob.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    environ = {"KEYFOB_CA_FILE": str(ca)}
+    # Plain http, or https trusted through the public CAs: CMD keeps its own trust.
+    assert trust_env("http://127.0.0.1:8200", environ, tmp_path) == {}
+    assert trust_env("https://keyfob.example.com", {}, tmp_path) == {}
+    assert trust_env("https://keyfob.example.com", environ, None) == dict.fromkeys(
+        BUNDLE_VARIABLES, "<bundle>"
+    )
+    env = trust_env("https://keyfob.example.com", environ, tmp_path)
+    assert set(env) == set(BUNDLE_VARIABLES)
+    bundle = Path(env["SSL_CERT_FILE"]).read_text()
+    assert bundle.endswith("# keyfob's CA (KEYFOB_CA_FILE)\n" + ca.read_text())
+    assert bundle.count("BEGIN CERTIFICATE") > 1  # the system's roots come first
+    with pytest.raises(CliError, match="cannot read"):
+        trust_env("https://k.example.com", {"KEYFOB_CA_FILE": str(tmp_path / "no")}, tmp_path)

@@ -34,6 +34,7 @@ import typer
 from keyfob.ca_bundle import merged_bundle
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
+from keyfob.server_trust import CA_FILE_VARIABLE
 
 if TYPE_CHECKING:
     # Imported where used: the SDK imports httpx, which the other commands do not need.
@@ -125,6 +126,25 @@ def forward_proxy_env(
                 continue
             env[name] = template.replace("{lease}", PLACEHOLDER)
     return env
+
+
+def trust_env(addr: str, environ: Mapping[str, str], workdir: Path | None) -> dict[str, str]:
+    """CMD calls keyfob's proxy route at ``addr`` itself. Over https with ``KEYFOB_CA_FILE``
+    it must trust that CA too: every CA-bundle variable at a bundle of the system's roots
+    plus that file (written into ``workdir``; ``None`` for a dry run), as the forward
+    proxy mode does for its CA. Otherwise CMD keeps the environment's own trust."""
+    ca_file = environ.get(CA_FILE_VARIABLE, "").strip()
+    if urlsplit(addr).scheme != "https" or not ca_file:
+        return {}
+    if workdir is None:
+        return dict.fromkeys(BUNDLE_VARIABLES, "<bundle>")
+    try:
+        ca_pem = Path(ca_file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {ca_file} ({CA_FILE_VARIABLE}): {exc}") from None
+    bundle = workdir / "bundle.pem"
+    bundle.write_text(merged_bundle(ca_pem, label=f"keyfob's CA ({CA_FILE_VARIABLE})"))
+    return dict.fromkeys(BUNDLE_VARIABLES, str(bundle))
 
 
 def plan_env(
@@ -368,15 +388,19 @@ def _run(
         targets = _targets(agent, secret_sets)
         if dry_run:
             env = plan_env(targets, {t.secret_set: MASKED for t in targets}, {})
+            env.update(trust_env(agent.addr, os.environ, None))
             _print_plan(env, command, json_out)
             return 0
         leases = _mint(agent, targets, ttl, wait)
     except (CliError, KeyfobError) as exc:
         _fail(exc)
+    workdir = Path(tempfile.mkdtemp(prefix="keyfob-run-"))
     try:
         tokens = {name: lease.token.reveal() for name, lease in leases.items()}
         env = plan_env(targets, tokens, os.environ)
+        env.update(trust_env(agent.addr, os.environ, workdir))
     except CliError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
         _revoke(agent, leases, _stderr)
         _fail(exc)
     renewer = Renewer(agent, dict(leases), _stderr)
@@ -388,6 +412,7 @@ def _run(
         returncode = NOT_FOUND
     finally:
         renewer.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         _revoke(agent, leases, _stderr)
     return _exit_code(returncode)
 
