@@ -103,11 +103,25 @@ def _present(context: ssl.SSLContext, cert: Path, key: Path | None) -> None:
     )
 
 
-def untrusted(exc: BaseException) -> bool:
-    """Whether a failed connection was the server's certificate not verifying."""
+# OpenSSL's codes for a chain that ends at no trusted CA (X509_V_ERR_*): unable to get
+# the issuer (2, 20), self-signed leaf (18) or root (19), leaf signature unverifiable (21).
+UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+
+def certificate_problem(exc: BaseException) -> str | None:
+    """Why the server's certificate did not verify, and what to set when it is an issuer
+    this client does not know; None when the failure was something else."""
+    seen: set[int] = set()
     cause: BaseException | None = exc
-    while cause is not None:
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
+            reason = cause.verify_message or str(cause)
+            if cause.verify_code not in UNKNOWN_ISSUER:
+                return str(reason)  # an expired certificate, another host name: no CA helps
+            return (
+                f"{reason}; set {CA_FILE_VARIABLE} to the CA certificate that signed it "
+                "(after `keyfob init --self-signed`: <data dir>/tls/cert.pem)"
+            )
         cause = cause.__cause__ or cause.__context__
-    return False
+    return None

@@ -74,23 +74,6 @@ class Settings(BaseSettings):
         None,
         description="Token CLI clients authenticate with (`kfo_…` operator, `kfa_…` agent).",
     )
-    ca_file: Path | None = Field(
-        None,
-        description="CLI clients (and the SDK) verify an https keyfob against this PEM file "
-        "alone, not the public CAs: the certificate `keyfob init --self-signed` wrote, or a "
-        "private CA's.",
-    )
-    client_cert: Path | None = Field(
-        None,
-        description="CLI clients (and the SDK) present this PEM certificate to an https "
-        "keyfob: the one an agent bound with `client_cert_sha256` must show. Its key is in "
-        "the same file or in `KEYFOB_CLIENT_KEY`; an encrypted key is refused.",
-    )
-    client_key: Path | None = Field(
-        None,
-        description="The unencrypted PEM private key of `KEYFOB_CLIENT_CERT`, when it is not "
-        "in that file.",
-    )
     host: str = Field("127.0.0.1", description="Address `keyfob serve` binds.")
     port: int = Field(8200, ge=0, le=65535, description="Port `keyfob serve` binds.")
     tls_cert: Path | None = Field(

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from keyfob.cli.main import COMMANDS
 from tests.support.cli import invoke
 
@@ -41,7 +43,9 @@ ENTRY = """
 import sys
 from typer.main import get_command
 from keyfob.cli.main import create_app
-get_command(create_app())  # every command and option built, as on each invocation
+root = get_command(create_app())
+for name in root.list_commands(None):  # every command and option built, as --help does
+    root.get_command(None, name)
 kept_out = sys.argv[1].split()
 print(sorted(m for m, found in sys.modules.items()
              if found is not None and any(m == s or m.startswith(s + ".") for s in kept_out)))
@@ -156,3 +160,16 @@ def test_help_lists_every_command_in_order_each_built_under_its_name() -> None:
     unknown = invoke(["sett"])
     assert unknown.exit_code == 2
     assert "No such command 'sett'. Did you mean 'set'?" in unknown.output
+
+
+def test_a_command_that_cannot_be_built_is_an_error_not_an_unknown_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from keyfob.cli import main
+
+    # A table entry whose module defines its command under another name.
+    monkeypatch.setattr(main, "COMMANDS", (*COMMANDS, ("nope", "keyfob.cli.sets", "app")))
+    commands = main._Commands({})
+    assert commands.get("unknown") is None
+    with pytest.raises(RuntimeError, match="cannot build the 'nope' command"):
+        commands.get("nope")

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from keyfob.crypto import self_signed
-from keyfob.server_trust import ServerTrust, UnusableTlsFile, untrusted
+from keyfob.server_trust import ServerTrust, UnusableTlsFile, certificate_problem
 
 HTTPS = "https://127.0.0.1:8443"
 
@@ -64,7 +64,12 @@ def test_an_unusable_ca_file_is_named_with_the_reason(
     assert str(caught.value) == f"cannot use {path} as the CA file (KEYFOB_CA_FILE): {reason}"
 
 
-def test_untrusted_finds_a_certificate_failure_under_httpx_wrapping():
+def test_a_certificate_failure_is_found_under_httpx_wrapping_with_advice_where_it_helps():
+    def failure(code: int, message: str) -> ssl.SSLCertVerificationError:
+        error = ssl.SSLCertVerificationError(1, f"certificate verify failed: {message}")
+        error.verify_code, error.verify_message = code, message
+        return error
+
     def wrapped(cause: BaseException) -> httpx.ConnectError:
         try:
             try:
@@ -74,9 +79,21 @@ def test_untrusted_finds_a_certificate_failure_under_httpx_wrapping():
         except httpx.ConnectError as outer:
             return outer
 
-    assert untrusted(wrapped(ssl.SSLCertVerificationError(1, "self-signed certificate")))
-    assert not untrusted(wrapped(ConnectionRefusedError(111, "Connection refused")))
-    assert not untrusted(wrapped(ssl.SSLError(1, "wrong version number")))
+    advice = (
+        "; set KEYFOB_CA_FILE to the CA certificate that signed it "
+        "(after `keyfob init --self-signed`: <data dir>/tls/cert.pem)"
+    )
+    for code, message in ((18, "self-signed certificate"), (20, "unable to get local issuer")):
+        assert certificate_problem(wrapped(failure(code, message))) == message + advice
+    # No CA file helps with an expired certificate or one for another name.
+    expired = failure(10, "certificate has expired")
+    assert certificate_problem(wrapped(expired)) == "certificate has expired"
+    assert certificate_problem(wrapped(ConnectionRefusedError(111, "refused"))) is None
+    assert certificate_problem(wrapped(ssl.SSLError(1, "wrong version number"))) is None
+    looped = httpx.ConnectError("looped")
+    looped.__context__ = httpx.ConnectError("back")
+    looped.__context__.__context__ = looped
+    assert certificate_problem(looped) is None
 
 
 def test_from_environ_reads_the_three_variables(tmp_path: Path):

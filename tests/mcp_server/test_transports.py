@@ -129,5 +129,22 @@ def test_http_binds_loopback_only_and_the_token_comes_from_a_file_or_env(
     assert operator_token.returncode != 0
     assert "operator token" in operator_token.stderr
     assert server.operator_token not in operator_token.stderr + operator_token.stdout
-    for result in (public, missing, operator_token):
+    unusable = subprocess.run(
+        keyfob_mcp(),
+        env={
+            **mcp_env("https://127.0.0.1:9", "kfa_" + "x" * 43),
+            "KEYFOB_CA_FILE": str(tmp_path / "missing.pem"),
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unusable.returncode == 1
+    assert unusable.stderr == (
+        f"error: cannot use {tmp_path / 'missing.pem'} as the CA file (KEYFOB_CA_FILE): "
+        "No such file or directory\n"
+    )
+    for result in (public, missing, operator_token, unusable):
         assert "Traceback" not in result.stderr

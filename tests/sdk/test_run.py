@@ -367,5 +367,12 @@ def test_over_https_with_keyfob_ca_file_cmd_trusts_that_ca_next_to_the_system_ro
     bundle = Path(env["SSL_CERT_FILE"]).read_text()
     assert bundle.endswith("# keyfob's CA (KEYFOB_CA_FILE)\n" + ca.read_text())
     assert bundle.count("BEGIN CERTIFICATE") > 1  # the system's roots come first
+    # A CA file that also holds a key: only the certificate reaches CMD's bundle.
+    ca.write_text(ca.read_text() + "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    env = trust_env("https://keyfob.example.com", environ, tmp_path)
+    assert "PRIVATE KEY" not in Path(env["SSL_CERT_FILE"]).read_text()
     with pytest.raises(CliError, match="cannot read"):
         trust_env("https://k.example.com", {"KEYFOB_CA_FILE": str(tmp_path / "no")}, tmp_path)
+    ca.write_text("no certificate here\n")
+    with pytest.raises(CliError, match="holds no PEM certificate"):
+        trust_env("https://keyfob.example.com", environ, tmp_path)

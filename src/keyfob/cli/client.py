@@ -21,7 +21,7 @@ from keyfob.cli.context import AUTH_HINT
 from keyfob.cli.errors import CliError
 from keyfob.errors import PROBLEM_PREFIX
 from keyfob.secret import Masked, Secret
-from keyfob.server_trust import ServerTrust, UnusableTlsFile, untrusted
+from keyfob.server_trust import ServerTrust, UnusableTlsFile, certificate_problem
 from keyfob.text import digits
 
 Params = Mapping[str, str | int | Sequence[str]]
@@ -134,11 +134,10 @@ class KeyfobClient(Masked):
         try:
             yield
         except httpx.ConnectError as exc:
-            if untrusted(exc):
+            problem = certificate_problem(exc)
+            if problem is not None:
                 raise CliError(
-                    f"keyfob at {self.addr} presented a TLS certificate this client does not "
-                    f"trust ({_reason(exc)}); set KEYFOB_CA_FILE to the CA certificate that "
-                    "signed it (for `keyfob init --self-signed`: <data dir>/tls/cert.pem)"
+                    f"cannot verify the TLS certificate of keyfob at {self.addr}: {problem}"
                 ) from None
             raise CliError(
                 f"cannot connect to keyfob at {self.addr} ({_reason(exc)}); "

@@ -233,9 +233,7 @@ class CliState:
             token,
             transport=self.wiring.transport,
             auth_hint=auth_hint,
-            trust=ServerTrust(
-                self.settings.ca_file, self.settings.client_cert, self.settings.client_key
-            ),
+            trust=ServerTrust.from_environ(),
         )
 
     def close(self) -> None:

@@ -71,7 +71,10 @@ class _Commands(MutableMapping[str, Any]):
     def __getitem__(self, name: str) -> Any:
         if name not in self._built:
             module, attribute = self._where[name]  # KeyError: no such command
-            self._built[name] = _build(name, module, attribute)
+            try:
+                self._built[name] = _build(name, module, attribute)
+            except KeyError as exc:  # not "no such command": `get` would say so
+                raise RuntimeError(f"cannot build the {name!r} command") from exc
         return self._built[name]
 
     def __setitem__(self, name: str, command: Any) -> None:

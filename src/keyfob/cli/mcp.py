@@ -108,10 +108,14 @@ def mcp(
             )
     import asyncio
 
+    from keyfob.sdk import KeyfobError
+
     try:
         asyncio.run(_serve(config, listen))
     except KeyboardInterrupt:
         pass
+    except KeyfobError as exc:  # a bad address or TLS file, found making the agent client
+        raise CliError(str(exc)) from None
 
 
 async def _serve(config: McpConfig, listen: tuple[str, int] | None) -> None:

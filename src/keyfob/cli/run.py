@@ -128,6 +128,9 @@ def forward_proxy_env(
     return env
 
 
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
 def trust_env(addr: str, environ: Mapping[str, str], workdir: Path | None) -> dict[str, str]:
     """CMD calls keyfob's proxy route at ``addr`` itself. Over https with ``KEYFOB_CA_FILE``
     it must trust that CA too: every CA-bundle variable at a bundle of the system's roots
@@ -139,9 +142,13 @@ def trust_env(addr: str, environ: Mapping[str, str], workdir: Path | None) -> di
     if workdir is None:
         return dict.fromkeys(BUNDLE_VARIABLES, "<bundle>")
     try:
-        ca_pem = Path(ca_file).read_text()
+        text = Path(ca_file).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {ca_file} ({CA_FILE_VARIABLE}): {exc}") from None
+    # Its certificates only: a file that also holds a private key keeps it to itself.
+    ca_pem = "".join(block + "\n" for block in PEM_CERTIFICATE.findall(text))
+    if not ca_pem:
+        raise CliError(f"{ca_file} ({CA_FILE_VARIABLE}) holds no PEM certificate")
     bundle = workdir / "bundle.pem"
     bundle.write_text(merged_bundle(ca_pem, label=f"keyfob's CA ({CA_FILE_VARIABLE})"))
     return dict.fromkeys(BUNDLE_VARIABLES, str(bundle))

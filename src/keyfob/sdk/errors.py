@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from keyfob.errors import PROBLEM_PREFIX
-from keyfob.server_trust import CA_FILE_VARIABLE, untrusted
+from keyfob.server_trust import certificate_problem
 
 SDK_PREFIX = "urn:keyfob:sdk:"
 
@@ -189,11 +189,9 @@ def raise_for_keyfob(response: httpx.Response) -> None:
 
 def unreachable(addr: str, exc: httpx.HTTPError) -> Unreachable:
     """One line naming the address that did not answer and how (never the request)."""
-    if untrusted(exc):
-        return Unreachable(
-            f"keyfob at {addr} presented a TLS certificate this client does not trust ({exc}); "
-            f"set {CA_FILE_VARIABLE} to the CA certificate that signed it"
-        )
+    problem = certificate_problem(exc)
+    if problem is not None:
+        return Unreachable(f"cannot verify the TLS certificate of keyfob at {addr}: {problem}")
     if isinstance(exc, httpx.TimeoutException):
         how = "timed out"
     elif isinstance(exc, httpx.ConnectError):
