@@ -34,7 +34,7 @@ import typer
 from keyfob.ca_bundle import merged_bundle
 from keyfob.cli.context import state
 from keyfob.cli.errors import CliError
-from keyfob.server_trust import CA_FILE_VARIABLE
+from keyfob.server_trust import CA_FILE_VARIABLE, ServerTrust
 
 if TYPE_CHECKING:
     # Imported where used: the SDK imports httpx, which the other commands do not need.
@@ -136,13 +136,13 @@ def trust_env(addr: str, environ: Mapping[str, str], workdir: Path | None) -> di
     it must trust that CA too: every CA-bundle variable at a bundle of the system's roots
     plus that file (written into ``workdir``; ``None`` for a dry run), as the forward
     proxy mode does for its CA. Otherwise CMD keeps the environment's own trust."""
-    ca_file = environ.get(CA_FILE_VARIABLE, "").strip()
-    if urlsplit(addr).scheme != "https" or not ca_file:
+    ca_file = ServerTrust.from_environ(environ).ca_file
+    if urlsplit(addr).scheme != "https" or ca_file is None:
         return {}
     if workdir is None:
         return dict.fromkeys(BUNDLE_VARIABLES, "<bundle>")
     try:
-        text = Path(ca_file).read_text()
+        text = ca_file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {ca_file} ({CA_FILE_VARIABLE}): {exc}") from None
     # Its certificates only: a file that also holds a private key keeps it to itself.
