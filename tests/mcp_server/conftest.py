@@ -14,16 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from mcp import Client
-from mcp.types import CallToolResult
 
 from keyfob.app.bootstrap import init_vault
 from keyfob.mcp.config import McpConfig
-from keyfob.mcp.server import KeyfobTools, build_server
 from keyfob.secret import Secret
 from keyfob.settings import Settings
 from tests.proxy import factories
@@ -31,6 +28,13 @@ from tests.proxy.factories import Proxied
 from tests.support.hashing import FAST_HASHING
 from tests.support.server import LiveServer, free_port, serve_in_thread
 from tests.support.upstream import FakeUpstream
+
+if TYPE_CHECKING:
+    from mcp import Client
+    from mcp.types import CallToolResult
+
+# The mcp SDK (and keyfob.mcp.server, built on it) is imported where a client or server is
+# made: every xdist worker collects these modules, and importing it costs ~1 s of CPU.
 
 # Anything shaped like a keyfob token: none may appear in what MCP returns, prints or logs.
 TOKEN_SHAPE = re.compile(r"kf[oal]_[0-9A-Za-z]{20,}")
@@ -114,6 +118,10 @@ class Recorder:
 @asynccontextmanager
 async def in_memory(addr: str, token: str, **limits: Any) -> AsyncIterator[Client]:
     """The MCP server in this process, reached in memory through the SDK's client."""
+    from mcp import Client
+
+    from keyfob.mcp.server import KeyfobTools, build_server
+
     tools = KeyfobTools(McpConfig(addr=addr, token=Secret(token), **limits))
     try:
         async with Client(build_server(tools)) as client:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from mcp import Client, StdioServerParameters, stdio_client
 
 from tests.conftest import CANARY
 from tests.mcp_server.conftest import TOKEN_SHAPE, Recorder, granted, keyfob_mcp, mcp_env
@@ -22,6 +21,8 @@ from tests.test_leak import forms
 async def test_nothing_mcp_returns_prints_or_logs_holds_the_key(
     server: LiveServer, operator: httpx.Client, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
+    from mcp import Client, StdioServerParameters, stdio_client  # see conftest's note
+
     p, _ = granted(operator, upstream, actions=["proxy", "export"])
     command = keyfob_mcp()
     params = StdioServerParameters(

@@ -9,10 +9,9 @@ from __future__ import annotations
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from mcp import Client, StdioServerParameters, stdio_client
 
 from tests.conftest import CANARY
 from tests.mcp_server.conftest import (
@@ -27,6 +26,9 @@ from tests.mcp_server.conftest import (
 from tests.support import loopback
 from tests.support.server import LiveServer
 from tests.support.upstream import FakeUpstream
+
+if TYPE_CHECKING:
+    from mcp import Client
 
 TOOLS = {"list_secret_sets", "http_request", "request_access"}
 
@@ -57,6 +59,8 @@ def _clean(*texts: str, token: str) -> None:
 async def test_stdio(
     server: LiveServer, operator: httpx.Client, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
+    from mcp import Client, StdioServerParameters, stdio_client  # see conftest's note
+
     p, agent_id = granted(operator, upstream)
     token_file = tmp_path / "agent-token"
     token_file.write_text(p.agent_token + "\n")
@@ -84,6 +88,8 @@ async def test_stdio(
 async def test_streamable_http(
     server: LiveServer, operator: httpx.Client, upstream: FakeUpstream, start_http_mcp: Any
 ) -> None:
+    from mcp import Client
+
     p, agent_id = granted(operator, upstream)
     mcp = start_http_mcp(server.url, p.agent_token)
     seen = Recorder()

@@ -18,11 +18,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import anthropic
 import boto3
 import botocore.config
 import httpx
-import openai
 import pytest
 from botocore.exceptions import ClientError
 
@@ -32,6 +30,9 @@ from tests.support.server import LiveServer
 from tests.support.upstream import AwsCredentials, FakeUpstream, Seen
 from tests.test_leak import leaks
 
+# openai and anthropic are imported in the tests that use them: every xdist worker collects
+# this module, and importing the two SDKs costs ~3 s of CPU (thousands of pydantic models)
+# that the workers which do not run these tests would pay for nothing.
 OPENAI = {"kind": "bearer", "key": "OPENAI_API_KEY"}
 ANTHROPIC = {"kind": "header", "name": "x-api-key", "template": "{ANTHROPIC_API_KEY}"}
 # AWS's documentation example key id; the secrets are canaries, with '/' and '+' so their
@@ -141,6 +142,7 @@ def test_openai_chat_completion_with_a_request_lease(
     leases: list[str],
 ) -> None:
     """A normal completion works; upstream gets the key as a bearer token, never the lease."""
+    import openai
     p = _openai_set(operator, upstream)
     lease = _mint(p, leases)
     mark = len(upstream.seen)
@@ -182,6 +184,7 @@ def test_openai_stream_arrives_as_it_is_sent(
     leases: list[str],
 ) -> None:
     """Six chunks 150 ms apart reach the SDK one by one, not all at the end."""
+    import openai
     p = _openai_set(operator, upstream)
     lease = _mint(p, leases)
     mark = len(upstream.seen)
@@ -237,6 +240,7 @@ def test_openai_workflow_lease_serves_several_calls(
     leases: list[str],
 ) -> None:
     """One workflow lease carries an SDK client through several calls, each audited."""
+    import openai
     p = _openai_set(operator, upstream)
     lease = _mint(p, leases, scope="workflow")
     mark = len(upstream.seen)
@@ -264,6 +268,7 @@ def test_anthropic_messages_with_x_api_key(
     leases: list[str],
 ) -> None:
     """The SDK's x-api-key carries the lease in; exactly one x-api-key, the key, goes out."""
+    import anthropic
     p = proxied(
         operator,
         local_profile(upstream, inject=ANTHROPIC),

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import anthropic
 import httpx
-import openai
 import pytest
 
 from keyfob import sdk
@@ -19,6 +17,8 @@ from tests.support.server import LiveServer
 from tests.support.upstream import FakeUpstream
 from tests.test_leak import leaks
 
+# openai and anthropic are imported in the one test that names their errors: every xdist
+# worker collects this module, and importing them costs ~3 s of CPU (see test_sdks.py).
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
@@ -92,6 +92,9 @@ def test_anthropic_and_async_openai(
 def test_keyfob_refusals_reach_the_caller_typed(
     server: LiveServer, operator: httpx.Client, upstream: FakeUpstream
 ) -> None:
+    import anthropic
+    import openai
+
     world = preset_set(operator, upstream, "openai", "OPENAI_API_KEY", methods=["GET"])
     with sdk.openai(world.set_path, addr=server.url, token=world.agent_token) as client:
         # The proxy's refusal is an HTTP answer: the SDK's own error, with keyfob's problem.
