@@ -13,9 +13,12 @@ from keyfob.app.bootstrap import init_vault
 from keyfob.clock import FrozenClock
 from keyfob.settings import Settings
 from keyfob.vault import Context, Vault
+from tests.support import sql_cache
 from tests.support.backends import BACKENDS, drop_worker_database, fresh_sqlite, reset_postgres
 from tests.support.hashing import FAST_HASHING
 from tests.support.server import LiveServer, serve_in_thread
+
+sql_cache.install()
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"
 
