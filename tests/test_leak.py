@@ -14,8 +14,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import pytest
 from keyfob.settings import Settings
 from keyfob.vault import Vault
 from tests.conftest import CANARY
+from tests.support import zygote
 from tests.support.server import LiveServer
 from tests.support.upstream import FakeUpstream
 
@@ -319,18 +318,12 @@ def proxy_routes(http: httpx.Client, upstream: FakeUpstream) -> None:
 def run_cli(
     live_server: LiveServer, evidence: Evidence, *args: str, stdin: str = "", ok: bool = True
 ) -> None:
-    """``python -m keyfob.cli ARGS`` as a user runs it: address and token from the environment,
+    """``python -m keyfob.cli ARGS`` as a user runs it (a process of its own, forked from a
+    warm interpreter: tests/support/zygote.py): address and token from the environment,
     values on stdin; its output is evidence."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFOB_")}
     env.update(KEYFOB_ADDR=live_server.url, KEYFOB_TOKEN=live_server.operator_token)
-    done = subprocess.run(
-        [sys.executable, "-m", "keyfob.cli", *args],
-        input=stdin.encode(),
-        capture_output=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = zygote.run_module("keyfob.cli", args, env=env, input=stdin.encode(), timeout=60)
     evidence.add(f"cli {' '.join(args)} stdout", done.stdout)
     evidence.add(f"cli {' '.join(args)} stderr", done.stderr)
     assert (done.returncode == 0) is ok, (args, done.stderr.decode(errors="replace"))

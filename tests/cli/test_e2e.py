@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from keyfob.cli.main import create_app
 from keyfob.tokens import OPERATOR, looks_like
-from tests.support import loopback
+from tests.support import loopback, zygote
 from tests.support.server import free_port
 
 from .conftest import Operator
@@ -178,14 +178,10 @@ def test_server_errors_are_one_line(operator: Operator):
 
 
 def run_keyfob(*args: str, data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m keyfob.cli.main ARGS`` with only KEYFOB_DATA_DIR set among KEYFOB_*."""
-    return subprocess.run(
-        [sys.executable, "-m", "keyfob.cli.main", *args],
-        env=local_env(data_dir),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    """``python -m keyfob.cli.main ARGS`` with only KEYFOB_DATA_DIR set among KEYFOB_*
+    (a process of its own, forked from a warm interpreter: tests/support/zygote.py)."""
+    return zygote.run_module(
+        "keyfob.cli.main", args, env=local_env(data_dir), timeout=timeout, text=True
     )
 
 

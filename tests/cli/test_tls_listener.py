@@ -32,10 +32,10 @@ from keyfob.app.tls import ServerTls
 from keyfob.crypto import self_signed
 from keyfob.errors import ConfigurationError
 from keyfob.mcp.config import McpConfig
-from keyfob.mcp.server import KeyfobTools
 from keyfob.secret import Secret
 from tests.conftest import CANARY
 from tests.proxy.factories import local_profile
+from tests.support import zygote
 from tests.support.cli import invoke
 from tests.support.hashing import hashing_env
 from tests.support.server import free_port
@@ -50,14 +50,7 @@ def env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def keyfob(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keyfob.cli", *args],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return zygote.run_module("keyfob.cli", args, env=environ, timeout=120, text=True)
 
 
 def pair(directory: Path, name: str) -> tuple[Path, Path]:
@@ -158,11 +151,12 @@ def start(
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
+    context = trusting(cert)  # once: a new context per try costs more than the try
     while True:
         if process.poll() is not None:
             raise AssertionError(log.read_text())
         try:
-            httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trusting(cert), timeout=2)
+            httpx.get(f"https://127.0.0.1:{port}/healthz", verify=context, timeout=2)
             break
         except httpx.HTTPError:
             if time.monotonic() > deadline:
@@ -502,6 +496,8 @@ def test_the_cli_and_the_sdk_trust_a_self_signed_keyfob_through_keyfob_ca_file(
 
 
 async def mcp_echo(addr: str, agent_token: str, set_path: str) -> int:
+    from keyfob.mcp.server import KeyfobTools  # the mcp SDK: ~1 s to import, so only here
+
     tools = KeyfobTools(McpConfig(addr, Secret(agent_token)))
     try:
         answer = await tools.http_request(set_path, "GET", "echo", None, None)

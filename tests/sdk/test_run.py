@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import CANARY
 from tests.proxy.factories import Proxied
 from tests.sdk.conftest import generic_set, preset_set
-from tests.support import loopback
+from tests.support import loopback, zygote
 from tests.support.server import LiveServer, free_port
 from tests.support.upstream import FakeUpstream
 from tests.test_leak import leaks
@@ -49,16 +49,10 @@ CHILD = textwrap.dedent(
 
 
 def keyfob_run(
-    server_url: str, token: str, *args: str, timeout: float = 60, **kw: Any
+    server_url: str, token: str, *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keyfob.cli", "run", *args],
-        env=run_env(server_url, token),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        **kw,
+    return zygote.run_module(
+        "keyfob.cli", ["run", *args], env=run_env(server_url, token), timeout=timeout, text=True
     )
 
 

@@ -3,7 +3,7 @@
 ``serve_in_thread`` runs the real app under uvicorn on its own event loop in a daemon
 thread: real sockets and HTTP, no interpreter start-up. ``start_server`` starts a child
 process, for the tests where a process is the point (kill -9, several nodes, the
-entry point).
+entry point), forked from a warm interpreter (tests/support/zygote.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import httpx
 
 from keyfob.clock import Clock
 from keyfob.settings import Settings
-from tests.support import loopback
+from tests.support import loopback, zygote
 from tests.support.hashing import hashing_env
 
 _SERVE = (
@@ -66,7 +65,7 @@ class LiveServer:
 
 @dataclass
 class ProcessServer(LiveServer):
-    process: subprocess.Popen[bytes] | None = None
+    process: zygote.Forked | None = None
 
     def stop(self) -> None:
         assert self.process is not None
@@ -92,11 +91,8 @@ def start_server(
     a busy two-core machine take a while)."""
     port = port or free_port()
     with log_path.open("ab") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, str(port)],
-            env={**env_for(settings), **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        process = zygote.spawn(
+            _SERVE, [str(port)], {**env_for(settings), **(extra_env or {})}, log.fileno()
         )
     server = ProcessServer(f"http://127.0.0.1:{port}", operator_token, settings, log_path, process)
     deadline = time.monotonic() + timeout
