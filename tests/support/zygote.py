@@ -1,24 +1,24 @@
-"""Server processes forked from a warm interpreter, for ``start_server``.
+"""Server and CLI processes forked from a warm interpreter.
 
-A keyfob server started as ``python -c ...`` spends ~1.4 s of CPU before it answers, most
-of it importing what any server imports; the suite starts about thirty. So each test
-process keeps one zygote: a child interpreter that imports what ``run_server`` imports
-up to building the app (in the order it does: the uvicorn stand-in first), starts no
-thread and no event loop, and then only forks. A forked child gets the test's
-environment, working directory, umask, arguments and descriptors (stdin, stdout,
-stderr), runs the code it is given as ``python -c`` would, and exits through the
-interpreter's normal shutdown.
+A keyfob server started as ``python -c ...`` spends ~1.4 s of CPU before it answers, and
+``python -m keyfob.cli`` ~0.4 s, most of it importing; the suite starts dozens of each.
+So each test process keeps one zygote: a child interpreter that imports what the CLI
+imports to start and what ``run_server`` imports before it builds the app (in the order
+it does: the uvicorn stand-in first), starts no thread and no event loop, and then only
+forks. A forked child gets the test's environment, working directory, umask, arguments
+and descriptors (stdin, stdout, stderr), runs its code as ``python -c`` would, and exits
+through the interpreter's normal shutdown.
 
 What stays as it was: the child is a real process, so kill -9, signals, ``/proc`` and
-several nodes work as before. What differs from ``python -c``: modules the zygote
-imported are imported already. Tests about what a started process imports or how much
-memory it holds (``tests/support/footprint.py``) start their own interpreters.
+several nodes work as before. What differs from a fresh interpreter: the zygote's
+modules are imported already. Tests about what a started process imports or how much
+memory it holds (``tests/support/footprint.py``, ``tests/cli/test_light_import.py``)
+start their own interpreters.
 
 The test process talks to the zygote over a socket pair (one datagram per message, the
 descriptors passed alongside); it asks the zygote, which is the children's parent, for
 their exit status. Run with ``python -m tests.support.zygote FD``.
 """
-
 from __future__ import annotations
 
 import atexit
@@ -113,7 +113,10 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     _preload()
     _send(sock, {"ready": True})
-    code = _serve(sock)
+    try:
+        code = _serve(sock)
+    except KeyboardInterrupt:  # Ctrl-C on the test run reaches its whole process group
+        return
     if code is not None:
         sys.exit(code)  # the child leaves through the interpreter's own shutdown
 
