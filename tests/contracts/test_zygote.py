@@ -9,6 +9,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.support import zygote
 
 REPORT = """
@@ -20,8 +22,13 @@ sys.exit(int(sys.argv[1]))
 """
 
 
-def test_a_child_gets_the_callers_process_state_and_reports_its_exit(tmp_path: Path) -> None:
+def test_a_child_gets_the_callers_process_state_and_reports_its_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)  # not where the zygote runs (the repository)
+    with open(os.devnull, "wb") as devnull:  # the zygote starts now, under today's umask
+        assert zygote.spawn("pass", [], {}, devnull.fileno()).wait(timeout=30) == 0
     previous = os.umask(0o027)
     try:
         with out.open("wb") as stdout:
@@ -33,7 +40,7 @@ def test_a_child_gets_the_callers_process_state_and_reports_its_exit(tmp_path: P
     report, atexit_line = out.read_text().splitlines()
     seen = json.loads(report)
     assert seen["argv"] == ["-c", "3", "x y"]
-    assert seen["cwd"] == os.getcwd()
+    assert seen["cwd"] == str(tmp_path)
     assert seen["env"] == {"ONLY": "this"}
     assert seen["umask"] == 0o027
     assert seen["stdin"] == ""
