@@ -29,10 +29,12 @@ def records_in(path: Path) -> list[dict[str, Any]]:
 
 def shipped_up_to(path: Path, seq: int) -> bool:
     """The file's last complete record is ``seq`` (it may exist but be empty, or end in a
-    line still being written, while the shipper works)."""
-    if not path.exists():
+    line still being written, while the shipper works, or be missing for a moment while it
+    is rotated)."""
+    try:
+        lines = path.read_text().split("\n")[:-1]
+    except FileNotFoundError:
         return False
-    lines = path.read_text().split("\n")[:-1]
     return bool(lines) and json.loads(lines[-1])["seq"] == seq
 
 
