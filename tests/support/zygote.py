@@ -4,10 +4,15 @@ A keyfob server started as ``python -c ...`` spends ~1.4 s of CPU before it answ
 ``python -m keyfob.cli`` ~0.4 s, most of it importing; the suite starts dozens of each.
 So each test process keeps one zygote: a child interpreter that imports what the CLI
 imports to start and what ``run_server`` imports before it builds the app (in the order
-it does: the uvicorn stand-in first), starts no thread and no event loop, and then only
-forks. A forked child gets the test's environment, working directory, umask, arguments
-and descriptors (stdin, stdout, stderr), runs its code as ``python -c`` would, and exits
-through the interpreter's normal shutdown.
+it does: the uvicorn stand-in first) and every CLI command's module, starts no thread
+and no event loop, and then only forks. A forked child gets the test's environment,
+working directory, umask, arguments and descriptors (stdin, stdout, stderr), runs its
+code as ``python -c`` would, and exits through the interpreter's normal shutdown.
+
+The zygote's objects are frozen (``gc.freeze``) before the first fork, as the gc module
+advises for a parent that forks without exec: otherwise every child's garbage collection,
+and above all the full ones its shutdown runs, walk and write to the whole inherited heap
+(copy-on-write faults), ~0.4 s per child, more than a CLI command's own work.
 
 What stays as it was: the child is a real process, so kill -9, signals, ``/proc`` and
 several nodes work as before. What differs from a fresh interpreter: the zygote's
@@ -19,9 +24,12 @@ The test process talks to the zygote over a socket pair (one datagram per messag
 descriptors passed alongside); it asks the zygote, which is the children's parent, for
 their exit status. Run with ``python -m tests.support.zygote FD``.
 """
+
 from __future__ import annotations
 
 import atexit
+import gc
+import importlib
 import json
 import os
 import signal
@@ -51,13 +59,20 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
 
 
 def _preload() -> None:
-    """What ``keyfob`` (the CLI) imports to start, then what ``keyfob.app.bootstrap.run_server``
-    imports before it builds the app."""
-    import keyfob.cli.main  # noqa: F401
+    """What ``keyfob`` (the CLI) imports to start and to run a command against a server,
+    then what ``keyfob.app.bootstrap.run_server`` imports before it builds the app."""
+    import httpcore  # noqa: F401  (httpx imports it when the first client is made)
+    import typer.rich_utils  # noqa: F401  (help and usage errors)
+
+    import keyfob.cli.client
+    import keyfob.cli.main
     from keyfob.app import _uvicorn, bootstrap, create_app  # noqa: F401
 
     _uvicorn.install()
     from keyfob.app.tls import ServerTls, cert_protocol  # noqa: F401
+
+    for _name, module, _attribute in keyfob.cli.main.COMMANDS:
+        importlib.import_module(module)
 
 
 def _child(request: dict[str, Any], fds: list[int]) -> int:
@@ -112,6 +127,8 @@ def _serve(sock: socket.socket) -> int | None:
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     _preload()
+    gc.collect()
+    gc.freeze()
     _send(sock, {"ready": True})
     try:
         code = _serve(sock)

@@ -99,20 +99,25 @@ def _load(conn: Connection, dumped: Dump, force: bool, extra_versions: Sequence[
     config.attributes["connection"] = conn
     order = known_revisions(extra_versions)
     current = MigrationContext.configure(conn).get_current_revision()
+    # Reflecting the schema is most of a small restore's time: done again only after a
+    # migration has changed it.
+    tables: list[Table] = []
     if current is not None:
-        names = {t.name for t in _reflect(conn)}
-        if not force and not _is_empty(conn, names):
+        tables = _reflect(conn)
+        if not force and not _is_empty(conn, {t.name for t in tables}):
             raise Conflict(
                 "the target database already holds a vault; restore into an empty one "
                 "(or pass --force to replace everything in it)"
             )
-        for table in reversed(_reflect(conn)):
+        for table in reversed(tables):
             conn.execute(table.delete())
     if current is None or order.index(current) < order.index(dumped.revision):
         command.upgrade(config, dumped.revision)
+        tables = _reflect(conn)
     elif order.index(current) > order.index(dumped.revision):
         command.downgrade(config, dumped.revision)
-    present = {t.name: t for t in _reflect(conn)}
+        tables = _reflect(conn)
+    present = {t.name: t for t in tables}
     for table in present.values():
         conn.execute(table.delete())  # rows the migrations seed (audit head, …)
     for table in present.values():
