@@ -35,7 +35,8 @@ lint: $(BIN)/.installed
 
 # Two workers per core (pytest-xdist): many tests wait on sockets, fsync, PostgreSQL or a
 # child process. --dist loadscope keeps a module on one worker, so a module-scoped server
-# or race is set up once. The 15 slowest tests are printed, so CI's log shows the time.
+# or race is set up once; the modules go out in the order tests/conftest.py sorts them
+# (slow ones first), not xdist's. The 15 slowest tests are printed, so CI's log shows the time.
 # Bytecode is written even where the environment says not to (PYTHONDONTWRITEBYTECODE=1):
 # every worker and every server or CLI child the tests start would otherwise compile
 # keyfob and the rewritten test modules again (~6 s of CPU per worker, ~0.1 s per child).
@@ -47,7 +48,7 @@ PYTEST_WORKERS ?= 4
 PYTEST_MARKS ?= not surface_postgres
 pytest: export PYTHONDONTWRITEBYTECODE :=
 pytest: $(BIN)/.installed
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=15 -m "$(PYTEST_MARKS)"
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15 -m "$(PYTEST_MARKS)"
 
 test-surface-pg:
 	$(MAKE) pytest PYTEST_MARKS=surface_postgres

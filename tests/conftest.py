@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -131,16 +132,24 @@ SURFACES = ("tests/api/", "tests/dashboard/", "tests/contracts/", "tests/cli/", 
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks the surface tests' PostgreSQL copies (see SURFACES). Then modules with slow
-    tests first, each kept whole: xdist hands modules out in this order, so the longest
-    start at once instead of finishing last on one worker."""
+    """Marks the surface tests' PostgreSQL copies (see SURFACES). Then orders the modules,
+    each kept whole: those with slow tests first, then by their number of tests, most
+    first. xdist hands modules out in this order (``--no-loadscope-reorder``; by default
+    it orders them by number of tests alone, which put the few-but-slow browser, crash
+    and TLS modules last), so the longest start early instead of finishing last on one
+    worker while the others wait."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("backend") == "postgresql"
         if on_postgres and item.nodeid.startswith(SURFACES):
             item.add_marker(pytest.mark.surface_postgres)
-    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    sizes = Counter(module(item) for item in items)
+    slow = {module(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (module(item) not in slow, -sizes[module(item)]))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -41,6 +41,8 @@ from tests.support.hashing import hashing_env
 from tests.support.server import free_port
 from tests.support.upstream import FakeUpstream
 
+pytestmark = pytest.mark.slow  # servers or commands in child processes, seconds each
+
 HOSTS = ["localhost", "127.0.0.1"]
 
 

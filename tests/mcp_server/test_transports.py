@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 
 from tests.conftest import CANARY
 from tests.mcp_server.conftest import (
@@ -26,6 +27,8 @@ from tests.mcp_server.conftest import (
 from tests.support import loopback
 from tests.support.server import LiveServer
 from tests.support.upstream import FakeUpstream
+
+pytestmark = pytest.mark.slow  # servers or commands in child processes, seconds each
 
 if TYPE_CHECKING:
     from mcp import Client

@@ -26,6 +26,8 @@ from tests.support.server import LiveServer, free_port
 from tests.support.upstream import FakeUpstream
 from tests.test_leak import leaks
 
+pytestmark = pytest.mark.slow  # servers or commands in child processes, seconds each
+
 CHILD = textwrap.dedent(
     """
     import json, os, sys
