@@ -10,8 +10,8 @@ the certificate an agent bound to one (``client_cert_sha256``) presents, as ``cu
 address gets a context that trusts no CA, so loading the bundle (~20 ms per process)
 is skipped and a TLS handshake through it would fail rather than go unverified.
 Standard library only (certifi when a client certificate needs the bundle): the SDK
-and the CLI import it without the server. Files are named in errors; their contents
-never are.
+and the CLI import it without the server. Files are named in errors, with the variable
+or the SDK argument that named them; their contents never are.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 CA_FILE_VARIABLE = "KEYFOB_CA_FILE"
 CLIENT_CERT_VARIABLE = "KEYFOB_CLIENT_CERT"
 CLIENT_KEY_VARIABLE = "KEYFOB_CLIENT_KEY"
+VARIABLES = (CA_FILE_VARIABLE, CLIENT_CERT_VARIABLE, CLIENT_KEY_VARIABLE)
+ARGUMENTS = ("ca_file=", "client_cert=", "client_key=")
+FilePath = str | os.PathLike[str]
 
 
 class UnusableTlsFile(ValueError):
@@ -39,33 +42,54 @@ class ServerTrust:
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
+    # What errors call each file (CA, certificate, key): its variable or SDK argument.
+    names: tuple[str, str, str] = field(default=VARIABLES, compare=False, repr=False)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ServerTrust:
+    def from_environ(
+        cls,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        ca_file: FilePath | None = None,
+        client_cert: FilePath | None = None,
+        client_key: FilePath | None = None,
+    ) -> ServerTrust:
         """``KEYFOB_CA_FILE``, ``KEYFOB_CLIENT_CERT``, ``KEYFOB_CLIENT_KEY`` (unset or
-        blank: none)."""
+        blank: none), where no argument names the file instead (the SDK's ``ca_file=``,
+        ``client_cert=``, ``client_key=``). A certificate and its key are taken together:
+        a ``client_cert`` argument is paired with the ``client_key`` argument only."""
 
-        def path(name: str) -> Path | None:
+        def variable(name: str) -> Path | None:
             value = environ.get(name, "").strip()
             return Path(value) if value else None
 
-        return cls(path(CA_FILE_VARIABLE), path(CLIENT_CERT_VARIABLE), path(CLIENT_KEY_VARIABLE))
+        names = list(VARIABLES)
+        ca = variable(CA_FILE_VARIABLE)
+        if ca_file is not None:
+            ca, names[0] = Path(ca_file), ARGUMENTS[0]
+        cert, key = variable(CLIENT_CERT_VARIABLE), variable(CLIENT_KEY_VARIABLE)
+        if client_cert is not None or client_key is not None:
+            cert = Path(client_cert) if client_cert is not None else None
+            key = Path(client_key) if client_key is not None else None
+            names[1:] = ARGUMENTS[1:]
+        return cls(ca, cert, key, (names[0], names[1], names[2]))
 
     def verification(self, addr: str) -> ssl.SSLContext | bool:
         """What a client of ``addr`` passes as httpx's ``verify``."""
         if urlsplit(addr).scheme == "http":
             return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ca_name, cert_name, key_name = self.names
         if self.client_key is not None and self.client_cert is None:
-            raise UnusableTlsFile(f"{CLIENT_KEY_VARIABLE} is set without {CLIENT_CERT_VARIABLE}")
+            raise UnusableTlsFile(f"{key_name} is set without {cert_name}")
         if self.ca_file is None and self.client_cert is None:
             return True
-        context = _trusting(self.ca_file)
+        context = _trusting(self.ca_file, ca_name)
         if self.client_cert is not None:
-            _present(context, self.client_cert, self.client_key)
+            _present(context, self.client_cert, self.client_key, cert_name, key_name)
         return context
 
 
-def _trusting(ca_file: Path | None) -> ssl.SSLContext:
+def _trusting(ca_file: Path | None, name: str) -> ssl.SSLContext:
     if ca_file is None:
         import certifi  # httpx's own default bundle, which ``verify=True`` would load
 
@@ -78,12 +102,12 @@ def _trusting(ca_file: Path | None) -> ssl.SSLContext:
         reason = "no PEM certificate in it" if empty else exc.reason
     except OSError as exc:
         reason = exc.strerror
-    raise UnusableTlsFile(
-        f"cannot use {ca_file} as the CA file ({CA_FILE_VARIABLE}): {reason or 'unreadable'}"
-    )
+    raise UnusableTlsFile(f"cannot use {ca_file} as the CA file ({name}): {reason or 'unreadable'}")
 
 
-def _present(context: ssl.SSLContext, cert: Path, key: Path | None) -> None:
+def _present(
+    context: ssl.SSLContext, cert: Path, key: Path | None, cert_name: str, key_name: str
+) -> None:
     reason: str | None
     try:
         # An encrypted key would make OpenSSL prompt on the terminal; refuse it instead.
@@ -97,7 +121,7 @@ def _present(context: ssl.SSLContext, cert: Path, key: Path | None) -> None:
     except OSError as exc:
         reason = exc.strerror
     files = f"{cert} and {key}" if key else str(cert)
-    names = f"{CLIENT_CERT_VARIABLE}, {CLIENT_KEY_VARIABLE}" if key else CLIENT_CERT_VARIABLE
+    names = f"{cert_name}, {key_name}" if key else cert_name
     raise UnusableTlsFile(
         f"cannot use {files} as the client certificate ({names}): {reason or 'unreadable'}"
     )

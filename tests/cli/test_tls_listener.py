@@ -462,13 +462,29 @@ def test_the_cli_and_the_sdk_trust_a_self_signed_keyfob_through_keyfob_ca_file(
             pytest.raises(sdk.Unreachable, match=r"TLS .*: self-signed certificate; set KEYFOB_CA"),
         ):
             untrusting.sets()
-        monkeypatch.setenv("KEYFOB_CA_FILE", str(cert))
-        with sdk.OperatorClient(token=operator_token) as operator:
+        # Or its clients' ca_file= argument, which the clients made from them keep: the
+        # proxy route's, and the asyncio twin that LeaseAuth makes of a sync agent.
+        with sdk.OperatorClient(token=operator_token, ca_file=cert) as operator:
             operator.create_set(
                 "generic/test/tls", {"API_KEY": CANARY}, profile=local_profile(upstream)
             )
             agent_token = operator.create_agent("tls-agent")["token"].reveal()
             operator.grant("tls-agent", "generic/test/tls", scopes=["request", "workflow"])
+        with (
+            sdk.AgentClient(token=agent_token, ca_file=str(cert)) as agent,
+            sdk.http_client("generic/test/tls", agent=agent) as client,
+        ):
+            assert client.get("/echo").status_code == 200
+            twin = sdk.LeaseAuth("generic/test/tls", agent=agent)
+
+            async def through_the_twin() -> int:
+                async with httpx.AsyncClient(auth=twin, verify=agent.verify) as aclient:
+                    answer = await aclient.get(agent.proxy_url("generic/test/tls") + "/echo")
+                await twin.async_agent.aclose()
+                return answer.status_code
+
+            assert asyncio.run(through_the_twin()) == 200
+        monkeypatch.setenv("KEYFOB_CA_FILE", str(cert))
         with sdk.http_client("generic/test/tls", token=agent_token) as client:
             answer = client.get("/echo")
         assert answer.status_code == 200, answer.text
@@ -490,8 +506,12 @@ def test_the_cli_and_the_sdk_trust_a_self_signed_keyfob_through_keyfob_ca_file(
         assert ran.exit_code == 0, ran.output
         assert status.read_text() == "200"
         monkeypatch.setenv("KEYFOB_CA_FILE", str(missing))
-        with pytest.raises(sdk.InvalidRequest, match=r"cannot use .* as the CA file"):
+        with pytest.raises(sdk.InvalidRequest, match=r"cannot use .* as the CA file \(KEYFOB_CA"):
             sdk.AgentClient(token=agent_token)
+        with pytest.raises(sdk.InvalidRequest, match=r"cannot use .* as the CA file \(ca_file="):
+            sdk.AgentClient(token=agent_token, ca_file=missing)
+        with sdk.AgentClient(token=agent_token, ca_file=cert) as agent:  # wins over the variable
+            assert [g.secret_set for g in agent.grants()] == ["generic/test/tls"]
     finally:
         stop(process)
         upstream.stop()
@@ -543,8 +563,15 @@ def test_an_agent_bound_to_a_certificate_presents_it_through_keyfob_client_cert(
             bare.mint_lease(set_path)
         refused = invoke(["lease", "mint", "--set", set_path], env={"KEYFOB_TOKEN": agent_token})
         assert refused.exit_code == 1
-        # With it (key in its own file), the SDK mints and calls through the proxy route,
-        # and the CLI mints.
+        # With it as the clients' arguments (the variables unset), the SDK mints and calls
+        # through the proxy route.
+        with (
+            sdk.AgentClient(token=agent_token, client_cert=cert, client_key=key) as agent,
+            sdk.http_client(set_path, agent=agent) as client,
+        ):
+            assert client.get("/echo").status_code == 200
+        # With it in the variables (key in its own file), the SDK mints and calls through
+        # the proxy route, and the CLI mints.
         monkeypatch.setenv("KEYFOB_CLIENT_CERT", str(cert))
         monkeypatch.setenv("KEYFOB_CLIENT_KEY", str(key))
         with sdk.http_client(set_path, token=agent_token) as client:

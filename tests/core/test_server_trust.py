@@ -1,6 +1,7 @@
 """How keyfob's clients verify the keyfob server: ``KEYFOB_CA_FILE`` alone when set, the
 CA bundle otherwise, and for plain http a context that trusts nothing (no bundle loaded);
-and the client certificate they present (``KEYFOB_CLIENT_CERT``/``KEYFOB_CLIENT_KEY``)."""
+and the client certificate they present (``KEYFOB_CLIENT_CERT``/``KEYFOB_CLIENT_KEY``);
+the SDK's ``ca_file=``, ``client_cert=`` and ``client_key=`` in their place."""
 
 from __future__ import annotations
 
@@ -105,6 +106,55 @@ def test_from_environ_reads_the_three_variables(tmp_path: Path):
     assert ServerTrust.from_environ(environ) == ServerTrust(
         Path("/etc/keyfob/ca.pem"), Path("/etc/keyfob/agent.pem"), Path("/etc/keyfob/agent.key")
     )
+
+
+def test_the_sdk_arguments_win_over_the_variables_and_errors_name_them(tmp_path: Path):
+    """``ca_file=``, ``client_cert=``, ``client_key=`` (the SDK clients' arguments) name
+    the files instead of the variables; a certificate argument brings its key with it."""
+    ca, (cert, key) = _certificate(tmp_path), _pair(tmp_path, "agent")
+    missing = tmp_path / "missing.pem"
+    environ = {
+        "KEYFOB_CA_FILE": str(missing),
+        "KEYFOB_CLIENT_CERT": str(missing),
+        "KEYFOB_CLIENT_KEY": str(missing),
+    }
+    chosen = ServerTrust.from_environ(environ, ca_file=str(ca), client_cert=cert, client_key=key)
+    assert chosen == ServerTrust(ca, cert, key)
+    assert isinstance(chosen.verification(HTTPS), ssl.SSLContext)
+    # The certificate argument alone: the key is in its file, not in KEYFOB_CLIENT_KEY.
+    both = tmp_path / "both.pem"
+    both.write_bytes(cert.read_bytes() + key.read_bytes())
+    alone = ServerTrust.from_environ(environ, ca_file=ca, client_cert=both)
+    assert alone == ServerTrust(ca, both, None)
+    assert isinstance(alone.verification(HTTPS), ssl.SSLContext)
+    # Each file an error names, it names by where it came from.
+    for trust, message in (
+        (
+            ServerTrust.from_environ(environ, ca_file=missing),
+            f"cannot use {missing} as the CA file (ca_file=): No such file or directory",
+        ),
+        (
+            ServerTrust.from_environ(environ),
+            f"cannot use {missing} as the CA file (KEYFOB_CA_FILE): No such file or directory",
+        ),
+        (
+            ServerTrust.from_environ(environ, ca_file=ca, client_cert=missing, client_key=key),
+            f"cannot use {missing} and {key} as the client certificate "
+            "(client_cert=, client_key=): No such file or directory",
+        ),
+        (
+            ServerTrust.from_environ(environ, ca_file=ca),
+            f"cannot use {missing} and {missing} as the client certificate "
+            "(KEYFOB_CLIENT_CERT, KEYFOB_CLIENT_KEY): No such file or directory",
+        ),
+        (
+            ServerTrust.from_environ(environ, client_key=key),
+            "client_key= is set without client_cert=",
+        ),
+    ):
+        with pytest.raises(UnusableTlsFile) as caught:
+            trust.verification(HTTPS)
+        assert str(caught.value) == message
 
 
 def test_a_client_certificate_is_loaded_with_the_bundle_or_the_ca_file(tmp_path: Path):

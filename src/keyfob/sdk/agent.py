@@ -34,8 +34,9 @@ from keyfob.sdk.models import (
     lease_of,
     request_of,
 )
-from keyfob.sdk.wire import TIMEOUT, AsyncWire, Wire, segment
+from keyfob.sdk.wire import TIMEOUT, AsyncWire, Wire, resolve_trust, segment
 from keyfob.secret import Masked, Secret
+from keyfob.server_trust import FilePath
 
 AGENT_TOKEN = "an agent token (kfa_…)"  # noqa: S105 - what to set, not a token
 POLL_SLICE = 20.0  # seconds per long poll: the server holds at most 30, the client waits 30
@@ -128,10 +129,14 @@ class AgentClient(Masked):
         addr: str | None = None,
         token: str | None = None,
         *,
+        ca_file: FilePath | None = None,
+        client_cert: FilePath | None = None,
+        client_key: FilePath | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
-        self._wire = Wire(addr, token, AGENT_TOKEN, transport, timeout)
+        trust = resolve_trust(ca_file, client_cert, client_key)
+        self._wire = Wire(addr, token, AGENT_TOKEN, transport, timeout, trust)
         self.addr = self._wire.addr
         self.verify = self._wire.verify
         self.transport = transport
@@ -320,10 +325,14 @@ class AsyncAgentClient(Masked):
         addr: str | None = None,
         token: str | None = None,
         *,
+        ca_file: FilePath | None = None,
+        client_cert: FilePath | None = None,
+        client_key: FilePath | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
-        self._wire = AsyncWire(addr, token, AGENT_TOKEN, transport, timeout)
+        trust = resolve_trust(ca_file, client_cert, client_key)
+        self._wire = AsyncWire(addr, token, AGENT_TOKEN, transport, timeout, trust)
         self.addr = self._wire.addr
         self.verify = self._wire.verify
         self.transport = transport

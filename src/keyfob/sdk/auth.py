@@ -218,8 +218,17 @@ class LeaseAuth(Masked, httpx.Auth):
     @property
     def async_agent(self) -> AsyncAgentClient:
         if self._async_agent is None:
-            # The same server and token as the sync client, when there is one.
+            # The same server, token and TLS files as the sync client, when there is one.
             sync = self._agent
-            token = sync._wire.token if sync is not None else None
-            self._async_agent = AsyncAgentClient(sync.addr if sync else None, token)
+            if sync is None:
+                self._async_agent = AsyncAgentClient()
+            else:
+                trust = sync._wire.trust
+                self._async_agent = AsyncAgentClient(
+                    sync.addr,
+                    sync._wire.token,
+                    ca_file=trust.ca_file,
+                    client_cert=trust.client_cert,
+                    client_key=trust.client_key,
+                )
         return self._async_agent

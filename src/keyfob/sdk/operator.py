@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
-from keyfob.sdk.wire import TIMEOUT, Wire, segment
+from keyfob.sdk.wire import TIMEOUT, Wire, resolve_trust, segment
 from keyfob.secret import Masked, Secret
+from keyfob.server_trust import FilePath
 
 Json = dict[str, Any]
 OPERATOR_TOKEN = "an operator token (kfo_…)"  # noqa: S105 - what to set, not a token
@@ -47,10 +48,14 @@ class OperatorClient(Masked):
         addr: str | None = None,
         token: str | None = None,
         *,
+        ca_file: FilePath | None = None,
+        client_cert: FilePath | None = None,
+        client_key: FilePath | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
-        self._wire = Wire(addr, token, OPERATOR_TOKEN, transport, timeout)
+        trust = resolve_trust(ca_file, client_cert, client_key)
+        self._wire = Wire(addr, token, OPERATOR_TOKEN, transport, timeout, trust)
         self.addr = self._wire.addr
 
     def __enter__(self) -> OperatorClient:

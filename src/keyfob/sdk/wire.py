@@ -24,7 +24,7 @@ from keyfob.sdk.errors import (
     unreachable,
 )
 from keyfob.secret import Masked, Secret
-from keyfob.server_trust import ServerTrust, UnusableTlsFile
+from keyfob.server_trust import FilePath, ServerTrust, UnusableTlsFile
 
 DEFAULT_ADDR = "http://127.0.0.1:8200"
 TIMEOUT = 30.0
@@ -48,12 +48,19 @@ def resolve_token(token: str | None) -> Secret[str] | None:
     return Secret(chosen.strip()) if chosen and chosen.strip() else None
 
 
-def resolve_verification(addr: str) -> ssl.SSLContext | bool:
-    """How ``addr``'s certificate is checked (``KEYFOB_CA_FILE``, else httpx's CA bundle)
-    and which client certificate goes with it (``KEYFOB_CLIENT_CERT``/``_KEY``); see
-    ``keyfob.server_trust``."""
+def resolve_trust(
+    ca_file: FilePath | None, client_cert: FilePath | None, client_key: FilePath | None
+) -> ServerTrust:
+    """The files a client checks keyfob with and presents to it: these arguments, else
+    ``KEYFOB_CA_FILE`` and ``KEYFOB_CLIENT_CERT``/``_KEY``; see ``keyfob.server_trust``."""
+    return ServerTrust.from_environ(ca_file=ca_file, client_cert=client_cert, client_key=client_key)
+
+
+def resolve_verification(addr: str, trust: ServerTrust) -> ssl.SSLContext | bool:
+    """How ``addr``'s certificate is checked (``trust``'s CA file, else httpx's CA
+    bundle), with the client certificate ``trust`` names."""
     try:
-        return ServerTrust.from_environ().verification(addr)
+        return trust.verification(addr)
     except UnusableTlsFile as exc:
         raise InvalidRequest(str(exc)) from None
 
@@ -66,9 +73,12 @@ def segment(value: str) -> str:
 class _Base(Masked):
     shown = ("addr",)
 
-    def __init__(self, addr: str | None, token: str | None, what: str) -> None:
+    def __init__(
+        self, addr: str | None, token: str | None, what: str, trust: ServerTrust | None = None
+    ) -> None:
         self.addr = resolve_addr(addr)
-        self.verify = resolve_verification(self.addr)  # for clients of the same server
+        self.trust = trust if trust is not None else ServerTrust.from_environ()
+        self.verify = resolve_verification(self.addr, self.trust)  # for clients of the server
         self._token = resolve_token(token)
         self._what = what  # "an agent token (kfa_…)" for the message when it is missing
         self._headers = {"User-Agent": f"keyfob-sdk/{__version__}", "Accept": "application/json"}
@@ -109,8 +119,9 @@ class Wire(_Base):
         what: str,
         transport: httpx.BaseTransport | None = None,
         timeout: float = TIMEOUT,
+        trust: ServerTrust | None = None,
     ) -> None:
-        super().__init__(addr, token, what)
+        super().__init__(addr, token, what, trust)
         self.http = httpx.Client(
             base_url=self.addr,
             headers=self._headers,
@@ -152,8 +163,9 @@ class AsyncWire(_Base):
         what: str,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = TIMEOUT,
+        trust: ServerTrust | None = None,
     ) -> None:
-        super().__init__(addr, token, what)
+        super().__init__(addr, token, what, trust)
         self.http = httpx.AsyncClient(
             base_url=self.addr,
             headers=self._headers,
