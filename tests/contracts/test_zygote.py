@@ -49,11 +49,18 @@ def test_a_child_gets_the_callers_process_state_and_reports_its_exit(
 
 
 def test_an_uncaught_error_is_exit_1_with_its_traceback(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+    out, err = tmp_path / "out", tmp_path / "err"
     with out.open("wb") as stdout:
         child = zygote.spawn("raise RuntimeError('boom')", [], {}, stdout.fileno())
     assert child.wait(timeout=30) == 1
     assert "RuntimeError: boom" in out.read_text()
+    # stderr apart from stdout when asked
+    code = "print('said'); raise RuntimeError('apart')"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        child = zygote.spawn(code, [], {}, stdout.fileno(), stderr.fileno())
+    assert child.wait(timeout=30) == 1
+    assert out.read_text() == "said\n"
+    assert "RuntimeError: apart" in err.read_text()
 
 
 def test_a_killed_child_reports_the_signal_and_is_a_process_of_its_own(tmp_path: Path) -> None:

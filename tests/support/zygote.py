@@ -231,10 +231,14 @@ def _fork(code: str, args: Sequence[str], env: dict[str, str], fds: Sequence[int
     return Forked(forker, forker.ask(request, fds)["pid"], ["-c", code, *args])
 
 
-def spawn(code: str, args: Sequence[str], env: dict[str, str], stdout: int) -> Forked:
-    """``python -c CODE ARGS`` with ``env``, stdout and stderr to ``stdout``, stdin empty."""
+def spawn(
+    code: str, args: Sequence[str], env: dict[str, str], stdout: int, stderr: int | None = None
+) -> Forked:
+    """``python -c CODE ARGS`` with ``env``, stdout to ``stdout`` and stderr to ``stderr``
+    (default: ``stdout`` too), stdin empty."""
+    errors = stdout if stderr is None else stderr
     with open(os.devnull, "rb") as stdin:
-        return _fork(code, args, env, [stdin.fileno(), stdout, stdout])
+        return _fork(code, args, env, [stdin.fileno(), stdout, errors])
 
 
 def run_module(
