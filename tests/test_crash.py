@@ -24,11 +24,7 @@ from tests.support import loopback, zygote
 from tests.support.server import ProcessServer, env_for, free_port, start_server
 from tests.support.upstream import FakeUpstream
 
-WRITER = (
-    "import asyncio, sys\n"
-    "from tests.support.crash_writer import write_forever\n"
-    "asyncio.run(write_forever(sys.argv[1], int(sys.argv[2])))\n"
-)
+WRITER = "import runpy; runpy.run_module('tests.support.crash_writer', run_name='__main__')"
 SET = "crash/test/writer"
 KILLS = 22
 MIN_KILLS = 8

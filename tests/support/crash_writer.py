@@ -1,7 +1,7 @@
 """Child process for the crash test: write secret versions until killed.
 
 Usage: ``python crash_writer.py PATH FIRST`` with ``KEYFOB_*`` in the environment (the
-crash test forks it from the zygote and calls ``write_forever`` itself). Prints
+crash test forks it from the zygote and runs it as ``__main__`` there). Prints
 ``READY`` once the vault is open, then ``ACK <version> <value>`` after each write is
 committed, flushing every line, so the parent knows exactly what was acknowledged.
 """
