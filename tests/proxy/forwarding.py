@@ -10,7 +10,8 @@ import base64
 import os
 import socket
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,20 @@ class Forward:
         assert answer.status_code == 200, answer.text
         items: list[dict[str, Any]] = answer.json()["items"]
         return items
+
+    def audit_until(
+        self,
+        done: Callable[[list[dict[str, Any]]], bool] = bool,
+        timeout: float = 10,
+        **filters: Any,
+    ) -> list[dict[str, Any]]:
+        """``audit(**filters)`` once ``done`` holds for it: for records the server writes
+        on its own time (after a failed handshake, a hang-up, the next grouped commit)."""
+        deadline = time.monotonic() + timeout
+        while not done(records := self.audit(**filters)):
+            assert time.monotonic() < deadline, f"no such audit records: {filters}"
+            time.sleep(0.02)
+        return records
 
 
 def _profile(base_url: str, host: str, inject: dict[str, Any]) -> dict[str, Any]:

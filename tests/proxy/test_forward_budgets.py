@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,14 +48,12 @@ def budgeted(fwd: Forward, budgets: list[dict[str, Any]]) -> tuple[str, str]:
 
 def outcomes(fwd: Forward, grant: str) -> list[dict[str, Any]]:
     """The grant's ``proxy.request`` records, once they are in (they follow the answer)."""
-    for _ in range(250):
-        found = [
-            r for r in fwd.audit(action="proxy.request") if r["details"].get("grant_id") == grant
-        ]
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError("no proxy.request record for the grant")
+
+    def of_grant(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in records if r["details"].get("grant_id") == grant]
+
+    records = fwd.audit_until(lambda found: bool(of_grant(found)), action="proxy.request")
+    return of_grant(records)
 
 
 def chat(fwd: Forward, credential: str) -> httpx.Response:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -220,8 +219,8 @@ def test_a_client_that_does_not_trust_the_ca_fails_the_handshake_audited(fwd: Fo
     with pytest.raises(ssl.SSLCertVerificationError):
         context.wrap_socket(sock, server_hostname=OPENAI_HOST)
     sock.close()
-    failed = fwd.audit(action="forward.tls_failed")
-    assert failed
+    # The server records the failure when its side of the handshake gives up.
+    failed = fwd.audit_until(action="forward.tls_failed")
     assert failed[-1]["target"] == f"host:{OPENAI_HOST}:443"
     assert fwd.upstream.seen == []
 
@@ -240,16 +239,12 @@ def test_other_hosts_are_tunnelled_untouched_and_audited(fwd: Forward) -> None:
         )
     assert _status(answer) == 200
     assert fwd.upstream.seen[-1].header("authorization") == f"Bearer {PLACEHOLDER}"
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
     # The close record follows the upstream's hang-up, on the server's own time.
-    while time.monotonic() < deadline:
-        records = [
-            r for r in fwd.audit(action="forward.tunnel") if r["target"] == f"host:{OTHER_HOST}:443"
-        ]
-        if records and records[-1]["details"]["stage"] == "close":
-            break
-        time.sleep(0.05)
+    records = fwd.audit_until(
+        lambda found: bool(found) and found[-1]["details"]["stage"] == "close",
+        action="forward.tunnel",
+        target=f"host:{OTHER_HOST}:443",
+    )
     assert [r["details"]["stage"] for r in records[-2:]] == ["open", "close"]
     assert records[-1]["details"]["bytes_up"] > 0
     assert records[-1]["details"]["bytes_down"] > 0
@@ -382,11 +377,8 @@ def test_an_upstream_with_a_bad_certificate_is_refused_and_audited(fwd: Forward)
     problem = _problem(answer)
     assert (problem["type"], problem["reason"]) == ("urn:keyfob:problem:bad-gateway", "tls")
     assert fwd.upstream.seen == []  # the handshake failed: no request was sent
-    deadline = time.monotonic() + 5  # the outcome record rides the next grouped commit
-    while not (records := fwd.audit(target=f"secret_set:{name}", action="proxy.request")):
-        assert time.monotonic() < deadline, "no proxy.request record"
-        time.sleep(0.02)
-    [record] = records
+    # The outcome record rides the next grouped commit.
+    [record] = fwd.audit_until(target=f"secret_set:{name}", action="proxy.request")
     assert (record["outcome"], record["details"]["error"]) == ("error", "tls")
     assert record["details"]["bytes_up"] == 0
     assert CANARY.encode() not in answer
